@@ -1,0 +1,1 @@
+"""Subcommands of ``athena-supervisor``; each module registers one."""

@@ -1,0 +1,234 @@
+"""Frozen snapshots of what the API reported, and the verdicts the policy draws from them.
+
+API dicts are parsed into these types once, at the edge (``from_api``); everything past the gateway works
+on these immutable values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+MILLIS_PER_HOUR = 3_600_000
+
+TargetKind = Literal["calculation", "session"]
+ActionName = Literal["stop", "terminate", "notify"]
+ModeName = Literal["enforce", "dry-run"]
+
+
+class CalculationState(StrEnum):
+    CREATING = "CREATING"
+    CREATED = "CREATED"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class SessionState(StrEnum):
+    CREATING = "CREATING"
+    CREATED = "CREATED"
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    DEGRADED = "DEGRADED"
+    FAILED = "FAILED"
+
+
+WAITING_CALCULATION_STATES = frozenset(
+    {CalculationState.CREATING, CalculationState.CREATED, CalculationState.QUEUED}
+)
+LIVE_CALCULATION_STATES = WAITING_CALCULATION_STATES | {CalculationState.RUNNING, CalculationState.CANCELING}
+TERMINAL_CALCULATION_STATES = frozenset(
+    {CalculationState.CANCELED, CalculationState.COMPLETED, CalculationState.FAILED}
+)
+ACTIVE_SESSION_STATES = frozenset(
+    {SessionState.CREATING, SessionState.CREATED, SessionState.IDLE, SessionState.BUSY, SessionState.DEGRADED}
+)
+ENDED_SESSION_STATES = frozenset({SessionState.TERMINATED, SessionState.FAILED})
+EXEMPT_DESCRIPTION_MARKER = "[supervisor:exempt]"
+
+
+def parse_calculation_state(raw: object) -> CalculationState | None:
+    """Return the state, or None for a state this version does not know (never acted upon)."""
+    try:
+        return CalculationState(str(raw))
+    except ValueError:
+        return None
+
+
+def parse_session_state(raw: object) -> SessionState | None:
+    try:
+        return SessionState(str(raw))
+    except ValueError:
+        return None
+
+
+def _dpu_millis(statistics: Mapping[str, Any] | None) -> int | None:
+    if not statistics or statistics.get("DpuExecutionInMillis") is None:
+        return None
+    return int(statistics["DpuExecutionInMillis"])
+
+
+@dataclass(frozen=True, slots=True)
+class WorkgroupSnapshot:
+    name: str
+    enabled: bool
+    is_spark: bool
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def is_exempt(self, exempt_tag: str) -> bool:
+        return self.tags.get(exempt_tag, "").strip().lower() == "true"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """A session as last seen. ``dpu_millis`` is None when only a list summary was seen."""
+
+    session_id: str
+    workgroup: str
+    state: SessionState | None
+    raw_state: str
+    description: str
+    started_at: datetime | None
+    idle_since: datetime | None
+    ended_at: datetime | None
+    last_modified_at: datetime | None
+    observed_at: datetime
+    dpu_millis: int | None = None
+
+    @classmethod
+    def from_api(cls, workgroup: str, data: Mapping[str, Any], observed_at: datetime) -> SessionSnapshot:
+        """Parse a SessionSummary (ListSessions) or a GetSession/GetSessionStatus response."""
+        status: Mapping[str, Any] = data.get("Status") or {}
+        raw_state = str(status.get("State", ""))
+        return cls(
+            session_id=str(data["SessionId"]),
+            workgroup=str(data.get("WorkGroup") or workgroup),
+            state=parse_session_state(raw_state),
+            raw_state=raw_state,
+            description=str(data.get("Description") or ""),
+            started_at=status.get("StartDateTime"),
+            idle_since=status.get("IdleSinceDateTime"),
+            ended_at=status.get("EndDateTime"),
+            last_modified_at=status.get("LastModifiedDateTime"),
+            observed_at=observed_at,
+            dpu_millis=_dpu_millis(data.get("Statistics")),
+        )
+
+    @property
+    def is_exempt(self) -> bool:
+        return EXEMPT_DESCRIPTION_MARKER in self.description
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_SESSION_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class CalculationSnapshot:
+    """A calculation as last seen. ``dpu_millis`` is None when only a list summary was seen."""
+
+    calculation_id: str
+    session_id: str
+    workgroup: str
+    state: CalculationState | None
+    raw_state: str
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    observed_at: datetime
+    dpu_millis: int | None = None
+    progress: str | None = None
+
+    @classmethod
+    def from_api(
+        cls, session_id: str, workgroup: str, data: Mapping[str, Any], observed_at: datetime
+    ) -> CalculationSnapshot:
+        """Parse a CalculationSummary or a GetCalculationExecution(Status) response."""
+        status: Mapping[str, Any] = data.get("Status") or {}
+        raw_state = str(status.get("State", ""))
+        statistics: Mapping[str, Any] | None = data.get("Statistics")
+        return cls(
+            calculation_id=str(data.get("CalculationExecutionId", "")),
+            session_id=str(data.get("SessionId") or session_id),
+            workgroup=workgroup,
+            state=parse_calculation_state(raw_state),
+            raw_state=raw_state,
+            submitted_at=status.get("SubmissionDateTime"),
+            completed_at=status.get("CompletionDateTime"),
+            observed_at=observed_at,
+            dpu_millis=_dpu_millis(statistics),
+            progress=(statistics or {}).get("Progress"),
+        )
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_CALCULATION_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRef:
+    """What an action is aimed at. A session target has ``target_id == session_id``."""
+
+    kind: TargetKind
+    target_id: str
+    session_id: str
+    workgroup: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.target_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A limit a target has crossed, with everything needed to explain the action taken on it.
+
+    ``observed`` and ``limit`` are in ``unit`` (seconds, dpu_hours or usd). ``crossed_at`` is the instant
+    the limit was crossed: exact for time limits, interpolated from the accrual rate for DPU/cost limits.
+    """
+
+    target: TargetRef
+    policy: str
+    rule: str
+    observed: float
+    limit: float
+    unit: str
+    crossed_at: datetime
+    decided_at: datetime
+    action: ActionName
+    mode: ModeName
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:
+    """A crossing predicted within a policy's ``notify_before`` window."""
+
+    target: TargetRef
+    policy: str
+    rule: str
+    observed: float
+    limit: float
+    unit: str
+    predicted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The policy's answer for one target at one instant.
+
+    ``next_check_at`` is the earliest instant at which a limit may be crossed (exact for time limits,
+    predicted for accrual limits); None when nothing can be crossed any more. ``needs_statistics`` says
+    an accrual limit applies but no statistics have been fetched yet.
+    """
+
+    verdict: Verdict | None = None
+    next_check_at: datetime | None = None
+    needs_statistics: bool = False
+    warnings: tuple[Warning, ...] = ()

@@ -1,0 +1,203 @@
+"""The enforcement state machine of one target, as pure transitions over a frozen :class:`Escalation`.
+
+    STOP_PENDING ──Stop sent──► STOP_REQUESTED ──calculation terminal──► DONE (stopped/completed/failed)
+                                       │ still live after stop_grace
+                                       ▼
+    TERMINATE_PENDING ──Terminate sent──► TERMINATE_REQUESTED ──session ended──► DONE (terminated)
+            ▲                                    │ still alive after terminate_grace
+            └──── retry after backoff ─── ESCALATION_FAILED ◄┘
+
+Every function takes ``now`` and returns a new value; the executor performs the step named by
+:func:`next_step`, journals it, and feeds the answer back here. A ``*_intent_at`` without a matching
+``*_sent_at`` means a call may have been sent by a previous process that died before journaling the
+answer: the target is looked at before anything is sent again, so a restart never repeats a Stop that
+took effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from supervisor.model import (
+    ENDED_SESSION_STATES,
+    CalculationState,
+    SessionState,
+    Verdict,
+)
+
+
+class Phase(StrEnum):
+    STOP_PENDING = "stop_pending"
+    STOP_REQUESTED = "stop_requested"
+    TERMINATE_PENDING = "terminate_pending"
+    TERMINATE_REQUESTED = "terminate_requested"
+    ESCALATION_FAILED = "escalation_failed"
+    DONE = "done"
+
+
+class Step(StrEnum):
+    SEND_STOP = "send_stop"
+    SEND_TERMINATE = "send_terminate"
+    VERIFY_CALCULATION = "verify_calculation"
+    VERIFY_SESSION = "verify_session"
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    stop_grace: timedelta
+    terminate_grace: timedelta
+    first_verify_after: timedelta = timedelta(seconds=1)
+    retry_backoff_initial: timedelta = timedelta(seconds=5)
+    retry_backoff_max: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    escalation_id: str
+    verdict: Verdict
+    phase: Phase
+    created_at: datetime
+    next_step_at: datetime
+    stop_intent_at: datetime | None = None
+    stop_sent_at: datetime | None = None
+    terminate_intent_at: datetime | None = None
+    terminate_sent_at: datetime | None = None
+    terminate_attempts: int = 0
+    failures: int = 0
+    outcome: str | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.phase is Phase.DONE
+
+
+def begin(verdict: Verdict, escalation_id: str, now: datetime) -> Escalation:
+    """The first state for a fresh verdict. Dry-run and notify verdicts are settled at once."""
+    if verdict.mode == "dry-run":
+        return Escalation(escalation_id, verdict, Phase.DONE, now, now, outcome="dry_run")
+    if verdict.action == "notify":
+        return Escalation(escalation_id, verdict, Phase.DONE, now, now, outcome="notified")
+    if verdict.action == "stop" and verdict.target.kind == "calculation":
+        return Escalation(escalation_id, verdict, Phase.STOP_PENDING, now, now)
+    return Escalation(escalation_id, verdict, Phase.TERMINATE_PENDING, now, now)
+
+
+def next_step(escalation: Escalation) -> Step:
+    match escalation.phase:
+        case Phase.STOP_PENDING:
+            return Step.VERIFY_CALCULATION if escalation.stop_intent_at else Step.SEND_STOP
+        case Phase.STOP_REQUESTED:
+            return Step.VERIFY_CALCULATION
+        case Phase.TERMINATE_PENDING:
+            return Step.VERIFY_SESSION if escalation.terminate_intent_at else Step.SEND_TERMINATE
+        case Phase.TERMINATE_REQUESTED:
+            return Step.VERIFY_SESSION
+        case Phase.ESCALATION_FAILED:
+            return Step.SEND_TERMINATE
+        case _:
+            return Step.NOTHING
+
+
+def _verify_at(sent_at: datetime, now: datetime, deadline: datetime, timing: Timing) -> datetime:
+    """Look again after a doubling interval (1s, 2s, 4s… since the call), never later than the deadline."""
+    waited = max(now - sent_at, timing.first_verify_after)
+    return min(now + waited, deadline) if now < deadline else now
+
+
+def intend(escalation: Escalation, step: Step, now: datetime) -> Escalation:
+    """Record that a Stop/Terminate is about to be sent (journaled before the call)."""
+    if step is Step.SEND_STOP:
+        return replace(escalation, stop_intent_at=now)
+    if step is Step.SEND_TERMINATE:
+        return replace(escalation, terminate_intent_at=now)
+    return escalation
+
+
+def sent(escalation: Escalation, step: Step, now: datetime, timing: Timing) -> Escalation:
+    """The Stop/Terminate call was answered successfully."""
+    if step is Step.SEND_STOP:
+        deadline = now + timing.stop_grace
+        return replace(
+            escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=now, stop_intent_at=escalation.stop_intent_at or now,
+            next_step_at=_verify_at(now, now, deadline, timing),
+        )
+    deadline = now + timing.terminate_grace
+    return replace(
+        escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=now,
+        terminate_intent_at=escalation.terminate_intent_at or now,
+        terminate_attempts=escalation.terminate_attempts + 1, next_step_at=_verify_at(now, now, deadline, timing),
+    )
+
+
+def send_failed(escalation: Escalation, step: Step, now: datetime, timing: Timing) -> Escalation:
+    """The call failed after the gateway's own retries: clear the intent and try again after a backoff."""
+    backoff = _backoff(escalation.failures, timing)
+    if step is Step.SEND_STOP:
+        return replace(escalation, stop_intent_at=None, failures=escalation.failures + 1, next_step_at=now + backoff)
+    return replace(
+        escalation, terminate_intent_at=None, failures=escalation.failures + 1, next_step_at=now + backoff,
+    )
+
+
+def _backoff(failures: int, timing: Timing) -> timedelta:
+    return min(timing.retry_backoff_initial * (1 << min(failures, 16)), timing.retry_backoff_max)
+
+
+CALCULATION_OUTCOMES = {
+    CalculationState.CANCELED: "stopped",
+    CalculationState.COMPLETED: "completed",
+    CalculationState.FAILED: "failed",
+}
+
+
+def calculation_observed(
+    escalation: Escalation, state: CalculationState | None, now: datetime, timing: Timing, *, found: bool = True
+) -> Escalation:
+    """Feed a fresh look at the calculation (``found=False`` when the API no longer knows it)."""
+    if not found:
+        return replace(escalation, phase=Phase.DONE, outcome="gone", next_step_at=now)
+    if state in CALCULATION_OUTCOMES:
+        return replace(escalation, phase=Phase.DONE, outcome=CALCULATION_OUTCOMES[state], next_step_at=now)
+    if state is None:
+        # An unknown state is never acted upon: keep looking, without escalating.
+        return replace(escalation, next_step_at=now + timing.first_verify_after)
+    if escalation.phase is Phase.STOP_PENDING:
+        # A previous process journaled the intent but not the answer.
+        if state is CalculationState.CANCELING:
+            intent = escalation.stop_intent_at or now
+            return replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=intent,
+                           next_step_at=_verify_at(intent, now, intent + timing.stop_grace, timing))
+        return replace(escalation, stop_intent_at=None, next_step_at=now)
+    sent_at = escalation.stop_sent_at or now
+    deadline = sent_at + timing.stop_grace
+    if now >= deadline:
+        return replace(escalation, phase=Phase.TERMINATE_PENDING, next_step_at=now)
+    return replace(escalation, next_step_at=_verify_at(sent_at, now, deadline, timing))
+
+
+def session_observed(
+    escalation: Escalation, state: SessionState | None, now: datetime, timing: Timing, *, found: bool = True
+) -> Escalation:
+    """Feed a fresh look at the session."""
+    if not found or state in ENDED_SESSION_STATES:
+        return replace(escalation, phase=Phase.DONE, outcome="terminated", next_step_at=now)
+    if state is None:
+        return replace(escalation, next_step_at=now + timing.first_verify_after)
+    if escalation.phase is Phase.TERMINATE_PENDING:
+        if state is SessionState.TERMINATING:
+            intent = escalation.terminate_intent_at or now
+            return replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
+                           terminate_attempts=escalation.terminate_attempts + 1,
+                           next_step_at=_verify_at(intent, now, intent + timing.terminate_grace, timing))
+        return replace(escalation, terminate_intent_at=None, next_step_at=now)
+    sent_at = escalation.terminate_sent_at or now
+    deadline = sent_at + timing.terminate_grace
+    if now >= deadline:
+        return replace(
+            escalation, phase=Phase.ESCALATION_FAILED, terminate_intent_at=None, failures=escalation.failures + 1,
+            next_step_at=now + _backoff(escalation.failures, timing),
+        )
+    return replace(escalation, next_step_at=_verify_at(sent_at, now, deadline, timing))

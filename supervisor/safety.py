@@ -1,0 +1,68 @@
+"""Safety rails in front of every destructive call: a per-minute action budget and a circuit breaker.
+
+- ``max_actions_per_minute``: Stop/Terminate calls beyond it wait for a slot (they are delayed, never
+  dropped, so no due action is lost).
+- circuit breaker: if the sessions hit by destructive calls within one minute would exceed
+  ``fraction`` of the watched active sessions (and at least ``min_targets``), something is wrong (a bad
+  policy, a clock jump): the breaker opens and holds every further destructive call until the daemon is
+  restarted by an operator. Held escalations stay pending in the journal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+WINDOW = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """``allowed``; otherwise ``reason`` and when to ask again (None: not before a restart)."""
+
+    allowed: bool
+    reason: str | None = None
+    retry_at: datetime | None = None
+
+
+class SafetyRails:
+    def __init__(
+        self,
+        *,
+        max_actions_per_minute: int,
+        breaker_fraction: float,
+        breaker_min_targets: int,
+        active_sessions: Callable[[], int],
+    ) -> None:
+        self.max_actions_per_minute = max_actions_per_minute
+        self.breaker_fraction = breaker_fraction
+        self.breaker_min_targets = breaker_min_targets
+        self._active_sessions = active_sessions
+        self._actions: deque[datetime] = deque()
+        self._sessions_hit: dict[str, datetime] = {}
+        self.breaker_open = False
+
+    def _forget_before(self, now: datetime) -> None:
+        horizon = now - WINDOW
+        while self._actions and self._actions[0] <= horizon:
+            self._actions.popleft()
+        for session_id in [s for s, at in self._sessions_hit.items() if at <= horizon]:
+            del self._sessions_hit[session_id]
+
+    def admit(self, session_id: str, now: datetime) -> Admission:
+        """May a destructive call touching ``session_id`` be sent now? Admitted calls are counted."""
+        if self.breaker_open:
+            return Admission(False, "circuit_breaker")
+        self._forget_before(now)
+        if len(self._actions) >= self.max_actions_per_minute:
+            return Admission(False, "rate_limit", self._actions[0] + WINDOW)
+        hit = set(self._sessions_hit) | {session_id}
+        watched = max(self._active_sessions(), 1)
+        if len(hit) >= self.breaker_min_targets and len(hit) > self.breaker_fraction * watched:
+            self.breaker_open = True
+            return Admission(False, "circuit_breaker")
+        self._actions.append(now)
+        self._sessions_hit[session_id] = now
+        return Admission(True)

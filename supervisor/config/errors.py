@@ -104,10 +104,6 @@ def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
 # --- walking model classes along an error location -------------------------------------------------
 
 
@@ -224,7 +220,7 @@ def _problem_for(error: ErrorDetails, root: type[BaseModel], source: str,
         problem, hint = cause.problem, cause.hint
         if cause.value is not NO_VALUE:
             value = cause.value
-        elif cause.subpath or not _is_scalar(value):
+        elif cause.subpath or isinstance(value, dict):
             value = NO_VALUE
         return _finish(root, loc, source, problem, value, hint, env_names)
     if kind == "value_error" and cause is not None and hasattr(cause, "problem"):

@@ -63,18 +63,18 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
-    seen: set[Any] = set()
+    first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         try:
-            duplicate = key in seen
+            line = first_line.get(key)
         except TypeError:
             continue  # unhashable key: construct_mapping reports it
-        if duplicate:
+        if line is not None:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {key!r} (first on line {line})", key_node.start_mark
             )
-        seen.add(key)
+        first_line[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node)
 
 
@@ -100,7 +100,7 @@ def _read_yaml(path: Path, source: str) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        detail = " ".join(part for part in (exc.context, exc.problem) if part)
+        detail = ", ".join(part for part in (exc.context, exc.problem) if part)
         raise ConfigError.single(where, f"invalid YAML: {detail}") from None
     except yaml.YAMLError as exc:
         raise ConfigError.single(source, f"invalid YAML: {exc}") from None
@@ -142,7 +142,7 @@ def parse_settings(data: object, source: str = "<config>", environ: Mapping[str,
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     if not isinstance(data, dict):
-        raise ConfigError.single(source, "the top level must be a mapping of settings", value=data,
+        raise ConfigError.single(source, "the top level must be a mapping", value=data,
                                  hint="accepted keys: " + ", ".join(sorted(Settings.model_fields)))
     data, env_names = _apply_environment(data, env)
     try:

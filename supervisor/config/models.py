@@ -332,6 +332,11 @@ class SnsChannel(_Channel):
                                "write e.g. arn:aws:sns:us-east-1:123456789012:athena-supervisor")
         return value
 
+    @property
+    def effective_region(self) -> str:
+        """``region`` if set, else the region inside ``topic_arn``."""
+        return self.region or self.topic_arn.split(":")[3]
+
 
 class EventBridgeChannel(_Channel):
     type: Literal["eventbridge"]
@@ -347,11 +352,11 @@ NotificationChannel = Annotated[WebhookChannel | SnsChannel | EventBridgeChannel
 # --- the whole file ----------------------------------------------------------------------------------
 
 
-def _unique_names(value: tuple[Any, ...], what: str) -> None:
+def _unique_names(value: tuple[Any, ...], what: str, key: str) -> None:
     seen: dict[str, int] = {}
     for index, item in enumerate(value):
         if item.name in seen:
-            raise FieldProblem(f"duplicate {what} name", f"already used by {what}s[{seen[item.name]}]; "
+            raise FieldProblem(f"duplicate {what} name", f"already used by {key}[{seen[item.name]}]; "
                                "names must be unique", subpath=(index, "name"), value=item.name)
         seen[item.name] = index
 
@@ -379,13 +384,13 @@ class Settings(_Model):
     @field_validator("policies")
     @classmethod
     def _unique_policies(cls, value: tuple[PolicyConfig, ...]) -> tuple[PolicyConfig, ...]:
-        _unique_names(value, "policy")
+        _unique_names(value, "policy", "policies")
         return value
 
     @field_validator("budgets")
     @classmethod
     def _unique_budgets(cls, value: tuple[BudgetConfig, ...]) -> tuple[BudgetConfig, ...]:
-        _unique_names(value, "budget")
+        _unique_names(value, "budget", "budgets")
         return value
 
     def watches(self, workgroup: str) -> bool:

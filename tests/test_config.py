@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 
 from supervisor.config import (
     ConfigError,
@@ -492,3 +493,30 @@ def test_json_dump_formats_durations() -> None:
     dumped = settings.model_dump(mode="json")
     assert dumped["policies"][0]["calculation"]["max_runtime"] == "1m30s"
     assert dumped["escalation"] == {"stop_grace": "30s", "terminate_grace": "2m", "retry_backoff_max": "5m"}
+
+
+# --- documentation stays complete --------------------------------------------------------------------
+
+
+def _all_keys(model: type[BaseModel]) -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        keys.add(name)
+        for candidate in _models_in(field.annotation):
+            keys |= _all_keys(candidate)
+    return keys
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def test_every_key_is_documented_and_in_the_example() -> None:
+    docs = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    example = (REPO / "config" / "example.yaml").read_text(encoding="utf-8")
+    keys = _all_keys(Settings)
+    assert len(keys) > 50
+    assert [key for key in sorted(keys) if f"`{key}`" not in docs and f".{key}`" not in docs] == []
+    assert [key for key in sorted(keys) if f"{key}:" not in example] == []

@@ -11,6 +11,7 @@ from supervisor.config import (
     ConfigError,
     EventBridgeChannel,
     PolicyConfig,
+    SessionLimits,
     Settings,
     SnsChannel,
     WebhookChannel,
@@ -482,7 +483,7 @@ def test_pricing_per_region() -> None:
 
 
 def test_models_are_frozen_and_accept_timedeltas_directly() -> None:
-    policy = PolicyConfig(name="x", session={"max_idle": timedelta(minutes=1)})  # type: ignore[arg-type]
+    policy = PolicyConfig(name="x", session=SessionLimits(max_idle=timedelta(minutes=1)))
     assert policy.session is not None and policy.session.max_idle == timedelta(minutes=1)
     with pytest.raises(ValueError, match="frozen"):
         policy.name = "y"  # type: ignore[misc]

@@ -7,101 +7,51 @@ Key names are public (documented in ``docs/configuration.md``). Validators raise
 from __future__ import annotations
 
 import fnmatch
-import re
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import Field, field_validator
 from pydantic import model_validator as _model_validator
 
 from supervisor.config.errors import FieldProblem, join_hints, suggest
-from supervisor.durations import BARE_NUMBER_HINT, DURATION_HINT, format_duration, parse_duration
+from supervisor.config.notifications import (
+    EventBridgeChannel,
+    NotificationChannel,
+    SnsChannel,
+    WebhookChannel,
+)
+from supervisor.config.types import (
+    BudgetAction,
+    Count,
+    Duration,
+    EventName,
+    HttpUrl,
+    LogLevel,
+    Mode,
+    Number,
+    PeriodKind,
+    PolicyAction,
+    Severity,
+    StrictModel,
+    Text,
+    check_globs,
+)
+from supervisor.durations import parse_duration
 
-Mode = Literal["enforce", "dry-run"]
-PolicyAction = Literal["stop", "terminate", "notify"]
-BudgetAction = Literal["notify", "stop_calculations", "terminate_sessions", "disable_workgroup"]
-PeriodKind = Literal["daily", "weekly", "monthly", "rolling"]
-Severity = Literal["info", "warning", "critical"]
-LogLevel = Literal["debug", "info", "warning", "error"]
-EventName = Literal[
-    "warning", "violation", "stop_requested", "escalated", "terminated", "escalation_failed",
-    "budget_threshold", "workgroup_disabled", "workgroup_enabled",
+__all__ = [
+    "AwsSettings", "BudgetAction", "BudgetConfig", "BudgetThreshold", "CalculationLimits", "Duration",
+    "EscalationSettings", "EventBridgeChannel", "EventName", "HttpSettings", "JournalSettings", "LogLevel",
+    "Mode", "NotificationChannel", "PeriodKind", "PolicyAction", "PolicyConfig", "PricingSettings",
+    "SafetySettings", "SessionLimits", "Settings", "Severity", "SnsChannel", "WebhookChannel",
 ]
-
-
-# --- field types -------------------------------------------------------------------------------------
-
-
-def _duration(value: object) -> object:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FieldProblem("not a duration", DURATION_HINT)
-    if not isinstance(value, str):
-        raise FieldProblem("a number without a unit is not a duration", BARE_NUMBER_HINT)
-    return parse_duration(value)
-
-
-def _positive_duration(value: object) -> object:
-    value = _duration(value)
-    if isinstance(value, timedelta) and value <= timedelta(0):
-        raise FieldProblem("must be longer than zero", "e.g. 30s")
-    return value
-
-
-def _number(value: object) -> object:
-    if isinstance(value, bool):  # YAML true/false must not pass as 1/0
-        raise FieldProblem("a boolean is not a number", "write a number such as 1 or 0.5")
-    return value
-
-
-def _non_empty_text(value: object) -> object:
-    if isinstance(value, str) and not value.strip():
-        raise FieldProblem("must not be empty", "write some text")
-    return value
-
-
-def _http_url(value: object) -> object:
-    if isinstance(value, str):
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise FieldProblem("not an http(s) URL", "write a URL that starts with http:// or https://")
-    return value
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_positive_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-]
-"""A positive duration written as ``45s``, ``15m``, ``1h30m``; dumped to JSON in the same form."""
-
-Number = Annotated[float, BeforeValidator(_number)]
-Count = Annotated[int, BeforeValidator(_number)]
-Text = Annotated[str, BeforeValidator(_non_empty_text)]
-HttpUrl = Annotated[str, BeforeValidator(_http_url)]
-
-
-def _globs(value: tuple[str, ...]) -> tuple[str, ...]:
-    if not value:
-        raise FieldProblem("empty list matches no workgroup", 'use ["*"] for every workgroup', value=[])
-    for index, glob in enumerate(value):
-        if not glob.strip():
-            raise FieldProblem("empty workgroup glob", 'use e.g. "etl-*"', subpath=(index,), value=glob)
-    return value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- sections ----------------------------------------------------------------------------------------
 
 
-class AwsSettings(_Model):
+class AwsSettings(StrictModel):
     region: Text = "us-east-1"
     endpoint_url: HttpUrl | None = None
     max_requests_per_second: Number = Field(default=20.0, gt=0)
@@ -109,16 +59,16 @@ class AwsSettings(_Model):
     profile: Text | None = None
 
 
-class JournalSettings(_Model):
+class JournalSettings(StrictModel):
     path: Path = Path("./athena-supervisor.db")
 
 
-class HttpSettings(_Model):
+class HttpSettings(StrictModel):
     host: Text = "127.0.0.1"
     port: Count = Field(default=9464, ge=0, le=65535)
 
 
-class PricingSettings(_Model):
+class PricingSettings(StrictModel):
     dpu_hour_usd: Number = Field(default=0.35, gt=0)
     regions: dict[str, Annotated[Number, Field(gt=0)]] = {}
 
@@ -127,13 +77,13 @@ class PricingSettings(_Model):
         return self.regions.get(region, self.dpu_hour_usd)
 
 
-class EscalationSettings(_Model):
+class EscalationSettings(StrictModel):
     stop_grace: Duration = timedelta(seconds=30)
     terminate_grace: Duration = timedelta(minutes=2)
     retry_backoff_max: Duration = timedelta(minutes=5)
 
 
-class SafetySettings(_Model):
+class SafetySettings(StrictModel):
     max_actions_per_minute: Count = Field(default=60, ge=1)
     exempt_tag: Text = "athena-supervisor/exempt"
     circuit_breaker_fraction: Number = Field(default=0.5, gt=0, le=1)
@@ -143,7 +93,7 @@ class SafetySettings(_Model):
 # --- policies ----------------------------------------------------------------------------------------
 
 
-class CalculationLimits(_Model):
+class CalculationLimits(StrictModel):
     max_runtime: Duration | None = None
     max_queued: Duration | None = None
     max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
@@ -153,7 +103,7 @@ class CalculationLimits(_Model):
         return all(getattr(self, name) is None for name in type(self).model_fields)
 
 
-class SessionLimits(_Model):
+class SessionLimits(StrictModel):
     max_idle: Duration | None = None
     max_age: Duration | None = None
     max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
@@ -163,7 +113,7 @@ class SessionLimits(_Model):
         return all(getattr(self, name) is None for name in type(self).model_fields)
 
 
-class PolicyConfig(_Model):
+class PolicyConfig(StrictModel):
     name: Text
     workgroups: tuple[str, ...] = ("*",)
     calculation: CalculationLimits | None = None
@@ -175,7 +125,7 @@ class PolicyConfig(_Model):
     @field_validator("workgroups")
     @classmethod
     def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _globs(value)
+        return check_globs(value)
 
     @_model_validator(mode="after")
     def _has_a_limit(self) -> PolicyConfig:
@@ -201,12 +151,12 @@ class PolicyConfig(_Model):
 _PERIOD_HINT = "accepted values: daily, weekly, monthly, rolling:<duration> (e.g. rolling:24h)"
 
 
-class BudgetThreshold(_Model):
+class BudgetThreshold(StrictModel):
     at_percent: Number = Field(gt=0)
     action: BudgetAction
 
 
-class BudgetConfig(_Model):
+class BudgetConfig(StrictModel):
     name: Text
     workgroups: tuple[str, ...] = ("*",)
     period: str
@@ -218,7 +168,7 @@ class BudgetConfig(_Model):
     @field_validator("workgroups")
     @classmethod
     def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _globs(value)
+        return check_globs(value)
 
     @field_validator("period")
     @classmethod
@@ -286,69 +236,6 @@ class BudgetConfig(_Model):
         return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
 
 
-# --- notifications -----------------------------------------------------------------------------------
-
-_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
-
-
-class _Channel(_Model):
-    events: tuple[EventName, ...] | None = None
-    min_severity: Severity = "info"
-
-    @field_validator("events")
-    @classmethod
-    def _check_events(cls, value: tuple[EventName, ...] | None) -> tuple[EventName, ...] | None:
-        if value is not None and not value:
-            raise FieldProblem("empty list delivers no event", "omit 'events' to receive every event",
-                               value=[])
-        return value
-
-    def wants(self, event: str, severity: Severity) -> bool:
-        """Whether this channel receives ``event`` at ``severity``."""
-        order = ("info", "warning", "critical")
-        in_filter = self.events is None or event in self.events
-        return in_filter and order.index(severity) >= order.index(self.min_severity)
-
-
-class WebhookChannel(_Channel):
-    type: Literal["webhook"]
-    url: HttpUrl
-    timeout: Duration = timedelta(seconds=5)
-    retries: Count = Field(default=5, ge=0)
-    headers: dict[str, str] = {}
-
-
-class SnsChannel(_Channel):
-    type: Literal["sns"]
-    topic_arn: str
-    region: Text | None = None
-    endpoint_url: HttpUrl | None = None
-
-    @field_validator("topic_arn")
-    @classmethod
-    def _check_arn(cls, value: str) -> str:
-        if not _SNS_ARN.fullmatch(value):
-            raise FieldProblem("not an SNS topic ARN",
-                               "write e.g. arn:aws:sns:us-east-1:123456789012:athena-supervisor")
-        return value
-
-    @property
-    def effective_region(self) -> str:
-        """``region`` if set, else the region inside ``topic_arn``."""
-        return self.region or self.topic_arn.split(":")[3]
-
-
-class EventBridgeChannel(_Channel):
-    type: Literal["eventbridge"]
-    event_bus_name: Text = "default"
-    source: Text = "athena-supervisor"
-    region: Text | None = None
-    endpoint_url: HttpUrl | None = None
-
-
-NotificationChannel = Annotated[WebhookChannel | SnsChannel | EventBridgeChannel, Field(discriminator="type")]
-
-
 # --- the whole file ----------------------------------------------------------------------------------
 
 
@@ -361,7 +248,7 @@ def _unique_names(value: tuple[Any, ...], what: str, key: str) -> None:
         seen[item.name] = index
 
 
-class Settings(_Model):
+class Settings(StrictModel):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     workgroups: tuple[str, ...] = ("*",)
     mode: Mode = "enforce"
@@ -379,7 +266,7 @@ class Settings(_Model):
     @field_validator("workgroups")
     @classmethod
     def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _globs(value)
+        return check_globs(value)
 
     @field_validator("policies")
     @classmethod

@@ -11,6 +11,7 @@ from supervisor import __version__
 # Each module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.emulator",
+    "supervisor.commands.check_config",
 )
 
 

@@ -1,0 +1,248 @@
+"""``athena-supervisor check-config FILE``: validate a config file and print the effective settings.
+
+Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not.
+Secrets never reach the output: webhook URLs keep only scheme and host, header values are masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from supervisor.config import (
+    BudgetConfig,
+    ConfigError,
+    EventBridgeChannel,
+    NotificationChannel,
+    PolicyConfig,
+    Settings,
+    SnsChannel,
+    WebhookChannel,
+    load_settings,
+)
+from supervisor.durations import format_duration
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+MASK = "***"
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "check-config", help="validate a config file and print the effective policies"
+    )
+    parser.add_argument("file", metavar="FILE", help="the YAML config file")
+    parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+
+
+def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
+                 environ: dict[str, str] | None = None) -> int:
+    """Validate ``path``; print the summary (or JSON) to ``out`` or the problems to ``err``.
+
+    Returns:
+        0 when the config is valid, 2 when it is not.
+    """
+    try:
+        settings = load_settings(path, environ=environ)
+    except ConfigError as exc:
+        print(exc, file=err)
+        return EXIT_INVALID
+    if as_json:
+        print(json.dumps(redacted(settings), indent=2), file=out)
+    else:
+        print(summarize(settings, source=path), file=out)
+    return EXIT_OK
+
+
+# --- redaction ---------------------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """Keep scheme, host and port; mask credentials, path, query and fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if parts.username or parts.password:
+        netloc = f"{MASK}@{netloc}"
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{netloc}/{MASK}" if hidden else f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    for channel in data["notifications"]:
+        if channel["type"] == "webhook":
+            channel["url"] = mask_url(channel["url"])
+            channel["headers"] = dict.fromkeys(channel["headers"], MASK)
+    return data
+
+
+# --- the human summary -------------------------------------------------------------------------------
+
+
+def _duration(value: Any) -> str:
+    return format_duration(value)
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f} USD"
+
+
+def _limits(policy: PolicyConfig) -> list[str]:
+    lines: list[str] = []
+    if policy.calculation is not None and not policy.calculation.is_empty():
+        calc = policy.calculation
+        parts = [
+            f"max runtime {_duration(calc.max_runtime)}" if calc.max_runtime else "",
+            f"max queued {_duration(calc.max_queued)}" if calc.max_queued else "",
+            f"max {calc.max_dpu_hours:g} DPU-hours" if calc.max_dpu_hours else "",
+            f"max cost {_money(calc.max_cost_usd)}" if calc.max_cost_usd else "",
+        ]
+        lines.append("each calculation: " + ", ".join(part for part in parts if part))
+    if policy.session is not None and not policy.session.is_empty():
+        sess = policy.session
+        parts = [
+            f"max idle {_duration(sess.max_idle)}" if sess.max_idle else "",
+            f"max age {_duration(sess.max_age)}" if sess.max_age else "",
+            f"max {sess.max_dpu_hours:g} DPU-hours" if sess.max_dpu_hours else "",
+            f"max cost {_money(sess.max_cost_usd)}" if sess.max_cost_usd else "",
+        ]
+        lines.append("each session: " + ", ".join(part for part in parts if part))
+    return lines
+
+
+def _action(policy: PolicyConfig, settings: Settings) -> str:
+    grace = settings.escalation
+    if policy.action == "stop":
+        return (f"stop (a calculation still running {_duration(grace.stop_grace)} after the stop -> "
+                f"terminate its session; still alive {_duration(grace.terminate_grace)} later -> "
+                "escalation failed, alert, retry)")
+    if policy.action == "terminate":
+        return f"terminate the session (verified after {_duration(grace.terminate_grace)})"
+    return "notify only"
+
+
+def _policy_block(index: int, policy: PolicyConfig, settings: Settings) -> list[str]:
+    mode = settings.mode_for(policy)
+    origin = "set on the policy" if policy.mode is not None else "global"
+    lines = [f"  {index}. {policy.name}", f"     workgroups: {', '.join(policy.workgroups)}"]
+    lines += [f"     {line}" for line in _limits(policy)]
+    lines.append(f"     action: {_action(policy, settings)}")
+    lines.append(f"     mode: {mode} ({origin})")
+    if policy.notify_before is not None:
+        lines.append(f"     warn {_duration(policy.notify_before)} before a predicted crossing")
+    return lines
+
+
+def _budget_block(budget: BudgetConfig) -> list[str]:
+    window = budget.rolling_window
+    if window is not None:
+        period = f"rolling {_duration(window)} window"
+    else:
+        unit = {"daily": "day", "weekly": "week", "monthly": "month"}[budget.period_kind]
+        period = f"calendar {unit} in time zone {budget.timezone}"
+    lines = [
+        f"  - {budget.name}: {_money(budget.limit_usd)} per {period}",
+        f"     workgroups: {', '.join(budget.workgroups)}",
+    ]
+    for threshold in budget.thresholds:
+        spent = budget.limit_usd * threshold.at_percent / 100
+        lines.append(f"     at {threshold.at_percent:g}% ({_money(spent)}): {threshold.action}")
+    if budget.notify_before is not None:
+        lines.append(f"     warn {_duration(budget.notify_before)} before a predicted crossing")
+    return lines
+
+
+def _channel_line(channel: NotificationChannel) -> str:
+    if isinstance(channel, WebhookChannel):
+        text = (f"webhook {mask_url(channel.url)} (timeout {_duration(channel.timeout)}, "
+                f"{channel.retries} retries")
+        if channel.headers:
+            text += ", headers " + ", ".join(f"{name}: {MASK}" for name in sorted(channel.headers))
+        text += ")"
+    elif isinstance(channel, SnsChannel):
+        text = f"sns {channel.topic_arn} (region {channel.effective_region})"
+    else:
+        assert isinstance(channel, EventBridgeChannel)
+        text = f"eventbridge bus {channel.event_bus_name}, source {channel.source}"
+    events = ", ".join(channel.events) if channel.events is not None else "all events"
+    return f"  - {text}; {events}; severity {channel.min_severity} and above"
+
+
+def summarize(settings: Settings, *, source: str) -> str:
+    """A readable account of what the supervisor will do with ``settings``."""
+    aws, safety, esc = settings.aws, settings.safety, settings.escalation
+    endpoint = aws.endpoint_url or "AWS default"
+    lines = [
+        f"{source}: valid",
+        "",
+        f"mode: {settings.mode}    log level: {settings.log_level}",
+        f"aws: region {aws.region}, endpoint {endpoint}, profile {aws.profile or 'default chain'}, "
+        f"at most {aws.max_requests_per_second:g} requests/s, {aws.max_attempts} attempts per call",
+        f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
+        f"discovery interval: at most {_duration(settings.discovery_interval)}",
+        f"journal: {settings.journal.path}",
+        f"http: {settings.http.host}:{settings.http.port} (/metrics /healthz /readyz)",
+        f"pricing: {settings.pricing.dpu_hour_usd:g} USD per DPU-hour"
+        + "".join(f"; {region}: {price:g}" for region, price in sorted(settings.pricing.regions.items())),
+        f"escalation: stop grace {_duration(esc.stop_grace)}, terminate grace "
+        f"{_duration(esc.terminate_grace)}, retry backoff up to {_duration(esc.retry_backoff_max)}",
+        f"safety: at most {safety.max_actions_per_minute} actions/minute; exempt tag {safety.exempt_tag}; "
+        f"circuit breaker when one cycle would act on more than {safety.circuit_breaker_fraction:.0%} of "
+        f"watched active sessions (and at least {safety.circuit_breaker_min_targets} targets)",
+        "",
+    ]
+    if settings.policies:
+        lines.append("policies (in evaluation order: the first whose workgroups match a target's "
+                     "workgroup wins; a target matched by none is not acted on):")
+        for index, policy in enumerate(settings.policies, start=1):
+            lines += _policy_block(index, policy, settings)
+    else:
+        lines.append("policies: none (nothing is stopped by policy)")
+    for index, name in shadowed_policies(settings):
+        lines.append(f"  warning: policy {index}. {name} can never match: earlier policies cover "
+                     "all of its workgroups")
+    lines.append("")
+    if settings.budgets:
+        lines.append("budgets (every matching budget applies):")
+        for budget in settings.budgets:
+            lines += _budget_block(budget)
+    else:
+        lines.append("budgets: none")
+    lines.append("")
+    if settings.notifications:
+        lines.append("notifications:")
+        lines += [_channel_line(channel) for channel in settings.notifications]
+    else:
+        lines.append("notifications: none (violations are only logged, journaled and counted)")
+    return "\n".join(lines)
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """Whether every workgroup matched by glob ``later`` is matched by glob ``earlier``.
+
+    Sound (never a false warning) for an ``earlier`` glob made only of literals and ``*``.
+    """
+    if any(char in earlier for char in "?["):
+        return earlier == later
+    return fnmatch.fnmatchcase(later, earlier)
+
+
+def shadowed_policies(settings: Settings) -> list[tuple[int, str]]:
+    """Policies (1-based index, name) that no workgroup can reach because earlier ones match first."""
+    shadowed: list[tuple[int, str]] = []
+    for index, policy in enumerate(settings.policies):
+        earlier = [glob for prior in settings.policies[:index] for glob in prior.workgroups]
+        if all(any(_covers(glob, own) for glob in earlier) for own in policy.workgroups):
+            shadowed.append((index + 1, policy.name))
+    return shadowed

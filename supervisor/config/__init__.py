@@ -1,0 +1,67 @@
+"""The supervisor's configuration: models, YAML loading, environment overrides, precise errors.
+
+See ``docs/configuration.md`` for every key. Import from here, not from the submodules.
+"""
+
+from __future__ import annotations
+
+from supervisor.config.errors import ConfigError, ConfigProblem
+from supervisor.config.loading import ENV_OVERRIDES, load_settings, parse_settings
+from supervisor.config.models import (
+    AwsSettings,
+    BudgetAction,
+    BudgetConfig,
+    BudgetThreshold,
+    CalculationLimits,
+    Duration,
+    EscalationSettings,
+    EventBridgeChannel,
+    EventName,
+    HttpSettings,
+    JournalSettings,
+    LogLevel,
+    Mode,
+    NotificationChannel,
+    PeriodKind,
+    PolicyAction,
+    PolicyConfig,
+    PricingSettings,
+    SafetySettings,
+    SessionLimits,
+    Settings,
+    Severity,
+    SnsChannel,
+    WebhookChannel,
+)
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "AwsSettings",
+    "BudgetAction",
+    "BudgetConfig",
+    "BudgetThreshold",
+    "CalculationLimits",
+    "ConfigError",
+    "ConfigProblem",
+    "Duration",
+    "EscalationSettings",
+    "EventBridgeChannel",
+    "EventName",
+    "HttpSettings",
+    "JournalSettings",
+    "LogLevel",
+    "Mode",
+    "NotificationChannel",
+    "PeriodKind",
+    "PolicyAction",
+    "PolicyConfig",
+    "PricingSettings",
+    "SafetySettings",
+    "SessionLimits",
+    "Settings",
+    "Severity",
+    "SnsChannel",
+    "WebhookChannel",
+    "load_settings",
+    "parse_settings",
+]

@@ -1,0 +1,302 @@
+"""The configuration models: frozen pydantic v2 models; unknown keys are errors at every depth.
+
+Key names are public (documented in ``docs/configuration.md``). Validators raise
+:class:`~supervisor.config.errors.FieldProblem` so that the loader can report the exact key path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic import model_validator as _model_validator
+
+from supervisor.config.errors import FieldProblem, join_hints, suggest
+from supervisor.config.notifications import (
+    EventBridgeChannel,
+    NotificationChannel,
+    SnsChannel,
+    WebhookChannel,
+)
+from supervisor.config.types import (
+    BudgetAction,
+    Count,
+    Duration,
+    EventName,
+    HttpUrl,
+    LogLevel,
+    Mode,
+    Number,
+    PeriodKind,
+    PolicyAction,
+    Severity,
+    StrictModel,
+    Text,
+    check_globs,
+)
+from supervisor.durations import parse_duration
+
+__all__ = [
+    "AwsSettings", "BudgetAction", "BudgetConfig", "BudgetThreshold", "CalculationLimits", "Duration",
+    "EscalationSettings", "EventBridgeChannel", "EventName", "HttpSettings", "JournalSettings", "LogLevel",
+    "Mode", "NotificationChannel", "PeriodKind", "PolicyAction", "PolicyConfig", "PricingSettings",
+    "SafetySettings", "SessionLimits", "Settings", "Severity", "SnsChannel", "WebhookChannel",
+]
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+class AwsSettings(StrictModel):
+    region: Text = "us-east-1"
+    endpoint_url: HttpUrl | None = None
+    max_requests_per_second: Number = Field(default=20.0, gt=0)
+    max_attempts: Count = Field(default=8, ge=1)
+    profile: Text | None = None
+
+
+class JournalSettings(StrictModel):
+    path: Path = Path("./athena-supervisor.db")
+
+
+class HttpSettings(StrictModel):
+    host: Text = "127.0.0.1"
+    port: Count = Field(default=9464, ge=0, le=65535)
+
+
+class PricingSettings(StrictModel):
+    dpu_hour_usd: Number = Field(default=0.35, gt=0)
+    regions: dict[str, Annotated[Number, Field(gt=0)]] = {}
+
+    def price_for(self, region: str) -> float:
+        """USD per DPU-hour in ``region``: the per-region override, else ``dpu_hour_usd``."""
+        return self.regions.get(region, self.dpu_hour_usd)
+
+
+class EscalationSettings(StrictModel):
+    stop_grace: Duration = timedelta(seconds=30)
+    terminate_grace: Duration = timedelta(minutes=2)
+    retry_backoff_max: Duration = timedelta(minutes=5)
+
+
+class SafetySettings(StrictModel):
+    max_actions_per_minute: Count = Field(default=60, ge=1)
+    exempt_tag: Text = "athena-supervisor/exempt"
+    circuit_breaker_fraction: Number = Field(default=0.5, gt=0, le=1)
+    circuit_breaker_min_targets: Count = Field(default=10, ge=1)
+
+
+# --- policies ----------------------------------------------------------------------------------------
+
+
+class CalculationLimits(StrictModel):
+    max_runtime: Duration | None = None
+    max_queued: Duration | None = None
+    max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
+    max_cost_usd: Annotated[Number, Field(gt=0)] | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in type(self).model_fields)
+
+
+class SessionLimits(StrictModel):
+    max_idle: Duration | None = None
+    max_age: Duration | None = None
+    max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
+    max_cost_usd: Annotated[Number, Field(gt=0)] | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in type(self).model_fields)
+
+
+class PolicyConfig(StrictModel):
+    name: Text
+    workgroups: tuple[str, ...] = ("*",)
+    calculation: CalculationLimits | None = None
+    session: SessionLimits | None = None
+    action: PolicyAction = "stop"
+    mode: Mode | None = None
+    notify_before: Duration | None = None
+
+    @field_validator("workgroups")
+    @classmethod
+    def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_globs(value)
+
+    @_model_validator(mode="after")
+    def _has_a_limit(self) -> PolicyConfig:
+        if (self.calculation is None or self.calculation.is_empty()) and (
+            self.session is None or self.session.is_empty()
+        ):
+            keys = [f"calculation.{name}" for name in CalculationLimits.model_fields]
+            keys += [f"session.{name}" for name in SessionLimits.model_fields]
+            raise FieldProblem("policy sets no limit", "set at least one of " + ", ".join(keys))
+        return self
+
+    def matches(self, workgroup: str) -> bool:
+        """Whether one of this policy's globs matches ``workgroup`` (case-sensitive)."""
+        return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
+
+    def effective_mode(self, settings_mode: Mode) -> Mode:
+        """This policy's ``mode`` if set, else the global one."""
+        return self.mode if self.mode is not None else settings_mode
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+_PERIOD_HINT = "accepted values: daily, weekly, monthly, rolling:<duration> (e.g. rolling:24h)"
+
+
+class BudgetThreshold(StrictModel):
+    at_percent: Number = Field(gt=0)
+    action: BudgetAction
+
+
+class BudgetConfig(StrictModel):
+    name: Text
+    workgroups: tuple[str, ...] = ("*",)
+    period: str
+    timezone: str = "UTC"
+    limit_usd: Number = Field(gt=0)
+    thresholds: tuple[BudgetThreshold, ...]
+    notify_before: Duration | None = None
+
+    @field_validator("workgroups")
+    @classmethod
+    def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_globs(value)
+
+    @field_validator("period")
+    @classmethod
+    def _check_period(cls, value: str) -> str:
+        if value in ("daily", "weekly", "monthly"):
+            return value
+        if not value.startswith("rolling:"):
+            raise FieldProblem("not a budget period", join_hints(_PERIOD_HINT, suggest(
+                value, ["daily", "weekly", "monthly", "rolling:24h"])))
+        try:
+            window = parse_duration(value.removeprefix("rolling:"))
+        except ValueError:
+            raise FieldProblem("rolling window is not a duration", _PERIOD_HINT) from None
+        if window <= timedelta(0):
+            raise FieldProblem("rolling window must be longer than zero", _PERIOD_HINT)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            hint = "use an IANA time zone name, e.g. UTC, Europe/Berlin, America/New_York"
+            raise FieldProblem("unknown time zone", join_hints(
+                hint, suggest(value, zoneinfo.available_timezones()))) from None
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: tuple[BudgetThreshold, ...]) -> tuple[BudgetThreshold, ...]:
+        if not value:
+            raise FieldProblem("a budget needs at least one threshold",
+                               "add e.g. {at_percent: 100, action: stop_calculations}", value=[])
+        for index in range(1, len(value)):
+            previous, current = value[index - 1].at_percent, value[index].at_percent
+            if current <= previous:
+                raise FieldProblem(
+                    "thresholds must be in strictly ascending order of at_percent",
+                    f"must be greater than {previous:g} (thresholds[{index - 1}].at_percent)",
+                    subpath=(index, "at_percent"), value=current,
+                )
+        return value
+
+    @property
+    def period_kind(self) -> PeriodKind:
+        """``daily``, ``weekly``, ``monthly`` or ``rolling``."""
+        if self.period == "daily":
+            return "daily"
+        if self.period == "weekly":
+            return "weekly"
+        if self.period == "monthly":
+            return "monthly"
+        return "rolling"
+
+    @property
+    def rolling_window(self) -> timedelta | None:
+        """The window of a ``rolling:<duration>`` period, else ``None``."""
+        if self.period_kind != "rolling":
+            return None
+        return parse_duration(self.period.removeprefix("rolling:"))
+
+    def matches(self, workgroup: str) -> bool:
+        """Whether one of this budget's globs matches ``workgroup`` (case-sensitive)."""
+        return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
+
+
+# --- the whole file ----------------------------------------------------------------------------------
+
+
+def _unique_names(value: tuple[Any, ...], what: str, key: str) -> None:
+    seen: dict[str, int] = {}
+    for index, item in enumerate(value):
+        if item.name in seen:
+            raise FieldProblem(f"duplicate {what} name", f"already used by {key}[{seen[item.name]}]; "
+                               "names must be unique", subpath=(index, "name"), value=item.name)
+        seen[item.name] = index
+
+
+class Settings(StrictModel):
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    workgroups: tuple[str, ...] = ("*",)
+    mode: Mode = "enforce"
+    discovery_interval: Duration = timedelta(seconds=10)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    policies: tuple[PolicyConfig, ...] = ()
+    budgets: tuple[BudgetConfig, ...] = ()
+    notifications: tuple[NotificationChannel, ...] = ()
+    log_level: LogLevel = "info"
+
+    @field_validator("workgroups")
+    @classmethod
+    def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_globs(value)
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_policies(cls, value: tuple[PolicyConfig, ...]) -> tuple[PolicyConfig, ...]:
+        _unique_names(value, "policy", "policies")
+        return value
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_budgets(cls, value: tuple[BudgetConfig, ...]) -> tuple[BudgetConfig, ...]:
+        _unique_names(value, "budget", "budgets")
+        return value
+
+    def watches(self, workgroup: str) -> bool:
+        """Whether the top-level ``workgroups`` globs include ``workgroup``."""
+        return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
+
+    def policy_for(self, workgroup: str) -> PolicyConfig | None:
+        """The policy that governs ``workgroup``: the first, in file order, whose globs match it.
+
+        ``None`` when the workgroup is not watched or no policy matches (then nothing is acted on).
+        """
+        if not self.watches(workgroup):
+            return None
+        return next((policy for policy in self.policies if policy.matches(workgroup)), None)
+
+    def budgets_for(self, workgroup: str) -> tuple[BudgetConfig, ...]:
+        """Every budget whose globs match ``workgroup`` (all of them apply, unlike policies)."""
+        return tuple(budget for budget in self.budgets if budget.matches(workgroup))
+
+    def mode_for(self, policy: PolicyConfig) -> Mode:
+        """The effective mode of ``policy``: its own ``mode`` if set, else the global ``mode``."""
+        return policy.effective_mode(self.mode)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor.cli import build_parser
+from supervisor.commands.check_config import check_config, mask_url, shadowed_policies
+from supervisor.config import parse_settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "example.yaml"
+
+
+def run(path: Path | str, *, as_json: bool = False) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = check_config(str(path), as_json=as_json, out=out, err=err, environ={})
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_subcommand_is_registered() -> None:
+    assert "check-config" in build_parser().format_help()
+
+
+def test_cli_exit_codes_and_streams(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "supervisor", "check-config", str(EXAMPLE)],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "1. etl-limits" in ok.stdout and ok.stderr == ""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies:\n  - name: p\n    calcualtion: {max_runtime: 30m}\n", encoding="utf-8")
+    failed = subprocess.run([sys.executable, "-m", "supervisor", "check-config", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert failed.stderr.splitlines() == [
+        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: action, calculation, mode, name, "
+        "notify_before, session, workgroups; did you mean 'calculation'?",
+    ]
+
+
+def test_summary_lists_policies_in_evaluation_order() -> None:
+    code, out, err = run(EXAMPLE)
+    assert (code, err) == (0, "")
+    assert "the first whose workgroups match a target's workgroup wins" in out
+    assert out.index("1. etl-limits") < out.index("2. everything-else")
+    assert "each calculation: max runtime 30m, max queued 5m, max 4 DPU-hours, max cost 1.50 USD" in out
+    assert "each session: max idle 15m, max age 8h, max 40 DPU-hours, max cost 15.00 USD" in out
+    assert "mode: dry-run (set on the policy)" in out
+    assert "etl-daily: 200.00 USD per calendar day in time zone UTC" in out
+    assert "at 110% (220.00 USD): terminate_sessions" in out
+
+
+def test_summary_and_json_never_show_secrets() -> None:
+    for as_json in (False, True):
+        code, out, _ = run(EXAMPLE, as_json=as_json)
+        assert code == 0
+        assert "T000" not in out and "change-me" not in out
+        assert "https://hooks.example.com/***" in out
+
+
+def test_json_is_the_effective_config_with_formatted_durations() -> None:
+    code, out, _ = run(EXAMPLE, as_json=True)
+    data = json.loads(out)
+    assert code == 0
+    assert data["policies"][0]["calculation"]["max_runtime"] == "30m"
+    assert data["escalation"]["terminate_grace"] == "2m"
+    assert data["notifications"][0]["headers"] == {"Authorization": "***"}
+    assert data["journal"]["path"] == str(REPO / "config" / "athena-supervisor.db")
+
+
+def test_invalid_file_exit_code_and_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: enforcing\nhttp: {port: 99999}\n", encoding="utf-8")
+    code, out, err = run(bad)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"{bad}: mode: not an accepted value; got 'enforcing'; accepted values: enforce, dry-run; "
+        "did you mean 'enforce'?",
+        f"{bad}: http.port: out of range; got 99999; must be at most 65535",
+    ]
+    assert run(tmp_path / "missing.yaml")[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://hooks.example.com/services/T0/B0/secret", "https://hooks.example.com/***"),
+        ("https://hooks.example.com/?token=abc", "https://hooks.example.com/***"),
+        ("http://user:pw@127.0.0.1:8080/", "http://***@127.0.0.1:8080/"),
+        ("https://hooks.example.com", "https://hooks.example.com"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("globs", "shadowed"),
+    [
+        ([["*"], ["etl-*"]], [(2, "p1")]),
+        ([["etl-*"], ["etl-nightly*", "adhoc"]], []),
+        ([["etl-*", "adhoc"], ["etl-nightly*", "adhoc"]], [(2, "p1")]),
+        ([["etl-nightly*"], ["etl-*"]], []),
+        ([["etl-?"], ["etl-*"]], []),
+    ],
+)
+def test_shadowed_policies(globs: list[list[str]], shadowed: list[tuple[int, str]]) -> None:
+    limit = {"max_idle": "1m"}
+    policies = [{"name": f"p{i}", "workgroups": wgs, "session": limit} for i, wgs in enumerate(globs)]
+    settings = parse_settings({"policies": policies}, environ={})
+    assert shadowed_policies(settings) == shadowed

@@ -10,6 +10,7 @@ import argparse
 import fnmatch
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
-                 environ: dict[str, str] | None = None) -> int:
+                 environ: Mapping[str, str] | None = None) -> int:
     """Validate ``path``; print the summary (or JSON) to ``out`` or the problems to ``err``.
 
     Returns:

@@ -300,7 +300,7 @@ def test_notification_defaults_and_filter() -> None:
         ({"polices": []}, "c.yaml: polices: unknown key; accepted keys: aws, budgets, discovery_interval, "
          "escalation, http, journal, log_level, mode, notifications, policies, pricing, safety, workgroups; "
          "did you mean 'policies'?"),
-        ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: endpoint_url, "
+        ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: account_id, endpoint_url, "
          "max_attempts, max_requests_per_second, profile, region; did you mean 'region'?"),
         ({"policies": [{**POLICY, "calcualtion": {}}]},
          "c.yaml: policies[0].calcualtion: unknown key; accepted keys: action, calculation, mode, name, "

@@ -57,6 +57,8 @@ class AwsSettings(StrictModel):
     max_requests_per_second: Number = Field(default=20.0, gt=0)
     max_attempts: Count = Field(default=8, ge=1)
     profile: Text | None = None
+    # Needed to build workgroup ARNs (for their tags); when unset it is asked from STS GetCallerIdentity.
+    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
 
 
 class JournalSettings(StrictModel):

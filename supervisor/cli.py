@@ -10,7 +10,9 @@ from supervisor import __version__
 
 # Each module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
 COMMAND_MODULES: tuple[str, ...] = (
+    "supervisor.commands.run",
     "supervisor.commands.emulator",
+    "supervisor.commands.journal",
     "supervisor.commands.check_config",
 )
 

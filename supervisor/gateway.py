@@ -43,11 +43,14 @@ IAM_ACTIONS: frozenset[str] = frozenset({
     "events:PutEvents",
 })
 
+# Allowed without any IAM grant (GetCallerIdentity needs no permission), so not in the policy.
+UNGRANTED_ACTIONS: frozenset[str] = frozenset({"sts:GetCallerIdentity"})
+
 THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "ThrottlingException", "Throttling", "ThrottledException",
     "RequestLimitExceeded", "SlowDown",
 })
-SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events"}
+SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts"}
 
 
 class Priority(IntEnum):
@@ -126,7 +129,9 @@ class Gateway:
         await self._stack.__aexit__(exc_type, exc, tb)
 
     async def _client(self, service: str, region: str | None, endpoint_url: str | None) -> Any:
-        key = (service, region or self.region, endpoint_url if endpoint_url is not None else self.endpoint_url)
+        # The configured endpoint_url (an emulator, a VPC endpoint) is Athena's; other services use their own.
+        default_endpoint = self.endpoint_url if service == "athena" else None
+        key = (service, region or self.region, endpoint_url if endpoint_url is not None else default_endpoint)
         client = self._clients.get(key)
         if client is None:
             config = AioConfig(
@@ -151,7 +156,7 @@ class Gateway:
     ) -> dict[str, Any]:
         """Call ``operation`` (e.g. ``"GetSession"``), waiting for a token at ``priority`` before each attempt."""
         action = f"{SERVICE_PREFIXES.get(service, service)}:{operation}"
-        if action not in IAM_ACTIONS:
+        if action not in IAM_ACTIONS | UNGRANTED_ACTIONS:
             raise ValueError(f"{action} is not an action the gateway may call (see IAM_ACTIONS)")
         client = await self._client(service, region, endpoint_url)
         method = getattr(client, _snake_case(operation))

@@ -1,0 +1,30 @@
+"""``athena-supervisor run --config FILE``: the long-running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import anyio
+
+from supervisor.config import ConfigError, load_settings
+from supervisor.logs import configure_logging
+from supervisor.service import run_until_signalled
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser("run", help="run the supervisor daemon")
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    anyio.run(run_until_signalled, settings)
+    return 0

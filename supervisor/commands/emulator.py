@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
 from typing import Any
+
+import structlog
+
+from supervisor.emulator import Emulator
 
 
 def register(subparsers: Any) -> None:
@@ -19,5 +29,39 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _stderr_json_logger() -> Any:
+    """Structured JSON logs on stderr (stdout carries only the ready line)."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; print one ``emulator.ready`` JSON line on stdout once listening."""
+    logger = _stderr_json_logger()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Emulator(host=args.host, port=args.port, workgroups=tuple(args.workgroup),
+                        throttle_tps=args.throttle_tps, logger=logger) as emulator:
+        ready = {"event": "emulator.ready", "endpoint_url": emulator.endpoint_url,
+                 "control_url": emulator.control_url, "workgroups": ["primary", *args.workgroup],
+                 "throttle_tps": args.throttle_tps}
+        print(json.dumps(ready), flush=True)
+        await stop.wait()
+        logger.info("emulator.stopping")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("the emulator is not built yet")
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(args))
+    return 0

@@ -1,0 +1,111 @@
+"""One emulated Athena account/region: store, audit log, faults and the service, behind ``call()``."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from supervisor.emulator.audit import DEFAULT_MAX_CALLS, AuditLog
+from supervisor.emulator.clock import Clock
+from supervisor.emulator.context import Context
+from supervisor.emulator.errors import ApiError, internal, throttled
+from supervisor.emulator.faults import Faults, FaultSpec
+from supervisor.emulator.model import load_athena_model
+from supervisor.emulator.protocol import audit_operation, decode_body, encode, operation_from_target
+from supervisor.emulator.service import AthenaService
+from supervisor.emulator.store import Store
+from supervisor.emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
+
+
+class Backend:
+    """Everything behind the HTTP server; the server and control API are thin adapters over it.
+
+    Args:
+        clock: the time source for every derived state.
+        workgroups: Spark workgroups created at start (and after reset), besides ``primary`` (SQL).
+        throttle_tps: a global throttle installed at start (and after reset).
+        account_id / region: used in ARNs.
+        faults: the fault registry (inject one with a seeded RNG for reproducible error rates).
+        max_calls: audit-log capacity.
+    """
+
+    def __init__(self, *, clock: Clock, workgroups: Sequence[str] = (), throttle_tps: float | None = None,
+                 account_id: str = "123456789012", region: str = "us-east-1", faults: Faults | None = None,
+                 max_calls: int = DEFAULT_MAX_CALLS, logger: Any = None) -> None:
+        self.clock = clock
+        self.account_id = account_id
+        self.region = region
+        self._initial_workgroups = tuple(workgroups)
+        self._throttle_tps = throttle_tps
+        self._model = load_athena_model()
+        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self.faults = faults or Faults()
+        self.audit = AuditLog(max_calls)
+        self.store = Store()
+        self.service = AthenaService(Context(self.store, account_id, region), self._model, logger=self._log)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the start state: ``primary`` + initial workgroups, no calls, initial throttle only."""
+        now = self.clock.now()
+        self.store = Store()
+        self.service = AthenaService(Context(self.store, self.account_id, self.region), self._model,
+                                     logger=self._log)
+        self.store.put_workgroup(new_workgroup(PRIMARY, created_at=now))
+        for name in self._initial_workgroups:
+            self.store.put_workgroup(new_workgroup(name, created_at=now, configuration=spark_configuration()))
+        self.audit.clear()
+        self.faults.clear()
+        if self._throttle_tps is not None:
+            self.faults.set(None, FaultSpec(throttle_tps=self._throttle_tps), now)
+
+    async def call(self, target: str | None, raw: bytes) -> tuple[int, bytes, str | None]:
+        """Serve one AWS JSON 1.1 call; return ``(HTTP status, response body, error type or None)``."""
+        received = self.clock.now()
+        try:
+            operation = operation_from_target(target)
+            delay = self.faults.latency(operation)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            verdict = self.faults.admit(operation, self.clock.now())
+            if verdict.throttled:
+                raise throttled()
+            if verdict.failed:
+                raise internal()
+            payload = self.service.handle(operation, decode_body(raw), self.clock.now())
+            status, error = 200, None
+        except ApiError as failure:
+            payload, status, error = failure.body(), failure.status, failure.error_type
+        self.audit.record(received, audit_operation(target), raw, status, error)
+        return status, encode(payload), error
+
+    def state(self) -> dict[str, Any]:
+        """A summary for ``GET /_emulator/state``: counts by state, per workgroup, faults and time."""
+        now = self.clock.now()
+        store = self.store
+        session_states: collections.Counter[str] = collections.Counter()
+        calculation_states: collections.Counter[str] = collections.Counter()
+        per_workgroup: dict[str, collections.Counter[str]] = {}
+        for session_id, session in store.sessions.items():
+            state = store.session_state(session_id, now)
+            session_states[state] += 1
+            per_workgroup.setdefault(session.workgroup, collections.Counter())[state] += 1
+        for calculation_id in store.calculations:
+            calculation_states[store.calculation_view(calculation_id, now).state] += 1
+        return {
+            "now": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "workgroups": [
+                {"name": record.name, "state": record.state, "engine": record.engine, "tags": record.tags,
+                 "sessions": dict(per_workgroup.get(record.name, {}))}
+                for record in store.workgroups.values()
+            ],
+            "sessions": {"total": len(store.sessions), "by_state": dict(session_states)},
+            "calculations": {"total": len(store.calculations), "by_state": dict(calculation_states)},
+            "calls": len(self.audit),
+            "faults": self.faults.to_json(),
+        }

@@ -1,0 +1,118 @@
+"""Calculation operations: Start/Get/GetStatus/GetCode/List/StopCalculationExecution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.emulator.context import Context, Handler, drop_none
+from supervisor.emulator.errors import invalid_request, not_found
+from supervisor.emulator.pragma import PragmaError, parse_calculation_pragma
+from supervisor.emulator.records import CalculationRecord
+from supervisor.emulator.sessions import require_session
+from supervisor.emulator.timeline import CalculationView
+
+TERMINAL = ("CANCELED", "COMPLETED", "FAILED")
+ACCEPTING = ("CREATING", "CREATED", "IDLE", "BUSY")
+
+
+def require_calculation(ctx: Context, calculation_id: str) -> CalculationRecord:
+    record = ctx.store.calculations.get(calculation_id)
+    if record is None:
+        raise not_found(f"Calculation {calculation_id} is not found.", calculation_id)
+    return record
+
+
+def start_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    store = ctx.store
+    session = require_session(ctx, body["SessionId"])
+    existing = store.token_target("StartCalculationExecution", body.get("ClientRequestToken"))
+    if existing is not None:
+        return {"CalculationExecutionId": existing, "State": store.calculation_view(existing, now).state}
+    code = body.get("CodeBlock")
+    if code is None:
+        code = body.get("CalculationConfiguration", {}).get("CodeBlock")
+    if code is None:
+        raise invalid_request("CodeBlock: either CodeBlock or CalculationConfiguration.CodeBlock is required")
+    try:
+        pragma = parse_calculation_pragma(code)
+    except PragmaError as error:
+        raise invalid_request(f"CodeBlock: invalid pragma key {error.key!r}: {error}") from None
+    state = store.session_state(session.id, now)
+    if state not in ACCEPTING:
+        raise invalid_request(f"Session {session.id} is {state} and cannot accept calculations.")
+    record = store.add_calculation(session_id=session.id, description=body.get("Description"), code=code,
+                                   pragma=pragma, submitted_at=now)
+    store.remember_token("StartCalculationExecution", body.get("ClientRequestToken"), record.id)
+    return {"CalculationExecutionId": record.id, "State": store.calculation_view(record.id, now).state}
+
+
+def render_status(view: CalculationView) -> dict[str, Any]:
+    return drop_none({"SubmissionDateTime": view.submitted, "CompletionDateTime": view.completed,
+                      "State": view.state, "StateChangeReason": view.reason})
+
+
+def _statistics(view: CalculationView) -> dict[str, Any]:
+    return {"DpuExecutionInMillis": view.dpu_millis, "Progress": view.progress}
+
+
+def get_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = require_calculation(ctx, body["CalculationExecutionId"])
+    view = ctx.store.calculation_view(record.id, now)
+    base = f"s3://athena-emulator-{ctx.account_id}/{ctx.store.sessions[record.session_id].workgroup}/" \
+           f"{record.session_id}/{record.id}"
+    result = None
+    if view.state in TERMINAL:
+        result = {"StdOutS3Uri": f"{base}/stdout.txt", "StdErrorS3Uri": f"{base}/stderr.txt",
+                  "ResultS3Uri": f"{base}/result.json", "ResultType": "application/json"}
+    return drop_none({
+        "CalculationExecutionId": record.id, "SessionId": record.session_id,
+        "Description": record.description, "WorkingDirectory": f"{base}/",
+        "Status": render_status(view), "Statistics": _statistics(view), "Result": result,
+    })
+
+
+def get_calculation_execution_status(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = require_calculation(ctx, body["CalculationExecutionId"])
+    view = ctx.store.calculation_view(record.id, now)
+    return {"Status": render_status(view), "Statistics": _statistics(view)}
+
+
+def get_calculation_execution_code(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    return {"CodeBlock": require_calculation(ctx, body["CalculationExecutionId"]).code}
+
+
+def list_calculation_executions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    store = ctx.store
+    session = require_session(ctx, body["SessionId"])
+    wanted = body.get("StateFilter")
+    views: dict[str, CalculationView] = {}
+
+    def keep(calculation_id: str) -> bool:
+        view = views[calculation_id] = store.calculation_view(calculation_id, now)
+        return wanted is None or view.state == wanted
+
+    ids, token = store.calculation_index(session.id).page(body.get("NextToken"), body.get("MaxResults", 100),
+                                                          keep)
+    summaries = [drop_none({"CalculationExecutionId": cid, "Description": store.calculations[cid].description,
+                            "Status": render_status(views[cid])}) for cid in ids]
+    return drop_none({"Calculations": summaries, "NextToken": token})
+
+
+def stop_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    store = ctx.store
+    record = require_calculation(ctx, body["CalculationExecutionId"])
+    state = store.calculation_view(record.id, now).state
+    if state in TERMINAL or record.stop_requested_at is not None:
+        return {"State": state}
+    store.request_stop(record.id, now)
+    return {"State": store.calculation_view(record.id, now).state}
+
+
+HANDLERS: dict[str, Handler] = {
+    "StartCalculationExecution": start_calculation_execution,
+    "GetCalculationExecution": get_calculation_execution,
+    "GetCalculationExecutionStatus": get_calculation_execution_status,
+    "GetCalculationExecutionCode": get_calculation_execution_code,
+    "ListCalculationExecutions": list_calculation_executions,
+    "StopCalculationExecution": stop_calculation_execution,
+}

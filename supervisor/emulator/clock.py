@@ -1,0 +1,47 @@
+"""Time sources for the emulator: every state is derived from ``clock.now()`` (epoch seconds)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Anything with ``now()`` returning the current time as POSIX epoch seconds."""
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """Wall-clock time (``time.time()``)."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that only moves when told to; thread-safe, so a test can drive an emulator thread.
+
+    Args:
+        start: the initial epoch seconds.
+    """
+
+    __slots__ = ("_lock", "_now")
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by ``seconds`` and return the new time."""
+        if seconds < 0:
+            raise ValueError("a ManualClock only moves forward")
+        with self._lock:
+            self._now += seconds
+            return self._now

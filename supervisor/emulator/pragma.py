@@ -1,0 +1,120 @@
+"""Workload pragmas: ``# sim: key=value ...`` lines in a CodeBlock or a session Description.
+
+Grammar (one or more lines anywhere in the text; later lines override earlier keys)::
+
+    pragma-line := ws* "#" ws* "sim:" (ws+ key "=" value)* ws*
+    value       := a token without whitespace
+
+Calculation keys (CodeBlock): ``runtime`` (duration, default 10s), ``dpus`` (int >= 1, default 2),
+``queue`` (duration before it may run, default 0s), ``outcome`` (completed|failed, default completed),
+``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s).
+
+Session keys (Description): ``start`` (duration CREATING -> IDLE, default 1s), ``on_terminate``
+(honor|stuck, default honor), ``terminate_latency`` (duration TERMINATING -> TERMINATED, default 1s).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from supervisor.emulator.durations import parse_duration
+
+_PRAGMA_LINE = re.compile(r"^[ \t]*#[ \t]*sim:(.*)$", re.MULTILINE)
+
+
+class PragmaError(ValueError):
+    """A malformed pragma; ``key`` names the offending key (or the token when it has no ``=``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class CalculationPragma:
+    runtime: float = 10.0
+    dpus: int = 2
+    queue: float = 0.0
+    outcome: str = "completed"
+    on_stop: str = "honor"
+    stop_latency: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPragma:
+    start: float = 1.0
+    on_terminate: str = "honor"
+    terminate_latency: float = 1.0
+
+
+def _duration(key: str, raw: str) -> float:
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise PragmaError(key, f"pragma key {key!r}: {raw!r} is not a duration (e.g. 30s, 2m)") from None
+
+
+def _positive_int(key: str, raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise PragmaError(key, f"pragma key {key!r}: {raw!r} is not a whole number >= 1")
+    return int(raw)
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(key: str, raw: str) -> str:
+        if raw not in choices:
+            raise PragmaError(key, f"pragma key {key!r}: {raw!r} is not one of {'|'.join(choices)}")
+        return raw
+
+    return parse
+
+
+_CALCULATION_KEYS: dict[str, Callable[[str, str], Any]] = {
+    "runtime": _duration,
+    "dpus": _positive_int,
+    "queue": _duration,
+    "outcome": _choice("completed", "failed"),
+    "on_stop": _choice("honor", "ignore"),
+    "stop_latency": _duration,
+}
+_SESSION_KEYS: dict[str, Callable[[str, str], Any]] = {
+    "start": _duration,
+    "on_terminate": _choice("honor", "stuck"),
+    "terminate_latency": _duration,
+}
+
+
+def _parse(text: str | None, keys: dict[str, Callable[[str, str], Any]], where: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if not text or "sim:" not in text:
+        return values
+    for match in _PRAGMA_LINE.finditer(text):
+        for token in match.group(1).split():
+            key, sep, raw = token.partition("=")
+            if not sep or not key:
+                raise PragmaError(token, f"pragma token {token!r} is not key=value")
+            if key not in keys:
+                raise PragmaError(key, f"unknown {where} pragma key {key!r} (known: {', '.join(keys)})")
+            values[key] = keys[key](key, raw)
+    return values
+
+
+def parse_calculation_pragma(code: str | None) -> CalculationPragma:
+    """Parse the calculation pragma in a CodeBlock (defaults when there is none).
+
+    Raises:
+        PragmaError: a token is malformed, a key unknown or a value invalid.
+    """
+    return replace(CalculationPragma(), **_parse(code, _CALCULATION_KEYS, "calculation"))
+
+
+def parse_session_pragma(description: str | None) -> SessionPragma:
+    """Parse the session pragma in a session Description (defaults when there is none).
+
+    Raises:
+        PragmaError: a token is malformed, a key unknown or a value invalid.
+    """
+    return replace(SessionPragma(), **_parse(description, _SESSION_KEYS, "session"))

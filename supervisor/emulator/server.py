@@ -1,0 +1,89 @@
+"""The emulator's HTTP server: ``POST /`` (AWS JSON 1.1) plus the control API, in the current event loop."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from supervisor.emulator.backend import Backend
+from supervisor.emulator.clock import Clock, SystemClock
+from supervisor.emulator.control import PREFIX, ControlApi
+from supervisor.emulator.faults import Faults
+from supervisor.emulator.protocol import CONTENT_TYPE
+
+
+class Emulator:
+    """A wire-compatible Athena for Apache Spark endpoint, as an async context manager.
+
+    ``async with Emulator(port=0) as emu:`` then point any AWS SDK at ``emu.endpoint_url``.
+
+    Args:
+        host: the loopback address to bind.
+        port: the TCP port (0 picks a free one).
+        workgroups: Spark workgroups (``PySpark engine version 3``, ENABLED) created at start.
+        throttle_tps: throttle every operation to this many requests/s (global fault).
+        account_id / region: used in ARNs.
+        clock: time source (default wall clock); see :class:`~supervisor.emulator.clock.ManualClock`.
+        faults: fault registry (inject one with a seeded RNG for reproducible error rates).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, workgroups: Sequence[str] = (),
+                 throttle_tps: float | None = None, account_id: str = "123456789012",
+                 region: str = "us-east-1", clock: Clock | None = None, faults: Faults | None = None,
+                 logger: Any = None) -> None:
+        self.host = host
+        self.port = port
+        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self.backend = Backend(clock=clock or SystemClock(), workgroups=workgroups,
+                               throttle_tps=throttle_tps, account_id=account_id, region=region,
+                               faults=faults, logger=self._log)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"{self.endpoint_url}{PREFIX}"
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.post("/", self._athena)])
+        app.add_routes(ControlApi(self.backend, logger=self._log).routes())
+        return app
+
+    async def _athena(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        status, body, _ = await self.backend.call(request.headers.get("X-Amz-Target"), raw)
+        return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
+                            headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+    async def start(self) -> None:
+        """Bind and serve; afterwards ``port`` holds the bound port."""
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        self._log.info("emulator.started", endpoint_url=self.endpoint_url)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            self._log.info("emulator.stopped", endpoint_url=self.endpoint_url)
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,100 @@
+"""pytest plugin: ``pytest_plugins = ["supervisor.emulator.testing"]``.
+
+Fixtures:
+    emulator: a fresh thread-backed emulator per test; an :class:`EmulatorHandle` with ``endpoint_url``,
+        ``control_url`` and the :class:`~supervisor.emulator.client.ControlClient` methods.
+    emulator_factory: ``emulator_factory(**Emulator kwargs)`` starts more (e.g. with a ManualClock); all
+        are stopped after the test.
+    emulator_clock / manual_emulator: a ManualClock and an emulator driven by it (workgroup ``spark``).
+    emulator_server: one emulator shared by the whole test session (reset it if you need a clean slate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from supervisor.emulator.client import ControlClient
+from supervisor.emulator.clock import ManualClock
+from supervisor.emulator.shapecheck import check_output
+from supervisor.emulator.thread import EmulatorThread
+
+
+class EmulatorHandle(ControlClient):
+    """A running emulator as tests see it: URLs plus the sync control client."""
+
+    def __init__(self, thread: EmulatorThread) -> None:
+        super().__init__(thread.control_url)
+        self.thread = thread
+        self.endpoint_url = thread.endpoint_url
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client("athena", **...)`` / aiobotocore ``create_client``."""
+        return {"endpoint_url": self.endpoint_url, "region_name": "us-east-1",
+                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+    def boto3_client(self, *, parameter_validation: bool = True, check_shapes: bool = True) -> Any:
+        """A boto3 Athena client on this emulator, without retries (errors surface at once).
+
+        With ``check_shapes`` every successful response is checked against botocore's output shape.
+        """
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client("athena", config=Config(
+            parameter_validation=parameter_validation, retries={"mode": "standard", "total_max_attempts": 1},
+        ), **self.client_kwargs())
+        if check_shapes:
+            client.meta.events.register("after-call.athena", check_after_call)
+        return client
+
+
+def check_after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+    """botocore ``after-call`` hook: check a successful response against its output shape."""
+    if http_response.status_code == 200:
+        check_output(model, parsed)
+
+
+EmulatorFactory = Callable[..., EmulatorHandle]
+
+
+@pytest.fixture
+def emulator_factory() -> Iterator[EmulatorFactory]:
+    started: list[EmulatorThread] = []
+
+    def start(**kwargs: Any) -> EmulatorHandle:
+        thread = EmulatorThread(**kwargs)
+        thread.start()
+        started.append(thread)
+        return EmulatorHandle(thread)
+
+    try:
+        yield start
+    finally:
+        for thread in reversed(started):
+            thread.stop()
+
+
+@pytest.fixture
+def emulator(emulator_factory: EmulatorFactory) -> EmulatorHandle:
+    return emulator_factory()
+
+
+@pytest.fixture
+def emulator_clock() -> ManualClock:
+    """A :class:`ManualClock` for :func:`manual_emulator`; time moves only with ``advance()``."""
+    return ManualClock()
+
+
+@pytest.fixture
+def manual_emulator(emulator_factory: EmulatorFactory, emulator_clock: ManualClock) -> EmulatorHandle:
+    """An emulator on ``emulator_clock`` with the Spark workgroup ``spark``: deterministic lifecycles."""
+    return emulator_factory(clock=emulator_clock, workgroups=["spark"])
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorHandle]:
+    with EmulatorThread() as thread:
+        yield EmulatorHandle(thread)

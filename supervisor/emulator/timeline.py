@@ -1,0 +1,183 @@
+"""Lazy lifecycle: derive every state, timestamp and statistic from stored facts and a time ``t``.
+
+No timers run. :func:`plan_session` turns a session's facts (start, pragmas, submissions, stop and
+terminate requests) into a time-independent plan; :func:`session_view` and :func:`calculation_view` read
+that plan at a given instant. A plan only depends on facts that already happened, so reading it at any
+``t >= now`` is consistent with every answer given before.
+
+Rules (see docs/emulator.md):
+- the session is CREATING for ``start`` seconds, then IDLE, BUSY while a calculation is pending
+  (submitted and not yet terminal), back to IDLE; after ``SessionIdleTimeoutInMinutes`` of continuous
+  IDLE it is TERMINATED;
+- calculations run one at a time in submission order: run start = max(submission + queue, session
+  ready, previous run's end); a calculation whose stop (honored) arrives before it starts never runs;
+- TerminateSession at ``T``: TERMINATING from ``T``; with ``on_terminate=honor`` TERMINATED at
+  ``T + terminate_latency`` (``stuck``: never). Queued calculations never start after ``T``; calculations
+  still pending when the session ends are FAILED at that instant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from supervisor.emulator.records import CalculationRecord, SessionRecord
+
+INF = math.inf
+REASON_TERMINATED = "Session was terminated"
+REASON_IDLE = "Session was terminated after reaching its idle timeout"
+REASON_FAILED = "Calculation failed (simulated by the workload pragma)"
+REASON_CANCELED = "Calculation was canceled by StopCalculationExecution"
+REASON_SESSION_GONE = "Calculation failed because its session was terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class CalculationPlan:
+    run_start: float | None  # None: never runs
+    run_end: float  # end of running (== end when it ran)
+    end: float  # instant it becomes terminal (INF: not known yet / never)
+    final_state: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    ready_at: float
+    end_at: float  # TERMINATED instant, INF while it may live on
+    end_reason: str
+    busy: tuple[tuple[float, float], ...]  # merged [start, end) intervals with a pending calculation
+    calculations: dict[str, CalculationPlan]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    state: str
+    start: float
+    last_modified: float
+    end: float | None
+    idle_since: float | None
+    reason: str | None
+    dpu_millis: int
+
+
+@dataclass(frozen=True, slots=True)
+class CalculationView:
+    state: str
+    submitted: float
+    completed: float | None
+    reason: str | None
+    dpu_millis: int
+    progress: str
+
+
+def _plan_calculation(calc: CalculationRecord, *, ready: float, runner_free: float,
+                      terminate_at: float | None, session_end: float) -> CalculationPlan:
+    pragma = calc.pragma
+    stop = calc.stop_requested_at
+    honor = stop is not None and pragma.on_stop == "honor"
+    start = max(calc.submitted_at + pragma.queue, ready, runner_free)
+    if honor and stop is not None and stop < start:
+        end = stop + pragma.stop_latency
+        plan = CalculationPlan(None, end, end, "CANCELED", REASON_CANCELED)
+    elif terminate_at is not None and start >= terminate_at:
+        plan = CalculationPlan(None, session_end, session_end, "FAILED", REASON_SESSION_GONE)
+    else:
+        end = start + pragma.runtime
+        state, reason = ("FAILED", REASON_FAILED) if pragma.outcome == "failed" else ("COMPLETED", None)
+        if honor and stop is not None and stop + pragma.stop_latency < end:
+            end, state, reason = stop + pragma.stop_latency, "CANCELED", REASON_CANCELED
+        plan = CalculationPlan(start, end, end, state, reason)
+    if plan.end > session_end:
+        run_end = min(plan.run_end, session_end)
+        return CalculationPlan(plan.run_start, run_end, session_end, "FAILED", REASON_SESSION_GONE)
+    return plan
+
+
+def plan_session(session: SessionRecord, calculations: Sequence[CalculationRecord]) -> SessionPlan:
+    """Compute the time-independent plan of a session and its calculations (in submission order)."""
+    ready = session.created_at + session.pragma.start
+    terminate_at = session.terminate_requested_at
+    if terminate_at is None or session.pragma.on_terminate == "stuck":
+        forced_end = INF
+    else:
+        forced_end = terminate_at + session.pragma.terminate_latency
+    plans: dict[str, CalculationPlan] = {}
+    runner_free = ready
+    for calc in calculations:
+        plan = _plan_calculation(calc, ready=ready, runner_free=runner_free,
+                                 terminate_at=terminate_at, session_end=forced_end)
+        plans[calc.id] = plan
+        if plan.run_start is not None:
+            runner_free = max(runner_free, plan.run_end)
+    busy: list[tuple[float, float]] = []
+    for calc in calculations:
+        begin, finish = max(calc.submitted_at, ready), plans[calc.id].end
+        if finish <= begin:
+            continue
+        if busy and begin <= busy[-1][1]:
+            busy[-1] = (busy[-1][0], max(busy[-1][1], finish))
+        else:
+            busy.append((begin, finish))
+    if terminate_at is not None:
+        return SessionPlan(ready, forced_end, REASON_TERMINATED, tuple(busy), plans)
+    timeout = session.idle_timeout_minutes * 60.0
+    idle_from = ready
+    for begin, finish in busy:
+        if begin - idle_from >= timeout:
+            break
+        idle_from = finish
+    return SessionPlan(ready, idle_from + timeout, REASON_IDLE, tuple(busy), plans)
+
+
+def _overlap_millis(start: float | None, end: float, t: float) -> float:
+    if start is None:
+        return 0.0
+    return max(0.0, min(end, t) - start) * 1000.0
+
+
+def session_view(session: SessionRecord, calculations: Sequence[CalculationRecord], plan: SessionPlan,
+                 t: float) -> SessionView:
+    """The session as seen at ``t``: state, timestamps and DPU statistics."""
+    created = session.created_at
+    alive_until = min(t, plan.end_at)
+    dpu = max(0.0, alive_until - created) * 1000.0 * session.coordinator_dpus
+    for calc in calculations:
+        cplan = plan.calculations[calc.id]
+        dpu += calc.pragma.dpus * _overlap_millis(cplan.run_start, cplan.run_end, t)
+    dpu_millis = int(dpu)
+    terminate_at = session.terminate_requested_at
+    if t >= plan.end_at:
+        return SessionView("TERMINATED", created, plan.end_at, plan.end_at, None, plan.end_reason, dpu_millis)
+    if terminate_at is not None and t >= terminate_at:
+        return SessionView("TERMINATING", created, terminate_at, None, None, None, dpu_millis)
+    if t < plan.ready_at:
+        return SessionView("CREATING", created, created, None, None, None, dpu_millis)
+    idle_since = plan.ready_at
+    for begin, finish in plan.busy:
+        if begin > t:
+            break
+        if t < finish:
+            return SessionView("BUSY", created, begin, None, None, None, dpu_millis)
+        idle_since = finish
+    return SessionView("IDLE", created, idle_since, None, idle_since, None, dpu_millis)
+
+
+def calculation_view(calc: CalculationRecord, plan: CalculationPlan, t: float) -> CalculationView:
+    """The calculation as seen at ``t``: state, timestamps, DPU statistics and progress."""
+    runtime = calc.pragma.runtime
+    ran = _overlap_millis(plan.run_start, plan.run_end, t)
+    dpu_millis = int(calc.pragma.dpus * ran)
+    if t >= plan.end:
+        state, completed, reason = plan.final_state, plan.end, plan.reason
+    else:
+        completed, reason = None, None
+        stop = calc.stop_requested_at
+        if stop is not None and t >= stop:
+            state = "CANCELING"
+        elif plan.run_start is not None and t >= plan.run_start:
+            state = "RUNNING"
+        else:
+            state = "QUEUED"
+    percent = 100 if state == "COMPLETED" or runtime <= 0 else min(100, int(ran / 10.0 / runtime))
+    return CalculationView(state, calc.submitted_at, completed, reason, dpu_millis, f"{percent}%")

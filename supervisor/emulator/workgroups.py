@@ -1,0 +1,171 @@
+"""Workgroup operations: Create/Get/List/Delete/UpdateWorkGroup and tagging by workgroup ARN."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from supervisor.emulator.context import Context, Handler, drop_none
+from supervisor.emulator.errors import invalid_request, not_found
+from supervisor.emulator.records import SPARK_ENGINE, SQL_ENGINE, WorkGroupRecord
+from supervisor.emulator.store import sorted_names
+
+PRIMARY = "primary"
+_ARN_PREFIX = "arn:aws:athena:"
+
+
+def spark_configuration() -> dict[str, Any]:
+    return {"EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE, "EffectiveEngineVersion": SPARK_ENGINE}}
+
+
+def new_workgroup(name: str, *, created_at: float, configuration: dict[str, Any] | None = None,
+                  description: str | None = None, state: str = "ENABLED",
+                  tags: dict[str, str] | None = None) -> WorkGroupRecord:
+    """Build a workgroup record; the engine version defaults to SQL (``AUTO``)."""
+    config = copy.deepcopy(configuration or {})
+    engine = config.setdefault("EngineVersion", {})
+    selected = engine.get("SelectedEngineVersion") or "AUTO"
+    engine["SelectedEngineVersion"] = selected
+    engine["EffectiveEngineVersion"] = SQL_ENGINE if selected == "AUTO" else selected
+    return WorkGroupRecord(name=name, state=state, description=description, created_at=created_at,
+                           configuration=config, tags=dict(tags or {}))
+
+
+def _tags_from_list(tags: list[dict[str, Any]] | None) -> dict[str, str]:
+    return {str(tag["Key"]): str(tag.get("Value", "")) for tag in tags or [] if "Key" in tag}
+
+
+def require_workgroup(ctx: Context, name: str) -> WorkGroupRecord:
+    record = ctx.store.workgroups.get(name)
+    if record is None:
+        raise invalid_request(f"WorkGroup {name} is not found.")
+    return record
+
+
+def create_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    name = body["Name"]
+    if name in ctx.store.workgroups:
+        raise invalid_request(f"WorkGroup {name} is already created")
+    engine = body.get("Configuration", {}).get("EngineVersion", {}).get("SelectedEngineVersion")
+    if engine not in (None, "AUTO", SQL_ENGINE, SPARK_ENGINE):
+        raise invalid_request(f"Configuration.EngineVersion.SelectedEngineVersion: unknown engine {engine!r}")
+    ctx.store.put_workgroup(new_workgroup(
+        name, created_at=now, configuration=body.get("Configuration"), description=body.get("Description"),
+        tags=_tags_from_list(body.get("Tags")),
+    ))
+    return {}
+
+
+def get_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = require_workgroup(ctx, body["WorkGroup"])
+    return {"WorkGroup": drop_none({
+        "Name": record.name, "State": record.state, "Configuration": copy.deepcopy(record.configuration),
+        "Description": record.description, "CreationTime": record.created_at,
+    })}
+
+
+def list_work_groups(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    limit = body.get("MaxResults", 50)
+    names = sorted_names(list(ctx.store.workgroups), body.get("NextToken"))
+    page = names[:limit]
+    summaries = []
+    for name in page:
+        record = ctx.store.workgroups[name]
+        summaries.append(drop_none({
+            "Name": name, "State": record.state, "Description": record.description,
+            "CreationTime": record.created_at,
+            "EngineVersion": copy.deepcopy(record.configuration.get("EngineVersion")),
+        }))
+    return drop_none({"WorkGroups": summaries, "NextToken": page[-1] if len(names) > limit else None})
+
+
+def delete_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    name = body["WorkGroup"]
+    require_workgroup(ctx, name)
+    if name == PRIMARY:
+        raise invalid_request("WorkGroup primary cannot be deleted")
+    store = ctx.store
+    live = [sid for sid in store.workgroup_sessions(name).ids()
+            if store.session_state(sid, now) not in ("TERMINATED", "FAILED")]
+    if live and not body.get("RecursiveDeleteOption"):
+        raise invalid_request(f"WorkGroup {name} has {len(live)} active sessions; set RecursiveDeleteOption")
+    for sid in live:
+        if store.sessions[sid].terminate_requested_at is None:
+            store.request_terminate(sid, now)
+    store.delete_workgroup(name)
+    return {}
+
+
+def _merge_updates(config: dict[str, Any], updates: dict[str, Any]) -> None:
+    for key, value in updates.items():
+        if key.startswith("Remove") and value:
+            target = key.removeprefix("Remove")
+            config.pop(target, None)
+        elif key.startswith("Remove"):
+            continue
+        elif key.endswith("Updates") and isinstance(value, dict):
+            _merge_updates(config.setdefault(key.removesuffix("Updates"), {}), value)
+        else:
+            config[key] = copy.deepcopy(value)
+
+
+def update_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = require_workgroup(ctx, body["WorkGroup"])
+    configuration = copy.deepcopy(record.configuration)
+    _merge_updates(configuration, body.get("ConfigurationUpdates", {}))
+    updated = new_workgroup(
+        record.name, created_at=record.created_at, configuration=configuration,
+        description=body.get("Description", record.description), state=body.get("State", record.state),
+        tags=record.tags,
+    )
+    ctx.store.put_workgroup(updated)
+    return {}
+
+
+def _workgroup_for_arn(ctx: Context, arn: str) -> WorkGroupRecord:
+    prefix = f"{_ARN_PREFIX}{ctx.region}:{ctx.account_id}:workgroup/"
+    record = ctx.store.workgroups.get(arn.removeprefix(prefix)) if arn.startswith(prefix) else None
+    if record is None:
+        raise not_found(f"Resource {arn} is not found.", arn)
+    return record
+
+
+def tag_resource(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = _workgroup_for_arn(ctx, body["ResourceARN"])
+    ctx.store.put_workgroup(replace(record, tags={**record.tags, **_tags_from_list(body["Tags"])}))
+    return {}
+
+
+def untag_resource(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = _workgroup_for_arn(ctx, body["ResourceARN"])
+    removed = set(body["TagKeys"])
+    ctx.store.put_workgroup(replace(record, tags={k: v for k, v in record.tags.items() if k not in removed}))
+    return {}
+
+
+def list_tags_for_resource(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    record = _workgroup_for_arn(ctx, body["ResourceARN"])
+    items = [{"Key": key, "Value": value} for key, value in record.tags.items()]
+    limit = body.get("MaxResults") or max(len(items), 1)
+    token = body.get("NextToken")
+    start = 0
+    if token:
+        if not token.isdigit():
+            raise invalid_request("NextToken is invalid or expired")
+        start = int(token)
+    page = items[start:start + limit]
+    more = start + limit < len(items)
+    return drop_none({"Tags": page, "NextToken": str(start + limit) if more else None})
+
+
+HANDLERS: dict[str, Handler] = {
+    "CreateWorkGroup": create_work_group,
+    "GetWorkGroup": get_work_group,
+    "ListWorkGroups": list_work_groups,
+    "DeleteWorkGroup": delete_work_group,
+    "UpdateWorkGroup": update_work_group,
+    "TagResource": tag_resource,
+    "UntagResource": untag_resource,
+    "ListTagsForResource": list_tags_for_resource,
+}

@@ -1,0 +1,71 @@
+"""Every implemented operation through aiobotocore against ``Emulator`` in the test's own event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from supervisor.emulator import Emulator
+from supervisor.emulator.shapecheck import check_output
+
+ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/etl"
+
+
+async def call(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
+    method = "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+    response: dict[str, Any] = await getattr(client, method)(**kwargs)
+    check_output(client.meta.service_model.operation_model(operation), response)
+    return response
+
+
+async def test_every_operation_with_aiobotocore() -> None:
+    async with Emulator(port=0, account_id="210987654321", region="eu-west-1") as emu:
+        assert emu.control_url == emu.endpoint_url + "/_emulator"
+        session = get_session()
+        async with session.create_client(
+            "athena", endpoint_url=emu.endpoint_url, region_name="eu-west-1", aws_access_key_id="a",
+            aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}),
+        ) as athena:
+            await call(athena, "CreateWorkGroup", Name="etl", Configuration={
+                "EngineVersion": {"SelectedEngineVersion": "PySpark engine version 3"}})
+            await call(athena, "UpdateWorkGroup", WorkGroup="etl", Description="d")
+            assert (await call(athena, "GetWorkGroup", WorkGroup="etl"))["WorkGroup"]["Description"] == "d"
+            assert len((await call(athena, "ListWorkGroups"))["WorkGroups"]) == 2
+            await call(athena, "TagResource", ResourceARN=ARN, Tags=[{"Key": "k", "Value": "v"}])
+            assert (await call(athena, "ListTagsForResource", ResourceARN=ARN))["Tags"][0]["Key"] == "k"
+            await call(athena, "UntagResource", ResourceARN=ARN, TagKeys=["k"])
+            started = await call(athena, "StartSession", WorkGroup="etl", EngineConfiguration={},
+                                 Description="# sim: start=0s terminate_latency=0s")
+            sid = started["SessionId"]
+            assert started["State"] == "IDLE"
+            await call(athena, "GetSession", SessionId=sid)
+            await call(athena, "GetSessionStatus", SessionId=sid)
+            await call(athena, "ListSessions", WorkGroup="etl")
+            await call(athena, "GetSessionEndpoint", SessionId=sid)
+            calc = await call(athena, "StartCalculationExecution", SessionId=sid,
+                              CodeBlock="# sim: runtime=60s stop_latency=0s")
+            cid = calc["CalculationExecutionId"]
+            assert calc["State"] == "RUNNING"
+            await call(athena, "ListExecutors", SessionId=sid)
+            await call(athena, "GetCalculationExecution", CalculationExecutionId=cid)
+            await call(athena, "GetCalculationExecutionStatus", CalculationExecutionId=cid)
+            await call(athena, "GetCalculationExecutionCode", CalculationExecutionId=cid)
+            await call(athena, "ListCalculationExecutions", SessionId=sid)
+            assert (await call(athena, "StopCalculationExecution", CalculationExecutionId=cid))["State"] == \
+                "CANCELED"
+            assert (await call(athena, "TerminateSession", SessionId=sid))["State"] == "TERMINATED"
+            await call(athena, "DeleteWorkGroup", WorkGroup="etl")
+        async with session.create_client(
+            "athena", endpoint_url=emu.endpoint_url, region_name="eu-west-1", aws_access_key_id="a",
+            aws_secret_access_key="b", config=AioConfig(parameter_validation=False,
+                                                        retries={"total_max_attempts": 1}),
+        ) as unchecked:
+            with pytest.raises(ClientError) as caught:
+                await unchecked.list_sessions(WorkGroup="primary", MaxResults=500)
+            assert caught.value.response["Error"]["Code"] == "InvalidRequestException"
+        operations = [c["operation"] for c in emu.backend.audit.entries()]
+        assert len(operations) == 22 and operations[-1] == "ListSessions"

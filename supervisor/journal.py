@@ -127,15 +127,15 @@ class Journal:
         # FULL: a commit is on disk before the API call it precedes is sent.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"journal {self.path} has schema version {version}, newer than this version of "
-                    f"athena-supervisor understands ({SCHEMA_VERSION}); upgrade athena-supervisor"
-                )
-            db.executescript(SCHEMA) if version == 0 else None
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"journal {self.path} has schema version {version}, newer than this version of "
+                f"athena-supervisor understands ({SCHEMA_VERSION}); upgrade athena-supervisor"
+            )
+        if version < SCHEMA_VERSION:
+            # executescript commits by itself; every statement is idempotent (IF NOT EXISTS).
+            self._db.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
 
     def close(self) -> None:
         with self._lock:

@@ -50,8 +50,12 @@ class Timing:
     stop_grace: timedelta
     terminate_grace: timedelta
     first_verify_after: timedelta = timedelta(seconds=1)
-    retry_backoff_initial: timedelta = timedelta(seconds=5)
     retry_backoff_max: timedelta = timedelta(minutes=5)
+
+    @property
+    def retry_backoff_initial(self) -> timedelta:
+        """A failed escalation is retried after another terminate_grace, doubling up to retry_backoff_max."""
+        return min(self.terminate_grace, self.retry_backoff_max)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,74 @@
+"""Fixtures that run the real daemon in the test's event loop against a real emulator over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from supervisor.config import Settings, parse_settings
+from supervisor.emulator.testing import EmulatorHandle
+from supervisor.service import RunningService, running_service
+
+SPARK_ENGINE = {"SelectedEngineVersion": "PySpark engine version 3"}
+
+
+def base_config(emulator: EmulatorHandle, journal: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "aws": {"region": "us-east-1", "endpoint_url": emulator.endpoint_url, "max_requests_per_second": 200,
+                "account_id": "123456789012", "max_attempts": 6},
+        "workgroups": ["etl-*"],
+        "discovery_interval": "250ms",
+        "journal": {"path": str(journal)},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "escalation": {"stop_grace": "1s", "terminate_grace": "1s"},
+        "safety": {"max_actions_per_minute": 100, "circuit_breaker_fraction": 1.0},
+        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"],
+                      "calculation": {"max_runtime": "1500ms"}}],
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+SupervisorFactory = Callable[..., AbstractAsyncContextManager[RunningService]]
+
+
+@pytest.fixture
+def supervisor_factory(emulator: EmulatorHandle, tmp_path: Path) -> SupervisorFactory:
+    """``async with supervisor_factory(**config overrides) as service:`` runs the daemon until the block ends."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[RunningService]:
+        settings: Settings = parse_settings(base_config(emulator, tmp_path / "journal.db", **overrides), environ={})
+        async with running_service(settings, registry=CollectorRegistry()) as service:
+            yield service
+
+    return start
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` (run in a worker thread: it may do blocking HTTP) until it returns something truthy.
+
+    The daemon under test runs in this event loop, so waiting must never block the loop.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await anyio.to_thread.run_sync(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await anyio.sleep(interval)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from supervisor.emulator.testing import EmulatorHandle
@@ -99,3 +100,193 @@ async def test_runtime_violation_is_stopped_right_after_its_crossing(
         assert await metric(service.http_url, "athena_supervisor_enforcement_lag_seconds_count") == 1
     assert len(calls_of(emulator, "StopCalculationExecution")) == 1
     assert not calls_of(emulator, "TerminateSession")
+
+
+async def test_calculation_ignoring_stop_gets_its_session_terminated_after_stop_grace(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    session_id = start_session(athena, "etl-a")
+    wait_idle(athena, session_id)
+    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s dpus=2 on_stop=ignore")
+    async with supervisor_factory() as service:
+        terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id))
+        stops = calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id)
+        assert len(stops) == 1
+        waited = (call_time(terminates[0]) - call_time(stops[0])).total_seconds()
+        assert 1.0 <= waited < 2.5, f"TerminateSession {waited:.3f}s after the Stop (stop_grace 1s)"
+        await eventually(lambda: athena.get_session_status(SessionId=session_id)["Status"]["State"] == "TERMINATED")
+        await eventually(lambda: athena.get_calculation_execution(
+            CalculationExecutionId=calculation_id)["Status"]["State"] == "FAILED")
+
+        async def settled() -> bool:
+            return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="terminated") == 1
+
+        await eventually_async(settled)
+        assert await metric(service.http_url, "athena_supervisor_escalations_total", outcome="escalated") == 1
+        assert await metric(service.http_url, "athena_supervisor_actions_total",
+                            action="terminate", policy="etl-limits", outcome="sent") == 1
+    assert len(calls_of(emulator, "TerminateSession")) == 1
+
+
+async def test_session_stuck_terminating_counts_escalation_failures_and_retries(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    session_id = start_session(athena, "etl-a", "# sim: start=0.1s on_terminate=stuck")
+    wait_idle(athena, session_id)
+    policies = [{"name": "idle", "workgroups": ["etl-*"], "session": {"max_idle": "500ms"}}]
+    async with supervisor_factory(policies=policies) as service:
+        await eventually(lambda: len(calls_of(emulator, "TerminateSession", SessionId=session_id)) >= 2, timeout=15)
+
+        async def failed() -> bool:
+            return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="failed") >= 1
+
+        await eventually_async(failed)
+        assert athena.get_session_status(SessionId=session_id)["Status"]["State"] == "TERMINATING"
+        assert await metric(service.http_url, "athena_supervisor_escalations_in_flight") == 1
+
+
+async def test_idle_and_age_limits_terminate_sessions(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    athena.create_work_group(Name="etl-b-young", Configuration={"EngineVersion": SPARK_ENGINE})
+    idle_session = start_session(athena, "etl-a")
+    busy_session = start_session(athena, "etl-b-young")
+    wait_idle(athena, idle_session)
+    idle_since = athena.get_session(SessionId=idle_session)["Status"]["IdleSinceDateTime"]
+    policies = [
+        {"name": "idle", "workgroups": ["etl-a"], "session": {"max_idle": "1s"}},
+        {"name": "age", "workgroups": ["etl-b-*"], "session": {"max_age": "2s"}},
+    ]
+    async with supervisor_factory(policies=policies) as service:
+        wait_idle(athena, busy_session)
+        start_calculation(athena, busy_session, "# sim: runtime=60s")
+        idle_terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=idle_session))
+        idle_lag = (call_time(idle_terminates[0]) - idle_since).total_seconds() - 1.0
+        assert 0 <= idle_lag < 0.5
+        age_terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=busy_session))
+        started = athena.get_session(SessionId=busy_session)["Status"]["StartDateTime"]
+        age_lag = (call_time(age_terminates[0]) - started).total_seconds() - 2.0
+        assert 0 <= age_lag < 0.5
+        assert await metric(service.http_url, "athena_supervisor_violations_total", policy="age", rule="max_age") == 1
+        assert await metric(service.http_url, "athena_supervisor_violations_total", policy="idle",
+                            rule="max_idle") == 1
+
+
+async def test_dpu_and_cost_limits_are_enforced_near_the_predicted_crossing(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    athena.create_work_group(Name="etl-cost", Configuration={"EngineVersion": SPARK_ENGINE})
+    dpu_session = start_session(athena, "etl-a")
+    cost_session = start_session(athena, "etl-cost")
+    wait_idle(athena, dpu_session)
+    wait_idle(athena, cost_session)
+    # 8 DPUs reach 0.005 DPU-hours (18 DPU-seconds) 2.25 s after they start running.
+    dpu_calculation = start_calculation(athena, dpu_session, "# sim: runtime=60s dpus=8")
+    # The session accrues 1 (coordinator) + 4 DPUs; 0.00035 USD = 0.001 DPU-hours = 3.6 DPU-seconds more.
+    start_calculation(athena, cost_session, "# sim: runtime=60s dpus=4")
+    cost_base = athena.get_session(SessionId=cost_session)["Statistics"]["DpuExecutionInMillis"]
+    cost_limit = (cost_base + 2 * 5 * 1000 + 3600) / 3.6e6 * 0.35
+    policies = [
+        {"name": "dpu", "workgroups": ["etl-a"], "calculation": {"max_dpu_hours": 0.005}},
+        {"name": "cost", "workgroups": ["etl-cost"], "session": {"max_cost_usd": round(cost_limit, 8)}},
+    ]
+    submitted = athena.get_calculation_execution(
+        CalculationExecutionId=dpu_calculation)["Status"]["SubmissionDateTime"]
+    async with supervisor_factory(policies=policies) as service:
+        stops = await eventually(lambda: calls_of(emulator, "StopCalculationExecution",
+                                                  CalculationExecutionId=dpu_calculation))
+        lag = (call_time(stops[0]) - submitted).total_seconds() - 2.25
+        assert -0.05 <= lag < 0.6, f"DPU stop {lag:.3f}s after the crossing"
+        terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=cost_session),
+                                      timeout=15)
+        assert terminates
+        assert await metric(service.http_url, "athena_supervisor_violations_total", policy="cost",
+                            rule="max_cost_usd") == 1
+        assert await metric(service.http_url, "athena_supervisor_violations_total", policy="dpu",
+                            rule="max_dpu_hours") == 1
+
+
+async def test_dry_run_journals_and_counts_but_never_acts(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    session_id = start_session(athena, "etl-a")
+    wait_idle(athena, session_id)
+    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s")
+    async with supervisor_factory(mode="dry-run") as service:
+
+        async def counted() -> bool:
+            return await metric(service.http_url, "athena_supervisor_actions_total",
+                                action="stop", policy="etl-limits", outcome="dry_run") == 1
+
+        await eventually_async(counted)
+        events = service.journal.recent_events(10, target_id=calculation_id)
+        assert [e.event for e in events] == ["decision"]
+        assert events[0].detail["mode"] == "dry-run"
+        assert events[0].detail["rule"] == "max_runtime"
+        assert events[0].detail["limit"] == 1.5
+    assert not calls_of(emulator, "StopCalculationExecution")
+    assert not calls_of(emulator, "TerminateSession")
+
+
+async def test_exempt_and_out_of_scope_sessions_are_left_alone(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    watched = start_session(athena, "etl-a")
+    exempt_by_description = start_session(athena, "etl-a", "# sim: start=0.1s\n[supervisor:exempt] nightly")
+    exempt_by_tag = start_session(athena, "etl-exempt")
+    out_of_scope = start_session(athena, "adhoc")
+    for session_id in (watched, exempt_by_description, exempt_by_tag, out_of_scope):
+        wait_idle(athena, session_id)
+    calculations = {
+        session_id: start_calculation(athena, session_id, "# sim: runtime=60s")
+        for session_id in (watched, exempt_by_description, exempt_by_tag, out_of_scope)
+    }
+    policies = [{"name": "all", "workgroups": ["*"], "calculation": {"max_runtime": "1s"}}]
+    async with supervisor_factory(policies=policies):
+        await eventually(lambda: calls_of(emulator, "StopCalculationExecution",
+                                          CalculationExecutionId=calculations[watched]))
+        await anyio.sleep(1.0)  # several more sweeps: nothing else may be touched
+    stopped = {call["request"]["CalculationExecutionId"] for call in calls_of(emulator, "StopCalculationExecution")}
+    assert stopped == {calculations[watched]}
+    assert not calls_of(emulator, "TerminateSession")
+    listed = {call["request"].get("WorkGroup") for call in calls_of(emulator, "ListSessions")}
+    assert listed == {"etl-a"}, "only in-scope, non-exempt Spark workgroups are listed"
+
+
+async def test_throttling_is_absorbed(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    session_id = start_session(athena, "etl-a")
+    wait_idle(athena, session_id)
+    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s")
+    emulator.set_faults(throttle_tps=8, burst=2)
+    async with supervisor_factory() as service:
+        await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
+
+        async def throttled() -> bool:
+            return sum([
+                await metric(service.http_url, "athena_supervisor_aws_api_calls_total", operation=op,
+                             outcome="throttled")
+                for op in ("ListSessions", "ListWorkGroups", "ListCalculationExecutions", "ListTagsForResource",
+                           "GetCalculationExecutionStatus", "StopCalculationExecution")
+            ]) > 0
+
+        await eventually_async(throttled)
+        ready = await readyz(service.http_url)
+        assert ready == 200
+    throttled_calls = [c for c in emulator.calls() if c["error"] == "TooManyRequestsException"]
+    assert throttled_calls
+
+
+async def readyz(url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as response:
+        return response.status
+
+
+async def eventually_async(predicate: Any, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await anyio.sleep(0.05)

@@ -38,7 +38,8 @@ def start_server(pin: bool) -> tuple[subprocess.Popen[str], str, str]:
     command = [sys.executable, "-m", "supervisor", "emulator", "--port", "0"]
     if pin and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
     assert process.stdout is not None
     ready = json.loads(process.stdout.readline())
     return process, ready["endpoint_url"], ready["control_url"]
@@ -47,7 +48,8 @@ def start_server(pin: bool) -> tuple[subprocess.Popen[str], str, str]:
 def populate(control_url: str, sessions: int, workgroups: int) -> dict[str, Any]:
     per_group = sessions // workgroups
     spec = {
-        "workgroups": [{"name": f"bench-{index}", "tags": {"team": f"t{index}"}} for index in range(workgroups)],
+        "workgroups": [{"name": f"bench-{index}", "tags": {"team": f"t{index}"}}
+                       for index in range(workgroups)],
         "sessions": [{
             "workgroup": f"bench-{index}", "count": per_group, "started_ago": "120s",
             "description": "# sim: start=1s",
@@ -90,8 +92,8 @@ async def drive(endpoint: str, created: dict[str, Any], workgroups: int, duratio
         while time.perf_counter() < deadline:
             operation, body = next_request()
             begin = time.perf_counter()
-            async with http.post(endpoint, data=json.dumps(body),
-                                 headers={**HEADERS, "X-Amz-Target": f"AmazonAthena.{operation}"}) as response:
+            headers = {**HEADERS, "X-Amz-Target": f"AmazonAthena.{operation}"}
+            async with http.post(endpoint, data=json.dumps(body), headers=headers) as response:
                 payload = await response.read()
                 status = response.status
             latencies.append(time.perf_counter() - begin)
@@ -113,7 +115,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions, 2 calculations each")
@@ -139,7 +142,8 @@ def main() -> int:
         process.wait(timeout=10)
     latencies.sort()
     result = {
-        "sessions": len(created["sessions"]), "calculations": calcs, "populate_seconds": round(populate_seconds, 2),
+        "sessions": len(created["sessions"]), "calculations": calcs,
+        "populate_seconds": round(populate_seconds, 2),
         "server_pinned_to_one_core": pin, "concurrency": args.concurrency, "requests": len(latencies),
         "seconds": round(elapsed, 2), "requests_per_second": round(len(latencies) / elapsed, 1),
         "latency_ms": {name: round(percentile(latencies, q) * 1000, 2)

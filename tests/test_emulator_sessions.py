@@ -166,3 +166,50 @@ def test_session_fixture_without_manual_clock_runs_on_wall_time(emulator: Emulat
     session_id = athena.start_session(WorkGroup="wall", EngineConfiguration=ENGINE,
                                       Description="# sim: start=0s")["SessionId"]
     assert athena.get_session_status(SessionId=session_id)["Status"]["State"] == "IDLE"
+
+
+def test_wall_clock_lifecycle_polled_with_a_deadline(emulator: EmulatorHandle) -> None:
+    import time
+
+    athena = emulator.boto3_client()
+    emulator.populate({"workgroups": [{"name": "rt"}]})
+    session_id = athena.start_session(WorkGroup="rt", EngineConfiguration={},
+                                      Description="# sim: start=0.2s terminate_latency=0.2s")["SessionId"]
+    calc_id = athena.start_calculation_execution(SessionId=session_id,
+                                                 CodeBlock="# sim: runtime=0.3s")["CalculationExecutionId"]
+
+    def wait_for(read: Any, wanted: str, deadline_s: float = 5.0) -> None:
+        deadline = time.monotonic() + deadline_s
+        while read() != wanted:
+            assert time.monotonic() < deadline, f"never reached {wanted}"
+            time.sleep(0.02)
+
+    wait_for(lambda: athena.get_calculation_execution_status(
+        CalculationExecutionId=calc_id)["Status"]["State"], "COMPLETED")
+    wait_for(lambda: athena.get_session_status(SessionId=session_id)["Status"]["State"], "IDLE")
+    athena.terminate_session(SessionId=session_id)
+    wait_for(lambda: athena.get_session_status(SessionId=session_id)["Status"]["State"], "TERMINATED")
+
+
+def test_raw_wire_responses_match_the_model(manual_emulator: EmulatorHandle, athena: Any) -> None:
+    import json
+    import urllib.request
+
+    from supervisor.emulator.model import load_athena_model
+    from supervisor.emulator.shapecheck import check_output
+
+    session_id = start(athena)
+    athena.start_calculation_execution(SessionId=session_id, CodeBlock="1")
+    model = load_athena_model()
+    for operation, body in [("GetSession", {"SessionId": session_id}),
+                            ("ListSessions", {"WorkGroup": "spark"}),
+                            ("ListCalculationExecutions", {"SessionId": session_id}),
+                            ("ListExecutors", {"SessionId": session_id})]:
+        request = urllib.request.Request(
+            manual_emulator.endpoint_url + "/", data=json.dumps(body).encode(), method="POST",
+            headers={"X-Amz-Target": f"AmazonAthena.{operation}",
+                     "Content-Type": "application/x-amz-json-1.1"})
+        with urllib.request.urlopen(request) as response:
+            assert response.headers["Content-Type"] == "application/x-amz-json-1.1"
+            assert response.headers["x-amzn-RequestId"]
+            check_output(model.operation_model(operation), json.loads(response.read()), wire=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -59,16 +60,20 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` (run in a worker thread: it may do blocking HTTP) until it returns something truthy.
+async def eventually(predicate: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``within`` seconds.
 
-    The daemon under test runs in this event loop, so waiting must never block the loop.
+    A coroutine function is awaited; a plain function runs in a worker thread, since it may do blocking
+    HTTP and the daemon under test runs in this event loop.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
-        value = await anyio.to_thread.run_sync(predicate)
+        if inspect.iscoroutinefunction(predicate):
+            value = await predicate()
+        else:
+            value = await anyio.to_thread.run_sync(predicate)
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await anyio.sleep(interval)

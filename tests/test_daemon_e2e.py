@@ -121,7 +121,7 @@ async def test_calculation_ignoring_stop_gets_its_session_terminated_after_stop_
         async def settled() -> bool:
             return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="terminated") == 1
 
-        await eventually_async(settled)
+        await eventually(settled)
         assert await metric(service.http_url, "athena_supervisor_escalations_total", outcome="escalated") == 1
         assert await metric(service.http_url, "athena_supervisor_actions_total",
                             action="terminate", policy="etl-limits", outcome="sent") == 1
@@ -135,12 +135,12 @@ async def test_session_stuck_terminating_counts_escalation_failures_and_retries(
     wait_idle(athena, session_id)
     policies = [{"name": "idle", "workgroups": ["etl-*"], "session": {"max_idle": "500ms"}}]
     async with supervisor_factory(policies=policies) as service:
-        await eventually(lambda: len(calls_of(emulator, "TerminateSession", SessionId=session_id)) >= 2, timeout=15)
+        await eventually(lambda: len(calls_of(emulator, "TerminateSession", SessionId=session_id)) >= 2, within=15)
 
         async def failed() -> bool:
             return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="failed") >= 1
 
-        await eventually_async(failed)
+        await eventually(failed)
         assert athena.get_session_status(SessionId=session_id)["Status"]["State"] == "TERMINATING"
         assert await metric(service.http_url, "athena_supervisor_escalations_in_flight") == 1
 
@@ -198,7 +198,7 @@ async def test_dpu_and_cost_limits_are_enforced_near_the_predicted_crossing(
         lag = (call_time(stops[0]) - submitted).total_seconds() - 2.25
         assert -0.05 <= lag < 0.6, f"DPU stop {lag:.3f}s after the crossing"
         terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=cost_session),
-                                      timeout=15)
+                                      within=15)
         assert terminates
         assert await metric(service.http_url, "athena_supervisor_violations_total", policy="cost",
                             rule="max_cost_usd") == 1
@@ -218,7 +218,7 @@ async def test_dry_run_journals_and_counts_but_never_acts(
             return await metric(service.http_url, "athena_supervisor_actions_total",
                                 action="stop", policy="etl-limits", outcome="dry_run") == 1
 
-        await eventually_async(counted)
+        await eventually(counted)
         events = service.journal.recent_events(10, target_id=calculation_id)
         assert [e.event for e in events] == ["decision"]
         assert events[0].detail["mode"] == "dry-run"
@@ -271,7 +271,7 @@ async def test_throttling_is_absorbed(
                            "GetCalculationExecutionStatus", "StopCalculationExecution")
             ]) > 0
 
-        await eventually_async(throttled)
+        await eventually(throttled)
         ready = await readyz(service.http_url)
         assert ready == 200
     throttled_calls = [c for c in emulator.calls() if c["error"] == "TooManyRequestsException"]
@@ -281,12 +281,3 @@ async def test_throttling_is_absorbed(
 async def readyz(url: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as response:
         return response.status
-
-
-async def eventually_async(predicate: Any, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await anyio.sleep(0.05)

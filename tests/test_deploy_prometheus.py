@@ -1,0 +1,122 @@
+"""deploy/prometheus/: ``promtool check rules`` and ``promtool test rules`` on the alerting rules, and
+every metric they read is one the daemon exports.
+
+promtool comes from Debian's ``prometheus`` package (.ci/run installs it). Without it these tests skip
+locally and fail under CI (``CI`` set), so a missing install cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from supervisor.metrics import Metrics, exported_metric_names
+from tests.deploy_promql import metric_names
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
+RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yaml"
+SERVICE = REPO / "deploy" / "kubernetes" / "service.yaml"
+# Series Prometheus itself makes, not the daemon.
+PROMETHEUS_SERIES = frozenset({"up"})
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool not found: install Debian's prometheus package (apt-get install prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; .ci/run should have installed it")
+        pytest.skip(message)
+    return path
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def test_promtool_check_rules() -> None:
+    result = run_promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = run_promtool("test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
+    document = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))
+    assert document["rule_files"] == [RULES.name]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in document["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    alerts = {rule["alert"] for rule in rules()}
+    assert alerts - firing == set(), "alerts no unit test sees firing"
+    assert alerts - quiet == set(), "alerts no unit test sees quiet"
+    assert (firing | quiet) <= alerts, "unit tests for alerts that do not exist"
+
+
+def test_rules_read_only_metrics_the_daemon_exports() -> None:
+    exported = exported_metric_names(Metrics())
+    for rule in rules():
+        names = metric_names(rule["expr"])
+        assert names, f"{rule['alert']}: no metric found in {rule['expr']!r}"
+        unknown = names - exported - PROMETHEUS_SERIES
+        assert not unknown, f"{rule['alert']} reads metrics the daemon does not export: {sorted(unknown)}"
+
+
+def test_the_issue_s_alerts_are_all_there() -> None:
+    exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules()}
+    joined = "\n".join(exprs.values())
+    for fragment in (
+        'increase(athena_supervisor_escalations_total{outcome="failed"}[10m]) > 0',
+        "time() - athena_supervisor_last_discovery_timestamp_seconds > 300",
+        "absent(athena_supervisor_",
+        'up{job="athena-supervisor"} == 0',
+        'rate(athena_supervisor_aws_api_calls_total{outcome="throttled"}[5m])',
+        "athena_supervisor_budget_spent_usd / athena_supervisor_budget_limit_usd > 0.8",
+        "histogram_quantile(0.99,",
+        "athena_supervisor_circuit_breaker_open",
+        "athena_supervisor_notifications_total",
+    ):
+        assert fragment in joined, fragment
+
+
+def test_rules_are_labelled_and_annotated() -> None:
+    for rule in rules():
+        assert rule["alert"].startswith(("AthenaSupervisor", "AthenaSpark")), rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert {"summary", "description"} <= set(rule["annotations"])
+
+
+def test_job_label_is_the_kubernetes_service_name() -> None:
+    service = yaml.safe_load(SERVICE.read_text(encoding="utf-8"))["metadata"]["name"]
+    jobs = set(re.findall(r'job="([^"]*)"', RULES.read_text(encoding="utf-8")))
+    assert jobs == {service}, "the ServiceMonitor names the job after the Service"
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ('increase(a_total{outcome="failed"}[10m]) > 0', {"a_total"}),
+    ("time() - b_seconds > 300", {"b_seconds"}),
+    ("histogram_quantile(0.99, sum by (le, x) (rate(c_bucket[$__rate_interval])))", {"c_bucket"}),
+    ("sum(rate(d_total[5m])) by (workgroup) / ignoring(x) group_left e", {"d_total", "e"}),
+    ('absent(f{job="g"}) or vector(1e3) offset 5m', {"f"}),
+])
+def test_metric_name_extraction(expr: str, expected: set[str]) -> None:
+    assert metric_names(expr) == expected

@@ -1,0 +1,124 @@
+"""The daemon as an operator runs it: a separate process, signals, a kill in the middle of an escalation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.emulator.testing import EmulatorHandle
+from supervisor.journal import Journal
+from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
+from tests.test_daemon_e2e import call_time, calls_of, start_calculation, start_session, wait_idle
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def spawn_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log.open("ab") as stream:
+        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
+                                cwd=REPO, env=env, stdout=stream, stderr=stream)
+
+
+def wait_until(predicate: Any, within: float = 15.0) -> Any:
+    deadline = time.monotonic() + within
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in log.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def journal_events(path: Path, target_id: str) -> list[str]:
+    journal = Journal(path)
+    try:
+        return [e.event for e in reversed(journal.recent_events(50, target_id=target_id))]
+    finally:
+        journal.close()
+
+
+def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeating_the_stop(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    athena = emulator.boto3_client()
+    athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
+    session_id = start_session(athena, "etl-a")
+    wait_idle(athena, session_id)
+    calculation_id = start_calculation(athena, session_id, "# sim: runtime=120s on_stop=ignore")
+    journal_path = tmp_path / "journal.db"
+    config = write_config(tmp_path / "config.yaml", base_config(
+        emulator, journal_path, escalation={"stop_grace": "4s", "terminate_grace": "2s"},
+        policies=[{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1s"}}],
+    ))
+    log = tmp_path / "daemon.log"
+    first = spawn_daemon(config, log)
+    try:
+        wait_until(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    killed_at = time.monotonic()
+    assert not calls_of(emulator, "TerminateSession"), "killed before the stop grace ran out"
+
+    second = spawn_daemon(config, log)
+    try:
+        terminates = wait_until(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id), within=20)
+        assert time.monotonic() - killed_at < 10
+        wait_until(lambda: "verify.done" in journal_events(journal_path, calculation_id))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(15) == 0
+    stops = calls_of(emulator, "StopCalculationExecution")
+    assert len(stops) == 1, "the restarted daemon must not send the Stop again"
+    waited = (call_time(terminates[0]) - call_time(stops[0])).total_seconds()
+    assert waited >= 4.0, f"stop_grace counts from the original Stop; Terminate came {waited:.2f}s after it"
+    assert len(terminates) == 1
+    resumed = [e for e in log_events(log) if e.get("event") == "escalation.resumed"]
+    assert [e["target_id"] for e in resumed] == [calculation_id]
+
+    events = journal_events(journal_path, calculation_id)
+    assert events[:2] == ["decision", "stop.intent"]
+    assert events.count("stop.intent") == 1
+    assert "terminate.sent" in events
+    assert events[-1] == "verify.done"
+
+
+def test_sigterm_stops_the_daemon_cleanly(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", base_config(emulator, tmp_path / "journal.db"))
+    log = tmp_path / "daemon.log"
+    daemon = spawn_daemon(config, log)
+    try:
+        wait_until(lambda: any(e.get("event") == "supervisor.started" for e in log_events(log)))
+        wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+    names = [e.get("event") for e in log_events(log)]
+    assert names[-2:] == ["supervisor.stopping", "supervisor.stopped"]
+
+
+def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("mode: enforce\npolicies:\n  - name: p\n    calculation: {max_runtime: 30 minutes}\n")
+    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in result.stderr

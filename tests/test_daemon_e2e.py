@@ -281,3 +281,44 @@ async def test_throttling_is_absorbed(
 async def readyz(url: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as response:
         return response.status
+
+
+async def test_circuit_breaker_holds_actions_when_a_cycle_would_hit_an_abnormal_share(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    sessions = [start_session(athena, "etl-a") for _ in range(4)]
+    for session_id in sessions:
+        wait_idle(athena, session_id)
+    for session_id in sessions:
+        start_calculation(athena, session_id, "# sim: runtime=60s")
+    safety = {"max_actions_per_minute": 100, "circuit_breaker_fraction": 0.5, "circuit_breaker_min_targets": 2}
+    async with supervisor_factory(safety=safety) as service:
+
+        async def tripped() -> bool:
+            return await metric(service.http_url, "athena_supervisor_circuit_breaker_open") == 1
+
+        await eventually(tripped)
+        assert await metric(service.http_url, "athena_supervisor_held_actions_total", reason="circuit_breaker") >= 1
+        await anyio.sleep(0.5)
+    assert len(calls_of(emulator, "StopCalculationExecution")) == 2, "only half of the 4 sessions may be hit"
+
+
+async def test_max_actions_per_minute_delays_but_never_drops(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    sessions = [start_session(athena, "etl-a") for _ in range(3)]
+    for session_id in sessions:
+        wait_idle(athena, session_id)
+    for session_id in sessions:
+        start_calculation(athena, session_id, "# sim: runtime=60s")
+    async with supervisor_factory(safety={"max_actions_per_minute": 2, "circuit_breaker_fraction": 1.0}) as service:
+
+        async def held() -> bool:
+            return await metric(service.http_url, "athena_supervisor_held_actions_total", reason="rate_limit") >= 1
+
+        await eventually(held)
+        await eventually(lambda: len(calls_of(emulator, "StopCalculationExecution")) == 2)
+        await anyio.sleep(0.3)
+        assert len(calls_of(emulator, "StopCalculationExecution")) == 2
+        open_escalations = [e for e in service.journal.open_escalations() if e.phase.value == "stop_pending"]
+        assert len(open_escalations) == 1, "the third stop waits in the journal for a slot"

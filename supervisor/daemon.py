@@ -64,7 +64,8 @@ WORKGROUP_REFRESH = timedelta(minutes=5)
 SECOND_LOOK_MIN = timedelta(seconds=1)
 # Checks land just after a predicted crossing so the fresh observation is past the limit.
 CROSSING_MARGIN = timedelta(milliseconds=10)
-CONCURRENT_CHECKS = 64
+# Separate capacity per kind of check, so routine statistics fetches never hold up a crossing check.
+CONCURRENT_CHECKS = {CheckKind.CROSSING: 64, CheckKind.STATISTICS: 16}
 CONCURRENT_LISTINGS = 8
 
 
@@ -136,7 +137,7 @@ class Supervisor:
         self._workgroups_refreshed_at: datetime | None = None
         self._wakeup = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._checks = anyio.CapacityLimiter(CONCURRENT_CHECKS)
+        self._checks = {kind: anyio.CapacityLimiter(n) for kind, n in CONCURRENT_CHECKS.items()}
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
 
     # -- running --------------------------------------------------------------------------------------
@@ -258,12 +259,17 @@ class Supervisor:
                 if session.is_exempt:
                     continue
                 self._consider(f"session:{session.session_id}", fresh=False)
-                if session.state in (SessionState.BUSY, SessionState.DEGRADED):
+                if session.state in (SessionState.BUSY, SessionState.DEGRADED) and self._judges_calculations(session):
                     busy.append(session)
                 else:
                     for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
                         self._forget_calculation(calculation_id)
         return busy
+
+    def _judges_calculations(self, session: SessionSnapshot) -> bool:
+        """Only sessions whose policy has calculation limits need their calculations listed."""
+        policy = match_policy(self.policies, session.workgroup)
+        return policy is not None and policy.calculation is not None
 
     def _reconcile_calculations(self, session: SessionSnapshot, live: Iterable[CalculationSnapshot]) -> None:
         live = list(live)
@@ -413,7 +419,7 @@ class Supervisor:
 
     async def _check(self, key: str, kind: CheckKind) -> None:
         """Look at one target afresh and judge it again."""
-        async with self._checks:
+        async with self._checks[kind]:
             if key in self.handled or self.enforcer.is_known(key):
                 return
             priority = Priority.ENFORCE if kind is CheckKind.CROSSING else Priority.DISCOVER

@@ -42,6 +42,9 @@ class SafetyRails:
         self._active_sessions = active_sessions
         self._actions: deque[datetime] = deque()
         self._sessions_hit: dict[str, datetime] = {}
+        # (time, watched active sessions), decreasing counts (a sliding-window maximum): the breaker compares
+        # with the window's peak, since the sessions it terminates leave the active count.
+        self._watched: deque[tuple[datetime, int]] = deque()
         self.breaker_open = False
 
     def _forget_before(self, now: datetime) -> None:
@@ -50,6 +53,8 @@ class SafetyRails:
             self._actions.popleft()
         for session_id in [s for s, at in self._sessions_hit.items() if at <= horizon]:
             del self._sessions_hit[session_id]
+        while self._watched and self._watched[0][0] <= horizon:
+            self._watched.popleft()
 
     def admit(self, session_id: str, now: datetime) -> Admission:
         """May a destructive call touching ``session_id`` be sent now? Admitted calls are counted."""
@@ -59,7 +64,11 @@ class SafetyRails:
         if len(self._actions) >= self.max_actions_per_minute:
             return Admission(False, "rate_limit", self._actions[0] + WINDOW)
         hit = set(self._sessions_hit) | {session_id}
-        watched = max(self._active_sessions(), 1)
+        active = self._active_sessions()
+        while self._watched and self._watched[-1][1] <= active:
+            self._watched.pop()
+        self._watched.append((now, active))
+        watched = max(self._watched[0][1], 1)
         if len(hit) >= self.breaker_min_targets and len(hit) > self.breaker_fraction * watched:
             self.breaker_open = True
             return Admission(False, "circuit_breaker")

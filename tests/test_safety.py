@@ -35,3 +35,13 @@ def test_repeated_actions_on_one_session_count_once_for_the_breaker() -> None:
     guard = rails(active=4, per_minute=100, fraction=0.5, minimum=2)
     for _ in range(5):
         assert guard.admit("s1", T0).allowed
+
+
+def test_sessions_terminated_in_the_window_still_count_as_watched() -> None:
+    active = [4]
+    guard = SafetyRails(max_actions_per_minute=100, breaker_fraction=1.0, breaker_min_targets=1,
+                        active_sessions=lambda: active[0])
+    for i in range(4):
+        assert guard.admit(f"s{i}", T0).allowed
+        active[0] -= 1  # each action ended a session
+    assert not guard.breaker_open

@@ -40,6 +40,14 @@ def start_calculation(client: Any, session_id: str, pragma: str) -> str:
     return calculation_id
 
 
+def start_running_sessions(client: Any, count: int, workgroup: str = "etl-a") -> list[str]:
+    """``count`` sessions, each running one long calculation; returns the calculation ids."""
+    sessions = [start_session(client, workgroup) for _ in range(count)]
+    for session_id in sessions:
+        wait_idle(client, session_id)
+    return [start_calculation(client, session_id, "# sim: runtime=60s") for session_id in sessions]
+
+
 def calls_of(emulator: EmulatorHandle, operation: str, **request: str) -> list[dict[str, Any]]:
     return [
         call for call in emulator.calls(operation=operation)
@@ -286,11 +294,7 @@ async def readyz(url: str) -> int:
 async def test_circuit_breaker_holds_actions_when_a_cycle_would_hit_an_abnormal_share(
     emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
 ) -> None:
-    sessions = [start_session(athena, "etl-a") for _ in range(4)]
-    for session_id in sessions:
-        wait_idle(athena, session_id)
-    for session_id in sessions:
-        start_calculation(athena, session_id, "# sim: runtime=60s")
+    start_running_sessions(athena, 4)
     safety = {"max_actions_per_minute": 100, "circuit_breaker_fraction": 0.5, "circuit_breaker_min_targets": 2}
     async with supervisor_factory(safety=safety) as service:
 
@@ -306,11 +310,7 @@ async def test_circuit_breaker_holds_actions_when_a_cycle_would_hit_an_abnormal_
 async def test_max_actions_per_minute_delays_but_never_drops(
     emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
 ) -> None:
-    sessions = [start_session(athena, "etl-a") for _ in range(3)]
-    for session_id in sessions:
-        wait_idle(athena, session_id)
-    for session_id in sessions:
-        start_calculation(athena, session_id, "# sim: runtime=60s")
+    start_running_sessions(athena, 3)
     async with supervisor_factory(safety={"max_actions_per_minute": 2, "circuit_breaker_fraction": 1.0}) as service:
 
         async def held() -> bool:

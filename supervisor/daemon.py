@@ -46,6 +46,7 @@ from supervisor.model import (
     Evaluation,
     SessionSnapshot,
     SessionState,
+    Verdict,
     Warning,
 )
 from supervisor.policy import (
@@ -127,6 +128,7 @@ class Supervisor:
                 stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
                 retry_backoff_max=settings.escalation.retry_backoff_max,
             ),
+            void_reason=self._void_reason,
         )
         self.handled: set[str] = set()
         self.account_id = settings.aws.account_id
@@ -172,6 +174,19 @@ class Supervisor:
         if age > stale_after:
             return False, f"last discovery sweep finished {age.total_seconds():.0f}s ago; {self.last_error or ''}"
         return True, "ok"
+
+    def _void_reason(self, verdict: Verdict) -> str | None:
+        """Why a journaled escalation that never sent anything must not go on under the current config."""
+        if verdict.rule.startswith("budget"):
+            if not any(budget.name == verdict.policy for budget in self.settings.budgets):
+                return f"budget {verdict.policy!r} is no longer configured"
+            return "dry-run mode is on" if self.settings.mode == "dry-run" else None
+        policy = next((p for p in self.policies if p.name == verdict.policy), None)
+        if policy is None:
+            return f"policy {verdict.policy!r} is no longer configured"
+        if policy.mode == "dry-run":
+            return f"policy {verdict.policy!r} is now in dry-run mode"
+        return None
 
     # -- discovery ------------------------------------------------------------------------------------
 

@@ -61,9 +61,13 @@ class Enforcer:
         timing: Timing,
         rails: SafetyRails,
         events: EventSink | None = None,
+        void_reason: Callable[[Verdict], str | None] | None = None,
         logger: Any = None,
     ) -> None:
         self.gateway = gateway
+        # Asked on restart about escalations that never sent anything: a reason to drop them (their policy is
+        # gone or now dry-run), or None to go on.
+        self.void_reason: Callable[[Verdict], str | None] = void_reason or (lambda _: None)
         self.journal = journal
         self.metrics = metrics
         self.clock = clock
@@ -84,6 +88,10 @@ class Enforcer:
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             for escalation in await self._journal(self.journal.open_escalations):
+                reason = self.void_reason(escalation.verdict) if machine.nothing_sent(escalation) else None
+                if reason is not None:
+                    await self._void(escalation, reason)
+                    continue
                 self._log.info("escalation.resumed", phase=escalation.phase.value, **describe(escalation.verdict))
                 self._spawn(escalation)
             task_status.started()
@@ -91,6 +99,13 @@ class Enforcer:
                 await anyio.sleep_forever()
             finally:
                 self._task_group = None
+
+    async def _void(self, escalation: Escalation, reason: str) -> None:
+        now = self.clock.now()
+        voided = replace(escalation, phase=Phase.DONE, outcome="voided", next_step_at=now)
+        await self._journal(self.journal.save, voided, "escalation.voided", {"reason": reason}, time=now)
+        self.metrics.escalations.labels("voided").inc()
+        self._log.warning("escalation.voided", reason=reason, **describe(escalation.verdict))
 
     def is_known(self, target_key: str) -> bool:
         return target_key in self.in_flight

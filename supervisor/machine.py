@@ -89,6 +89,12 @@ def begin(verdict: Verdict, escalation_id: str, now: datetime) -> Escalation:
     return Escalation(escalation_id, verdict, Phase.TERMINATE_PENDING, now, now)
 
 
+def nothing_sent(escalation: Escalation) -> bool:
+    """No Stop/Terminate was sent, nor may have been (no intent journaled): dropping it is harmless."""
+    return not any((escalation.stop_intent_at, escalation.stop_sent_at, escalation.terminate_intent_at,
+                    escalation.terminate_sent_at)) and not escalation.is_done
+
+
 def next_step(escalation: Escalation) -> Step:
     match escalation.phase:
         case Phase.STOP_PENDING:

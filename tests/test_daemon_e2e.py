@@ -3,14 +3,18 @@ emulator's audit log and the daemon's /metrics."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
 
+from supervisor import machine
 from supervisor.emulator.testing import EmulatorHandle
+from supervisor.journal import Journal
+from supervisor.model import TargetRef, Verdict
 from tests.daemon_fixtures import SPARK_ENGINE, SupervisorFactory, eventually
 
 pytestmark = pytest.mark.slow
@@ -322,3 +326,28 @@ async def test_max_actions_per_minute_delays_but_never_drops(
         assert len(calls_of(emulator, "StopCalculationExecution")) == 2
         open_escalations = [e for e in service.journal.open_escalations() if e.phase.value == "stop_pending"]
         assert len(open_escalations) == 1, "the third stop waits in the journal for a slot"
+
+
+async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restart(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory, tmp_path: Path
+) -> None:
+    [calculation_id] = start_running_sessions(athena, 1)
+    session_id = athena.get_calculation_execution(CalculationExecutionId=calculation_id)["SessionId"]
+    journal = Journal(tmp_path / "journal.db")  # the file supervisor_factory uses
+    now = datetime.now(UTC)
+    held = Verdict(target=TargetRef("calculation", calculation_id, session_id, "etl-a"), policy="removed-policy",
+                   rule="max_runtime", observed=99.0, limit=1.0, unit="seconds", crossed_at=now, decided_at=now,
+                   action="stop", mode="enforce")
+    journal.begin_escalation(machine.begin(held, "held-1", now), "decision")
+    journal.close()
+    policies = [{"name": "other", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1h"}}]
+    async with supervisor_factory(policies=policies) as service:
+
+        async def voided() -> bool:
+            return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="voided") == 1
+
+        await eventually(voided)
+        entry = service.journal.recent_events(1, target_id=calculation_id)[0]
+        assert entry.event == "escalation.voided"
+        assert entry.detail["reason"] == "policy 'removed-policy' is no longer configured"
+    assert not calls_of(emulator, "StopCalculationExecution")

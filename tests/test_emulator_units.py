@@ -24,7 +24,8 @@ from supervisor.emulator.validation import validate_request
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30.0), ("2m", 120.0), ("1.5s", 1.5), ("50ms", 0.05), ("1h", 3600.0), ("12", 12.0), (3, 3.0),
+    ("30s", 30.0), ("2m", 120.0), ("1.5s", 1.5), ("50ms", 0.05), ("1h", 3600.0), ("1d", 86400.0), ("12", 12.0),
+    (3, 3.0),
     (0.25, 0.25),
 ])
 def test_durations(text: Any, seconds: float) -> None:
@@ -33,7 +34,7 @@ def test_durations(text: Any, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "-1s", "1d", "s", True, None, float("inf")])
+@pytest.mark.parametrize("bad", ["", "-1s", "s", True, None, float("inf")])
 def test_bad_durations(bad: Any) -> None:
     from supervisor.emulator.durations import parse_duration
 

@@ -89,3 +89,12 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
     assert "Demo OK" in output
     assert f"athena-supervisor journal --path {journal}" in output
     assert journal.exists()
+
+
+def test_the_packaged_demo_config_is_declared_as_package_data() -> None:
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["supervisor"]
+    assert any(fnmatch.fnmatch("resources/demo.yaml", pattern) for pattern in patterns)

@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.emulator",
     "supervisor.commands.journal",
     "supervisor.commands.check_config",
+    "supervisor.commands.demo",
 )
 
 

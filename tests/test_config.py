@@ -82,11 +82,13 @@ def test_demo_yaml_matches_the_demo_script() -> None:
     settings = load_settings(REPO / "config" / "demo.yaml", environ={})
     assert settings.aws.endpoint_url is None
     assert settings.workgroups == ("demo-*",)
-    (policy,) = settings.policies
-    assert policy.name == "demo-limits" and policy.workgroups == ("demo-etl*",)
-    assert policy.calculation is not None and policy.calculation.max_runtime == timedelta(seconds=6)
-    assert policy.session is not None and policy.session.max_idle == timedelta(seconds=8)
-    assert policy.action == "stop"
+    limits, idle, cost = settings.policies
+    assert limits.name == "demo-limits" and limits.workgroups == ("demo-etl*",)
+    assert limits.calculation is not None and limits.calculation.max_runtime == timedelta(seconds=6)
+    assert limits.action == "stop"
+    assert idle.session is not None and idle.session.max_idle == timedelta(seconds=10)
+    assert cost.calculation is not None and cost.calculation.max_cost_usd == 0.01
+    assert cost.notify_before == timedelta(seconds=3)
     assert settings.escalation.stop_grace == timedelta(seconds=3)
     assert settings.escalation.terminate_grace == timedelta(seconds=5)
     assert settings.discovery_interval == timedelta(seconds=2)

@@ -1,0 +1,100 @@
+"""``athena-supervisor demo`` as a user runs it: a subprocess, its narration, its summary and exit status."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from supervisor.cli import main
+from supervisor.config import load_settings
+from supervisor.demo import scenario
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGED = REPO / "supervisor" / "resources" / "demo.yaml"
+DOCUMENTED = REPO / "config" / "demo.yaml"
+METRICS_LINE = re.compile(r"^\s*metrics\s+(http://127\.0\.0\.1:\d+/metrics)")
+
+
+def test_documented_demo_config_is_the_packaged_one() -> None:
+    assert DOCUMENTED.read_bytes() == PACKAGED.read_bytes(), (
+        "config/demo.yaml must stay identical to supervisor/resources/demo.yaml (the copy `pip install .` ships)"
+    )
+
+
+def test_demo_config_builds_the_scripted_workload() -> None:
+    story = scenario.build(load_settings(PACKAGED, environ={}))
+    assert [part.expect for part in story.parts].count("exempt") == 2
+    assert story.settle_within < 60
+
+
+def test_a_config_without_the_limits_the_story_needs_is_refused(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = yaml.safe_load(PACKAGED.read_text())
+    config["policies"] = [p for p in config["policies"] if p["name"] != "demo-idle"]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["demo", "--config", str(path)]) == 2
+    assert "'demo-notebooks' needs session.max_idle" in capsys.readouterr().err
+
+
+def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    journal = tmp_path / "journal.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "demo", "--journal", str(journal)], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    watchdog = threading.Timer(110, process.kill)
+    watchdog.start()
+    started = time.monotonic()
+    lines: list[str] = []
+    metrics_body = ""
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            match = METRICS_LINE.match(line)
+            if match and not metrics_body:
+                with urllib.request.urlopen(match.group(1), timeout=10) as response:
+                    metrics_body = response.read().decode()
+        stderr = process.stderr.read() if process.stderr else ""
+        exit_code = process.wait()
+    finally:
+        watchdog.cancel()
+    output = "\n".join(lines)
+    assert exit_code == 0, f"exit {exit_code}\n{output}\n{stderr}"
+    assert time.monotonic() - started < 100
+    assert "athena_supervisor_aws_api_calls_total" in metrics_body
+
+    summary = output[output.index("Summary:"):]
+    rows = {line.split()[2]: line for line in summary.splitlines()[2:] if line.startswith("  calc ")
+            or line.startswith("  session ")}
+    assert "stopped" in rows["honours-stop"] and "max_runtime" in rows["honours-stop"]
+    assert "stop ignored -> session terminated" in rows["ignores-stop"]
+    assert " terminated " in rows["idle"] and "max_idle" in rows["idle"]
+    assert "stopped" in rows["expensive"] and "max_cost_usd" in rows["expensive"]
+    for name in ("short", "exempt-session", "exempt-workgroup"):
+        assert "left alone" in rows[name]
+    assert "Demo OK" in output
+    assert f"athena-supervisor journal --path {journal}" in output
+    assert journal.exists()
+
+
+def test_the_packaged_demo_config_is_declared_as_package_data() -> None:
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["supervisor"]
+    assert any(fnmatch.fnmatch("resources/demo.yaml", pattern) for pattern in patterns)

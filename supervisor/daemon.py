@@ -60,7 +60,8 @@ from supervisor.policy import (
 )
 from supervisor.safety import SafetyRails
 
-WORKGROUP_REFRESH = timedelta(minutes=5)
+# Workgroups (and their exemption tags) are re-read every discovery_interval, but at most this often.
+WORKGROUP_REFRESH_MIN = timedelta(minutes=1)
 # A first DPU observation gives only an average rate: look again before trusting the prediction.
 SECOND_LOOK_MIN = timedelta(seconds=1)
 # Checks land just after a predicted crossing so the fresh observation is past the limit.
@@ -193,7 +194,8 @@ class Supervisor:
     async def sweep(self) -> None:
         """One look at every watched workgroup, session and live calculation."""
         started = self.clock.now()
-        if self._workgroups_refreshed_at is None or started - self._workgroups_refreshed_at >= WORKGROUP_REFRESH:
+        refresh_every = max(self.settings.discovery_interval, WORKGROUP_REFRESH_MIN)
+        if self._workgroups_refreshed_at is None or started - self._workgroups_refreshed_at >= refresh_every:
             await self._refresh_workgroups()
         safety = self.settings.safety
         watched = [

@@ -1,6 +1,6 @@
 """The enforcement state machine of one target, as pure transitions over a frozen :class:`Escalation`.
 
-    STOP_PENDING ──Stop sent──► STOP_REQUESTED ──calculation terminal──► DONE (stopped/completed/failed)
+    STOP_PENDING ──Stop sent──► STOP_REQUESTED ──calculation ended──► DONE (stopped/completed/calculation_failed)
                                        │ still live after stop_grace
                                        ▼
     TERMINATE_PENDING ──Terminate sent──► TERMINATE_REQUESTED ──session ended──► DONE (terminated)
@@ -159,7 +159,7 @@ def _backoff(failures: int, timing: Timing) -> timedelta:
 CALCULATION_OUTCOMES = {
     CalculationState.CANCELED: "stopped",
     CalculationState.COMPLETED: "completed",
-    CalculationState.FAILED: "failed",
+    CalculationState.FAILED: "calculation_failed",
 }
 
 

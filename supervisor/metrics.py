@@ -22,7 +22,7 @@ class Metrics:
         r = self.registry
         self.actions = Counter(
             f"{PREFIX}_actions", "Enforcement actions by action, policy and outcome "
-            "(sent, dry_run, notified, error, held).",
+            "(sent, dry_run, notified, error).",
             ("action", "policy", "outcome"), registry=r,
         )
         self.violations = Counter(
@@ -34,7 +34,9 @@ class Metrics:
             ("policy", "rule"), registry=r,
         )
         self.escalations = Counter(
-            f"{PREFIX}_escalations", "Escalation results: stopped, terminated, completed, failed, retried.",
+            f"{PREFIX}_escalations", "Escalation steps and results: escalated (stop ignored, terminating), "
+            "failed (session alive after terminate_grace), and the final outcomes stopped, terminated, completed, "
+            "calculation_failed, gone, voided.",
             ("outcome",), registry=r,
         )
         self.escalations_in_flight = Gauge(

@@ -124,13 +124,20 @@ def _limits(policy: PolicyConfig) -> list[str]:
 
 def _action(policy: PolicyConfig, settings: Settings) -> str:
     grace = settings.escalation
-    if policy.action == "stop":
-        return (f"stop (a calculation still running {_duration(grace.stop_grace)} after the stop -> "
-                f"terminate its session; still alive {_duration(grace.terminate_grace)} later -> "
-                "escalation failed, alert, retry)")
-    if policy.action == "terminate":
-        return f"terminate the session (verified after {_duration(grace.terminate_grace)})"
-    return "notify only"
+    if policy.action == "notify":
+        return "notify only"
+    terminate = (f"TerminateSession (still alive {_duration(grace.terminate_grace)} later -> escalation failed, "
+                 "alert, retry with backoff)")
+    parts = []
+    if policy.calculation is not None:
+        if policy.action == "stop":
+            parts.append(f"a calculation over a limit: StopCalculationExecution; still running "
+                         f"{_duration(grace.stop_grace)} after the stop -> {terminate}")
+        else:
+            parts.append(f"a calculation over a limit: {terminate} of its session")
+    if policy.session is not None:
+        parts.append(f"a session over a limit: {terminate}")
+    return "; ".join(parts)
 
 
 def _policy_block(index: int, policy: PolicyConfig, settings: Settings) -> list[str]:
@@ -198,9 +205,10 @@ def summarize(settings: Settings, *, source: str) -> str:
         + "".join(f"; {region}: {price:g}" for region, price in sorted(settings.pricing.regions.items())),
         f"escalation: stop grace {_duration(esc.stop_grace)}, terminate grace "
         f"{_duration(esc.terminate_grace)}, retry backoff up to {_duration(esc.retry_backoff_max)}",
-        f"safety: at most {safety.max_actions_per_minute} actions/minute; exempt tag {safety.exempt_tag}; "
-        f"circuit breaker when one cycle would act on more than {safety.circuit_breaker_fraction:.0%} of "
-        f"watched active sessions (and at least {safety.circuit_breaker_min_targets} targets)",
+        f"safety: at most {safety.max_actions_per_minute} actions/minute; workgroups tagged "
+        f"{safety.exempt_tag}=true are not watched; circuit breaker opens when the sessions hit within a "
+        f"minute exceed {safety.circuit_breaker_fraction:.0%} of watched active sessions (and at least "
+        f"{safety.circuit_breaker_min_targets})",
         "",
     ]
     if settings.policies:

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from supervisor.budgeting import BudgetKeeper
 from supervisor.clock import Clock
 from supervisor.config import Settings
 from supervisor.discovery import (
@@ -128,6 +129,10 @@ class Supervisor:
             ),
         )
         self.handled: set[str] = set()
+        self.budgets = BudgetKeeper(
+            settings=settings, gateway=gateway, journal=journal, metrics=metrics, clock=clock,
+            enforcer=self.enforcer, inventory=self.inventory, events=self.events, handled=lambda: self.handled,
+        ) if settings.budgets else None
         self.account_id = settings.aws.account_id
         self.sweeps = 0
         self.last_discovery_at: datetime | None = None
@@ -217,6 +222,8 @@ class Supervisor:
         self.metrics.last_discovery.set(finished.timestamp())
         self.log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
                        calculations=len(self.inventory.calculations), seconds=self.last_sweep_duration.total_seconds())
+        if self.budgets is not None:
+            await self.budgets.account(watched)
 
     async def _refresh_workgroups(self) -> None:
         summaries = await list_workgroups(self.gateway)

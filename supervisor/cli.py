@@ -14,6 +14,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.emulator",
     "supervisor.commands.journal",
     "supervisor.commands.check_config",
+    "supervisor.commands.explain",
+    "supervisor.commands.budgets",
 )
 
 

@@ -82,10 +82,10 @@ async def test_thresholds_fire_once_in_order_and_stop_calculations(
         await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
         assert await metric(service.http_url, "athena_supervisor_budget_limit_usd", budget="etl-daily") == 0.001
         assert await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl-daily") >= 0.001
-        assert await metric(service.http_url, "athena_supervisor_actions_total",
-                            action="stop", policy="etl-daily", outcome="sent") == 1
         await eventually(lambda: athena.get_calculation_execution(
             CalculationExecutionId=calculation_id)["Status"]["State"] == "CANCELED")
+        assert await metric(service.http_url, "athena_supervisor_actions_total",
+                            action="stop", policy="etl-daily", outcome="sent") == 1
         sweeps = service.supervisor.sweeps
         await eventually(lambda: service.supervisor.sweeps >= sweeps + 3)
     fired = recorder.named("budget_threshold")
@@ -114,8 +114,12 @@ async def test_disable_workgroup_then_enable_when_the_rolling_window_resets(
         assert athena.get_work_group(WorkGroup="etl-a")["WorkGroup"]["State"] == "ENABLED"
         assert await metric(service.http_url, "athena_supervisor_actions_total", action="disable_workgroup",
                             policy="etl-burst", outcome="sent") == 1
-        assert await metric(service.http_url, "athena_supervisor_actions_total", action="enable_workgroup",
-                            policy="etl-burst", outcome="sent") == 1
+
+        async def enabled_counted() -> bool:  # counted once the answer is journaled, just after the call
+            return await metric(service.http_url, "athena_supervisor_actions_total", action="enable_workgroup",
+                                policy="etl-burst", outcome="sent") == 1
+
+        await eventually(enabled_counted)
         events = [e.event for e in reversed(service.journal.recent_events(100)) if e.policy == "etl-burst"]
     assert events == ["budget_threshold", "workgroup.disable_intent", "workgroup.disabled", "budget.reset",
                       "workgroup.enable_intent", "workgroup.enabled"]

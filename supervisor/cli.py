@@ -15,6 +15,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.journal",
     "supervisor.commands.check_config",
     "supervisor.commands.demo",
+    "supervisor.commands.explain",
+    "supervisor.commands.budgets",
 )
 
 

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from supervisor.budgeting import BudgetKeeper
 from supervisor.clock import Clock
 from supervisor.config import Settings
 from supervisor.discovery import (
@@ -132,6 +133,10 @@ class Supervisor:
             void_reason=self._void_reason,
         )
         self.handled: set[str] = set()
+        self.budgets = BudgetKeeper(
+            settings=settings, gateway=gateway, journal=journal, metrics=metrics, clock=clock,
+            enforcer=self.enforcer, inventory=self.inventory, events=self.events, handled=lambda: self.handled,
+        ) if settings.budgets else None
         self.account_id = settings.aws.account_id
         self.sweeps = 0
         self.last_discovery_at: datetime | None = None
@@ -235,6 +240,8 @@ class Supervisor:
         self.metrics.last_discovery.set(finished.timestamp())
         self.log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
                        calculations=len(self.inventory.calculations), seconds=self.last_sweep_duration.total_seconds())
+        if self.budgets is not None:
+            await self.budgets.account(watched)
 
     async def _refresh_workgroups(self) -> None:
         summaries = await list_workgroups(self.gateway)
@@ -284,9 +291,15 @@ class Supervisor:
         return busy
 
     def _judges_calculations(self, session: SessionSnapshot) -> bool:
-        """Only sessions whose policy has calculation limits need their calculations listed."""
+        """Only sessions whose policy has calculation limits, or whose budget may stop calculations, need their
+        calculations listed."""
         policy = match_policy(self.policies, session.workgroup)
-        return policy is not None and policy.calculation is not None
+        if policy is not None and policy.calculation is not None:
+            return True
+        return any(
+            threshold.action == "stop_calculations"
+            for budget in self.settings.budgets_for(session.workgroup) for threshold in budget.thresholds
+        )
 
     def _reconcile_calculations(self, session: SessionSnapshot, live: Iterable[CalculationSnapshot]) -> None:
         live = list(live)

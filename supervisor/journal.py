@@ -4,6 +4,9 @@ Two tables: ``escalations`` holds the current state of every enforcement (one ro
 target is never acted on twice), ``events`` is the append-only history of every decision and every step,
 written before each API call and after its answer. ``notices`` remembers one-off notices (warnings) so
 they are sent once. A restart reads ``open_escalations()`` and resumes each from where it stopped.
+Schema 2 adds the budget tables (``session_spend``, ``budget_spend``, ``budget_episodes``,
+``disabled_workgroups``, ``settings_kv``); their queries live in :mod:`supervisor.ledger`, which works
+through :meth:`Journal.transaction` and :meth:`Journal.reading`.
 
 The methods are synchronous and short; the daemon calls them from a worker thread.
 """
@@ -23,7 +26,7 @@ from typing import Any
 from supervisor.machine import Escalation, Phase
 from supervisor.model import TargetRef, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS escalations (
@@ -75,6 +78,43 @@ CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
 CREATE TABLE IF NOT EXISTS notices (
     notice_key TEXT PRIMARY KEY,
     time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_spend (
+    session_id TEXT PRIMARY KEY,
+    workgroup TEXT NOT NULL,
+    counted_millis INTEGER NOT NULL,
+    observed_at TEXT NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS session_spend_open ON session_spend (ended) WHERE ended = 0;
+CREATE TABLE IF NOT EXISTS budget_spend (
+    budget TEXT NOT NULL,
+    bucket_start TEXT NOT NULL,
+    usd REAL NOT NULL,
+    PRIMARY KEY (budget, bucket_start)
+);
+CREATE TABLE IF NOT EXISTS budget_episodes (
+    episode_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    budget TEXT NOT NULL,
+    at_percent REAL NOT NULL,
+    action TEXT NOT NULL,
+    period_key TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    spent_usd REAL NOT NULL,
+    closed_at TEXT,
+    UNIQUE (budget, at_percent, period_key)
+);
+CREATE TABLE IF NOT EXISTS disabled_workgroups (
+    workgroup TEXT NOT NULL,
+    episode_id INTEGER NOT NULL,
+    budget TEXT NOT NULL,
+    disabled_at TEXT NOT NULL,
+    enabled_at TEXT,
+    PRIMARY KEY (workgroup, episode_id)
+);
+CREATE TABLE IF NOT EXISTS settings_kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -140,6 +180,18 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate write transaction (for :mod:`supervisor.ledger`)."""
+        with self._transaction() as db:
+            yield db
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, under the journal's lock (for :mod:`supervisor.ledger`)."""
+        with self._lock:
+            yield self._db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

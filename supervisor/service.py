@@ -19,6 +19,7 @@ from supervisor.gateway import Gateway
 from supervisor.http import serving
 from supervisor.journal import Journal
 from supervisor.metrics import Metrics
+from supervisor.notify import Notifier, notifying
 from supervisor.ratelimit import PriorityRateLimiter
 
 
@@ -28,6 +29,7 @@ class RunningService:
     metrics: Metrics
     journal: Journal
     http_url: str
+    notifier: Notifier | None = None
 
 
 def build_gateway(settings: Settings, metrics: Metrics) -> Gateway:
@@ -57,12 +59,18 @@ async def running_service(
     log = structlog.get_logger("supervisor")
     try:
         async with build_gateway(settings, metrics) as gateway:
+            clock = clock or SystemClock()
+            # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
+            notifier = Notifier.from_settings(
+                settings, gateway=gateway, metrics=metrics, journal=journal, clock=clock,
+            ) if events is None and settings.notifications else None
             supervisor = Supervisor(
-                settings=settings, gateway=gateway, journal=journal, metrics=metrics, clock=clock or SystemClock(),
-                events=events,
+                settings=settings, gateway=gateway, journal=journal, metrics=metrics, clock=clock,
+                events=events or notifier,
             )
             async with (
                 serving(metrics.registry, supervisor.readiness, settings.http.host, settings.http.port) as url,
+                notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
                 log.info("supervisor.started", http=url, mode=settings.mode, journal=str(settings.journal.path),
@@ -70,7 +78,7 @@ async def running_service(
                          region=settings.aws.region)
                 await task_group.start(supervisor.run)
                 try:
-                    yield RunningService(supervisor, metrics, journal, url)
+                    yield RunningService(supervisor, metrics, journal, url, notifier)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:

@@ -1,0 +1,205 @@
+"""The notifier: an :class:`~supervisor.events.EventSink` that never blocks, and one delivery task per channel.
+
+``emit`` builds the message once and puts it, without waiting, into the queue of every channel that wants
+it (``events`` filter, ``min_severity``). A full queue drops the message for that channel: counted as
+``notifications_total{outcome="dropped"}`` and logged as an error. Each channel delivers its queue in
+order; a failed attempt is counted ``retried`` and retried with exponential backoff and jitter (stamina);
+a message out of attempts (or refused for good, e.g. HTTP 4xx) is counted ``failed``, logged and journaled
+(``notification.failed`` with the whole message), never lost silently. ``flush`` waits, bounded, for the
+queues to drain at shutdown; what is still queued then is counted ``dropped``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.abc
+import stamina
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from supervisor.clock import Clock
+from supervisor.config import NotificationChannel, Settings
+from supervisor.events import EventName
+from supervisor.gateway import Gateway
+from supervisor.journal import Journal
+from supervisor.metrics import Metrics
+from supervisor.notify.channels import (
+    Delivery,
+    DeliveryError,
+    EventBridgeDelivery,
+    SnsDelivery,
+    WebhookDelivery,
+)
+from supervisor.notify.messages import Message
+
+BUFFER = 10_000
+FLUSH_TIMEOUT = timedelta(seconds=5)
+
+
+def channel_name(channel: NotificationChannel, index: int) -> str:
+    """The ``channel`` label: type and position in the ``notifications`` list, e.g. ``webhook-0``."""
+    return f"{channel.type}-{index}"
+
+
+def build_delivery(channel: NotificationChannel, index: int, gateway: Gateway) -> Delivery:
+    name = channel_name(channel, index)
+    if channel.type == "webhook":
+        return WebhookDelivery(name, channel)
+    if channel.type == "sns":
+        return SnsDelivery(name, channel, gateway)
+    return EventBridgeDelivery(name, channel, gateway)
+
+
+class _Queue:
+    def __init__(self, channel: NotificationChannel, delivery: Delivery, buffer: int) -> None:
+        self.channel = channel
+        self.delivery = delivery
+        self.send: MemoryObjectSendStream[Message]
+        self.receive: MemoryObjectReceiveStream[Message]
+        self.send, self.receive = anyio.create_memory_object_stream[Message](buffer)
+        self.pending = 0
+
+
+class Notifier:
+    """Delivers events to the configured channels. ``run`` must be running for deliveries to happen."""
+
+    def __init__(
+        self,
+        channels: Sequence[tuple[NotificationChannel, Delivery]],
+        *,
+        metrics: Metrics,
+        journal: Journal | None,
+        clock: Clock,
+        buffer: int = BUFFER,
+        wait_initial: float = 0.2,
+        wait_max: float = 30.0,
+        logger: Any = None,
+    ) -> None:
+        self.metrics = metrics
+        self.journal = journal
+        self.clock = clock
+        self.wait_initial = wait_initial
+        self.wait_max = wait_max
+        self.log = logger or structlog.get_logger("supervisor.notify")
+        self._queues = [_Queue(channel, delivery, buffer) for channel, delivery in channels]
+        self._changed = anyio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, gateway: Gateway, metrics: Metrics, journal: Journal | None,
+                      clock: Clock, **kwargs: Any) -> Notifier:
+        channels = [(channel, build_delivery(channel, index, gateway))
+                    for index, channel in enumerate(settings.notifications)]
+        return cls(channels, metrics=metrics, journal=journal, clock=clock, **kwargs)
+
+    @property
+    def pending(self) -> int:
+        return sum(queue.pending for queue in self._queues)
+
+    def emit(self, event: EventName, payload: Mapping[str, Any]) -> None:
+        message = Message.build(event, payload, self.clock.now())
+        for queue in self._queues:
+            if not queue.channel.wants(event, message.severity):
+                continue
+            try:
+                queue.send.send_nowait(message)
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self.metrics.notifications.labels(queue.delivery.name, "dropped").inc()
+                self.log.error("notification.dropped", channel=queue.delivery.name, notification=event,
+                               reason="queue full or closed")
+                continue
+            queue.pending += 1
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as task_group:
+                for queue in self._queues:
+                    task_group.start_soon(self._deliver_all, queue, name=f"notify {queue.delivery.name}")
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for queue in self._queues:
+                    await queue.delivery.close()
+
+    async def flush(self, within: timedelta = FLUSH_TIMEOUT) -> int:
+        """Wait up to ``within`` for the queues to drain; count what is left as dropped; return that."""
+        with anyio.move_on_after(within.total_seconds()):
+            while self.pending:
+                changed = self._changed
+                await changed.wait()
+        left = 0
+        for queue in self._queues:
+            if queue.pending:
+                left += queue.pending
+                self.metrics.notifications.labels(queue.delivery.name, "dropped").inc(queue.pending)
+                self.log.error("notification.unsent_at_shutdown", channel=queue.delivery.name, count=queue.pending)
+        return left
+
+    async def _deliver_all(self, queue: _Queue) -> None:
+        async for message in queue.receive:
+            try:
+                await self._deliver(queue, message)
+            finally:
+                queue.pending -= 1
+                changed, self._changed = self._changed, anyio.Event()
+                changed.set()
+
+    async def _deliver(self, queue: _Queue, message: Message) -> None:
+        name = queue.delivery.name
+        counter = self.metrics.notifications
+        attempts = queue.delivery.retries + 1
+        try:
+            async for attempt in stamina.retry_context(
+                on=lambda error: isinstance(error, DeliveryError) and error.retryable, attempts=attempts,
+                timeout=None, wait_initial=self.wait_initial, wait_max=self.wait_max, wait_jitter=self.wait_initial,
+            ):
+                with attempt:
+                    try:
+                        await queue.delivery.deliver(message)
+                    except DeliveryError as error:
+                        if error.retryable and attempt.num < attempts:
+                            counter.labels(name, "retried").inc()
+                            self.log.warning("notification.retrying", channel=name, notification=message.event,
+                                             attempt=attempt.num, error=str(error))
+                        raise
+        except DeliveryError as error:
+            counter.labels(name, "failed").inc()
+            self.log.error("notification.failed", channel=name, notification=message.event, error=str(error))
+            await self._journal_failure(name, message, str(error))
+            return
+        except Exception as error:  # a bug in a channel must not kill its delivery task
+            counter.labels(name, "failed").inc()
+            self.log.exception("notification.crashed", channel=name, notification=message.event)
+            await self._journal_failure(name, message, f"{type(error).__name__}: {error}")
+            return
+        counter.labels(name, "delivered").inc()
+        self.log.debug("notification.delivered", channel=name, notification=message.event)
+
+    async def _journal_failure(self, channel: str, message: Message, error: str) -> None:
+        if self.journal is None:
+            return
+        detail = {"channel": channel, "notification": message.event, "error": error, "message": message.body()}
+        await anyio.to_thread.run_sync(functools.partial(
+            self.journal.record, "notification.failed", policy=message.payload.get("policy")
+            or message.payload.get("budget"), detail=detail, time=self.clock.now()))
+
+
+@asynccontextmanager
+async def notifying(notifier: Notifier | None, within: timedelta = FLUSH_TIMEOUT) -> AsyncIterator[None]:
+    """Run ``notifier`` (if any) for the duration of the block; on exit flush it (bounded), then stop it."""
+    if notifier is None:
+        yield
+        return
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(notifier.run)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await notifier.flush(within)
+            task_group.cancel_scope.cancel()

@@ -1,0 +1,76 @@
+"""``explain`` and ``budgets`` run in-process through ``supervisor.cli.main`` against the emulator, after the
+daemon has acted and journaled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from supervisor.cli import main
+from supervisor.config import parse_settings
+from supervisor.emulator.testing import EmulatorHandle
+from supervisor.service import running_service
+from tests.daemon_fixtures import base_config, eventually, write_config
+from tests.test_daemon_e2e import athena, calls_of, start_calculation, start_session, wait_idle
+
+pytestmark = pytest.mark.slow
+__all__ = ["athena"]
+
+BUDGETS = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 10,
+            "thresholds": [{"at_percent": 80, "action": "notify"}, {"at_percent": 100, "action": "stop_calculations"}]}]
+
+
+def test_explain_and_budgets_after_the_daemon_acted(
+    emulator: EmulatorHandle, athena: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = base_config(emulator, tmp_path / "journal.db", budgets=BUDGETS)
+    stopped_session = start_session(athena, "etl-a")
+    other_session = start_session(athena, "etl-a")
+    wait_idle(athena, stopped_session)
+    wait_idle(athena, other_session)
+    stopped = start_calculation(athena, stopped_session, "# sim: runtime=60s dpus=2")
+
+    async def run_daemon() -> None:
+        async with running_service(parse_settings(config, environ={})) as service:
+            await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=stopped))
+            await eventually(lambda: service.supervisor.budgets is not None and service.supervisor.budgets.passes >= 2)
+
+    anyio.run(run_daemon)
+    capsys.readouterr()  # the daemon's logs
+    running = start_calculation(athena, other_session, "# sim: runtime=60s dpus=4")
+    path = write_config(tmp_path / "config.yaml", config)
+
+    assert main(["explain", "--config", str(path), "--calculation", stopped, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"]["kind"] == "calculation" and report["target"]["session_id"] == stopped_session
+    assert report["policy"] == "etl-limits"
+    assert report["escalation"]["rule"] == "max_runtime"
+    assert report["decision"].startswith("acted: stop (enforce) for max_runtime of etl-limits")
+    assert [entry["event"] for entry in report["journal"]][-1] == "decision"
+    assert [b["budget"] for b in report["budgets"]] == ["etl-budget"]
+
+    assert main(["explain", "--config", str(path), "--calculation", running]) == 0
+    text = capsys.readouterr().out
+    assert f"calculation {running} in workgroup etl-a: RUNNING" in text
+    assert "max_runtime" in text and "s left" in text
+    assert "decision: nothing yet; next limit crossing at" in text
+    assert "budget etl-budget:" in text
+
+    assert main(["explain", "--config", str(path), "--session", other_session, "--json"]) == 0
+    session_report = json.loads(capsys.readouterr().out)
+    assert session_report["target"]["state"] == "BUSY" and session_report["limits"] == []
+    assert session_report["target"]["cost_usd"] > 0
+
+    assert main(["budgets", "--config", str(path), "--json"]) == 0
+    (budget,) = json.loads(capsys.readouterr().out)
+    assert budget["budget"] == "etl-budget" and budget["limit_usd"] == 10
+    assert 0 < budget["spent_usd"] < 0.01 and budget["rate_usd_per_hour"] > 0
+    assert [t["at_percent"] for t in budget["thresholds"]] == [80, 100]
+    assert main(["budgets", "--config", str(path)]) == 0
+    assert "budget etl-budget:" in capsys.readouterr().out
+
+    assert main(["explain", "--config", str(path), "--session", "nope"]) == 2

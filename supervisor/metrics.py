@@ -50,7 +50,8 @@ class Metrics:
             ("workgroup",), registry=r,
         )
         self.estimated_cost = Counter(
-            f"{PREFIX}_estimated_cost_usd", "Estimated cost of DPU time observed, in USD.",
+            f"{PREFIX}_estimated_cost_usd",
+            "Estimated cost of DPU time in workgroups covered by a budget (counted by budget accounting), USD.",
             ("workgroup",), registry=r,
         )
         self.budget_spent = Gauge(

@@ -201,3 +201,30 @@ async def test_warnings_arrive_before_the_action(
     assert recorder.first("violation", "etl-b-runtime") - recorder.first("warning", "etl-b-runtime") > 0.8
     policy_warning = next(p for p in recorder.named("warning") if p.get("policy") == "etl-b-runtime")
     assert policy_warning["rule"] == "max_runtime" and policy_warning["target_id"] == policy_calculation
+
+
+async def test_terminate_sessions_threshold_terminates_every_session_of_the_budget(
+    emulator: EmulatorHandle, athena: Any, daemon: Any
+) -> None:
+    busy = start_session(athena, "etl-a")
+    idle = start_session(athena, "etl-a")
+    other = start_session(athena, "etl-b")
+    for session_id in (busy, idle, other):
+        wait_idle(athena, session_id)
+    start_calculation(athena, busy, "# sim: runtime=60s dpus=8")
+    budgets = [{"name": "etl-a-cap", "workgroups": ["etl-a"], "period": "rolling:1h", "limit_usd": 0.001,
+                "thresholds": [{"at_percent": 100, "action": "terminate_sessions"}]}]
+    recorder = Recorder()
+    async with daemon(events=recorder, budgets=budgets) as service:
+        for session_id in (busy, idle):
+            await eventually(lambda s=session_id: calls_of(emulator, "TerminateSession", SessionId=s))
+
+        async def both_counted() -> bool:
+            return await metric(service.http_url, "athena_supervisor_actions_total", action="terminate",
+                                policy="etl-a-cap", outcome="sent") == 2
+
+        await eventually(both_counted)
+    assert not calls_of(emulator, "TerminateSession", SessionId=other), "etl-b is outside the budget"
+    assert not calls_of(emulator, "StopCalculationExecution")
+    violations = {(v["target_id"], v["action"]) for v in recorder.named("violation")}
+    assert violations == {(busy, "terminate"), (idle, "terminate")}

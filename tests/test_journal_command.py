@@ -60,3 +60,14 @@ def test_journal_path_from_config(journal_path: Path, tmp_path: Path, capsys: py
     config.write_text(f"journal: {{path: {journal_path}}}\n")
     assert main(["journal", "--config", str(config), "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_budget_events_show_spend_and_workgroup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "j.db"
+    journal = Journal(path)
+    journal.record("workgroup.disabled", policy="etl-daily", rule="disable_workgroup",
+                   detail={"workgroup": "etl-a", "spent_usd": 241.5, "limit_usd": 200}, time=T0)
+    journal.close()
+    assert main(["journal", "--path", str(path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "spent 241.5 of 200 USD" in row and "workgroup=etl-a" in row and "etl-daily" in row

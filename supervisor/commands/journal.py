@@ -30,6 +30,10 @@ def _summary(entry: JournalEntry) -> str:
     parts = []
     if "observed" in detail and "limit" in detail:
         parts.append(f"{detail['observed']:g} > {detail['limit']:g} {detail.get('unit', '')}".strip())
+    if "spent_usd" in detail and "limit_usd" in detail:
+        parts.append(f"spent {detail['spent_usd']:g} of {detail['limit_usd']:g} USD")
+    if entry.target_id is None and isinstance(detail.get("workgroup"), str):
+        parts.append(f"workgroup={detail['workgroup']}")
     for key in ("operation", "state", "observed_state", "reason", "error", "outcome"):
         if detail.get(key) is not None:
             parts.append(f"{key}={detail[key]}")

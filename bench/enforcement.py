@@ -208,8 +208,9 @@ def measure(command: list[str], until: float, log_path: Path, profile: Path | No
     with open(log_path, "w") as log:
         process = subprocess.Popen(pinned(command, 1), cwd=ROOT, stdout=log, stderr=log, env=env)
     spy = None
-    if profile is not None and shutil.which("py-spy"):
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--rate", "50", "--format",
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if profile is not None and py_spy:
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(process.pid), "--rate", "50", "--format",
                                 "speedscope", "--output", str(profile), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     handle = psutil.Process(process.pid)

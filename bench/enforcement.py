@@ -101,8 +101,8 @@ def build_workload(sessions: int, calculations: int, violations: int, tps: float
         raise SystemExit("too many violations for the number of sessions")
     quiet = sessions - violator_count
     quiet_dpu = round(quiet * DPU_SHARE)
-    warmup = estimate_first_sweep(sessions, dpu_violations + quiet_dpu, tps) * 1.05 + 3
-    last = duration - stop_grace - 5
+    warmup = estimate_first_sweep(sessions, dpu_violations + quiet_dpu, tps) + 5
+    last = duration - stop_grace - 4
     if last - warmup < 10:
         print(f"note: duration {duration:.0f}s leaves no window after the estimated first sweep "
               f"({warmup:.0f}s); crossings start at 40% of the run", file=sys.stderr)
@@ -477,7 +477,7 @@ def table(result: dict[str, Any]) -> str:
 def default_duration(sessions: int, tps: float, stop_grace: float) -> float:
     """Long enough for the daemon's first sweep plus a window of crossings, and ≥ 2 naive intervals."""
     dpu_calcs = round(sessions * DPU_SHARE)
-    return max(150.0, math.ceil(estimate_first_sweep(sessions, dpu_calcs, tps) * 1.05 + stop_grace + 45))
+    return max(150.0, math.ceil(estimate_first_sweep(sessions, dpu_calcs, tps) + 5 + stop_grace + 4 + 30))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -535,7 +535,7 @@ def main() -> int:
                         help="runtime crossings (default max(8, sessions/50)); plus a quarter as many DPU ones")
     parser.add_argument("--tps", type=float, default=50.0, help="emulator throttle, requests/s")
     parser.add_argument("--duration", type=float, default=None, help="seconds per side (default: by size)")
-    parser.add_argument("--stop-grace", type=float, default=10.0)
+    parser.add_argument("--stop-grace", type=float, default=5.0)
     parser.add_argument("--naive-interval", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the JSON here")

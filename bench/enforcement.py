@@ -224,7 +224,17 @@ def measure(command: list[str], until: float, log_path: Path, profile: Path | No
         time.sleep(min(1.0, max(0.0, until - time.time())))
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    _, status, usage = os.wait4(process.pid, 0)
+    # The naive poller may sit in a botocore retry backoff (up to 20 s): give it 10 s, then SIGKILL.
+    deadline = time.time() + 10
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.time() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.1)
     process.returncode = os.waitstatus_to_exitcode(status)
     if spy is not None:
         spy.wait(timeout=60)
@@ -558,6 +568,7 @@ def main() -> int:
               f"{args.tps:g} requests/s, {result['parameters']['duration']:.0f}s per side")
         print(table(result))
         print("targets:", json.dumps(result["targets"]))
+        print(f"[{time.strftime('%H:%M:%S')}] done", file=sys.stderr, flush=True)
         out = args.out
         if args.out_dir:
             Path(args.out_dir).mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from supervisor.budgets import BudgetStatus, budget_status, period_bounds
 from supervisor.clock import SystemClock
-from supervisor.config import ConfigError, Settings, load_settings
+from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
+from supervisor.config import Settings
 from supervisor.discovery import get_session, list_sessions, list_workgroups
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.journal import Journal
@@ -106,11 +107,9 @@ async def _look(settings: Settings, journal: Journal) -> list[BudgetStatus]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
+    settings = load_settings_or_report(args.config)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
     if not settings.budgets:
         print(f"{args.config}: no budgets configured", file=sys.stderr)
         return 2

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from supervisor.budgets import BudgetStatus
 from supervisor.clock import SystemClock
+from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.commands.budgets import budget_statuses, open_journal
-from supervisor.config import ConfigError, Settings, load_settings
+from supervisor.config import Settings
 from supervisor.daemon import compile_policies, explain_verdict
 from supervisor.discovery import get_session, workgroup_arn, workgroup_tags
 from supervisor.gateway import AwsCallError, Gateway, Priority
@@ -222,11 +223,9 @@ def _render(report: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
+    settings = load_settings_or_report(args.config)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
     journal = open_journal(settings) or Journal(":memory:")
     try:
         try:

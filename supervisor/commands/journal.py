@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import ConfigError, load_settings
+from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.journal import Journal, JournalEntry
 
 DEFAULT_PATH = Path("./athena-supervisor.db")
@@ -43,11 +43,10 @@ def _summary(entry: JournalEntry) -> str:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else DEFAULT_PATH
     if args.config:
-        try:
-            path = load_settings(args.config).journal.path
-        except ConfigError as error:
-            print(error, file=sys.stderr)
-            return 2
+        settings = load_settings_or_report(args.config)
+        if settings is None:
+            return EXIT_INVALID_CONFIG
+        path = settings.journal.path
     if args.limit < 1:
         print(f"--limit: must be at least 1; got {args.limit}", file=sys.stderr)
         return 2

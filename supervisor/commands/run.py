@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import anyio
 
-from supervisor.config import ConfigError, load_settings
+from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.logs import configure_logging
 from supervisor.service import run_until_signalled
 
@@ -20,11 +19,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
+    settings = load_settings_or_report(args.config)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
     configure_logging(settings.log_level)
     anyio.run(run_until_signalled, settings)
     return 0

@@ -339,31 +339,26 @@ class Supervisor:
     # -- judging --------------------------------------------------------------------------------------
 
     def _evaluate(self, key: str, now: datetime) -> Evaluation | None:
+        """Judge a known target with its latest statistics; None when nothing may judge it."""
         kind, target_id = key.split(":", 1)
-        statistics = self.inventory.statistics.get(key, ())
-        previous = statistics[-2] if len(statistics) == 2 else None
+        target: CalculationSnapshot | SessionSnapshot | None
         if kind == "calculation":
-            calculation = self.inventory.calculations.get(target_id)
-            session = self.inventory.sessions.get(calculation.session_id) if calculation else None
-            if calculation is None or session is None or session.is_exempt:
-                return None
-            policy = match_policy(self.policies, calculation.workgroup)
-            if policy is None:
-                return None
-            if statistics:
-                calculation = replace(calculation, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
-            return evaluate_calculation(
-                calculation, policy, now, dpu_hour_usd=self.price, previous_statistics=previous
-            )
-        session = self.inventory.sessions.get(target_id)
-        if session is None or session.is_exempt:
+            target = self.inventory.calculations.get(target_id)
+            session = self.inventory.sessions.get(target.session_id) if target else None
+        else:
+            target = session = self.inventory.sessions.get(target_id)
+        if target is None or session is None or session.is_exempt:
             return None
-        policy = match_policy(self.policies, session.workgroup)
+        policy = match_policy(self.policies, target.workgroup)
         if policy is None:
             return None
+        statistics = self.inventory.statistics.get(key, ())
         if statistics:
-            session = replace(session, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
-        return evaluate_session(session, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+            target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
+        previous = statistics[-2] if len(statistics) == 2 else None
+        if isinstance(target, CalculationSnapshot):
+            return evaluate_calculation(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+        return evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
 
     def _consider(self, key: str, *, fresh: bool) -> None:
         """Judge a target from what is known; act if ``fresh`` (just fetched), else schedule a fresh look."""

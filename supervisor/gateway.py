@@ -19,7 +19,7 @@ import stamina
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from supervisor import __version__
 from supervisor.metrics import Metrics
@@ -85,13 +85,19 @@ def classify(error: BaseException) -> str:
         if code in THROTTLING_CODES or status == 429:
             return "throttled"
         return "server_error" if status >= 500 else "client_error"
-    return "network_error"
+    if _is_network_error(error):
+        return "network_error"
+    return "client_error"  # e.g. no credentials: nothing reached AWS, and retrying will not help
+
+
+def _is_network_error(error: BaseException) -> bool:
+    return isinstance(error, ConnectionError | HTTPClientError | OSError | TimeoutError)
 
 
 def _is_retryable(error: Exception) -> bool:
     if isinstance(error, ClientError):
         return classify(error) in ("throttled", "server_error")
-    return isinstance(error, ConnectionError | HTTPClientError | OSError | TimeoutError)
+    return _is_network_error(error)
 
 
 class Gateway:
@@ -186,6 +192,8 @@ class Gateway:
             raise AwsCallError(operation, str(details.get("Code", "")), str(details.get("Message", ""))) from error
         except (ConnectionError, HTTPClientError, OSError, TimeoutError) as error:
             raise AwsCallError(operation, "NetworkError", str(error)) from error
+        except BotoCoreError as error:  # NoCredentialsError and the like: reported, never a crash
+            raise AwsCallError(operation, type(error).__name__, str(error)) from error
         raise AssertionError("unreachable: stamina either returns a response or raises")
 
     async def paginate(

@@ -351,3 +351,23 @@ async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restar
         assert entry.event == "escalation.voided"
         assert entry.detail["reason"] == "policy 'removed-policy' is no longer configured"
     assert not calls_of(emulator, "StopCalculationExecution")
+
+
+async def test_without_credentials_the_daemon_stays_up_and_says_why_it_is_not_ready(
+    supervisor_factory: SupervisorFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    async with supervisor_factory() as service:
+
+        async def explained() -> Any:
+            async with aiohttp.ClientSession() as http, http.get(f"{service.http_url}/readyz") as response:
+                body = await response.json()
+                return response.status == 503 and "NoCredentialsError" in body["reason"]
+
+        await eventually(explained)
+        async with aiohttp.ClientSession() as http, http.get(f"{service.http_url}/healthz") as response:
+            assert response.status == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -66,3 +67,20 @@ async def test_operations_outside_the_iam_policy_are_refused(gateway: Gateway) -
     assert "athena:DeleteWorkGroup" not in IAM_ACTIONS
     with pytest.raises(ValueError, match="athena:DeleteWorkGroup"):
         await gateway.call("DeleteWorkGroup", {"WorkGroup": "primary"}, priority=Priority.ENFORCE)
+
+
+async def test_missing_credentials_are_a_reported_error_not_a_crash(
+    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    metrics = Metrics(CollectorRegistry())
+    async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
+                       limiter=PriorityRateLimiter(500), max_attempts=3) as gateway:
+        with pytest.raises(AwsCallError) as error:
+            await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
+    assert error.value.code == "NoCredentialsError"
+    assert calls(gateway, "ListWorkGroups", "client_error") == 1, "not retried: retrying cannot help"

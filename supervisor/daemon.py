@@ -13,7 +13,7 @@ Two loops run side by side in one task group:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from supervisor.journal import Journal
 from supervisor.machine import Timing
 from supervisor.metrics import Metrics
 from supervisor.model import (
+    ACTIVE_SESSION_STATES,
     CalculationSnapshot,
     Evaluation,
     SessionSnapshot,
@@ -70,6 +71,12 @@ CROSSING_MARGIN = timedelta(milliseconds=10)
 # Separate capacity per kind of check, so routine statistics fetches never hold up a crossing check.
 CONCURRENT_CHECKS = {CheckKind.CROSSING: 64, CheckKind.STATISTICS: 16}
 CONCURRENT_LISTINGS = 8
+# Sessions are listed by state (ListSessions has one StateFilter). IDLE and BUSY, where sessions spend their
+# lives and calculations run, are listed every sweep; the transient or rare states (CREATING, CREATED,
+# DEGRADED) every RARE_STATES_EVERY sweeps, which saves three calls per workgroup on most sweeps. A session
+# known in a rare state is kept between those listings; any action on it is confirmed by a fresh Get first.
+EVERY_SWEEP_STATES = frozenset({SessionState.IDLE, SessionState.BUSY})
+RARE_STATES_EVERY = 5
 
 
 def compile_policies(settings: Settings) -> tuple[Policy, ...]:
@@ -208,15 +215,16 @@ class Supervisor:
             if workgroup_in_scope(wg, self.settings.workgroups, safety.exempt_tag) is None
         ]
         listed: dict[str, list[SessionSnapshot]] = {}
+        states = ACTIVE_SESSION_STATES if self.sweeps % RARE_STATES_EVERY == 0 else EVERY_SWEEP_STATES
 
         async def list_one(workgroup: str) -> None:
             async with self._listings:
-                listed[workgroup] = await list_sessions(self.gateway, workgroup, self.clock)
+                listed[workgroup] = await list_sessions(self.gateway, workgroup, self.clock, sorted(states))
 
         async with anyio.create_task_group() as task_group:
             for workgroup in watched:
                 task_group.start_soon(list_one, workgroup)
-        busy = self._reconcile_sessions(listed)
+        busy = self._reconcile_sessions(listed, states)
 
         pending = iter(busy)
 
@@ -271,10 +279,16 @@ class Supervisor:
             if (reason := workgroup_in_scope(wg, self.settings.workgroups, self.settings.safety.exempt_tag))
         })
 
-    def _reconcile_sessions(self, listed: dict[str, list[SessionSnapshot]]) -> list[SessionSnapshot]:
-        """Store the listed sessions, forget the ones that ended; return the sessions to list calculations of."""
+    def _reconcile_sessions(
+        self, listed: dict[str, list[SessionSnapshot]], states: Collection[SessionState]
+    ) -> list[SessionSnapshot]:
+        """Store the listed sessions, forget the ones that ended (known in a listed ``states`` but no longer
+        listed, or in a workgroup no longer watched); return the sessions to list calculations of."""
         seen = {session.session_id for sessions in listed.values() for session in sessions}
-        for session_id in [sid for sid, s in self.inventory.sessions.items() if sid not in seen]:
+        for session_id in [
+            sid for sid, s in self.inventory.sessions.items()
+            if sid not in seen and (s.workgroup not in listed or s.state in states)
+        ]:
             self._forget_session(session_id)
         busy: list[SessionSnapshot] = []
         for sessions in listed.values():

@@ -371,3 +371,24 @@ async def test_without_credentials_the_daemon_stays_up_and_says_why_it_is_not_re
         await eventually(explained)
         async with aiohttp.ClientSession() as http, http.get(f"{service.http_url}/healthz") as response:
             assert response.status == 200
+
+
+async def test_rare_session_states_are_listed_every_fifth_sweep_and_their_sessions_kept_between(
+    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory
+) -> None:
+    starting = start_session(athena, "etl-a", "# sim: start=60s")  # stays CREATING for the whole test
+    policies = [{"name": "age", "workgroups": ["etl-*"], "session": {"max_age": "2s"}}]
+    async with supervisor_factory(policies=policies) as service:
+        terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=starting))
+        started = athena.get_session(SessionId=starting)["Status"]["StartDateTime"]
+        assert 0 <= (call_time(terminates[0]) - started).total_seconds() - 2.0 < 0.5
+        sweeps = service.supervisor.sweeps
+        assert sweeps >= 6
+    by_state: dict[str, int] = {}
+    for call in calls_of(emulator, "ListSessions", WorkGroup="etl-a"):
+        by_state[call["request"]["StateFilter"]] = by_state.get(call["request"]["StateFilter"], 0) + 1
+    # The daemon may have been stopped in the middle of a sweep's listings: allow one sweep's difference.
+    frequent = max(by_state["IDLE"], by_state["BUSY"])
+    assert frequent >= 6 and abs(by_state["IDLE"] - by_state["BUSY"]) <= 1, by_state
+    for rare in ("CREATING", "CREATED", "DEGRADED"):
+        assert -(-(frequent - 1) // 5) <= by_state[rare] <= -(-frequent // 5), by_state

@@ -295,9 +295,8 @@ class Supervisor:
             for session in sessions:
                 self.inventory.put_session(session)
                 if session.state is None:
-                    self.metrics.unknown_states.labels("session").inc()
-                    self.log.warning("session.unknown_state", session_id=session.session_id,
-                                     workgroup=session.workgroup, state=session.raw_state)
+                    self._report_unknown_state("session", session.raw_state, session_id=session.session_id,
+                                               workgroup=session.workgroup)
                     continue
                 if session.is_exempt:
                     continue
@@ -329,11 +328,15 @@ class Supervisor:
         for calculation in live:
             self.inventory.put_calculation(calculation)
             if calculation.state is None:
-                self.metrics.unknown_states.labels("calculation").inc()
-                self.log.warning("calculation.unknown_state", calculation_id=calculation.calculation_id,
-                                 session_id=session.session_id, state=calculation.raw_state)
+                self._report_unknown_state("calculation", calculation.raw_state,
+                                           calculation_id=calculation.calculation_id, session_id=session.session_id)
                 continue
             self._consider(f"calculation:{calculation.calculation_id}", fresh=False)
+
+    def _report_unknown_state(self, kind: str, raw_state: str, **ids: str) -> None:
+        """A state this version does not know is counted and logged, and the target is never acted on."""
+        self.metrics.unknown_states.labels(kind).inc()
+        self.log.warning(f"{kind}.unknown_state", state=raw_state, **ids)
 
     def _forget_session(self, session_id: str) -> None:
         self.deadlines.cancel(f"session:{session_id}")

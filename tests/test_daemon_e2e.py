@@ -353,14 +353,10 @@ async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restar
     assert not calls_of(emulator, "StopCalculationExecution")
 
 
+@pytest.mark.usefixtures("no_aws_credentials")
 async def test_without_credentials_the_daemon_stays_up_and_says_why_it_is_not_ready(
-    supervisor_factory: SupervisorFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    supervisor_factory: SupervisorFactory,
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     async with supervisor_factory() as service:
 
         async def explained() -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -69,14 +68,8 @@ async def test_operations_outside_the_iam_policy_are_refused(gateway: Gateway) -
         await gateway.call("DeleteWorkGroup", {"WorkGroup": "primary"}, priority=Priority.ENFORCE)
 
 
-async def test_missing_credentials_are_a_reported_error_not_a_crash(
-    emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+@pytest.mark.usefixtures("no_aws_credentials")
+async def test_missing_credentials_are_a_reported_error_not_a_crash(emulator: EmulatorHandle) -> None:
     metrics = Metrics(CollectorRegistry())
     async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
                        limiter=PriorityRateLimiter(500), max_attempts=3) as gateway:

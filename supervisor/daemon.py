@@ -102,6 +102,11 @@ def _needs_accrual(rules: CalculationRules | SessionRules | None) -> bool:
     return rules is not None and (rules.max_dpu_hours is not None or rules.max_cost_usd is not None)
 
 
+def _rules_of(key: str, policy: Policy) -> CalculationRules | SessionRules | None:
+    """The policy's rules for the kind of target ``key`` names."""
+    return policy.calculation if key.startswith("calculation:") else policy.session
+
+
 class Supervisor:
     def __init__(
         self,
@@ -355,8 +360,9 @@ class Supervisor:
 
     # -- judging --------------------------------------------------------------------------------------
 
-    def _evaluate(self, key: str, now: datetime) -> Evaluation | None:
-        """Judge a known target with its latest statistics; None when nothing may judge it."""
+    def _evaluate(self, key: str, now: datetime) -> tuple[Policy, Evaluation] | None:
+        """Judge a known target with its latest statistics: the policy applied and its evaluation; None when
+        nothing may judge it."""
         kind, target_id = key.split(":", 1)
         target: CalculationSnapshot | SessionSnapshot | None
         if kind == "calculation":
@@ -374,8 +380,12 @@ class Supervisor:
             target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
         previous = statistics[-2] if len(statistics) == 2 else None
         if isinstance(target, CalculationSnapshot):
-            return evaluate_calculation(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
-        return evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+            evaluation = evaluate_calculation(
+                target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous
+            )
+        else:
+            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+        return policy, evaluation
 
     def _consider(self, key: str, *, fresh: bool) -> None:
         """Judge a target from what is known; act if ``fresh`` (just fetched), else schedule a fresh look."""
@@ -383,10 +393,11 @@ class Supervisor:
             self.deadlines.cancel(key)
             return
         now = self.clock.now()
-        evaluation = self._evaluate(key, now)
-        if evaluation is None:
+        judged = self._evaluate(key, now)
+        if judged is None:
             self.deadlines.cancel(key)
             return
+        policy, evaluation = judged
         for warning in evaluation.warnings:
             self._spawn(self._warn, warning)
         if evaluation.verdict is not None:
@@ -405,7 +416,7 @@ class Supervisor:
             return
         when = evaluation.next_check_at + CROSSING_MARGIN
         kind = CheckKind.CROSSING
-        if self._accrual_applies(key) and len(self.inventory.statistics.get(key, ())) < 2:
+        if _needs_accrual(_rules_of(key, policy)) and len(self.inventory.statistics.get(key, ())) < 2:
             second_look = now + max(SECOND_LOOK_MIN, (when - now) / 2)
             if second_look < when:
                 when, kind = second_look, CheckKind.STATISTICS
@@ -415,9 +426,7 @@ class Supervisor:
         kind, target_id = key.split(":", 1)
         snapshot = (self.inventory.calculations if kind == "calculation" else self.inventory.sessions).get(target_id)
         policy = match_policy(self.policies, snapshot.workgroup) if snapshot else None
-        if policy is None:
-            return False
-        return _needs_accrual(policy.calculation if kind == "calculation" else policy.session)
+        return policy is not None and _needs_accrual(_rules_of(key, policy))
 
     def _schedule(self, key: str, when: datetime, kind: CheckKind) -> None:
         if self.deadlines.schedule(key, when, kind):

@@ -61,6 +61,7 @@ class Priority(IntEnum):
     VERIFY = 1
     NOTIFY = 2
     DISCOVER = 3
+    ACCOUNT = 4  # budget accounting: never delays a discovery sweep
 
 
 class AwsCallError(Exception):

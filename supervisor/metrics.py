@@ -90,6 +90,28 @@ class Metrics:
             f"{PREFIX}_held_actions", "Destructive actions held back by a safety rail, by reason.",
             ("reason",), registry=r,
         )
+        self.enforcement_failing = Gauge(
+            f"{PREFIX}_enforcement_failing", "1 while the last destructive call of this operation failed "
+            "(it is retried with backoff); /readyz reports degraded meanwhile.",
+            ("operation",), registry=r,
+        )
+        self.malformed_items = Counter(
+            f"{PREFIX}_malformed_items", "Listed items skipped because a required field (an id) was missing.",
+            ("operation",), registry=r,
+        )
+        self.unjudgeable_targets = Counter(
+            f"{PREFIX}_unjudgeable_targets", "Targets a limit could not be judged for, because the API answer "
+            "lacked a field (counted once per target and field; the other limits still apply).",
+            ("kind", "field"), registry=r,
+        )
+        self.listing_failures = Counter(
+            f"{PREFIX}_listing_failures", "Discovery listings that failed after retries (the rest of the sweep "
+            "goes on; the next sweep retries).", ("operation",), registry=r,
+        )
+        self.account_id_known = Gauge(
+            f"{PREFIX}_account_id_known", "1 when the account id (for workgroup ARNs and their exemption tags) is "
+            "known; 0 while it cannot be learned from STS.", registry=r,
+        )
         self.circuit_breaker_open = Gauge(
             f"{PREFIX}_circuit_breaker_open", "1 while the circuit breaker holds destructive actions.",
             registry=r,

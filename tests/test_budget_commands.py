@@ -37,7 +37,7 @@ def test_explain_and_budgets_after_the_daemon_acted(
     async def run_daemon() -> None:
         async with running_service(parse_settings(config, environ={})) as service:
             await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=stopped))
-            await eventually(lambda: service.supervisor.budgets is not None and service.supervisor.budgets.passes >= 2)
+            await eventually(lambda: service.accounting is not None and service.accounting.passes >= 2)
 
     anyio.run(run_daemon)
     capsys.readouterr()  # the daemon's logs

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.budgets import (
+from supervisor.config import BudgetConfig
+from supervisor.core.budgets import (
     allocate,
     bucket_of,
     budget_status,
@@ -14,7 +15,6 @@ from supervisor.budgets import (
     period_bounds,
     predicted_crossing,
 )
-from supervisor.config import BudgetConfig
 
 
 def budget(**overrides: Any) -> BudgetConfig:

@@ -86,8 +86,8 @@ async def test_thresholds_fire_once_in_order_and_stop_calculations(
             CalculationExecutionId=calculation_id)["Status"]["State"] == "CANCELED")
         assert await metric(service.http_url, "athena_supervisor_actions_total",
                             action="stop", policy="etl-daily", outcome="sent") == 1
-        sweeps = service.supervisor.sweeps
-        await eventually(lambda: service.supervisor.sweeps >= sweeps + 3)
+        sweeps = service.discovery.sweeps
+        await eventually(lambda: service.discovery.sweeps >= sweeps + 3)
     fired = recorder.named("budget_threshold")
     assert [(p["at_percent"], p["action"]) for p in fired] == [(50, "notify"), (100, "stop_calculations")]
     violations = recorder.named("violation")
@@ -120,7 +120,7 @@ async def test_disable_workgroup_then_enable_when_the_rolling_window_resets(
                                 policy="etl-burst", outcome="sent") == 1
 
         await eventually(enabled_counted)
-        events = [e.event for e in reversed(service.journal.recent_events(100)) if e.policy == "etl-burst"]
+        events = [e.event for e in reversed(service.storage.journal.recent_events(100)) if e.policy == "etl-burst"]
     assert events == ["budget_threshold", "workgroup.disable_intent", "workgroup.disabled", "budget.reset",
                       "workgroup.enable_intent", "workgroup.enabled"]
     assert [name for name, _ in recorder.events] == ["budget_threshold", "workgroup_disabled", "workgroup_enabled"]
@@ -163,8 +163,8 @@ async def test_spend_is_exact_across_a_restart_and_sessions_that_ended_unseen(
             return abs(spent - expected) < 1e-9
 
         await eventually(exact)
-        passes = service.supervisor.budgets.passes
-        await eventually(lambda: service.supervisor.budgets.passes >= passes + 3)
+        passes = service.accounting.passes
+        await eventually(lambda: service.accounting.passes >= passes + 3)
         assert abs(await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl") - expected) < 1e-9
     finals_after = {s: athena.get_session(SessionId=s)["Statistics"]["DpuExecutionInMillis"] for s in finals}
     assert finals_after == finals, "sessions ended: their statistics are final"

@@ -11,10 +11,10 @@ import aiohttp
 import anyio
 import pytest
 
-from supervisor import machine
+from supervisor.core import escalation as machine
+from supervisor.core.model import TargetKind, TargetRef, Verdict
 from supervisor.emulator.testing import EmulatorHandle
-from supervisor.journal import Journal
-from supervisor.model import TargetRef, Verdict
+from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, SupervisorFactory, eventually
 
 pytestmark = pytest.mark.slow
@@ -231,7 +231,7 @@ async def test_dry_run_journals_and_counts_but_never_acts(
                                 action="stop", policy="etl-limits", outcome="dry_run") == 1
 
         await eventually(counted)
-        events = service.journal.recent_events(10, target_id=calculation_id)
+        events = service.storage.journal.recent_events(10, target_id=calculation_id)
         assert [e.event for e in events] == ["decision"]
         assert events[0].detail["mode"] == "dry-run"
         assert events[0].detail["rule"] == "max_runtime"
@@ -324,7 +324,7 @@ async def test_max_actions_per_minute_delays_but_never_drops(
         await eventually(lambda: len(calls_of(emulator, "StopCalculationExecution")) == 2)
         await anyio.sleep(0.3)
         assert len(calls_of(emulator, "StopCalculationExecution")) == 2
-        open_escalations = [e for e in service.journal.open_escalations() if e.phase.value == "stop_pending"]
+        open_escalations = [e for e in service.storage.journal.open_escalations() if e.phase.value == "stop_pending"]
         assert len(open_escalations) == 1, "the third stop waits in the journal for a slot"
 
 
@@ -333,13 +333,15 @@ async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restar
 ) -> None:
     [calculation_id] = start_running_sessions(athena, 1)
     session_id = athena.get_calculation_execution(CalculationExecutionId=calculation_id)["SessionId"]
-    journal = Journal(tmp_path / "journal.db")  # the file supervisor_factory uses
+    storage = SqliteStorage(tmp_path / "journal.db")
+    journal = storage.journal  # the file supervisor_factory uses
     now = datetime.now(UTC)
-    held = Verdict(target=TargetRef("calculation", calculation_id, session_id, "etl-a"), policy="removed-policy",
-                   rule="max_runtime", observed=99.0, limit=1.0, unit="seconds", crossed_at=now, decided_at=now,
+    held = Verdict(target=TargetRef(TargetKind.CALCULATION, calculation_id, session_id, "etl-a"),
+                   policy="removed-policy", rule="max_runtime", observed=99.0, limit=1.0, unit="seconds",
+                   crossed_at=now, decided_at=now,
                    action="stop", mode="enforce")
     journal.begin_escalation(machine.begin(held, "held-1", now), "decision")
-    journal.close()
+    storage.close_now()
     policies = [{"name": "other", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1h"}}]
     async with supervisor_factory(policies=policies) as service:
 
@@ -347,7 +349,7 @@ async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restar
             return await metric(service.http_url, "athena_supervisor_escalations_total", outcome="voided") == 1
 
         await eventually(voided)
-        entry = service.journal.recent_events(1, target_id=calculation_id)[0]
+        entry = service.storage.journal.recent_events(1, target_id=calculation_id)[0]
         assert entry.event == "escalation.voided"
         assert entry.detail["reason"] == "policy 'removed-policy' is no longer configured"
     assert not calls_of(emulator, "StopCalculationExecution")
@@ -378,7 +380,7 @@ async def test_rare_session_states_are_listed_every_fifth_sweep_and_their_sessio
         terminates = await eventually(lambda: calls_of(emulator, "TerminateSession", SessionId=starting))
         started = athena.get_session(SessionId=starting)["Status"]["StartDateTime"]
         assert 0 <= (call_time(terminates[0]) - started).total_seconds() - 2.0 < 0.5
-        sweeps = service.supervisor.sweeps
+        sweeps = service.discovery.sweeps
         assert sweeps >= 6
     by_state: dict[str, int] = {}
     for call in calls_of(emulator, "ListSessions", WorkGroup="etl-a"):

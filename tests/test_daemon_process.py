@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from supervisor.emulator.testing import EmulatorHandle
-from supervisor.journal import Journal
+from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
 from tests.test_daemon_e2e import call_time, calls_of, start_calculation, start_session, wait_idle
 
@@ -48,11 +48,12 @@ def log_events(log: Path) -> list[dict[str, Any]]:
 
 
 def journal_events(path: Path, target_id: str) -> list[str]:
-    journal = Journal(path)
+    storage = SqliteStorage(path)
+    journal = storage.journal
     try:
         return [e.event for e in reversed(journal.recent_events(50, target_id=target_id))]
     finally:
-        journal.close()
+        storage.close_now()
 
 
 def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeating_the_stop(

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import machine
 from supervisor.cli import main
-from supervisor.journal import Journal
-from supervisor.machine import Step, Timing
-from supervisor.model import TargetRef, Verdict
+from supervisor.core import escalation as machine
+from supervisor.core.escalation import Step, Timing
+from supervisor.core.model import TargetKind, TargetRef, Verdict
+from supervisor.storage.sqlite import SqliteStorage
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -18,8 +18,9 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def journal_path(tmp_path: Path) -> Path:
     path = tmp_path / "j.db"
-    journal = Journal(path)
-    verdict = Verdict(target=TargetRef("calculation", "calc-1", "sess-1", "etl-a"), policy="etl-limits",
+    storage = SqliteStorage(path)
+    journal = storage.journal
+    verdict = Verdict(target=TargetRef(TargetKind.CALCULATION, "calc-1", "sess-1", "etl-a"), policy="etl-limits",
                       rule="max_runtime", observed=1800.25, limit=1800.0, unit="seconds", crossed_at=T0,
                       decided_at=T0, action="stop", mode="enforce")
     escalation = machine.begin(verdict, "e1", T0)
@@ -30,7 +31,7 @@ def journal_path(tmp_path: Path) -> Path:
                         Timing(timedelta(seconds=30), timedelta(seconds=60)))
     journal.save(sent, "stop.sent", {"operation": "StopCalculationExecution", "state": "CANCELING"},
                  time=T0 + timedelta(milliseconds=30))
-    journal.close()
+    storage.close_now()
     return path
 
 
@@ -64,10 +65,11 @@ def test_journal_path_from_config(journal_path: Path, tmp_path: Path, capsys: py
 
 def test_budget_events_show_spend_and_workgroup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "j.db"
-    journal = Journal(path)
+    storage = SqliteStorage(path)
+    journal = storage.journal
     journal.record("workgroup.disabled", policy="etl-daily", rule="disable_workgroup",
                    detail={"workgroup": "etl-a", "spent_usd": 241.5, "limit_usd": 200}, time=T0)
-    journal.close()
+    storage.close_now()
     assert main(["journal", "--path", str(path)]) == 0
     row = capsys.readouterr().out.splitlines()[1]
     assert "spent 241.5 of 200 USD" in row and "workgroup=etl-a" in row and "etl-daily" in row

@@ -89,7 +89,7 @@ async def test_webhooks_are_retried_and_counted_while_enforcement_goes_on(
                                                   channel=channel, outcome=outcome)
                             for outcome in ("delivered", "retried", "failed", "dropped")}
                   for channel in ("webhook-0", "webhook-1", "webhook-2", "webhook-3")}
-        failures = [e for e in service.journal.recent_events(50) if e.event == "notification.failed"]
+        failures = [e for e in service.storage.journal.recent_events(50) if e.event == "notification.failed"]
     assert sample["webhook-0"] == {"delivered": 2, "retried": 0, "failed": 0, "dropped": 0}
     assert sample["webhook-1"] == {"delivered": 1, "retried": 2, "failed": 0, "dropped": 0}
     # Only the violation is severe enough for webhook-2 (stop_requested is info): 3 attempts, then failed.

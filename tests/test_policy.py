@@ -6,8 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supervisor.model import CalculationSnapshot, CalculationState, SessionSnapshot, SessionState, WorkgroupSnapshot
-from supervisor.policy import (
+from supervisor.core.model import (
+    CalculationSnapshot,
+    CalculationState,
+    SessionSnapshot,
+    SessionState,
+    WorkgroupSnapshot,
+)
+from supervisor.core.policy import (
     CalculationRules,
     Policy,
     SessionRules,
@@ -63,7 +69,7 @@ def test_runtime_at_the_crossing_is_a_verdict_with_the_exact_crossing_instant() 
     assert verdict.observed == pytest.approx(1800.003)
     assert verdict.crossed_at == T0 + timedelta(minutes=30)
     assert (verdict.action, verdict.mode, verdict.policy) == ("stop", "enforce", "p")
-    assert verdict.target.key == "calculation:c1"
+    assert str(verdict.target.key) == "calculation:c1"
 
 
 @pytest.mark.parametrize(

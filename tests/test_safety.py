@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from supervisor.safety import SafetyRails
+from supervisor.core.safety import SafetyRails
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

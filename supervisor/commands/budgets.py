@@ -1,7 +1,8 @@
 """``athena-supervisor budgets --config FILE``: each budget's spend, burn rate, forecast and thresholds.
 
-Spend is what the daemon counted in the journal plus what active sessions accrued since it last looked
-(a fresh GetSession each, nothing written); the burn rate comes from the same difference.
+One pass of the daemon's own accounting (:class:`~supervisor.activities.accounting.Accounting`) runs against
+a scratch copy of the journal: spend is what the daemon counted plus what sessions accrued since it last
+looked, computed by the same code, so the command agrees with the daemon; nothing is written back.
 """
 
 from __future__ import annotations
@@ -9,24 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 from prometheus_client import CollectorRegistry
 
-from supervisor.budgets import BudgetStatus, budget_status, period_bounds
+from supervisor import athena
+from supervisor.activities.accounting import Accounting
+from supervisor.activities.budgets import budget_statuses
 from supervisor.clock import SystemClock
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.config import Settings
-from supervisor.discovery import get_session, list_sessions, list_workgroups
-from supervisor.gateway import AwsCallError, Gateway, Priority
-from supervisor.journal import Journal
-from supervisor.ledger import Ledger
+from supervisor.core.budgets import BudgetStatus
+from supervisor.core.inventory import Inventory
+from supervisor.gateway import AwsCallError, Gateway
 from supervisor.metrics import Metrics
-from supervisor.model import MILLIS_PER_HOUR
 from supervisor.service import build_gateway
+from supervisor.storage.sqlite import SqliteStorage
 
 
 def register(subparsers: Any) -> None:
@@ -36,49 +37,35 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def budget_statuses(settings: Settings, gateway: Gateway, journal: Journal, now: datetime) -> list[BudgetStatus]:
-    """Every budget's status: counted spend + what active sessions accrued since (not written back)."""
-    ledger = Ledger(journal)
-    price = settings.pricing.price_for(settings.aws.region)
-    budgeted = [str(w["Name"]) for w in await list_workgroups(gateway)
-                if settings.watches(str(w["Name"])) and settings.budgets_for(str(w["Name"]))]
+async def preview_budgets(settings: Settings, gateway: Gateway, storage: SqliteStorage) -> list[BudgetStatus]:
+    """Every budget's status after one accounting pass on a scratch copy of ``storage`` (not written back)."""
     clock = SystemClock()
-    extra_usd: dict[str, float] = {}
-    rate_dpus: dict[str, float] = {}
-    for workgroup in budgeted:
-        sessions = await list_sessions(gateway, workgroup, clock)
-        counted = ledger.counted(s.session_id for s in sessions)
-        for summary in sessions:
-            fresh = await get_session(gateway, summary.session_id, workgroup, clock, priority=Priority.DISCOVER,
-                                      statistics=True)
-            if fresh.dpu_millis is None:
-                continue
-            row = counted.get(summary.session_id)
-            base, since = (row.millis, row.observed_at) if row else (0, fresh.started_at or fresh.observed_at)
-            delta = max(0, fresh.dpu_millis - base)
-            elapsed_ms = (fresh.observed_at - since).total_seconds() * 1000
-            for budget in settings.budgets_for(workgroup):
-                if row is None or row.observed_at >= period_bounds(budget, now)[0]:
-                    extra_usd[budget.name] = extra_usd.get(budget.name, 0.0) + delta / MILLIS_PER_HOUR * price
-                if elapsed_ms > 0:
-                    rate_dpus[budget.name] = rate_dpus.get(budget.name, 0.0) + delta / elapsed_ms
-    statuses = []
-    for budget in settings.budgets:
-        start, end = period_bounds(budget, now)
-        spent = ledger.spent(budget.name, start, end if budget.rolling_window is None else now) + extra_usd.get(
-            budget.name, 0.0)
-        statuses.append(budget_status(budget, spent, rate_dpus.get(budget.name, 0.0) * price / 3600, now))
-    return statuses
+    scratch = storage.scratch_copy()
+    try:
+        budgeted = [str(w["Name"]) for w in await athena.list_workgroups(gateway)
+                    if settings.watches(str(w["Name"])) and settings.budgets_for(str(w["Name"]))]
+        inventory = Inventory()
+        for workgroup in budgeted:
+            for session in await athena.list_sessions(gateway, workgroup, clock):
+                inventory.put_session(session)
+        metrics = Metrics(CollectorRegistry())
+        accounting = Accounting(settings=settings, gateway=gateway, storage=scratch, clock=clock, inventory=inventory,
+                                watched=lambda: budgeted, metrics=metrics)
+        spend = await accounting.pass_once()
+        return await budget_statuses(settings, scratch, spend, clock.now())
+    finally:
+        scratch.close_now()
 
 
-def open_journal(settings: Settings) -> Journal | None:
+def open_storage(settings: Settings) -> SqliteStorage:
+    """The daemon's journal if it exists, else an empty throwaway one (nothing is created on disk)."""
     path = settings.journal.path
     if str(path) != ":memory:" and not Path(path).exists():
-        return None
-    return Journal(path)
+        return SqliteStorage(":memory:")
+    return SqliteStorage(path)
 
 
-def _render(status: BudgetStatus, ledger: Ledger) -> list[str]:
+def _render(status: BudgetStatus, storage: SqliteStorage) -> list[str]:
     lines = [
         f"budget {status.name}: {status.spent_usd:.4f} of {status.limit_usd:g} USD "
         f"({100 * status.spent_usd / status.limit_usd:.1f}%)",
@@ -87,7 +74,7 @@ def _render(status: BudgetStatus, ledger: Ledger) -> list[str]:
         f"  burn rate   {status.rate_usd_per_hour:.4f} USD/h; forecast {status.forecast_usd:.4f} USD"
         + (" in a window" if status.rolling else " at period end"),
     ]
-    open_at = {e.at_percent: e for e in ledger.open_episodes(status.name)}
+    open_at = {e.at_percent: e for e in storage.ledger.open_episodes(status.name)}
     for threshold in status.thresholds:
         if threshold.at_percent in open_at:
             state = f"fired at {open_at[threshold.at_percent].opened_at.isoformat()}"
@@ -101,9 +88,9 @@ def _render(status: BudgetStatus, ledger: Ledger) -> list[str]:
     return lines
 
 
-async def _look(settings: Settings, journal: Journal) -> list[BudgetStatus]:
+async def _look(settings: Settings, storage: SqliteStorage) -> list[BudgetStatus]:
     async with build_gateway(settings, Metrics(CollectorRegistry())) as gateway:
-        return await budget_statuses(settings, gateway, journal, SystemClock().now())
+        return await preview_budgets(settings, gateway, storage)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,20 +100,19 @@ def run(args: argparse.Namespace) -> int:
     if not settings.budgets:
         print(f"{args.config}: no budgets configured", file=sys.stderr)
         return 2
-    journal = open_journal(settings) or Journal(":memory:")
+    storage = open_storage(settings)
     try:
         try:
-            statuses = anyio.run(_look, settings, journal)
+            statuses = anyio.run(_look, settings, storage)
         except AwsCallError as error:
             print(f"cannot look at Athena: {error}", file=sys.stderr)
             return 1
-        ledger = Ledger(journal)
         if args.json:
-            print(json.dumps([{**s.as_dict(), "open_thresholds": [e.at_percent for e in ledger.open_episodes(s.name)]}
-                              for s in statuses], indent=2))
+            print(json.dumps([{**s.as_dict(), "open_thresholds": [
+                e.at_percent for e in storage.ledger.open_episodes(s.name)]} for s in statuses], indent=2))
             return 0
         for status in statuses:
-            print("\n".join(_render(status, ledger)))
+            print("\n".join(_render(status, storage)))
     finally:
-        journal.close()
+        storage.close_now()
     return 0

@@ -17,19 +17,29 @@ from typing import Any
 import anyio
 from prometheus_client import CollectorRegistry
 
-from supervisor.budgets import BudgetStatus
+from supervisor import athena
 from supervisor.clock import SystemClock
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
-from supervisor.commands.budgets import budget_statuses, open_journal
+from supervisor.commands.budgets import open_storage, preview_budgets
 from supervisor.config import Settings
-from supervisor.daemon import compile_policies, explain_verdict
-from supervisor.discovery import get_session, workgroup_arn, workgroup_tags
+from supervisor.core.accrual import cost_usd, dpu_hours
+from supervisor.core.budgets import BudgetStatus
+from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, SessionState, TargetKey
+from supervisor.core.policy import (
+    Assessment,
+    Policy,
+    assess_calculation,
+    assess_session,
+    compile_policies,
+    evaluate_calculation,
+    evaluate_session,
+    match_policy,
+    workgroup_in_scope,
+)
 from supervisor.gateway import AwsCallError, Gateway, Priority
-from supervisor.journal import Journal
 from supervisor.metrics import Metrics
-from supervisor.model import MILLIS_PER_HOUR, CalculationSnapshot, SessionSnapshot, SessionState
-from supervisor.policy import Policy, evaluate_calculation, evaluate_session, match_policy
 from supervisor.service import build_gateway
+from supervisor.storage.sqlite import SqliteStorage
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +65,8 @@ def _seconds(value: timedelta | None) -> float | None:
     return round(value.total_seconds(), 3) if value is not None else None
 
 
-async def _look(settings: Settings, journal: Journal, session_id: str | None, calculation_id: str | None) -> Look:
+async def _look(settings: Settings, storage: SqliteStorage, session_id: str | None,
+                calculation_id: str | None) -> Look:
     clock = SystemClock()
     async with build_gateway(settings, Metrics(CollectorRegistry())) as gateway:
         calculation = None
@@ -65,80 +76,80 @@ async def _look(settings: Settings, journal: Journal, session_id: str | None, ca
             session_id = str(response["SessionId"])
             calculation = CalculationSnapshot.from_api(session_id, "", response, clock.now())
         assert session_id is not None
-        session = await get_session(gateway, session_id, "", clock, priority=Priority.DISCOVER, statistics=True)
+        session = await athena.get_session(gateway, session_id, "", clock, priority=Priority.DISCOVER,
+                                           statistics=True)
         if calculation is not None:
             calculation = CalculationSnapshot.from_api(session_id, session.workgroup, response, calculation.observed_at)
         exempt = await _exempt_reason(settings, gateway, session)
-        budgets = [s for s in await budget_statuses(settings, gateway, journal, clock.now())
-                   if any(b.name == s.name for b in settings.budgets_for(session.workgroup))]
+        budgets = [s for s in await preview_budgets(settings, gateway, storage)
+                   if any(b.name == s.name for b in settings.budgets_for(session.workgroup))] \
+            if settings.budgets_for(session.workgroup) else []
     return Look(session, calculation, exempt, budgets)
 
 
 async def _exempt_reason(settings: Settings, gateway: Gateway, session: SessionSnapshot) -> str | None:
-    if not settings.watches(session.workgroup):
-        return f"workgroup {session.workgroup} is not matched by the top-level workgroups {list(settings.workgroups)}"
+    """Why the daemon leaves this session alone, judged by the daemon's own scope rule."""
     if session.is_exempt:
         return "the session's description carries [supervisor:exempt]"
-    account = settings.aws.account_id
-    if account is None:
-        identity = await gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
-        account = str(identity["Account"])
-    tags = await workgroup_tags(gateway, workgroup_arn(gateway.region, account, session.workgroup))
-    if tags.get(settings.safety.exempt_tag, "").strip().lower() == "true":
-        return f"workgroup {session.workgroup} is tagged {settings.safety.exempt_tag}=true"
-    return None
+    exempt_tag = settings.safety.exempt_tag
+    summary = next((w for w in await athena.list_workgroups(gateway) if w.get("Name") == session.workgroup),
+                   {"Name": session.workgroup})
+    tags = None
+    if exempt_tag:
+        account = settings.aws.account_id
+        if account is None:
+            identity = await gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
+            account = str(identity["Account"])
+        tags = await athena.workgroup_tags(gateway, athena.workgroup_arn(gateway.region, account, session.workgroup))
+    reason = workgroup_in_scope(athena.workgroup_snapshot(summary, tags), settings.workgroups, exempt_tag)
+    return {
+        None: None,
+        "out_of_scope": f"workgroup {session.workgroup} is not matched by the top-level workgroups "
+                        f"{list(settings.workgroups)}",
+        "not_spark": f"workgroup {session.workgroup} is not a Spark workgroup",
+        "exempt_workgroup": f"workgroup {session.workgroup} is tagged {exempt_tag}=true",
+        "tags_unknown": f"the tags of workgroup {session.workgroup} cannot be read",
+    }.get(reason, reason)
+
+
+def _assessment(look: Look, policy: Policy, now: datetime, price: float) -> Assessment | None:
+    if look.calculation is not None:
+        return assess_calculation(look.calculation, policy.calculation, now, dpu_hour_usd=price) \
+            if policy.calculation else None
+    return assess_session(look.session, policy.session, now, dpu_hour_usd=price) if policy.session else None
 
 
 def _limits(look: Look, policy: Policy | None, now: datetime, price: float) -> list[dict[str, Any]]:
-    """Each limit of the applicable policy: observed, limit, and the time left (negative: crossed that long ago)."""
-    rows: list[dict[str, Any]] = []
-    if policy is None:
-        return rows
-    calculation, session = look.calculation, look.session
-
-    def time_rule(rule: str, since: datetime | None, limit: timedelta | None, applies: bool) -> None:
-        if limit is None:
-            return
-        observed = now - since if since is not None and applies else None
-        rows.append({"rule": rule, "unit": "seconds", "limit": limit.total_seconds(),
-                     "observed": _seconds(observed), "left_seconds": _seconds(limit - observed) if observed else None})
-
-    def accrual_rule(rule: str, millis: int | None, since: datetime | None, limit: float | None, usd: bool) -> None:
-        if limit is None:
-            return
-        per_hour = price if usd else 1.0
-        observed = (millis or 0) / MILLIS_PER_HOUR * per_hour
-        left = None
-        if millis and since is not None and (now - since).total_seconds() > 0:
-            rate = observed / (now - since).total_seconds()  # average since start
-            left = (limit - observed) / rate if rate > 0 else None
-        rows.append({"rule": rule, "unit": "usd" if usd else "dpu_hours", "limit": limit,
-                     "observed": round(observed, 6), "left_seconds": round(left, 3) if left is not None else None})
-
-    if calculation is not None and policy.calculation is not None:
-        rules = policy.calculation
-        live = calculation.is_live
-        waiting = calculation.state is not None and calculation.state.value in ("CREATING", "CREATED", "QUEUED")
-        time_rule("max_queued", calculation.submitted_at, rules.max_queued, waiting)
-        time_rule("max_runtime", calculation.submitted_at, rules.max_runtime, live)
-        accrual_rule("max_dpu_hours", calculation.dpu_millis, calculation.submitted_at, rules.max_dpu_hours, False)
-        accrual_rule("max_cost_usd", calculation.dpu_millis, calculation.submitted_at, rules.max_cost_usd, True)
-    if calculation is None and policy.session is not None:
-        rules_s = policy.session
-        time_rule("max_idle", session.idle_since, rules_s.max_idle, session.state is SessionState.IDLE)
-        time_rule("max_age", session.started_at, rules_s.max_age, session.is_active)
-        accrual_rule("max_dpu_hours", session.dpu_millis, session.started_at, rules_s.max_dpu_hours, False)
-        accrual_rule("max_cost_usd", session.dpu_millis, session.started_at, rules_s.max_cost_usd, True)
-    return rows
+    """Each limit that applies now, from the daemon's own assessment: observed, limit, and the time left to its
+    crossing (negative: crossed that long ago; None: not predictable yet)."""
+    assessment = _assessment(look, policy, now, price) if policy is not None else None
+    if assessment is None:
+        return []
+    return [
+        {"rule": position.rule, "unit": position.unit, "limit": position.limit,
+         "observed": round(position.observed, 6),
+         "left_seconds": _seconds(position.crossed_at - now) if position.crossed_at is not None else None}
+        for position in assessment.positions
+    ]
 
 
-def explain(settings: Settings, journal: Journal, look: Look, now: datetime) -> dict[str, Any]:
+def explain_verdict(evaluation: Evaluation) -> dict[str, Any]:
+    """A JSON-ready view of an evaluation."""
+    return {
+        "verdict": evaluation.verdict.describe() if evaluation.verdict else None,
+        "next_check_at": evaluation.next_check_at.isoformat() if evaluation.next_check_at else None,
+        "needs_statistics": evaluation.needs_statistics,
+        "missing": list(evaluation.missing),
+    }
+
+
+def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetime) -> dict[str, Any]:
     price = settings.pricing.price_for(settings.aws.region)
     session, calculation = look.session, look.calculation
     watched = settings.watches(session.workgroup)
     policy = match_policy(compile_policies(settings), session.workgroup) if watched else None
     if calculation is not None:
-        key = f"calculation:{calculation.calculation_id}"
+        key = TargetKey.calculation(calculation.calculation_id)
         millis = calculation.dpu_millis
         evaluation = evaluate_calculation(calculation, policy, now, dpu_hour_usd=price) if policy else None
         end = calculation.completed_at or now
@@ -150,7 +161,7 @@ def explain(settings: Settings, journal: Journal, look: Look, now: datetime) -> 
             "progress": calculation.progress,
         }
     else:
-        key = f"session:{session.session_id}"
+        key = TargetKey.session(session.session_id)
         millis = session.dpu_millis
         evaluation = evaluate_session(session, policy, now, dpu_hour_usd=price) if policy else None
         seen = {
@@ -160,10 +171,10 @@ def explain(settings: Settings, journal: Journal, look: Look, now: datetime) -> 
             "idle_seconds": _seconds(now - session.idle_since)
             if session.idle_since and session.state is SessionState.IDLE else None,
         }
-    seen["dpu_hours"] = round((millis or 0) / MILLIS_PER_HOUR, 6)
-    seen["cost_usd"] = round((millis or 0) / MILLIS_PER_HOUR * price, 6)
-    escalation = journal.escalation_for(key)
-    events = journal.recent_events(20, target_id=seen["id"])
+    seen["dpu_hours"] = round(dpu_hours(millis or 0), 6)
+    seen["cost_usd"] = round(cost_usd(millis or 0, price), 6)
+    escalation = storage.journal.escalation_for(key)
+    events = storage.journal.recent_events(20, target_id=seen["id"])
     if look.exempt_reason:
         decision = f"nothing: {look.exempt_reason}"
     elif escalation is not None:
@@ -226,19 +237,19 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args.config)
     if settings is None:
         return EXIT_INVALID_CONFIG
-    journal = open_journal(settings) or Journal(":memory:")
+    storage = open_storage(settings)
     try:
         try:
-            look = anyio.run(_look, settings, journal, args.session, args.calculation)
+            look = anyio.run(_look, settings, storage, args.session, args.calculation)
         except AwsCallError as error:
             if error.is_not_found or error.code == "InvalidRequestException":
                 print(f"{args.session or args.calculation}: not found ({error.message})", file=sys.stderr)
                 return 2
             print(f"cannot look at Athena: {error}", file=sys.stderr)
             return 1
-        report = explain(settings, journal, look, SystemClock().now())
+        report = explain(settings, storage, look, SystemClock().now())
     finally:
-        journal.close()
+        storage.close_now()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
-from supervisor.journal import Journal, JournalEntry
+from supervisor.storage import JournalEntry
+from supervisor.storage.sqlite import SqliteStorage
 
 DEFAULT_PATH = Path("./athena-supervisor.db")
 COLUMNS = ("time", "event", "target", "policy", "rule", "detail")
@@ -53,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if str(path) != ":memory:" and not Path(path).exists():
         print(f"{path}: no journal here yet; start the daemon first or pass --config/--path", file=sys.stderr)
         return 2
-    journal = Journal(path)
+    storage = SqliteStorage(path)
     try:
-        entries = journal.recent_events(args.limit, target_id=args.target)
+        entries = storage.journal.recent_events(args.limit, target_id=args.target)
     finally:
-        journal.close()
+        storage.close_now()
     if args.json:
         for entry in entries:
             print(json.dumps(entry.as_dict()))

@@ -23,5 +23,4 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_INVALID_CONFIG
     configure_logging(settings.log_level)
-    anyio.run(run_until_signalled, settings)
-    return 0
+    return anyio.run(run_until_signalled, settings)

@@ -87,7 +87,7 @@ class EscalationSettings(StrictModel):
 
 class SafetySettings(StrictModel):
     max_actions_per_minute: Count = Field(default=60, ge=1)
-    exempt_tag: Text = "athena-supervisor/exempt"
+    exempt_tag: Text | None = "athena-supervisor/exempt"
     circuit_breaker_fraction: Number = Field(default=0.5, gt=0, le=1)
     circuit_breaker_min_targets: Count = Field(default=10, ge=1)
 

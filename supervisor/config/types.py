@@ -10,17 +10,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from supervisor.config.errors import FieldProblem
 from supervisor.durations import BARE_NUMBER_HINT, DURATION_HINT, format_duration, parse_duration
+from supervisor.events import EventName as EventName
+from supervisor.events import Severity as Severity
 
 Mode = Literal["enforce", "dry-run"]
 PolicyAction = Literal["stop", "terminate", "notify"]
 BudgetAction = Literal["notify", "stop_calculations", "terminate_sessions", "disable_workgroup"]
 PeriodKind = Literal["daily", "weekly", "monthly", "rolling"]
-Severity = Literal["info", "warning", "critical"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-EventName = Literal[
-    "warning", "violation", "stop_requested", "escalated", "terminated", "escalation_failed",
-    "budget_threshold", "workgroup_disabled", "workgroup_enabled",
-]
 
 
 def _duration(value: object) -> object:

@@ -14,10 +14,11 @@ from typing import Any, TextIO
 
 import anyio
 
+from supervisor.core.escalation import Escalation
+from supervisor.core.model import TargetKey, TargetKind
 from supervisor.durations import format_duration
 from supervisor.events import EventName
-from supervisor.journal import Journal
-from supervisor.machine import Escalation
+from supervisor.storage import Storage
 
 RULE_VERBS = {
     "max_runtime": "has run", "max_queued": "has waited", "max_idle": "has been idle", "max_age": "is",
@@ -100,7 +101,7 @@ class Narrator:
         """Return once every event emitted so far has been printed."""
         await self._idle.wait()
 
-    async def run(self, journal: Journal) -> None:
+    async def run(self, journal: Storage) -> None:
         """Print events until cancelled."""
         async with self._receive:
             async for event, payload in self._receive:
@@ -112,11 +113,11 @@ class Narrator:
                     if self._pending == 0:
                         self._idle.set()
 
-    async def _escalation(self, journal: Journal, payload: Mapping[str, Any]) -> Escalation | None:
-        key = f"{payload.get('target_kind')}:{payload.get('target_id')}"
-        return await anyio.to_thread.run_sync(journal.escalation_for, key)
+    async def _escalation(self, journal: Storage, payload: Mapping[str, Any]) -> Escalation | None:
+        key = TargetKey(TargetKind(str(payload.get("target_kind"))), str(payload.get("target_id")))
+        return await journal.escalation_for(key)
 
-    async def _narrate(self, event: EventName, payload: Mapping[str, Any], journal: Journal) -> None:
+    async def _narrate(self, event: EventName, payload: Mapping[str, Any], journal: Storage) -> None:
         kind = str(payload.get("target_kind", ""))
         target = self.label(kind, str(payload.get("target_id", "")))
         session = self.label("session", str(payload.get("session_id", "")))

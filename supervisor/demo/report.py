@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
+from supervisor.core.escalation import Escalation
+from supervisor.core.model import TargetKey
 from supervisor.demo.narration import RULE_VERBS, limit_text, measured, short_id
 from supervisor.demo.scenario import Scenario
 from supervisor.demo.workload import Athena
 from supervisor.durations import format_duration
-from supervisor.journal import Journal
-from supervisor.machine import Escalation
+from supervisor.storage import Storage
 
 if TYPE_CHECKING:
     from supervisor.demo.runner import Launched
@@ -54,14 +53,13 @@ def _reason(escalation: Escalation) -> str:
             f"{limit_text(verdict.rule, verdict.limit, verdict.unit)} (policy {verdict.policy})")
 
 
-async def outcome_of(item: Launched, scenario: Scenario, journal: Journal, athena: Athena) -> Outcome:
+async def outcome_of(item: Launched, scenario: Scenario, journal: Storage, athena: Athena) -> Outcome:
     """Describe one scripted part from the journal (why) and the API (the final state)."""
     part = item.part
     calculation_id = item.calculation_id
     target = f"calc {short_id(calculation_id)}" if calculation_id else f"session {short_id(item.session_id)}"
-    escalation = await anyio.to_thread.run_sync(
-        journal.escalation_for, f"calculation:{calculation_id}" if calculation_id else f"session:{item.session_id}"
-    )
+    escalation = await journal.escalation_for(
+        TargetKey.calculation(calculation_id) if calculation_id else TargetKey.session(item.session_id))
     status: dict[str, Any] = (await athena.calculation(calculation_id))["Status"] if calculation_id else {}
     what = WHAT[part.expect] if item.problem is None else f"UNEXPECTED ({part.expect} expected)"
     if escalation is None:

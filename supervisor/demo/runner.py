@@ -19,15 +19,16 @@ from typing import Any, TextIO
 import anyio
 
 from supervisor.config import Settings
+from supervisor.core.escalation import Escalation
+from supervisor.core.model import TargetKey
 from supervisor.demo.narration import Narrator, short_id
 from supervisor.demo.report import format_footer, format_summary, outcome_of
 from supervisor.demo.scenario import EXEMPT_WORKGROUP, WORKGROUPS, Part, Scenario
 from supervisor.demo.workload import Athena, athena_client
 from supervisor.durations import format_duration
 from supervisor.emulator import ControlClient, Emulator
-from supervisor.journal import Journal
-from supervisor.machine import Escalation
 from supervisor.service import RunningService, running_service
+from supervisor.storage import Storage
 
 DEFAULT_ACCOUNT_ID = "123456789012"
 POLL_INTERVAL = 0.5
@@ -106,15 +107,15 @@ async def run_demo(
                          config_name, credentials_note)
             narrator.start_clock()
             async with anyio.create_task_group() as task_group:
-                task_group.start_soon(narrator.run, service.journal)
+                task_group.start_soon(narrator.run, service.storage)
                 launched = await launch(athena, scenario, narrator)
                 deadline = time.monotonic() + scenario.settle_within + SLACK
-                await watch(athena, service.journal, scenario, launched, narrator, deadline)
+                await watch(athena, service.storage, scenario, launched, narrator, deadline)
                 await narrator.drain()
                 task_group.cancel_scope.cancel()
             calls = await anyio.to_thread.run_sync(ControlClient(emulator.control_url).calls)
             check_audit(launched, calls)
-            outcomes = [await outcome_of(item, scenario, service.journal, athena) for item in launched]
+            outcomes = [await outcome_of(item, scenario, service.storage, athena) for item in launched]
             supervisor_calls = api_calls_by_operation(service)
     narrator.line()
     for line in format_summary(outcomes):
@@ -186,13 +187,13 @@ async def launch(athena: Athena, scenario: Scenario, narrator: Narrator) -> list
     return launched
 
 
-async def observe(athena: Athena, journal: Journal, item: Launched, scenario: Scenario) -> Observation:
+async def observe(athena: Athena, journal: Storage, item: Launched, scenario: Scenario) -> Observation:
     """The journal's view of a part, plus the API's once it can tell something new (keeps the polling light)."""
     calculation_escalation = (
-        await anyio.to_thread.run_sync(journal.escalation_for, f"calculation:{item.calculation_id}")
+        await journal.escalation_for(TargetKey.calculation(item.calculation_id))
         if item.calculation_id else None
     )
-    session_escalation = await anyio.to_thread.run_sync(journal.escalation_for, f"session:{item.session_id}")
+    session_escalation = await journal.escalation_for(TargetKey.session(item.session_id))
     expect = item.part.expect
     if expect in ("stopped", "escalated"):
         ask = calculation_escalation is not None and calculation_escalation.is_done
@@ -208,7 +209,7 @@ async def observe(athena: Athena, journal: Journal, item: Launched, scenario: Sc
 
 
 async def watch(
-    athena: Athena, journal: Journal, scenario: Scenario, launched: list[Launched], narrator: Narrator,
+    athena: Athena, journal: Storage, scenario: Scenario, launched: list[Launched], narrator: Narrator,
     deadline: float,
 ) -> None:
     """Poll until every part has settled (or failed), or until ``deadline`` (monotonic seconds)."""

@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import Literal
 
 from supervisor.config import Settings
+from supervisor.core.model import EXEMPT_DESCRIPTION_MARKER
 from supervisor.durations import format_duration
-from supervisor.model import EXEMPT_DESCRIPTION_MARKER
 
 ETL = "demo-etl"
 EXEMPT_WORKGROUP = "demo-etl-finance"
@@ -103,7 +103,8 @@ def read_limits(settings: Settings) -> Limits:
         max_runtime=runtime, max_idle=idle, max_cost_usd=cost,
         dpu_hour_usd=settings.pricing.price_for(settings.aws.region),
         stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
-        discovery_interval=settings.discovery_interval, exempt_tag=settings.safety.exempt_tag,
+        discovery_interval=settings.discovery_interval,
+        exempt_tag=settings.safety.exempt_tag or "athena-supervisor/exempt",
     )
 
 

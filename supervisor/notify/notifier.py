@@ -11,7 +11,6 @@ queues to drain at shutdown; what is still queued then is counted ``dropped``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -27,7 +26,6 @@ from supervisor.clock import Clock
 from supervisor.config import NotificationChannel, Settings
 from supervisor.events import EventName
 from supervisor.gateway import Gateway
-from supervisor.journal import Journal
 from supervisor.metrics import Metrics
 from supervisor.notify.channels import (
     Delivery,
@@ -37,6 +35,7 @@ from supervisor.notify.channels import (
     WebhookDelivery,
 )
 from supervisor.notify.messages import Message
+from supervisor.storage import Storage
 
 BUFFER = 10_000
 FLUSH_TIMEOUT = timedelta(seconds=5)
@@ -74,7 +73,7 @@ class Notifier:
         channels: Sequence[tuple[NotificationChannel, Delivery]],
         *,
         metrics: Metrics,
-        journal: Journal | None,
+        journal: Storage | None,
         clock: Clock,
         buffer: int = BUFFER,
         wait_initial: float = 0.2,
@@ -91,7 +90,7 @@ class Notifier:
         self._changed = anyio.Event()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, gateway: Gateway, metrics: Metrics, journal: Journal | None,
+    def from_settings(cls, settings: Settings, *, gateway: Gateway, metrics: Metrics, journal: Storage | None,
                       clock: Clock, **kwargs: Any) -> Notifier:
         channels = [(channel, build_delivery(channel, index, gateway))
                     for index, channel in enumerate(settings.notifications)]
@@ -184,9 +183,8 @@ class Notifier:
         if self.journal is None:
             return
         detail = {"channel": channel, "notification": message.event, "error": error, "message": message.body()}
-        await anyio.to_thread.run_sync(functools.partial(
-            self.journal.record, "notification.failed", policy=message.payload.get("policy")
-            or message.payload.get("budget"), detail=detail, time=self.clock.now()))
+        await self.journal.record("notification.failed", policy=message.payload.get("policy")
+                                  or message.payload.get("budget"), detail=detail, time=self.clock.now())
 
 
 @asynccontextmanager

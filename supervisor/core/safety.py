@@ -57,13 +57,16 @@ class SafetyRails:
             self._watched.popleft()
 
     def admit(self, session_id: str, now: datetime) -> Admission:
-        """May a destructive call touching ``session_id`` be sent now? Admitted calls are counted."""
+        """May a destructive call touching ``session_id`` be sent now? Admitted calls are counted.
+
+        A workgroup update passes an empty ``session_id``: it counts towards the per-minute budget, and the
+        breaker, once open, holds it too, but it hits no session."""
         if self.breaker_open:
             return Admission(False, "circuit_breaker")
         self._forget_before(now)
         if len(self._actions) >= self.max_actions_per_minute:
             return Admission(False, "rate_limit", self._actions[0] + WINDOW)
-        hit = set(self._sessions_hit) | {session_id}
+        hit = set(self._sessions_hit) | ({session_id} if session_id else set())
         active = self._active_sessions()
         while self._watched and self._watched[-1][1] <= active:
             self._watched.pop()
@@ -73,5 +76,6 @@ class SafetyRails:
             self.breaker_open = True
             return Admission(False, "circuit_breaker")
         self._actions.append(now)
-        self._sessions_hit[session_id] = now
+        if session_id:
+            self._sessions_hit[session_id] = now
         return Admission(True)

@@ -1,5 +1,5 @@
-"""The budget ledger: spend counted per session and per budget bucket, threshold episodes, workgroups the
-daemon disabled. Stored in the journal's SQLite database (schema 2), through its lock and transactions.
+"""The budget ledger's tables in SQLite: spend counted per session and per budget bucket, threshold
+episodes, workgroups the daemon disabled.
 
 No DPU-millisecond is counted twice: each session row holds the ``DpuExecutionInMillis`` already counted,
 and a new observation adds only the difference, allocated to the budgets' buckets in the same transaction.
@@ -10,46 +10,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
-from supervisor.journal import Journal
-
-Allocation = list[tuple[str, datetime, float]]  # (budget, bucket_start, usd)
-
-
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """The last counted observation of a session."""
-
-    session_id: str
-    workgroup: str
-    millis: int
-    observed_at: datetime
-    ended: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """A threshold that fired and has not been reset yet (or has, when ``closed_at`` is set)."""
-
-    episode_id: int
-    budget: str
-    at_percent: float
-    action: str
-    period_key: str
-    opened_at: datetime
-    spent_usd: float
-    closed_at: datetime | None = None
+from supervisor.core.budgets import Allocation, Counted, Episode
+from supervisor.storage.sqlite_db import Database
 
 
 def _iso(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
 
 
-class Ledger:
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
+class LedgerTables:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     # -- spend ------------------------------------------------------------------------------------------
 
@@ -68,7 +41,7 @@ class Ledger:
         ``allocate(delta_millis, previous)`` says which budget buckets receive the delta; it runs inside
         the transaction so the counted total and the buckets always agree.
         """
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT * FROM session_spend WHERE session_id=?", (session_id,)).fetchone()
             previous = _counted(row) if row else None
             counted = previous.millis if previous else 0
@@ -89,7 +62,7 @@ class Ledger:
         return delta, previous
 
     def mark_ended(self, session_id: str, workgroup: str, time: datetime) -> None:
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO session_spend VALUES (?, ?, 0, ?, 1) ON CONFLICT (session_id) DO UPDATE SET ended=1",
                 (session_id, workgroup, _iso(time)),
@@ -97,14 +70,14 @@ class Ledger:
 
     def open_sessions(self) -> dict[str, Counted]:
         """Sessions counted but not known to have ended."""
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             rows = db.execute("SELECT * FROM session_spend WHERE ended=0").fetchall()
         return {row["session_id"]: _counted(row) for row in rows}
 
     def counted(self, session_ids: Iterable[str]) -> dict[str, Counted]:
         ids = list(session_ids)
         found: dict[str, Counted] = {}
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 rows = db.execute(
@@ -115,7 +88,7 @@ class Ledger:
 
     def spent(self, budget: str, since: datetime, until: datetime) -> float:
         """USD in ``budget``'s buckets that start in ``[since, until)``."""
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             row = db.execute(
                 "SELECT COALESCE(SUM(usd), 0) FROM budget_spend WHERE budget=? AND bucket_start>=? AND bucket_start<?",
                 (budget, _iso(since), _iso(until)),
@@ -123,17 +96,17 @@ class Ledger:
         return float(row[0])
 
     def prune(self, budget: str, before: datetime) -> None:
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM budget_spend WHERE budget=? AND bucket_start<?", (budget, _iso(before)))
 
     def checkpoint(self) -> datetime | None:
         """When the last complete accounting pass started (ended sessions before it are counted)."""
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT value FROM settings_kv WHERE key='spend_checkpoint'").fetchone()
         return datetime.fromisoformat(row[0]) if row else None
 
     def set_checkpoint(self, time: datetime) -> None:
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute("INSERT OR REPLACE INTO settings_kv VALUES ('spend_checkpoint', ?)", (_iso(time),))
 
     # -- threshold episodes -----------------------------------------------------------------------------
@@ -142,7 +115,7 @@ class Ledger:
         self, budget: str, at_percent: float, action: str, period_key: str, spent_usd: float, time: datetime
     ) -> Episode | None:
         """Open an episode unless one is open for this threshold or this period already had one."""
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             if db.execute("SELECT 1 FROM budget_episodes WHERE budget=? AND at_percent=? AND closed_at IS NULL",
                           (budget, at_percent)).fetchone():
                 return None
@@ -163,48 +136,41 @@ class Ledger:
         if budget is not None:
             query += " AND budget=?"
             params = (budget,)
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             rows = db.execute(query + " ORDER BY at_percent", params).fetchall()
         return [_episode(row) for row in rows]
 
-    def episodes(self, budget: str, limit: int = 20) -> list[Episode]:
-        """The newest episodes of ``budget``, newest first."""
-        with self.journal.reading() as db:
-            rows = db.execute("SELECT * FROM budget_episodes WHERE budget=? ORDER BY episode_id DESC LIMIT ?",
-                              (budget, limit)).fetchall()
-        return [_episode(row) for row in rows]
-
     def episode_count(self, budget: str, at_percent: float) -> int:
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             row = db.execute("SELECT COUNT(*) FROM budget_episodes WHERE budget=? AND at_percent=?",
                              (budget, at_percent)).fetchone()
         return int(row[0])
 
     def close_episode(self, episode_id: int, time: datetime) -> None:
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute("UPDATE budget_episodes SET closed_at=? WHERE episode_id=?", (_iso(time), episode_id))
 
     # -- disabled workgroups ----------------------------------------------------------------------------
 
     def record_disabled(self, workgroup: str, episode: Episode, time: datetime) -> None:
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute("INSERT OR IGNORE INTO disabled_workgroups VALUES (?, ?, ?, ?, NULL)",
                        (workgroup, episode.episode_id, episode.budget, _iso(time)))
 
     def disabled_in(self, episode_id: int) -> set[str]:
         """Workgroups the daemon disabled (or meant to) for this episode, enabled since or not."""
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             rows = db.execute("SELECT workgroup FROM disabled_workgroups WHERE episode_id=?", (episode_id,)).fetchall()
         return {row[0] for row in rows}
 
     def forget_disabled(self, workgroup: str, episode_id: int) -> None:
         """The disable call failed: nothing to re-enable for it."""
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM disabled_workgroups WHERE workgroup=? AND episode_id=?", (workgroup, episode_id))
 
     def held_disabled(self) -> dict[str, list[str]]:
         """Workgroup → budgets whose open episode keeps it disabled."""
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             rows = db.execute(
                 "SELECT d.workgroup, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
                 "ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NULL"
@@ -217,7 +183,7 @@ class Ledger:
     def releasable(self) -> dict[str, list[tuple[int, str]]]:
         """Workgroup → (episode, budget) of disables whose episode is over and no open episode holds it."""
         held = self.held_disabled()
-        with self.journal.reading() as db:
+        with self._db.reading() as db:
             rows = db.execute(
                 "SELECT d.workgroup, d.episode_id, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
                 "ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NOT NULL"
@@ -230,7 +196,7 @@ class Ledger:
 
     def mark_enabled(self, workgroup: str, time: datetime) -> None:
         """Every released disable of ``workgroup`` is undone."""
-        with self.journal.transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "UPDATE disabled_workgroups SET enabled_at=? WHERE workgroup=? AND enabled_at IS NULL "
                 "AND episode_id IN (SELECT episode_id FROM budget_episodes WHERE closed_at IS NOT NULL)",

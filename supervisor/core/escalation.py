@@ -7,11 +7,19 @@
             ▲                                    │ still alive after terminate_grace
             └──── retry after backoff ─── ESCALATION_FAILED ◄┘
 
-Every function takes ``now`` and returns a new value; the executor performs the step named by
-:func:`next_step`, journals it, and feeds the answer back here. A ``*_intent_at`` without a matching
-``*_sent_at`` means a call may have been sent by a previous process that died before journaling the
-answer: the target is looked at before anything is sent again, so a restart never repeats a Stop that
-took effect.
+    DISABLE_PENDING ──UpdateWorkGroup DISABLED sent──► DONE (disabled)
+    ENABLE_PENDING  ──UpdateWorkGroup ENABLED sent──►  DONE (enabled)
+
+Every function takes ``now`` and returns a new value; the enforcement activity performs the step named by
+:func:`next_step`, journals it, and feeds the answer back here.
+
+Acting once: Stop and Terminate take no client token, so a call whose answer was never seen (the process
+died after journaling the intent, or the call timed out or failed with a 5xx) may still take effect. Such
+an intent is treated as in flight until ``in_flight_window`` (the longest a call attempt can take) has
+passed since it; only then is the target looked at, and the call is sent again only if it did not take
+effect. A call that failed for certain (throttled, refused) is retried after a backoff that starts at
+``send_retry_initial`` and doubles up to ``retry_backoff_max``. Workgroup updates are idempotent: they
+are simply sent again.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from supervisor.model import (
+from supervisor.core.model import (
     ENDED_SESSION_STATES,
     CalculationState,
     SessionState,
+    TargetKind,
     Verdict,
 )
 
@@ -34,6 +43,8 @@ class Phase(StrEnum):
     TERMINATE_PENDING = "terminate_pending"
     TERMINATE_REQUESTED = "terminate_requested"
     ESCALATION_FAILED = "escalation_failed"
+    DISABLE_PENDING = "disable_pending"
+    ENABLE_PENDING = "enable_pending"
     DONE = "done"
 
 
@@ -42,7 +53,13 @@ class Step(StrEnum):
     SEND_TERMINATE = "send_terminate"
     VERIFY_CALCULATION = "verify_calculation"
     VERIFY_SESSION = "verify_session"
+    SEND_DISABLE = "send_disable"
+    SEND_ENABLE = "send_enable"
     NOTHING = "nothing"
+
+
+# The destructive steps: each goes through the safety rails, the cancellation shield and the journal.
+SEND_STEPS = frozenset({Step.SEND_STOP, Step.SEND_TERMINATE, Step.SEND_DISABLE, Step.SEND_ENABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +68,12 @@ class Timing:
     terminate_grace: timedelta
     first_verify_after: timedelta = timedelta(seconds=1)
     retry_backoff_max: timedelta = timedelta(minutes=5)
+    in_flight_window: timedelta = timedelta(seconds=12)
+    send_retry_initial: timedelta = timedelta(seconds=1)
 
     @property
-    def retry_backoff_initial(self) -> timedelta:
-        """A failed escalation is retried after another terminate_grace, doubling up to retry_backoff_max."""
+    def ineffective_retry_initial(self) -> timedelta:
+        """A session still alive after terminate_grace is retried after another terminate_grace, doubling."""
         return min(self.terminate_grace, self.retry_backoff_max)
 
 
@@ -72,6 +91,7 @@ class Escalation:
     terminate_attempts: int = 0
     failures: int = 0
     outcome: str | None = None
+    intent_at: datetime | None = None  # workgroup updates: journaled before the call, cleared by its answer
 
     @property
     def is_done(self) -> bool:
@@ -84,7 +104,11 @@ def begin(verdict: Verdict, escalation_id: str, now: datetime) -> Escalation:
         return Escalation(escalation_id, verdict, Phase.DONE, now, now, outcome="dry_run")
     if verdict.action == "notify":
         return Escalation(escalation_id, verdict, Phase.DONE, now, now, outcome="notified")
-    if verdict.action == "stop" and verdict.target.kind == "calculation":
+    if verdict.action == "disable_workgroup":
+        return Escalation(escalation_id, verdict, Phase.DISABLE_PENDING, now, now)
+    if verdict.action == "enable_workgroup":
+        return Escalation(escalation_id, verdict, Phase.ENABLE_PENDING, now, now)
+    if verdict.action == "stop" and verdict.target.kind is TargetKind.CALCULATION:
         return Escalation(escalation_id, verdict, Phase.STOP_PENDING, now, now)
     return Escalation(escalation_id, verdict, Phase.TERMINATE_PENDING, now, now)
 
@@ -92,7 +116,24 @@ def begin(verdict: Verdict, escalation_id: str, now: datetime) -> Escalation:
 def nothing_sent(escalation: Escalation) -> bool:
     """No Stop/Terminate was sent, nor may have been (no intent journaled): dropping it is harmless."""
     return not any((escalation.stop_intent_at, escalation.stop_sent_at, escalation.terminate_intent_at,
-                    escalation.terminate_sent_at)) and not escalation.is_done
+                    escalation.terminate_sent_at, escalation.intent_at)) and not escalation.is_done
+
+
+def unanswered_intent(escalation: Escalation) -> datetime | None:
+    """The intent of a Stop/Terminate whose answer was never seen, if any."""
+    if escalation.phase is Phase.STOP_PENDING:
+        return escalation.stop_intent_at
+    if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
+        return escalation.terminate_intent_at
+    return None
+
+
+def resume(escalation: Escalation, timing: Timing) -> Escalation:
+    """An escalation read back after a restart: a call it may have in flight is waited out before looking."""
+    intent = unanswered_intent(escalation)
+    if intent is None:
+        return escalation
+    return replace(escalation, next_step_at=max(escalation.next_step_at, intent + timing.in_flight_window))
 
 
 def next_step(escalation: Escalation) -> Step:
@@ -106,7 +147,11 @@ def next_step(escalation: Escalation) -> Step:
         case Phase.TERMINATE_REQUESTED:
             return Step.VERIFY_SESSION
         case Phase.ESCALATION_FAILED:
-            return Step.SEND_TERMINATE
+            return Step.VERIFY_SESSION if escalation.terminate_intent_at else Step.SEND_TERMINATE
+        case Phase.DISABLE_PENDING:
+            return Step.SEND_DISABLE
+        case Phase.ENABLE_PENDING:
+            return Step.SEND_ENABLE
         case _:
             return Step.NOTHING
 
@@ -123,11 +168,15 @@ def intend(escalation: Escalation, step: Step, now: datetime) -> Escalation:
         return replace(escalation, stop_intent_at=now)
     if step is Step.SEND_TERMINATE:
         return replace(escalation, terminate_intent_at=now)
-    return escalation
+    return replace(escalation, intent_at=now)
 
 
 def sent(escalation: Escalation, step: Step, now: datetime, timing: Timing) -> Escalation:
-    """The Stop/Terminate call was answered successfully."""
+    """The call was answered successfully."""
+    if step is Step.SEND_DISABLE:
+        return replace(escalation, phase=Phase.DONE, outcome="disabled", intent_at=None, next_step_at=now)
+    if step is Step.SEND_ENABLE:
+        return replace(escalation, phase=Phase.DONE, outcome="enabled", intent_at=None, next_step_at=now)
     if step is Step.SEND_STOP:
         deadline = now + timing.stop_grace
         return replace(
@@ -142,18 +191,27 @@ def sent(escalation: Escalation, step: Step, now: datetime, timing: Timing) -> E
     )
 
 
-def send_failed(escalation: Escalation, step: Step, now: datetime, timing: Timing) -> Escalation:
-    """The call failed after the gateway's own retries: clear the intent and try again after a backoff."""
-    backoff = _backoff(escalation.failures, timing)
+def send_failed(
+    escalation: Escalation, step: Step, now: datetime, timing: Timing, *, may_have_taken_effect: bool = False
+) -> Escalation:
+    """The call failed. For certain (refused, throttled): clear the intent and send again after a backoff.
+    Maybe not (timed out, 5xx, connection lost): keep the intent, so the target is looked at (after the call
+    could have landed) before anything is sent again."""
+    failures = escalation.failures + 1
+    backoff = _backoff(escalation.failures, timing.send_retry_initial, timing)
+    if may_have_taken_effect and step in (Step.SEND_STOP, Step.SEND_TERMINATE):
+        intent = unanswered_intent(escalation) or now
+        return replace(escalation, failures=failures,
+                       next_step_at=max(now + backoff, intent + timing.in_flight_window))
     if step is Step.SEND_STOP:
-        return replace(escalation, stop_intent_at=None, failures=escalation.failures + 1, next_step_at=now + backoff)
-    return replace(
-        escalation, terminate_intent_at=None, failures=escalation.failures + 1, next_step_at=now + backoff,
-    )
+        return replace(escalation, stop_intent_at=None, failures=failures, next_step_at=now + backoff)
+    if step is Step.SEND_TERMINATE:
+        return replace(escalation, terminate_intent_at=None, failures=failures, next_step_at=now + backoff)
+    return replace(escalation, intent_at=None, failures=failures, next_step_at=now + backoff)
 
 
-def _backoff(failures: int, timing: Timing) -> timedelta:
-    return min(timing.retry_backoff_initial * (1 << min(failures, 16)), timing.retry_backoff_max)
+def _backoff(failures: int, initial: timedelta, timing: Timing) -> timedelta:
+    return min(initial * (1 << min(failures, 16)), timing.retry_backoff_max)
 
 
 CALCULATION_OUTCOMES = {
@@ -196,7 +254,7 @@ def session_observed(
         return replace(escalation, phase=Phase.DONE, outcome="terminated", next_step_at=now)
     if state is None:
         return replace(escalation, next_step_at=now + timing.first_verify_after)
-    if escalation.phase is Phase.TERMINATE_PENDING:
+    if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
         if state is SessionState.TERMINATING:
             intent = escalation.terminate_intent_at or now
             return replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
@@ -208,6 +266,6 @@ def session_observed(
     if now >= deadline:
         return replace(
             escalation, phase=Phase.ESCALATION_FAILED, terminate_intent_at=None, failures=escalation.failures + 1,
-            next_step_at=now + _backoff(escalation.failures, timing),
+            next_step_at=now + _backoff(escalation.failures, timing.ineffective_retry_initial, timing),
         )
     return replace(escalation, next_step_at=_verify_at(sent_at, now, deadline, timing))

@@ -14,9 +14,21 @@ from typing import Any, Literal
 
 MILLIS_PER_HOUR = 3_600_000
 
-TargetKind = Literal["calculation", "session"]
-ActionName = Literal["stop", "terminate", "notify"]
+ActionName = Literal["stop", "terminate", "notify", "disable_workgroup", "enable_workgroup"]
 ModeName = Literal["enforce", "dry-run"]
+
+
+class TargetKind(StrEnum):
+    CALCULATION = "calculation"
+    SESSION = "session"
+    WORKGROUP = "workgroup"
+
+
+class Origin(StrEnum):
+    """What a verdict enforces: a policy limit of one target, or a budget threshold."""
+
+    POLICY = "policy"
+    BUDGET = "budget"
 
 
 class CalculationState(StrEnum):
@@ -44,15 +56,29 @@ class SessionState(StrEnum):
 WAITING_CALCULATION_STATES = frozenset(
     {CalculationState.CREATING, CalculationState.CREATED, CalculationState.QUEUED}
 )
-LIVE_CALCULATION_STATES = WAITING_CALCULATION_STATES | {CalculationState.RUNNING, CalculationState.CANCELING}
-TERMINAL_CALCULATION_STATES = frozenset(
-    {CalculationState.CANCELED, CalculationState.COMPLETED, CalculationState.FAILED}
-)
+ACCRUING_CALCULATION_STATES = frozenset({CalculationState.RUNNING, CalculationState.CANCELING})
+LIVE_CALCULATION_STATES = WAITING_CALCULATION_STATES | ACCRUING_CALCULATION_STATES
 ACTIVE_SESSION_STATES = frozenset(
     {SessionState.CREATING, SessionState.CREATED, SessionState.IDLE, SessionState.BUSY, SessionState.DEGRADED}
 )
 ENDED_SESSION_STATES = frozenset({SessionState.TERMINATED, SessionState.FAILED})
 EXEMPT_DESCRIPTION_MARKER = "[supervisor:exempt]"
+
+
+class MalformedItem(ValueError):
+    """An API item lacks a field nothing can be done without (an id); it is skipped, logged and counted."""
+
+    def __init__(self, shape: str, field: str) -> None:
+        super().__init__(f"{shape} without {field}")
+        self.shape = shape
+        self.field = field
+
+
+def _required_id(data: Mapping[str, Any], field: str, shape: str, fallback: str = "") -> str:
+    value = data.get(field) or fallback
+    if not value or not isinstance(value, str):
+        raise MalformedItem(shape, field)
+    return value
 
 
 def parse_calculation_state(raw: object) -> CalculationState | None:
@@ -81,10 +107,10 @@ class WorkgroupSnapshot:
     name: str
     enabled: bool
     is_spark: bool
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] | None = field(default_factory=dict)  # None: could not be read
 
     def is_exempt(self, exempt_tag: str) -> bool:
-        return self.tags.get(exempt_tag, "").strip().lower() == "true"
+        return self.tags is not None and self.tags.get(exempt_tag, "").strip().lower() == "true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +135,7 @@ class SessionSnapshot:
         status: Mapping[str, Any] = data.get("Status") or {}
         raw_state = str(status.get("State", ""))
         return cls(
-            session_id=str(data["SessionId"]),
+            session_id=_required_id(data, "SessionId", "session"),
             workgroup=str(data.get("WorkGroup") or workgroup),
             state=parse_session_state(raw_state),
             raw_state=raw_state,
@@ -155,8 +181,8 @@ class CalculationSnapshot:
         raw_state = str(status.get("State", ""))
         statistics: Mapping[str, Any] | None = data.get("Statistics")
         return cls(
-            calculation_id=str(data.get("CalculationExecutionId", "")),
-            session_id=str(data.get("SessionId") or session_id),
+            calculation_id=_required_id(data, "CalculationExecutionId", "calculation"),
+            session_id=_required_id(data, "SessionId", "calculation", session_id),
             workgroup=workgroup,
             state=parse_calculation_state(raw_state),
             raw_state=raw_state,
@@ -172,18 +198,67 @@ class CalculationSnapshot:
         return self.state in LIVE_CALCULATION_STATES
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class TargetKey:
+    """The identity of a target: what "claimed", deadlines and statistics are keyed by.
+
+    ``scope`` tells apart several actions on one workgroup (one per budget episode and direction); it is
+    empty for calculations and sessions. ``str()`` is the stored form, ``parse`` reads it back.
+    """
+
+    kind: TargetKind
+    target_id: str
+    scope: str = ""
+
+    def __str__(self) -> str:
+        base = f"{self.kind.value}:{self.target_id}"
+        return f"{base}#{self.scope}" if self.scope else base
+
+    @classmethod
+    def parse(cls, text: str) -> TargetKey:
+        kind, _, rest = text.partition(":")
+        target_id, _, scope = rest.partition("#")
+        return cls(TargetKind(kind), target_id, scope)
+
+    @classmethod
+    def calculation(cls, calculation_id: str) -> TargetKey:
+        return cls(TargetKind.CALCULATION, calculation_id)
+
+    @classmethod
+    def session(cls, session_id: str) -> TargetKey:
+        return cls(TargetKind.SESSION, session_id)
+
+
 @dataclass(frozen=True, slots=True)
 class TargetRef:
-    """What an action is aimed at. A session target has ``target_id == session_id``."""
+    """What an action is aimed at. A session target has ``target_id == session_id``; a workgroup target has
+    ``target_id == workgroup`` and an empty ``session_id``."""
 
     kind: TargetKind
     target_id: str
     session_id: str
     workgroup: str
+    scope: str = ""
 
     @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.target_id}"
+    def key(self) -> TargetKey:
+        return TargetKey(self.kind, self.target_id, self.scope)
+
+    def describe(self) -> dict[str, Any]:
+        return {"target_kind": self.kind.value, "target_id": self.target_id, "session_id": self.session_id,
+                "workgroup": self.workgroup}
+
+    @classmethod
+    def of_calculation(cls, calculation: CalculationSnapshot) -> TargetRef:
+        return cls(TargetKind.CALCULATION, calculation.calculation_id, calculation.session_id, calculation.workgroup)
+
+    @classmethod
+    def of_session(cls, session: SessionSnapshot) -> TargetRef:
+        return cls(TargetKind.SESSION, session.session_id, session.session_id, session.workgroup)
+
+    @classmethod
+    def of_workgroup(cls, workgroup: str, scope: str) -> TargetRef:
+        return cls(TargetKind.WORKGROUP, workgroup, "", workgroup, scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +279,20 @@ class Verdict:
     decided_at: datetime
     action: ActionName
     mode: ModeName
+    origin: Origin = Origin.POLICY
+
+    def describe(self) -> dict[str, Any]:
+        """The stable explanation of this verdict, used in logs, journal details and notifications."""
+        return {
+            **self.target.describe(), "policy": self.policy, "rule": self.rule,
+            "observed": round(self.observed, 6), "limit": self.limit, "unit": self.unit,
+            "crossed_at": self.crossed_at.isoformat(), "decided_at": self.decided_at.isoformat(),
+            "action": self.action, "mode": self.mode,
+        }
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class LimitWarning:
     """A crossing predicted within a policy's ``notify_before`` window."""
 
     target: TargetRef
@@ -218,6 +303,18 @@ class Warning:
     unit: str
     predicted_at: datetime
 
+    @property
+    def notice_key(self) -> str:
+        """Marks this warning as sent, once per target and rule."""
+        return f"warning:{self.target.key}:{self.rule}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.target.describe(), "policy": self.policy, "rule": self.rule,
+            "observed": round(self.observed, 6), "limit": self.limit, "unit": self.unit,
+            "predicted_at": self.predicted_at.isoformat(),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
@@ -225,10 +322,12 @@ class Evaluation:
 
     ``next_check_at`` is the earliest instant at which a limit may be crossed (exact for time limits,
     predicted for accrual limits); None when nothing can be crossed any more. ``needs_statistics`` says
-    an accrual limit applies but no statistics have been fetched yet.
+    an accrual limit applies but no statistics have been fetched yet. ``missing`` names the API fields whose
+    absence keeps a limit from being judged (the other limits still apply).
     """
 
     verdict: Verdict | None = None
     next_check_at: datetime | None = None
     needs_statistics: bool = False
-    warnings: tuple[Warning, ...] = ()
+    warnings: tuple[LimitWarning, ...] = ()
+    missing: tuple[str, ...] = ()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from supervisor.inventory import CheckKind, Deadlines
+from supervisor.core.scheduling import CheckKind, Deadlines
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from supervisor.config import BudgetConfig, BudgetThreshold
+from supervisor.core.accrual import usd_per_second
 
 MIN_BUCKET = timedelta(milliseconds=10)
 MAX_BUCKET = timedelta(minutes=5)
@@ -193,3 +194,86 @@ def budget_status(budget: BudgetConfig, spent: float, rate: float, now: datetime
         limit_usd=budget.limit_usd, rate_usd_per_hour=rate * 3600, forecast_usd=forecast(budget, spent, rate, now),
         thresholds=tuple(thresholds),
     )
+
+
+Allocation = list[tuple[str, datetime, float]]  # (budget, bucket_start, usd)
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """The last counted observation of a session."""
+
+    session_id: str
+    workgroup: str
+    millis: int
+    observed_at: datetime
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A threshold that fired and has not been reset yet (or has, when ``closed_at`` is set)."""
+
+    episode_id: int
+    budget: str
+    at_percent: float
+    action: str
+    period_key: str
+    opened_at: datetime
+    spent_usd: float
+    closed_at: datetime | None = None
+
+
+def slack(budget: BudgetConfig) -> timedelta:
+    """One bucket: a rolling window's edge buckets straddle the window boundary."""
+    window = budget.rolling_window
+    return bucket_width(window) if window is not None else timedelta(0)
+
+
+def spend_window(budget: BudgetConfig, now: datetime) -> Bounds:
+    """The bucket starts ``[since, until)`` whose spend counts towards the current period."""
+    start, end = period_bounds(budget, now)
+    return start, (end if budget.rolling_window is None else now + slack(budget))
+
+
+def allocation(budgets: Sequence[BudgetConfig], usd: float, start: datetime, end: datetime,
+               now: datetime) -> Allocation:
+    """Which buckets of which budgets receive ``usd`` accrued during ``[start, end]``."""
+    shares: Allocation = []
+    for budget in budgets:
+        horizon = accounting_horizon(budget, now) - slack(budget)
+        bucket = _bucket_function(budget)
+        shares.extend((budget.name, first, part) for first, part in allocate(usd, start, end, bucket, horizon))
+    return shares
+
+
+def _bucket_function(budget: BudgetConfig) -> Callable[[datetime], Bounds]:
+    def bucket(at: datetime) -> Bounds:
+        return bucket_of(budget, at)
+    return bucket
+
+
+def episode_over(budget: BudgetConfig, status: BudgetStatus, episode: Episode) -> bool:
+    """A calendar episode ends with its period; a rolling one when spend falls back below its threshold (or
+    when its threshold is no longer configured)."""
+    amount = next((threshold_amount(budget, t) for t in budget.thresholds if t.at_percent == episode.at_percent),
+                  None)
+    if amount is None:
+        return True
+    if status.rolling:
+        return status.spent_usd < amount
+    return episode.period_key != status.period_key
+
+
+def warnings_due(budget: BudgetConfig, status: BudgetStatus, now: datetime) -> list[ThresholdStatus]:
+    """Thresholds predicted to be crossed within the budget's ``notify_before``."""
+    if budget.notify_before is None:
+        return []
+    return [t for t in status.thresholds if not t.crossed and t.predicted_at is not None
+            and t.predicted_at - now <= budget.notify_before]
+
+
+def status_at(budget: BudgetConfig, spent: float, dpus: float, dpu_hour_usd: float, now: datetime) -> BudgetStatus:
+    """Where ``budget`` stands with ``spent`` USD counted and ``dpus`` DPUs accruing in its workgroups."""
+    return budget_status(budget, spent, usd_per_second(dpus, dpu_hour_usd), now)
+

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from supervisor import machine
-from supervisor.machine import Phase, Step, Timing
-from supervisor.model import CalculationState, SessionState, TargetRef, Verdict
+from supervisor.core import escalation as machine
+from supervisor.core.escalation import Phase, Step, Timing
+from supervisor.core.model import CalculationState, SessionState, TargetKind, TargetRef, Verdict
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TIMING = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minutes=2),
@@ -14,7 +15,7 @@ TIMING = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minu
 
 
 def verdict(kind: str = "calculation", action: str = "stop", mode: str = "enforce") -> Verdict:
-    target = TargetRef(kind, "c1" if kind == "calculation" else "s1", "s1", "etl-a")  # type: ignore[arg-type]
+    target = TargetRef(TargetKind(kind), "c1" if kind == "calculation" else "s1", "s1", "etl-a")
     return Verdict(target=target, policy="p", rule="max_runtime", observed=1801.0, limit=1800.0, unit="seconds",
                    crossed_at=T0, decided_at=T0, action=action, mode=mode)  # type: ignore[arg-type]
 
@@ -71,11 +72,55 @@ def test_session_alive_after_terminate_grace_fails_then_retries_with_backoff() -
     assert failed_again.terminate_attempts == 2
 
 
-def test_backoff_is_capped() -> None:
+def test_a_failed_call_is_retried_from_about_a_second_up_to_the_cap_whatever_terminate_grace() -> None:
     escalation = machine.begin(verdict("session", "terminate"), "e", T0)
-    for _ in range(10):
+    waits = []
+    for _ in range(12):
         escalation = machine.send_failed(escalation, Step.SEND_TERMINATE, T0, TIMING)
-    assert escalation.next_step_at == T0 + TIMING.retry_backoff_max
+        waits.append((escalation.next_step_at - T0).total_seconds())
+    assert waits[:4] == [1, 2, 4, 8]
+    assert waits[-1] == TIMING.retry_backoff_max.total_seconds()
+    assert escalation.terminate_intent_at is None and machine.next_step(escalation) is Step.SEND_TERMINATE
+
+
+def test_a_call_that_may_have_landed_is_looked_at_before_it_is_sent_again() -> None:
+    timing = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minutes=2),
+                    in_flight_window=timedelta(seconds=12))
+    intended = machine.intend(machine.begin(verdict(), "e", T0), Step.SEND_STOP, T0)
+    failed = machine.send_failed(intended, Step.SEND_STOP, at(10), timing, may_have_taken_effect=True)
+    assert failed.stop_intent_at == T0, "the intent stays: the Stop may have been processed"
+    assert failed.next_step_at == at(12), "not before the call could have landed"
+    assert machine.next_step(failed) is Step.VERIFY_CALCULATION
+    still_running = machine.calculation_observed(failed, CalculationState.RUNNING, at(12), timing)
+    assert still_running.stop_intent_at is None and machine.next_step(still_running) is Step.SEND_STOP
+    canceling = machine.calculation_observed(failed, CalculationState.CANCELING, at(12), timing)
+    assert canceling.phase is Phase.STOP_REQUESTED and canceling.stop_sent_at == T0
+
+
+def test_a_resumed_intent_is_waited_out_for_the_call_timeout() -> None:
+    timing = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minutes=2),
+                    in_flight_window=timedelta(seconds=12))
+    intended = machine.intend(machine.begin(verdict("session", "terminate"), "e", T0), Step.SEND_TERMINATE, T0)
+    resumed = machine.resume(intended, timing)
+    assert resumed.next_step_at == at(12) and machine.next_step(resumed) is Step.VERIFY_SESSION
+    answered = machine.sent(intended, Step.SEND_TERMINATE, at(1), timing)
+    assert machine.resume(answered, timing) == answered, "an answered call is not waited for"
+
+
+def test_workgroup_updates_are_one_step_and_retried_when_refused() -> None:
+    disable = Verdict(target=TargetRef.of_workgroup("etl-a", "disable:1"), policy="b", rule="disable_workgroup",
+                      observed=5.0, limit=4.0, unit="usd", crossed_at=T0, decided_at=T0, action="disable_workgroup",
+                      mode="enforce")
+    escalation = machine.begin(disable, "e", T0)
+    assert escalation.phase is Phase.DISABLE_PENDING and machine.next_step(escalation) is Step.SEND_DISABLE
+    intended = machine.intend(escalation, Step.SEND_DISABLE, T0)
+    assert not machine.nothing_sent(intended)
+    failed = machine.send_failed(intended, Step.SEND_DISABLE, T0, TIMING)
+    assert failed.intent_at is None and failed.next_step_at == at(1)
+    done = machine.sent(intended, Step.SEND_DISABLE, at(1), TIMING)
+    assert (done.phase, done.outcome) == (Phase.DONE, "disabled")
+    dry = machine.begin(replace(disable, mode="dry-run"), "e", T0)
+    assert (dry.phase, dry.outcome) == (Phase.DONE, "dry_run")
 
 
 def test_a_restart_after_the_intent_looks_before_sending_again() -> None:

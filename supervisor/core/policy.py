@@ -20,23 +20,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from supervisor.model import (
-    MILLIS_PER_HOUR,
+from supervisor.config import Settings
+from supervisor.core.accrual import MILLIS_PER_HOUR, accrual_rate
+from supervisor.core.model import (
+    ACCRUING_CALCULATION_STATES,
+    WAITING_CALCULATION_STATES,
     ActionName,
     CalculationSnapshot,
-    CalculationState,
     Evaluation,
+    LimitWarning,
     ModeName,
     SessionSnapshot,
     SessionState,
+    TargetKind,
     TargetRef,
     Verdict,
-    Warning,
     WorkgroupSnapshot,
 )
-
-ACCRUING_CALCULATION_STATES = frozenset({CalculationState.RUNNING, CalculationState.CANCELING})
-WAITING_STATES = frozenset({CalculationState.CREATING, CalculationState.CREATED, CalculationState.QUEUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,36 @@ class Policy:
     notify_before: timedelta | None = None
 
     def matches(self, workgroup: str) -> bool:
-        return any(fnmatch.fnmatchcase(workgroup, pattern) for pattern in self.workgroups)
+        return workgroup_matches(workgroup, self.workgroups)
+
+
+def compile_policies(settings: Settings) -> tuple[Policy, ...]:
+    """The config's policies as pure-policy values, in evaluation (file) order."""
+    compiled = []
+    for config in settings.policies:
+        calculation = config.calculation
+        session = config.session
+        compiled.append(Policy(
+            name=config.name, workgroups=tuple(config.workgroups),
+            calculation=CalculationRules(
+                calculation.max_runtime, calculation.max_queued, calculation.max_dpu_hours, calculation.max_cost_usd
+            ) if calculation else None,
+            session=SessionRules(
+                session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd
+            ) if session else None,
+            action=config.action, mode=settings.mode_for(config), notify_before=config.notify_before,
+        ))
+    return tuple(compiled)
+
+
+def rules_for(kind: TargetKind, policy: Policy) -> CalculationRules | SessionRules | None:
+    """The policy's rules for targets of ``kind``."""
+    return policy.calculation if kind is TargetKind.CALCULATION else policy.session
+
+
+def needs_accrual(rules: CalculationRules | SessionRules | None) -> bool:
+    """Do these rules limit DPU-hours or cost (and so need statistics, not just a listing)?"""
+    return rules is not None and (rules.max_dpu_hours is not None or rules.max_cost_usd is not None)
 
 
 def match_policy(policies: Sequence[Policy], workgroup: str) -> Policy | None:
@@ -74,19 +103,26 @@ def match_policy(policies: Sequence[Policy], workgroup: str) -> Policy | None:
     return next((policy for policy in policies if policy.matches(workgroup)), None)
 
 
-def workgroup_in_scope(workgroup: WorkgroupSnapshot, patterns: Iterable[str], exempt_tag: str) -> str | None:
-    """Return why a workgroup is not watched (None when it is)."""
-    if not any(fnmatch.fnmatchcase(workgroup.name, pattern) for pattern in patterns):
+def workgroup_matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def workgroup_in_scope(workgroup: WorkgroupSnapshot, patterns: Iterable[str], exempt_tag: str | None) -> str | None:
+    """Return why a workgroup is not watched (None when it is). With tag exemptions on, a workgroup whose tags
+    could not be read is not watched: it might be exempt, and nothing is done that cannot be explained."""
+    if not workgroup_matches(workgroup.name, patterns):
         return "out_of_scope"
     if not workgroup.is_spark:
         return "not_spark"
-    if workgroup.is_exempt(exempt_tag):
+    if exempt_tag and workgroup.tags is None:
+        return "tags_unknown"
+    if exempt_tag and workgroup.is_exempt(exempt_tag):
         return "exempt_workgroup"
     return None
 
 
 @dataclass(frozen=True, slots=True)
-class _Crossing:
+class Position:
     """One rule's position relative to its limit at the evaluation instant."""
 
     rule: str
@@ -96,26 +132,10 @@ class _Crossing:
     crossed_at: datetime | None  # when crossed (past), or predicted crossing (future), or None
 
 
-def _time_crossing(rule: str, since: datetime | None, limit: timedelta | None, now: datetime) -> _Crossing | None:
+def _time_crossing(rule: str, since: datetime | None, limit: timedelta | None, now: datetime) -> Position | None:
     if since is None or limit is None:
         return None
-    return _Crossing(rule, (now - since).total_seconds(), limit.total_seconds(), "seconds", since + limit)
-
-
-def accrual_rate(
-    current: int, observed_at: datetime, previous: tuple[int, datetime] | None, accruing_since: datetime | None
-) -> float | None:
-    """DPU-milliseconds accrued per millisecond: between two observations if possible, else on average."""
-    if previous is not None:
-        previous_millis, previous_at = previous
-        elapsed = (observed_at - previous_at).total_seconds() * 1000
-        if elapsed > 0 and current > previous_millis:
-            return (current - previous_millis) / elapsed
-    if accruing_since is not None:
-        elapsed = (observed_at - accruing_since).total_seconds() * 1000
-        if elapsed > 0 and current > 0:
-            return current / elapsed
-    return None
+    return Position(rule, (now - since).total_seconds(), limit.total_seconds(), "seconds", since + limit)
 
 
 def _accrual_crossings(
@@ -125,8 +145,8 @@ def _accrual_crossings(
     max_dpu_hours: float | None,
     max_cost_usd: float | None,
     dpu_hour_usd: float,
-) -> list[_Crossing]:
-    crossings: list[_Crossing] = []
+) -> list[Position]:
+    crossings: list[Position] = []
     if dpu_millis is None:
         return crossings
     dpu_hours = dpu_millis / MILLIS_PER_HOUR
@@ -143,19 +163,15 @@ def _accrual_crossings(
             crossed_at = observed_at + timedelta(milliseconds=(limit_millis - dpu_millis) / rate)
         elif dpu_millis >= limit_millis:
             crossed_at = observed_at
-        crossings.append(_Crossing(rule, dpu_hours * per_dpu_hour, limit, unit, crossed_at))
+        crossings.append(Position(rule, dpu_hours * per_dpu_hour, limit, unit, crossed_at))
     return crossings
 
 
 def _conclude(
-    crossings: Iterable[_Crossing | None],
-    target: TargetRef,
-    policy: Policy,
-    action: ActionName,
-    now: datetime,
-    needs_statistics: bool,
+    assessment: Assessment, target: TargetRef, policy: Policy, action: ActionName, now: datetime
 ) -> Evaluation:
-    present = [c for c in crossings if c is not None]
+    present = list(assessment.positions)
+    needs_statistics, missing = assessment.needs_statistics, assessment.missing
     crossed = [c for c in present if c.crossed_at is not None and (c.observed >= c.limit)]
     if crossed:
         first = min(crossed, key=lambda c: c.crossed_at or now)
@@ -164,11 +180,11 @@ def _conclude(
             unit=first.unit, crossed_at=min(first.crossed_at or now, now), decided_at=now,
             action=action, mode=policy.mode,
         )
-        return Evaluation(verdict=verdict)
+        return Evaluation(verdict=verdict, missing=missing)
     upcoming = [c for c in present if c.crossed_at is not None and c.crossed_at > now]
     # A predicted accrual crossing already behind us, on an observation below the limit: look again now.
     stale = any(c.crossed_at is not None and c.crossed_at <= now and c.observed < c.limit for c in present)
-    warnings: list[Warning] = []
+    warnings: list[LimitWarning] = []
     wake_times: list[datetime] = []
     for crossing in upcoming:
         assert crossing.crossed_at is not None
@@ -177,7 +193,7 @@ def _conclude(
             continue
         warn_from = crossing.crossed_at - policy.notify_before
         if warn_from <= now:
-            warnings.append(Warning(
+            warnings.append(LimitWarning(
                 target=target, policy=policy.name, rule=crossing.rule, observed=crossing.observed,
                 limit=crossing.limit, unit=crossing.unit, predicted_at=crossing.crossed_at,
             ))
@@ -185,8 +201,75 @@ def _conclude(
             wake_times.append(warn_from)
     return Evaluation(
         next_check_at=min(wake_times, default=None), needs_statistics=needs_statistics or stale,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), missing=missing,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Where a live target stands against each limit of its rules: what evaluation and ``explain`` both read."""
+
+    positions: tuple[Position, ...]
+    needs_statistics: bool
+    missing: tuple[str, ...]
+
+
+def assess_calculation(
+    calculation: CalculationSnapshot, rules: CalculationRules, now: datetime, *, dpu_hour_usd: float,
+    previous_statistics: tuple[int, datetime] | None = None,
+) -> Assessment | None:
+    """Each calculation limit's position; None when the calculation is not live (or in an unknown state)."""
+    if calculation.state is None or not calculation.is_live:
+        return None
+    waiting = calculation.state in WAITING_CALCULATION_STATES
+    crossings: list[Position | None] = [
+        _time_crossing("max_queued", calculation.submitted_at, rules.max_queued if waiting else None, now),
+        _time_crossing("max_runtime", calculation.submitted_at, rules.max_runtime, now),
+    ]
+    needs_statistics = False
+    if needs_accrual(rules) and calculation.state in ACCRUING_CALCULATION_STATES:
+        if calculation.dpu_millis is None:
+            needs_statistics = True
+        else:
+            rate = accrual_rate(
+                calculation.dpu_millis, calculation.observed_at, previous_statistics, calculation.submitted_at
+            )
+            crossings.extend(_accrual_crossings(
+                calculation.dpu_millis, calculation.observed_at, rate, rules.max_dpu_hours,
+                rules.max_cost_usd, dpu_hour_usd,
+            ))
+    missing = ("SubmissionDateTime",) if calculation.submitted_at is None and (
+        rules.max_runtime is not None or (waiting and rules.max_queued is not None)) else ()
+    return Assessment(tuple(c for c in crossings if c is not None), needs_statistics, missing)
+
+
+def assess_session(
+    session: SessionSnapshot, rules: SessionRules, now: datetime, *, dpu_hour_usd: float,
+    previous_statistics: tuple[int, datetime] | None = None,
+) -> Assessment | None:
+    """Each session limit's position; None when the session is not active (or in an unknown state)."""
+    if session.state is None or not session.is_active:
+        return None
+    idle_since = session.idle_since if session.state is SessionState.IDLE else None
+    crossings: list[Position | None] = [
+        _time_crossing("max_idle", idle_since, rules.max_idle, now),
+        _time_crossing("max_age", session.started_at, rules.max_age, now),
+    ]
+    needs_statistics = False
+    if needs_accrual(rules):
+        if session.dpu_millis is None:
+            needs_statistics = True
+        else:
+            rate = accrual_rate(session.dpu_millis, session.observed_at, previous_statistics, session.started_at)
+            crossings.extend(_accrual_crossings(
+                session.dpu_millis, session.observed_at, rate, rules.max_dpu_hours, rules.max_cost_usd,
+                dpu_hour_usd,
+            ))
+    missing = tuple(name for name, value, limit in (
+        ("IdleSinceDateTime", idle_since if session.state is SessionState.IDLE else True, rules.max_idle),
+        ("StartDateTime", session.started_at, rules.max_age),
+    ) if limit is not None and value is None)
+    return Assessment(tuple(c for c in crossings if c is not None), needs_statistics, missing)
 
 
 def evaluate_calculation(
@@ -200,30 +283,11 @@ def evaluate_calculation(
     """Judge one calculation. ``previous_statistics`` is (DpuExecutionInMillis, observed_at) of an earlier
     detailed observation, used for the accrual rate."""
     rules = policy.calculation
-    if rules is None or calculation.state is None or not calculation.is_live:
+    assessment = assess_calculation(calculation, rules, now, dpu_hour_usd=dpu_hour_usd,
+                                    previous_statistics=previous_statistics) if rules else None
+    if assessment is None:
         return Evaluation()
-    target = TargetRef("calculation", calculation.calculation_id, calculation.session_id, calculation.workgroup)
-    action: ActionName = policy.action
-    waiting = calculation.state in WAITING_STATES
-    crossings: list[_Crossing | None] = [
-        _time_crossing("max_queued", calculation.submitted_at, rules.max_queued if waiting else None, now),
-        _time_crossing("max_runtime", calculation.submitted_at, rules.max_runtime, now),
-    ]
-    wants_accrual = rules.max_dpu_hours is not None or rules.max_cost_usd is not None
-    accruing = calculation.state in ACCRUING_CALCULATION_STATES
-    needs_statistics = False
-    if wants_accrual and accruing:
-        if calculation.dpu_millis is None:
-            needs_statistics = True
-        else:
-            rate = accrual_rate(
-                calculation.dpu_millis, calculation.observed_at, previous_statistics, calculation.submitted_at
-            )
-            crossings.extend(_accrual_crossings(
-                calculation.dpu_millis, calculation.observed_at, rate, rules.max_dpu_hours,
-                rules.max_cost_usd, dpu_hour_usd,
-            ))
-    return _conclude(crossings, target, policy, action, now, needs_statistics)
+    return _conclude(assessment, TargetRef.of_calculation(calculation), policy, policy.action, now)
 
 
 def evaluate_session(
@@ -236,23 +300,9 @@ def evaluate_session(
 ) -> Evaluation:
     """Judge one session. Session limits terminate the session (unless the policy only notifies)."""
     rules = policy.session
-    if rules is None or session.state is None or not session.is_active:
+    assessment = assess_session(session, rules, now, dpu_hour_usd=dpu_hour_usd,
+                                previous_statistics=previous_statistics) if rules else None
+    if assessment is None:
         return Evaluation()
-    target = TargetRef("session", session.session_id, session.session_id, session.workgroup)
     action: ActionName = "notify" if policy.action == "notify" else "terminate"
-    idle_since = session.idle_since if session.state is SessionState.IDLE else None
-    crossings: list[_Crossing | None] = [
-        _time_crossing("max_idle", idle_since, rules.max_idle, now),
-        _time_crossing("max_age", session.started_at, rules.max_age, now),
-    ]
-    needs_statistics = False
-    if rules.max_dpu_hours is not None or rules.max_cost_usd is not None:
-        if session.dpu_millis is None:
-            needs_statistics = True
-        else:
-            rate = accrual_rate(session.dpu_millis, session.observed_at, previous_statistics, session.started_at)
-            crossings.extend(_accrual_crossings(
-                session.dpu_millis, session.observed_at, rate, rules.max_dpu_hours, rules.max_cost_usd,
-                dpu_hour_usd,
-            ))
-    return _conclude(crossings, target, policy, action, now, needs_statistics)
+    return _conclude(assessment, TargetRef.of_session(session), policy, action, now)

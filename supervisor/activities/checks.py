@@ -1,0 +1,263 @@
+"""Checks: judge targets, keep their deadlines, and at each deadline look afresh and judge again.
+
+Discovery hands every listed target to :meth:`Checks.consider` (``fresh=False``): it is judged from what is
+known and given a deadline (:mod:`supervisor.core.scheduling`). The deadline loop sleeps until the earliest
+one, looks at that target afresh (a Get at enforcement priority for a crossing, at discovery priority for
+routine statistics), judges it with the fresh data and, if the verdict stands, hands it to enforcement. A
+target is never acted on from stale data.
+
+Nothing is judged silently: a target whose answer lacks a field a limit needs is logged and counted once
+(its other limits still apply); one in a state this version does not know is counted once and never acted
+on, and looked at again only after a pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.abc
+import structlog
+
+from supervisor import athena
+from supervisor.clock import Clock
+from supervisor.core.inventory import Inventory
+from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, TargetKey, TargetKind
+from supervisor.core.policy import (
+    Policy,
+    evaluate_calculation,
+    evaluate_session,
+    match_policy,
+    needs_accrual,
+    rules_for,
+)
+from supervisor.core.scheduling import CheckKind, Deadlines, next_look
+from supervisor.gateway import AwsCallError, Gateway, Priority
+from supervisor.metrics import Metrics
+
+from .enforcement import Enforcement
+from .warnings import Notice, Warnings
+
+# Separate capacity per kind of check, so routine statistics fetches never hold up a crossing check.
+CONCURRENT_CHECKS = {CheckKind.CROSSING: 64, CheckKind.STATISTICS: 16}
+FAILED_CHECK_RETRY = timedelta(seconds=1)
+# A target whose fresh look showed a state this version does not know is looked at again this late.
+UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
+
+
+class Checks:
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        clock: Clock,
+        inventory: Inventory,
+        enforcement: Enforcement,
+        warnings: Warnings,
+        policies: Sequence[Policy],
+        dpu_hour_usd: float,
+        metrics: Metrics,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.inventory = inventory
+        self.enforcement = enforcement
+        self.warnings = warnings
+        self.policies = tuple(policies)
+        self.price = dpu_hour_usd
+        self.metrics = metrics
+        self._log = logger or structlog.get_logger("supervisor.checks")
+        self.deadlines = Deadlines()
+        self._wakeup = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._limiters = {kind: anyio.CapacityLimiter(n) for kind, n in CONCURRENT_CHECKS.items()}
+        self._unjudgeable: dict[TargetKey, set[str]] = {}
+        self._unknown_reported: set[TargetKey] = set()
+        self._unknown_until: dict[TargetKey, datetime] = {}
+
+    # -- judging ------------------------------------------------------------------------------------------
+
+    def consider(self, key: TargetKey, *, fresh: bool) -> None:
+        """Judge a known target; act if ``fresh`` (just fetched), else schedule a fresh look."""
+        if self.enforcement.is_claimed(key):
+            self.deadlines.cancel(key)
+            return
+        now = self.clock.now()
+        judged = self._evaluate(key, now)
+        if judged is None:
+            self.deadlines.cancel(key)
+            return
+        policy, evaluation = judged
+        self._report_missing(key, evaluation)
+        for warning in evaluation.warnings:
+            self.warnings.submit(Notice.of_limit(warning))
+        if evaluation.verdict is not None and fresh:
+            self.deadlines.cancel(key)
+            self._spawn(self.enforcement.claim, evaluation.verdict)
+            return
+        look = next_look(evaluation, now, accrual_limited=needs_accrual(rules_for(key.kind, policy)),
+                         observations=len(self.inventory.statistics.get(key, ())))
+        if look is None:
+            self.deadlines.cancel(key)
+            return
+        when = max(look.when, self._unknown_until.get(key, look.when))
+        if self.deadlines.schedule(key, when, look.kind):
+            self._wakeup.set()
+
+    def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
+        """The policy applied to a known target and its evaluation with the latest statistics; None when
+        nothing may judge it."""
+        target: CalculationSnapshot | SessionSnapshot | None
+        if key.kind is TargetKind.CALCULATION:
+            target = self.inventory.calculations.get(key.target_id)
+            session = self.inventory.sessions.get(target.session_id) if target else None
+        else:
+            target = session = self.inventory.sessions.get(key.target_id)
+        if target is None or session is None or session.is_exempt:
+            return None
+        policy = match_policy(self.policies, target.workgroup)
+        if policy is None:
+            return None
+        statistics = self.inventory.statistics.get(key, ())
+        if statistics:
+            target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
+        previous = statistics[-2] if len(statistics) == 2 else None
+        if isinstance(target, CalculationSnapshot):
+            evaluation = evaluate_calculation(target, policy, now, dpu_hour_usd=self.price,
+                                              previous_statistics=previous)
+        else:
+            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+        return policy, evaluation
+
+    def _report_missing(self, key: TargetKey, evaluation: Evaluation) -> None:
+        for missing in evaluation.missing:
+            reported = self._unjudgeable.setdefault(key, set())
+            if missing in reported:
+                continue
+            reported.add(missing)
+            self.metrics.unjudgeable_targets.labels(key.kind.value, missing).inc()
+            self._log.warning("target.unjudgeable", target_kind=key.kind.value, target_id=key.target_id,
+                              missing=missing)
+
+    def accrual_applies(self, key: TargetKey) -> bool:
+        snapshot: CalculationSnapshot | SessionSnapshot | None = (
+            self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
+            else self.inventory.sessions.get(key.target_id))
+        policy = match_policy(self.policies, snapshot.workgroup) if snapshot else None
+        return policy is not None and needs_accrual(rules_for(key.kind, policy))
+
+    def unknown_state(self, key: TargetKey) -> None:
+        """A fresh look showed a state this version does not know: never act, look again only after a pause."""
+        self._unknown_until[key] = self.clock.now() + UNKNOWN_STATE_RECHECK
+        self.deadlines.cancel(key)
+
+    def forget(self, key: TargetKey) -> None:
+        self.deadlines.cancel(key)
+        self._unknown_until.pop(key, None)
+        self._unknown_reported.discard(key)
+        self._unjudgeable.pop(key, None)
+
+    # -- the deadline loop ----------------------------------------------------------------------------------
+
+    def _spawn(self, fn: object, *args: object) -> None:
+        if self._task_group is not None:
+            self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            task_status.started()
+            while True:
+                self._wakeup = anyio.Event()
+                next_at = self.deadlines.next_at()
+                if next_at is None:
+                    await self._wakeup.wait()
+                    continue
+                if await self.clock.sleep_until(next_at, self._wakeup):
+                    continue
+                for key, kind in self.deadlines.pop_due(self.clock.now()):
+                    task_group.start_soon(self._check, key, kind)
+
+    async def _check(self, key: TargetKey, kind: CheckKind) -> None:
+        """Look at one target afresh and judge it again. Any failure is logged and the look retried."""
+        async with self._limiters[kind]:
+            if self.enforcement.is_claimed(key):
+                return
+            priority = Priority.ENFORCE if kind is CheckKind.CROSSING else Priority.DISCOVER
+            try:
+                if not await self._look(key, priority):
+                    return
+            except AwsCallError as error:
+                if error.is_not_found:
+                    self.forget_target(key)
+                    return
+                self._log.warning("check.failed", target_kind=key.kind.value, target_id=key.target_id,
+                                  operation=error.operation, error=error.code, message=error.message)
+                self._retry(key, kind)
+                return
+            except Exception as error:
+                self._log.exception("check.crashed", target_kind=key.kind.value, target_id=key.target_id,
+                                    error=repr(error))
+                self._retry(key, kind)
+                return
+            self.consider(key, fresh=True)
+
+    def _retry(self, key: TargetKey, kind: CheckKind) -> None:
+        if self.deadlines.schedule(key, self.clock.now() + FAILED_CHECK_RETRY, kind):
+            self._wakeup.set()
+
+    async def _look(self, key: TargetKey, priority: Priority) -> bool:
+        """Fetch the target afresh into the inventory; False when it is no longer known or in an unknown state."""
+        if key.kind is TargetKind.CALCULATION:
+            calculation = self.inventory.calculations.get(key.target_id)
+            if calculation is None:
+                return False
+            fresh_calculation = await athena.get_calculation(
+                self.gateway, key.target_id, calculation.session_id, calculation.workgroup, self.clock,
+                priority=priority,
+            )
+            if key.target_id not in self.inventory.calculations:
+                return False  # forgotten meanwhile (its session ended)
+            self.inventory.put_calculation(fresh_calculation)
+            known, raw = fresh_calculation.state is not None, fresh_calculation.raw_state
+        else:
+            session = self.inventory.sessions.get(key.target_id)
+            if session is None:
+                return False
+            fresh_session = await athena.get_session(
+                self.gateway, key.target_id, session.workgroup, self.clock, priority=priority,
+                statistics=self.accrual_applies(key),
+            )
+            if key.target_id not in self.inventory.sessions:
+                return False
+            self.inventory.put_session(fresh_session)
+            known, raw = fresh_session.state is not None, fresh_session.raw_state
+        if not known:
+            self.report_unknown_state(key, raw)
+            self.unknown_state(key)
+            return False
+        self._unknown_until.pop(key, None)
+        return True
+
+    # -- what discovery and checks both report ----------------------------------------------------------
+
+    def report_unknown_state(self, key: TargetKey, raw_state: str) -> None:
+        """A state this version does not know is counted and logged once per target; never acted on."""
+        if key in self._unknown_reported:
+            return
+        self._unknown_reported.add(key)
+        self.metrics.unknown_states.labels(key.kind.value).inc()
+        self._log.warning(f"{key.kind.value}.unknown_state", state=raw_state, target_id=key.target_id)
+
+    def forget_target(self, key: TargetKey) -> None:
+        """The API no longer knows the target: forget it (and a session's calculations)."""
+        if key.kind is TargetKind.CALCULATION:
+            self.forget(key)
+            self.inventory.drop_calculation(key.target_id)
+            return
+        self.forget(key)
+        for calculation_id in self.inventory.drop_session(key.target_id):
+            self.forget(TargetKey.calculation(calculation_id))

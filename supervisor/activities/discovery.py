@@ -1,0 +1,335 @@
+"""Discovery: sweep the watched workgroups, reconcile what is known, hand every target to checks.
+
+A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
+minute), then ListSessions per watched workgroup (one listing per state), then ListCalculationExecutions for
+each BUSY session whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval``
+(back to back when a sweep takes longer).
+
+Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
+and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
+retries. A deleted workgroup is dropped from the watch list; a disabled one once its known sessions have
+ended. A malformed item is skipped, logged and counted. Meanwhile enforcement of known targets goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.abc
+import structlog
+
+from supervisor import athena
+from supervisor.clock import Clock
+from supervisor.config import Settings
+from supervisor.core.inventory import Inventory
+from supervisor.core.model import (
+    ACTIVE_SESSION_STATES,
+    CalculationSnapshot,
+    MalformedItem,
+    SessionSnapshot,
+    SessionState,
+    TargetKey,
+    WorkgroupSnapshot,
+)
+from supervisor.core.policy import Policy, match_policy, workgroup_in_scope
+from supervisor.gateway import AwsCallError, Gateway, Priority
+from supervisor.metrics import Metrics
+
+from .checks import Checks
+
+# Workgroups (and their exemption tags) are re-read every discovery_interval, but at most this often.
+WORKGROUP_REFRESH_MIN = timedelta(minutes=1)
+# While the account id (needed to read exemption tags) cannot be learned, it is asked again after a backoff.
+ACCOUNT_RETRY_INITIAL = timedelta(seconds=1)
+CONCURRENT_LISTINGS = 8
+# Sessions are listed by state (ListSessions has one StateFilter). IDLE and BUSY, where sessions spend their
+# lives and calculations run, are listed every sweep; the transient or rare states (CREATING, CREATED,
+# DEGRADED) every RARE_STATES_EVERY sweeps, which saves three calls per workgroup on most sweeps. A session
+# known in a rare state is kept between those listings; any action on it is confirmed by a fresh Get first.
+EVERY_SWEEP_STATES = frozenset({SessionState.IDLE, SessionState.BUSY})
+RARE_STATES_EVERY = 5
+
+
+class Discovery:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        gateway: Gateway,
+        clock: Clock,
+        inventory: Inventory,
+        checks: Checks,
+        policies: Iterable[Policy],
+        metrics: Metrics,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.clock = clock
+        self.inventory = inventory
+        self.checks = checks
+        self.policies = tuple(policies)
+        self.metrics = metrics
+        self._log = logger or structlog.get_logger("supervisor.discovery")
+        self.account_id = settings.aws.account_id
+        self.account_problem: str | None = None
+        self.sweeps = 0
+        self.last_discovery_at: datetime | None = None
+        self.last_sweep_duration = timedelta(0)
+        self.problems: dict[str, str] = {}  # what failed in the last sweep, by listing
+        self._refresh_at: datetime | None = None
+        self._account_backoff = ACCOUNT_RETRY_INITIAL
+        self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        interval = self.settings.discovery_interval
+        while True:
+            started = self.clock.now()
+            await self.sweep()
+            await self.clock.sleep_until(started + interval)
+
+    def readiness(self) -> str | None:
+        """Why discovery is not ready (no recent complete sweep, or a part of it failing), or None."""
+        if self.last_discovery_at is None:
+            return "no discovery sweep has completed yet" + (f"; {self._problem_text()}" if self.problems else "")
+        stale_after = max(self.settings.discovery_interval * 3, self.last_sweep_duration * 2, timedelta(seconds=30))
+        age = self.clock.now() - self.last_discovery_at
+        if age > stale_after:
+            return f"last discovery sweep finished {age.total_seconds():.0f}s ago"
+        if self.account_problem:
+            return self.account_problem
+        if self.problems:
+            return f"degraded: {self._problem_text()}"
+        return None
+
+    def _problem_text(self) -> str:
+        first = sorted(self.problems.items())[:3]
+        more = len(self.problems) - len(first)
+        return "; ".join(f"{where}: {what}" for where, what in first) + (f" (+{more} more)" if more > 0 else "")
+
+    def _failed(self, where: str, error: AwsCallError) -> None:
+        self.problems[where] = f"{error.operation} {error.code}"
+        self.metrics.listing_failures.labels(error.operation).inc()
+        self._log.error("discovery.listing_failed", where=where, operation=error.operation, error=error.code,
+                        message=error.message)
+
+    def _malformed(self, operation: str, error: MalformedItem) -> None:
+        self.metrics.malformed_items.labels(operation).inc()
+        self._log.warning("discovery.malformed_item", operation=operation, shape=error.shape, missing=error.field)
+
+    # -- a sweep --------------------------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """One look at every watched workgroup, session and live calculation. Never raises an AWS error."""
+        started = self.clock.now()
+        self.problems = {}
+        if self._refresh_at is None or started >= self._refresh_at:
+            await self._refresh_workgroups(started)
+        watched = self.watched()
+        states = ACTIVE_SESSION_STATES if self.sweeps % RARE_STATES_EVERY == 0 else EVERY_SWEEP_STATES
+        listed: dict[str, list[SessionSnapshot]] = {}
+
+        async def list_one(workgroup: str) -> None:
+            async with self._listings:
+                try:
+                    listed[workgroup] = await athena.list_sessions(
+                        self.gateway, workgroup, self.clock, sorted(states), on_malformed=self._malformed)
+                except AwsCallError as error:
+                    if error.is_not_found:
+                        self._drop_workgroup(workgroup, "deleted")
+                    else:
+                        self._failed(f"workgroup {workgroup}", error)
+
+        async with anyio.create_task_group() as task_group:
+            for workgroup in watched:
+                task_group.start_soon(list_one, workgroup)
+        busy = self._reconcile_sessions(listed, states, set(self.watched()))
+        await self._list_calculations(busy)
+        self._update_gauges(self.watched())
+        finished = self.clock.now()
+        self.sweeps += 1
+        self.last_discovery_at = finished
+        self.last_sweep_duration = finished - started
+        self.metrics.last_discovery.set(finished.timestamp())
+        self._log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
+                        calculations=len(self.inventory.calculations), failures=len(self.problems),
+                        seconds=self.last_sweep_duration.total_seconds())
+
+    def watched(self) -> list[str]:
+        exempt_tag = self.settings.safety.exempt_tag
+        return sorted(
+            wg.name for wg in self.inventory.workgroups.values()
+            if workgroup_in_scope(wg, self.settings.workgroups, exempt_tag) is None and self._still_watched(wg)
+        )
+
+    def _still_watched(self, workgroup: WorkgroupSnapshot) -> bool:
+        """A disabled workgroup starts nothing new: it is watched only while it has known active sessions."""
+        return workgroup.enabled or any(
+            s.workgroup == workgroup.name and s.is_active for s in self.inventory.sessions.values())
+
+    async def _list_calculations(self, busy: list[SessionSnapshot]) -> None:
+        pending = iter(busy)
+
+        async def worker() -> None:
+            # A few workers share one iterator rather than a task per BUSY session: 10,000 waiting tasks
+            # cost ~25 MiB and their scheduling shows in the profile.
+            for session in pending:
+                try:
+                    live = await athena.list_calculations(self.gateway, session, self.clock,
+                                                          on_malformed=self._malformed)
+                except AwsCallError as error:
+                    if not error.is_not_found:
+                        self._failed(f"session {session.session_id}", error)
+                        continue  # its calculations stay as last known
+                    live = []
+                if session.session_id in self.inventory.sessions:  # not forgotten while we listed
+                    self._reconcile_calculations(session, live)
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(min(CONCURRENT_LISTINGS, len(busy))):
+                task_group.start_soon(worker)
+
+    # -- workgroups -------------------------------------------------------------------------------------------
+
+    async def _refresh_workgroups(self, now: datetime) -> None:
+        try:
+            summaries = await athena.list_workgroups(self.gateway)
+        except AwsCallError as error:
+            self._failed("workgroups", error)
+            self._refresh_at = now + ACCOUNT_RETRY_INITIAL
+            return
+        exempt_tag = self.settings.safety.exempt_tag
+        if exempt_tag:
+            await self._learn_account_id()
+        fresh: dict[str, WorkgroupSnapshot] = {}
+        for summary in summaries:
+            name = summary.get("Name")
+            if not isinstance(name, str) or not name:
+                self._malformed("ListWorkGroups", MalformedItem("workgroup", "Name"))
+                continue
+            snapshot = athena.workgroup_snapshot(summary, {})
+            if exempt_tag and workgroup_in_scope(snapshot, self.settings.workgroups, None) is None:
+                snapshot = athena.workgroup_snapshot(summary, await self._tags(name))
+            fresh[name] = snapshot
+        for name in set(self.inventory.workgroups) - set(fresh):
+            self._drop_workgroup(name, "deleted")
+        self.inventory.workgroups = fresh
+        retry_soon = self.account_problem is not None or any(wg.tags is None for wg in fresh.values())
+        self._refresh_at = now + (self._account_backoff if retry_soon
+                                  else max(self.settings.discovery_interval, WORKGROUP_REFRESH_MIN))
+        if retry_soon:
+            self._account_backoff = min(self._account_backoff * 2, WORKGROUP_REFRESH_MIN)
+        else:
+            self._account_backoff = ACCOUNT_RETRY_INITIAL
+        self._log.info("discovery.workgroups", watched=self.watched(), skipped=self._skipped(fresh))
+
+    def _skipped(self, workgroups: Mapping[str, WorkgroupSnapshot]) -> dict[str, str]:
+        exempt_tag = self.settings.safety.exempt_tag
+        skipped = {name: reason for name, wg in workgroups.items()
+                   if (reason := workgroup_in_scope(wg, self.settings.workgroups, exempt_tag))}
+        watched = set(self.watched())
+        skipped.update({name: "disabled" for name in workgroups if name not in skipped and name not in watched})
+        return skipped
+
+    async def _learn_account_id(self) -> None:
+        """The account id names workgroup ARNs (for their tags); learned once from STS unless configured."""
+        if self.account_id is not None:
+            return
+        try:
+            identity = await self.gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
+            self.account_id = str(identity["Account"])
+            self.account_problem = None
+            self.metrics.account_id_known.set(1)
+        except (AwsCallError, KeyError) as error:
+            code = error.code if isinstance(error, AwsCallError) else "no Account in the answer"
+            self.account_problem = (f"account id unknown (sts:GetCallerIdentity: {code}); workgroups with "
+                                    f"unreadable exemption tags are not enforced; set aws.account_id")
+            self.metrics.account_id_known.set(0)
+            self._log.error("discovery.account_id_unknown", error=code, retry_in=self._account_backoff.total_seconds())
+
+    async def _tags(self, workgroup: str) -> Mapping[str, str] | None:
+        """The workgroup's tags; the last known ones if they cannot be read now; None if never read."""
+        known = self.inventory.workgroups.get(workgroup)
+        if self.account_id is None:
+            return known.tags if known else None
+        arn = athena.workgroup_arn(self.gateway.region, self.account_id, workgroup)
+        try:
+            return await athena.workgroup_tags(self.gateway, arn)
+        except AwsCallError as error:
+            self._failed(f"tags of {workgroup}", error)
+            return known.tags if known else None
+
+    def _drop_workgroup(self, workgroup: str, reason: str) -> None:
+        if self.inventory.workgroups.pop(workgroup, None) is None:
+            return
+        self._log.warning("discovery.workgroup_dropped", workgroup=workgroup, reason=reason)
+        for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup == workgroup]:
+            self.checks.forget_target(TargetKey.session(session_id))
+
+    # -- reconciling ----------------------------------------------------------------------------------------
+
+    def _reconcile_sessions(
+        self, listed: dict[str, list[SessionSnapshot]], states: Collection[SessionState], watched: set[str]
+    ) -> list[SessionSnapshot]:
+        """Store the listed sessions; forget the ones that ended (known in a listed ``states`` of a workgroup
+        that listed, but no longer listed) or whose workgroup is no longer watched; return the sessions to list
+        calculations of. Sessions of a workgroup whose listing failed stay as last known."""
+        seen = {session.session_id for sessions in listed.values() for session in sessions}
+        for session_id in [
+            sid for sid, s in self.inventory.sessions.items()
+            if s.workgroup not in watched or (s.workgroup in listed and sid not in seen and s.state in states)
+        ]:
+            self.checks.forget_target(TargetKey.session(session_id))
+        busy: list[SessionSnapshot] = []
+        for sessions in listed.values():
+            for session in sessions:
+                self.inventory.put_session(session)
+                key = TargetKey.session(session.session_id)
+                if session.state is None:
+                    self.checks.report_unknown_state(key, session.raw_state)
+                    continue
+                if session.is_exempt:
+                    continue
+                self.checks.consider(key, fresh=False)
+                if session.state in (SessionState.BUSY, SessionState.DEGRADED) and self._judges_calculations(session):
+                    busy.append(session)
+                else:
+                    for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
+                        self.checks.forget_target(TargetKey.calculation(calculation_id))
+        return busy
+
+    def _judges_calculations(self, session: SessionSnapshot) -> bool:
+        """Only sessions whose policy has calculation limits, or whose budget may stop calculations, need their
+        calculations listed."""
+        policy = match_policy(self.policies, session.workgroup)
+        if policy is not None and policy.calculation is not None:
+            return True
+        return any(
+            threshold.action == "stop_calculations"
+            for budget in self.settings.budgets_for(session.workgroup) for threshold in budget.thresholds
+        )
+
+    def _reconcile_calculations(self, session: SessionSnapshot, live: Iterable[CalculationSnapshot]) -> None:
+        live = list(live)
+        live_ids = {calculation.calculation_id for calculation in live}
+        for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
+            if calculation_id not in live_ids:
+                self.checks.forget_target(TargetKey.calculation(calculation_id))
+        for calculation in live:
+            self.inventory.put_calculation(calculation)
+            key = TargetKey.calculation(calculation.calculation_id)
+            if calculation.state is None:
+                self.checks.report_unknown_state(key, calculation.raw_state)
+                continue
+            self.checks.consider(key, fresh=False)
+
+    def _update_gauges(self, watched: list[str]) -> None:
+        sessions, calculations = self.inventory.counts_by_workgroup()
+        for workgroup in watched:
+            self.metrics.active_sessions.labels(workgroup).set(sessions.get(workgroup, 0))
+            self.metrics.active_calculations.labels(workgroup).set(calculations.get(workgroup, 0))

@@ -11,8 +11,8 @@ import aiohttp
 import anyio
 import pytest
 
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor import machine
-from supervisor.emulator.testing import EmulatorHandle
 from supervisor.journal import Journal
 from supervisor.model import TargetRef, Verdict
 from tests.daemon_fixtures import SPARK_ENGINE, SupervisorFactory, eventually

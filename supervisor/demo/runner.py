@@ -18,13 +18,13 @@ from typing import Any, TextIO
 
 import anyio
 
+from athena_spark_emulator import ControlClient, Emulator
 from supervisor.config import Settings
 from supervisor.demo.narration import Narrator, short_id
 from supervisor.demo.report import format_footer, format_summary, outcome_of
 from supervisor.demo.scenario import EXEMPT_WORKGROUP, WORKGROUPS, Part, Scenario
 from supervisor.demo.workload import Athena, athena_client
 from supervisor.durations import format_duration
-from supervisor.emulator import ControlClient, Emulator
 from supervisor.journal import Journal
 from supervisor.machine import Escalation
 from supervisor.service import RunningService, running_service

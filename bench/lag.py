@@ -23,8 +23,8 @@ import boto3
 from botocore.config import Config
 from prometheus_client import CollectorRegistry
 
+from athena_spark_emulator import ControlClient, EmulatorThread
 from supervisor.config import parse_settings
-from supervisor.emulator import ControlClient, EmulatorThread
 from supervisor.logs import configure_logging
 from supervisor.service import running_service
 

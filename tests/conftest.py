@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["supervisor.emulator.testing", "tests.daemon_fixtures"]
+# The emulator fixtures come from the `pytest11` entry point of this distribution (pyproject.toml).
+pytest_plugins = ["tests.daemon_fixtures"]
 
 
 @pytest.fixture(autouse=True)

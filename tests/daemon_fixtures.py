@@ -14,8 +14,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.config import Settings, parse_settings
-from supervisor.emulator.testing import EmulatorHandle
 from supervisor.service import RunningService, running_service
 
 SPARK_ENGINE = {"SelectedEngineVersion": "PySpark engine version 3"}

@@ -10,12 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.cli import main
 from supervisor.config import parse_settings
-from supervisor.emulator.testing import EmulatorHandle
 from supervisor.service import running_service
 from tests.daemon_fixtures import base_config, eventually, write_config
-from tests.test_daemon_e2e import athena, calls_of, start_calculation, start_session, wait_idle
+from tests.test_budgets_e2e import athena
+from tests.test_daemon_e2e import calls_of, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 __all__ = ["athena"]
@@ -27,9 +28,12 @@ BUDGETS = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "l
 def test_explain_and_budgets_after_the_daemon_acted(
     emulator: EmulatorHandle, athena: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = base_config(emulator, tmp_path / "journal.db", budgets=BUDGETS)
+    # The calculation explained as running is in etl-b, whose limit is far away: explain must not race it.
+    policies = [{"name": "etl-limits", "workgroups": ["etl-a"], "calculation": {"max_runtime": "1500ms"}},
+                {"name": "etl-b-limits", "workgroups": ["etl-b"], "calculation": {"max_runtime": "1h"}}]
+    config = base_config(emulator, tmp_path / "journal.db", budgets=BUDGETS, policies=policies)
     stopped_session = start_session(athena, "etl-a")
-    other_session = start_session(athena, "etl-a")
+    other_session = start_session(athena, "etl-b")
     wait_idle(athena, stopped_session)
     wait_idle(athena, other_session)
     stopped = start_calculation(athena, stopped_session, "# sim: runtime=60s dpus=2")
@@ -55,7 +59,7 @@ def test_explain_and_budgets_after_the_daemon_acted(
 
     assert main(["explain", "--config", str(path), "--calculation", running]) == 0
     text = capsys.readouterr().out
-    assert f"calculation {running} in workgroup etl-a: RUNNING" in text
+    assert f"calculation {running} in workgroup etl-b: RUNNING" in text
     assert "max_runtime" in text and "s left" in text
     assert "decision: nothing yet; next limit crossing at" in text
     assert "budget etl-budget:" in text

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.config import parse_settings
-from supervisor.emulator.testing import EmulatorHandle
 from supervisor.events import EventName, EventSink
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually

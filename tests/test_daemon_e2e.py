@@ -11,9 +11,9 @@ import aiohttp
 import anyio
 import pytest
 
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.core import escalation as machine
 from supervisor.core.model import TargetKind, TargetRef, Verdict
-from supervisor.emulator.testing import EmulatorHandle
 from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, SupervisorFactory, eventually
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
 from tests.test_daemon_e2e import call_time, calls_of, start_calculation, start_session, wait_idle

@@ -227,6 +227,20 @@ def test_copy_sources_exist_and_are_in_the_build_context(
     assert "deploy/docker/config.yaml" in copied
 
 
+def test_production_image_leaves_the_emulator_out(stages: list[Stage], ignore_patterns: list[str]) -> None:
+    """The image runs the daemon only: the emulator package is neither copied nor in the build context."""
+    for ins in (ins for stage in stages for ins in stage.all("COPY") + stage.all("ADD")):
+        words = [word for word in shlex.split(ins.args) if not word.startswith("--")]
+        if "--from" in ins.args:
+            continue
+        for source in words[:-1]:
+            normalized = source.strip("/").removeprefix("./")
+            assert normalized not in (".", "*"), f"{ins.keyword} {ins.args} copies the whole repository"
+            assert not normalized.startswith("athena_spark_emulator"), f"{ins.keyword} {ins.args} copies the emulator"
+    for path in ("athena_spark_emulator/__init__.py", "athena_spark_emulator/server.py"):
+        assert dockerignore_excludes(ignore_patterns, path), f".dockerignore should exclude {path}"
+
+
 def test_dockerignore_keeps_secrets_and_local_state_out(ignore_patterns: list[str]) -> None:
     for path in (".git/config", ".venv/bin/python", "tests/test_cli.py", "journal.db",
                  "supervisor/__pycache__/cli.cpython-311.pyc", "deploy/kubernetes/configmap.yaml"):

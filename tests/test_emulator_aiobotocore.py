@@ -9,8 +9,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from supervisor.emulator import Emulator
-from supervisor.emulator.shapecheck import check_output
+from athena_spark_emulator import Emulator
+from athena_spark_emulator.shapecheck import check_output
 
 ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/etl"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.emulator import ManualClock
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator import ManualClock
+from athena_spark_emulator.testing import EmulatorHandle
 
 ENGINE = {"MaxConcurrentDpus": 20}
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from supervisor.emulator import ControlError, Faults, ManualClock
-from supervisor.emulator.audit import iso_millis
-from supervisor.emulator.testing import EmulatorFactory, EmulatorHandle
+from athena_spark_emulator import ControlError, Faults, ManualClock
+from athena_spark_emulator.audit import iso_millis
+from athena_spark_emulator.testing import EmulatorFactory, EmulatorHandle
 
 ISO_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

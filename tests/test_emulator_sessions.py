@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.emulator import ManualClock
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator import ManualClock
+from athena_spark_emulator.testing import EmulatorHandle
 
 ENGINE = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 4, "DefaultExecutorDpuSize": 1}
 
@@ -195,8 +195,8 @@ def test_raw_wire_responses_match_the_model(manual_emulator: EmulatorHandle, ath
     import json
     import urllib.request
 
-    from supervisor.emulator.model import load_athena_model
-    from supervisor.emulator.shapecheck import check_output
+    from athena_spark_emulator.model import load_athena_model
+    from athena_spark_emulator.shapecheck import check_output
 
     session_id = start(athena)
     athena.start_calculation_execution(SessionId=session_id, CodeBlock="1")

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.emulator.pragma import parse_calculation_pragma, parse_session_pragma
-from supervisor.emulator.records import CalculationRecord, SessionRecord
-from supervisor.emulator.timeline import calculation_view, plan_session, session_view
+from athena_spark_emulator.pragma import parse_calculation_pragma, parse_session_pragma
+from athena_spark_emulator.records import CalculationRecord, SessionRecord
+from athena_spark_emulator.timeline import calculation_view, plan_session, session_view
 
 T0 = 1_000.0
 

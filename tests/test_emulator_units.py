@@ -8,19 +8,19 @@ from typing import Any
 
 import pytest
 
-from supervisor.emulator import EmulatorThread, ManualClock
-from supervisor.emulator.errors import ApiError
-from supervisor.emulator.model import load_athena_model
-from supervisor.emulator.paging import NewestFirstIndex
-from supervisor.emulator.pragma import (
+from athena_spark_emulator import EmulatorThread, ManualClock
+from athena_spark_emulator.errors import ApiError
+from athena_spark_emulator.model import load_athena_model
+from athena_spark_emulator.paging import NewestFirstIndex
+from athena_spark_emulator.pragma import (
     CalculationPragma,
     PragmaError,
     SessionPragma,
     parse_calculation_pragma,
     parse_session_pragma,
 )
-from supervisor.emulator.shapecheck import ShapeMismatch, check_output
-from supervisor.emulator.validation import validate_request
+from athena_spark_emulator.shapecheck import ShapeMismatch, check_output
+from athena_spark_emulator.validation import validate_request
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -29,14 +29,14 @@ from supervisor.emulator.validation import validate_request
     (0.25, 0.25),
 ])
 def test_durations(text: Any, seconds: float) -> None:
-    from supervisor.emulator.durations import parse_duration
+    from athena_spark_emulator.durations import parse_duration
 
     assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("bad", ["", "-1s", "s", True, None, float("inf")])
 def test_bad_durations(bad: Any) -> None:
-    from supervisor.emulator.durations import parse_duration
+    from athena_spark_emulator.durations import parse_duration
 
     with pytest.raises(ValueError):
         parse_duration(bad)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator.testing import EmulatorHandle
 
 SPARK = {"EngineVersion": {"SelectedEngineVersion": "PySpark engine version 3"}}
 ARN = "arn:aws:athena:us-east-1:123456789012:workgroup/"

@@ -89,22 +89,27 @@ def test_a_call_that_may_have_landed_is_looked_at_before_it_is_sent_again() -> N
     intended = machine.intend(machine.begin(verdict(), "e", T0), Step.SEND_STOP, T0)
     failed = machine.send_failed(intended, Step.SEND_STOP, at(10), timing, may_have_taken_effect=True)
     assert failed.stop_intent_at == T0, "the intent stays: the Stop may have been processed"
-    assert failed.next_step_at == at(12), "not before the call could have landed"
-    assert machine.next_step(failed) is Step.VERIFY_CALCULATION
-    still_running = machine.calculation_observed(failed, CalculationState.RUNNING, at(12), timing)
+    assert failed.next_step_at == at(11) and machine.next_step(failed) is Step.VERIFY_CALCULATION
+    waiting = machine.calculation_observed(failed, CalculationState.RUNNING, at(11), timing)
+    assert waiting.stop_intent_at == T0 and waiting.next_step_at == at(12), "not resent while it may land"
+    still_running = machine.calculation_observed(waiting, CalculationState.RUNNING, at(12), timing)
     assert still_running.stop_intent_at is None and machine.next_step(still_running) is Step.SEND_STOP
     canceling = machine.calculation_observed(failed, CalculationState.CANCELING, at(12), timing)
     assert canceling.phase is Phase.STOP_REQUESTED and canceling.stop_sent_at == T0
 
 
-def test_a_resumed_intent_is_waited_out_for_the_call_timeout() -> None:
+def test_an_unanswered_intent_found_after_a_restart_is_waited_out_for_the_call_timeout() -> None:
     timing = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minutes=2),
                     in_flight_window=timedelta(seconds=12))
     intended = machine.intend(machine.begin(verdict("session", "terminate"), "e", T0), Step.SEND_TERMINATE, T0)
-    resumed = machine.resume(intended, timing)
-    assert resumed.next_step_at == at(12) and machine.next_step(resumed) is Step.VERIFY_SESSION
-    answered = machine.sent(intended, Step.SEND_TERMINATE, at(1), timing)
-    assert machine.resume(answered, timing) == answered, "an answered call is not waited for"
+    assert machine.next_step(intended) is Step.VERIFY_SESSION, "a restart looks before it sends"
+    took_effect = machine.session_observed(intended, SessionState.TERMINATING, at(3), timing)
+    assert took_effect.phase is Phase.TERMINATE_REQUESTED and took_effect.terminate_sent_at == T0
+    not_yet = machine.session_observed(intended, SessionState.IDLE, at(3), timing)
+    assert not_yet.terminate_intent_at == T0 and not_yet.next_step_at == at(12)
+    assert machine.next_step(not_yet) is Step.VERIFY_SESSION
+    resend = machine.session_observed(not_yet, SessionState.IDLE, at(12), timing)
+    assert resend.terminate_intent_at is None and machine.next_step(resend) is Step.SEND_TERMINATE
 
 
 def test_workgroup_updates_are_one_step_and_retried_when_refused() -> None:
@@ -129,7 +134,8 @@ def test_a_restart_after_the_intent_looks_before_sending_again() -> None:
     took_effect = machine.calculation_observed(escalation, CalculationState.CANCELING, at(5), TIMING)
     assert took_effect.phase is Phase.STOP_REQUESTED and took_effect.stop_sent_at == T0
     assert took_effect.next_step_at == at(10)  # the grace counts from the intent, not the restart
-    not_sent = machine.calculation_observed(escalation, CalculationState.RUNNING, at(5), TIMING)
+    not_sent = machine.calculation_observed(escalation, CalculationState.RUNNING, T0 + TIMING.in_flight_window,
+                                            TIMING)
     assert not_sent.phase is Phase.STOP_PENDING and machine.next_step(not_sent) is Step.SEND_STOP
 
 

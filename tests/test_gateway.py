@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.gateway import IAM_ACTIONS, AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter

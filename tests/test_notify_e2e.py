@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
-from supervisor.emulator.testing import EmulatorHandle
+from athena_spark_emulator.testing import EmulatorHandle
 from tests.daemon_fixtures import SupervisorFactory, eventually
 from tests.test_daemon_e2e import athena, call_time, calls_of, metric, start_calculation, start_session, wait_idle
 

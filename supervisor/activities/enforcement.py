@@ -160,7 +160,6 @@ class Enforcement:
                 if reason is not None:
                     await self._void(escalation, reason)
                     continue
-                escalation = machine.resume(escalation, self.timing)
                 self._log.info("escalation.resumed", phase=escalation.phase.value,
                                next_step_at=escalation.next_step_at.isoformat(), **escalation.verdict.describe())
                 self._spawn(escalation)

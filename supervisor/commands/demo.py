@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 
+from supervisor.commands.optional import EXIT_UNAVAILABLE, emulator_available
 from supervisor.config import ConfigError, Settings, load_settings
 from supervisor.demo import scenario
-from supervisor.demo.runner import run_demo
 from supervisor.logs import configure_logging
 
 PACKAGED_CONFIG = "resources/demo.yaml"
@@ -73,6 +73,11 @@ def dummy_credentials(environ: MutableMapping[str, str]) -> Iterator[str | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    if not emulator_available("demo"):
+        return EXIT_UNAVAILABLE
+    # The runner embeds the emulator: imported here so that loading the CLI never loads the emulator.
+    from supervisor.demo.runner import run_demo
+
     try:
         settings, config_name = load_demo_settings(args.config)
         story = scenario.build(settings)

@@ -1,4 +1,8 @@
-"""``athena-supervisor emulator``: run the wire-compatible Athena Spark emulator alone."""
+"""``athena-supervisor emulator``: run the wire-compatible Athena Spark emulator alone.
+
+The emulator package is imported only when the command runs: the CLI (and so the daemon) must not load it,
+and the production image does not ship it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from supervisor.emulator import Emulator
+from supervisor.commands.optional import EXIT_UNAVAILABLE, emulator_available
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +49,8 @@ def _stderr_json_logger() -> Any:
 
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; print one ``emulator.ready`` JSON line on stdout once listening."""
+    from athena_spark_emulator import Emulator
+
     logger = _stderr_json_logger()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +68,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not emulator_available("emulator"):
+        return EXIT_UNAVAILABLE
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(args))
     return 0

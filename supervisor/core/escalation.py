@@ -14,12 +14,12 @@ Every function takes ``now`` and returns a new value; the enforcement activity p
 :func:`next_step`, journals it, and feeds the answer back here.
 
 Acting once: Stop and Terminate take no client token, so a call whose answer was never seen (the process
-died after journaling the intent, or the call timed out or failed with a 5xx) may still take effect. Such
-an intent is treated as in flight until ``in_flight_window`` (the longest a call attempt can take) has
-passed since it; only then is the target looked at, and the call is sent again only if it did not take
-effect. A call that failed for certain (throttled, refused) is retried after a backoff that starts at
-``send_retry_initial`` and doubles up to ``retry_backoff_max``. Workgroup updates are idempotent: they
-are simply sent again.
+died after journaling the intent, or the call timed out or failed with a 5xx) may still take effect. The
+target is looked at first: if it shows the effect, the call counts as sent; if not, the intent is treated
+as in flight until ``in_flight_window`` (the longest a call attempt can take) has passed since it, and
+only then, if the call still did not take effect, is it sent again. A call that failed for certain
+(throttled, refused) is retried after a backoff that starts at ``send_retry_initial`` and doubles up to
+``retry_backoff_max``. Workgroup updates are idempotent: they are simply sent again.
 """
 
 from __future__ import annotations
@@ -128,12 +128,11 @@ def unanswered_intent(escalation: Escalation) -> datetime | None:
     return None
 
 
-def resume(escalation: Escalation, timing: Timing) -> Escalation:
-    """An escalation read back after a restart: a call it may have in flight is waited out before looking."""
-    intent = unanswered_intent(escalation)
-    if intent is None:
-        return escalation
-    return replace(escalation, next_step_at=max(escalation.next_step_at, intent + timing.in_flight_window))
+def _still_in_flight(escalation: Escalation, intent: datetime, now: datetime, timing: Timing) -> Escalation | None:
+    """A target that does not show the effect of a call yet may still get it while the call can be in flight:
+    look again when it cannot be any more, instead of sending it again."""
+    landed_by = intent + timing.in_flight_window
+    return replace(escalation, next_step_at=landed_by) if now < landed_by else None
 
 
 def next_step(escalation: Escalation) -> Step:
@@ -200,9 +199,7 @@ def send_failed(
     failures = escalation.failures + 1
     backoff = _backoff(escalation.failures, timing.send_retry_initial, timing)
     if may_have_taken_effect and step in (Step.SEND_STOP, Step.SEND_TERMINATE):
-        intent = unanswered_intent(escalation) or now
-        return replace(escalation, failures=failures,
-                       next_step_at=max(now + backoff, intent + timing.in_flight_window))
+        return replace(escalation, failures=failures, next_step_at=now + backoff)
     if step is Step.SEND_STOP:
         return replace(escalation, stop_intent_at=None, failures=failures, next_step_at=now + backoff)
     if step is Step.SEND_TERMINATE:
@@ -234,11 +231,12 @@ def calculation_observed(
         return replace(escalation, next_step_at=now + timing.first_verify_after)
     if escalation.phase is Phase.STOP_PENDING:
         # A previous process journaled the intent but not the answer.
+        intent = escalation.stop_intent_at or now
         if state is CalculationState.CANCELING:
-            intent = escalation.stop_intent_at or now
             return replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=intent,
                            next_step_at=_verify_at(intent, now, intent + timing.stop_grace, timing))
-        return replace(escalation, stop_intent_at=None, next_step_at=now)
+        return (_still_in_flight(escalation, intent, now, timing)
+                or replace(escalation, stop_intent_at=None, next_step_at=now))
     sent_at = escalation.stop_sent_at or now
     deadline = sent_at + timing.stop_grace
     if now >= deadline:
@@ -255,12 +253,13 @@ def session_observed(
     if state is None:
         return replace(escalation, next_step_at=now + timing.first_verify_after)
     if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
+        intent = escalation.terminate_intent_at or now
         if state is SessionState.TERMINATING:
-            intent = escalation.terminate_intent_at or now
             return replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
                            terminate_attempts=escalation.terminate_attempts + 1,
                            next_step_at=_verify_at(intent, now, intent + timing.terminate_grace, timing))
-        return replace(escalation, terminate_intent_at=None, next_step_at=now)
+        return (_still_in_flight(escalation, intent, now, timing)
+                or replace(escalation, terminate_intent_at=None, next_step_at=now))
     sent_at = escalation.terminate_sent_at or now
     deadline = sent_at + timing.terminate_grace
     if now >= deadline:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from athena_spark_emulator import ControlClient, Emulator
 from supervisor.config import Settings
 from supervisor.core.escalation import Escalation
 from supervisor.core.model import TargetKey
@@ -26,7 +27,6 @@ from supervisor.demo.report import format_footer, format_summary, outcome_of
 from supervisor.demo.scenario import EXEMPT_WORKGROUP, WORKGROUPS, Part, Scenario
 from supervisor.demo.workload import Athena, athena_client
 from supervisor.durations import format_duration
-from supervisor.emulator import ControlClient, Emulator
 from supervisor.service import RunningService, running_service
 from supervisor.storage import Storage
 

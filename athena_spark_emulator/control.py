@@ -11,10 +11,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from supervisor.emulator.audit import parse_since
-from supervisor.emulator.backend import Backend
-from supervisor.emulator.faults import FaultSpec
-from supervisor.emulator.populate import PopulateError, populate
+from athena_spark_emulator.audit import parse_since
+from athena_spark_emulator.backend import Backend
+from athena_spark_emulator.faults import FaultSpec
+from athena_spark_emulator.populate import PopulateError, populate
 
 PREFIX = "/_emulator"
 
@@ -39,7 +39,7 @@ class ControlApi:
 
     def __init__(self, backend: Backend, *, logger: Any = None) -> None:
         self._backend = backend
-        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self._log = logger or structlog.get_logger("athena_spark_emulator")
 
     def routes(self) -> list[web.RouteDef]:
         return [

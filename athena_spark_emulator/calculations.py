@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.emulator.context import Context, Handler, drop_none
-from supervisor.emulator.errors import invalid_request, not_found
-from supervisor.emulator.pragma import PragmaError, parse_calculation_pragma
-from supervisor.emulator.records import CalculationRecord
-from supervisor.emulator.sessions import require_session
-from supervisor.emulator.timeline import CalculationView
+from athena_spark_emulator.context import Context, Handler, drop_none
+from athena_spark_emulator.errors import invalid_request, not_found
+from athena_spark_emulator.pragma import PragmaError, parse_calculation_pragma
+from athena_spark_emulator.records import CalculationRecord
+from athena_spark_emulator.sessions import require_session
+from athena_spark_emulator.timeline import CalculationView
 
 TERMINAL = ("CANCELED", "COMPLETED", "FAILED")
 ACCEPTING = ("CREATING", "CREATED", "IDLE", "BUSY")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from supervisor.emulator.context import Context, Handler, drop_none
-from supervisor.emulator.errors import invalid_request, not_found
-from supervisor.emulator.pragma import PragmaError, SessionPragma, parse_session_pragma
-from supervisor.emulator.records import SPARK_ENGINE, SessionRecord
-from supervisor.emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES
-from supervisor.emulator.timeline import SessionView
+from athena_spark_emulator.context import Context, Handler, drop_none
+from athena_spark_emulator.errors import invalid_request, not_found
+from athena_spark_emulator.pragma import PragmaError, SessionPragma, parse_session_pragma
+from athena_spark_emulator.records import SPARK_ENGINE, SessionRecord
+from athena_spark_emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES
+from athena_spark_emulator.timeline import SessionView
 
 DEFAULT_NOTEBOOK_VERSION = "Athena notebook version 1"
 ENDED = ("TERMINATED", "FAILED")

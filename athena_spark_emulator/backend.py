@@ -10,16 +10,16 @@ from typing import Any
 
 import structlog
 
-from supervisor.emulator.audit import DEFAULT_MAX_CALLS, AuditLog
-from supervisor.emulator.clock import Clock
-from supervisor.emulator.context import Context
-from supervisor.emulator.errors import ApiError, internal, throttled
-from supervisor.emulator.faults import Faults, FaultSpec
-from supervisor.emulator.model import load_athena_model
-from supervisor.emulator.protocol import audit_operation, decode_body, encode, operation_from_target
-from supervisor.emulator.service import AthenaService
-from supervisor.emulator.store import Store
-from supervisor.emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
+from athena_spark_emulator.audit import DEFAULT_MAX_CALLS, AuditLog
+from athena_spark_emulator.clock import Clock
+from athena_spark_emulator.context import Context
+from athena_spark_emulator.errors import ApiError, internal, throttled
+from athena_spark_emulator.faults import Faults, FaultSpec
+from athena_spark_emulator.model import load_athena_model
+from athena_spark_emulator.protocol import audit_operation, decode_body, encode, operation_from_target
+from athena_spark_emulator.service import AthenaService
+from athena_spark_emulator.store import Store
+from athena_spark_emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
 
 
 class Backend:
@@ -43,7 +43,7 @@ class Backend:
         self._initial_workgroups = tuple(workgroups)
         self._throttle_tps = throttle_tps
         self._model = load_athena_model()
-        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self._log = logger or structlog.get_logger("athena_spark_emulator")
         self.faults = faults or Faults()
         self.audit = AuditLog(max_calls)
         self.store = Store()

@@ -10,11 +10,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from supervisor.emulator.backend import Backend
-from supervisor.emulator.clock import Clock, SystemClock
-from supervisor.emulator.control import PREFIX, ControlApi
-from supervisor.emulator.faults import Faults
-from supervisor.emulator.protocol import CONTENT_TYPE
+from athena_spark_emulator.backend import Backend
+from athena_spark_emulator.clock import Clock, SystemClock
+from athena_spark_emulator.control import PREFIX, ControlApi
+from athena_spark_emulator.faults import Faults
+from athena_spark_emulator.protocol import CONTENT_TYPE
 
 
 class Emulator:
@@ -28,7 +28,7 @@ class Emulator:
         workgroups: Spark workgroups (``PySpark engine version 3``, ENABLED) created at start.
         throttle_tps: throttle every operation to this many requests/s (global fault).
         account_id / region: used in ARNs.
-        clock: time source (default wall clock); see :class:`~supervisor.emulator.clock.ManualClock`.
+        clock: time source (default wall clock); see :class:`~athena_spark_emulator.clock.ManualClock`.
         faults: fault registry (inject one with a seeded RNG for reproducible error rates).
     """
 
@@ -38,7 +38,7 @@ class Emulator:
                  logger: Any = None) -> None:
         self.host = host
         self.port = port
-        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self._log = logger or structlog.get_logger("athena_spark_emulator")
         self.backend = Backend(clock=clock or SystemClock(), workgroups=workgroups,
                                throttle_tps=throttle_tps, account_id=account_id, region=region,
                                faults=faults, logger=self._log)

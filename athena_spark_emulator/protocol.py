@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from supervisor.emulator.errors import serialization, unknown_operation
+from athena_spark_emulator.errors import serialization, unknown_operation
 
 TARGET_PREFIX = "AmazonAthena."
 CONTENT_TYPE = "application/x-amz-json-1.1"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.emulator.store import Store
+from athena_spark_emulator.store import Store
 
 Handler = Callable[["Context", dict[str, Any], float], dict[str, Any]]
 

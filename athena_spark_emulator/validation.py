@@ -11,7 +11,7 @@ import functools
 import re
 from typing import Any
 
-from supervisor.emulator.errors import invalid_request
+from athena_spark_emulator.errors import invalid_request
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),

@@ -8,10 +8,10 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from supervisor.emulator.paging import NewestFirstIndex
-from supervisor.emulator.pragma import CalculationPragma, SessionPragma
-from supervisor.emulator.records import CalculationRecord, SessionRecord, WorkGroupRecord
-from supervisor.emulator.timeline import (
+from athena_spark_emulator.paging import NewestFirstIndex
+from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
+from athena_spark_emulator.records import CalculationRecord, SessionRecord, WorkGroupRecord
+from athena_spark_emulator.timeline import (
     CalculationView,
     SessionPlan,
     SessionView,

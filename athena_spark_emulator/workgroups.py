@@ -6,10 +6,10 @@ import copy
 from dataclasses import replace
 from typing import Any
 
-from supervisor.emulator.context import Context, Handler, drop_none
-from supervisor.emulator.errors import invalid_request, not_found
-from supervisor.emulator.records import SPARK_ENGINE, SQL_ENGINE, WorkGroupRecord
-from supervisor.emulator.store import sorted_names
+from athena_spark_emulator.context import Context, Handler, drop_none
+from athena_spark_emulator.errors import invalid_request, not_found
+from athena_spark_emulator.records import SPARK_ENGINE, SQL_ENGINE, WorkGroupRecord
+from athena_spark_emulator.store import sorted_names
 
 PRIMARY = "primary"
 _ARN_PREFIX = "arn:aws:athena:"

@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from supervisor.emulator.records import CalculationRecord, SessionRecord
+from athena_spark_emulator.records import CalculationRecord, SessionRecord
 
 INF = math.inf
 REASON_TERMINATED = "Session was terminated"

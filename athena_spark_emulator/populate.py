@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.emulator.durations import parse_duration
-from supervisor.emulator.pragma import PragmaError, parse_calculation_pragma, parse_session_pragma
-from supervisor.emulator.records import SPARK_ENGINE
-from supervisor.emulator.sessions import engine_configuration
-from supervisor.emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES, Store
-from supervisor.emulator.workgroups import new_workgroup
+from athena_spark_emulator.durations import parse_duration
+from athena_spark_emulator.pragma import PragmaError, parse_calculation_pragma, parse_session_pragma
+from athena_spark_emulator.records import SPARK_ENGINE
+from athena_spark_emulator.sessions import engine_configuration
+from athena_spark_emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES, Store
+from athena_spark_emulator.workgroups import new_workgroup
 
 MAX_COUNT = 100_000
 

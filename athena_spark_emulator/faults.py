@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.emulator.durations import parse_duration
+from athena_spark_emulator.durations import parse_duration
 
 
 @dataclass(frozen=True, slots=True)

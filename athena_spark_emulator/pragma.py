@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from supervisor.emulator.durations import parse_duration
+from athena_spark_emulator.durations import parse_duration
 
 _PRAGMA_LINE = re.compile(r"^[ \t]*#[ \t]*sim:(.*)$", re.MULTILINE)
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import structlog
 
-from supervisor.emulator import calculations, sessions, workgroups
-from supervisor.emulator.context import Context, Handler
-from supervisor.emulator.errors import ApiError, internal, invalid_request, unknown_operation
-from supervisor.emulator.validation import validate_request
+from athena_spark_emulator import calculations, sessions, workgroups
+from athena_spark_emulator.context import Context, Handler
+from athena_spark_emulator.errors import ApiError, internal, invalid_request, unknown_operation
+from athena_spark_emulator.validation import validate_request
 
 HANDLERS: dict[str, Handler] = {**workgroups.HANDLERS, **sessions.HANDLERS, **calculations.HANDLERS}
 
@@ -30,7 +30,7 @@ class AthenaService:
         self._model = model
         self._known = frozenset(model.operation_names)
         self._operations = {name: model.operation_model(name) for name in HANDLERS}
-        self._log = logger or structlog.get_logger("supervisor.emulator")
+        self._log = logger or structlog.get_logger("athena_spark_emulator")
 
     def handle(self, operation: str, body: dict[str, Any], now: float) -> dict[str, Any]:
         """Answer one call; raise :class:`ApiError` for every error the client should see."""

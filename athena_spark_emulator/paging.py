@@ -7,7 +7,7 @@ import binascii
 import bisect
 from collections.abc import Callable, Iterator
 
-from supervisor.emulator.errors import invalid_request
+from athena_spark_emulator.errors import invalid_request
 
 Key = tuple[float, int]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.emulator.pragma import CalculationPragma, SessionPragma
+from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
 
 SPARK_ENGINE = "PySpark engine version 3"
 SQL_ENGINE = "Athena engine version 3"

@@ -1,8 +1,8 @@
-"""pytest plugin: ``pytest_plugins = ["supervisor.emulator.testing"]``.
+"""pytest plugin: ``pytest_plugins = ["athena_spark_emulator.testing"]``.
 
 Fixtures:
     emulator: a fresh thread-backed emulator per test; an :class:`EmulatorHandle` with ``endpoint_url``,
-        ``control_url`` and the :class:`~supervisor.emulator.client.ControlClient` methods.
+        ``control_url`` and the :class:`~athena_spark_emulator.client.ControlClient` methods.
     emulator_factory: ``emulator_factory(**Emulator kwargs)`` starts more (e.g. with a ManualClock); all
         are stopped after the test.
     emulator_clock / manual_emulator: a ManualClock and an emulator driven by it (workgroup ``spark``).
@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.emulator.client import ControlClient
-from supervisor.emulator.clock import ManualClock
-from supervisor.emulator.shapecheck import check_output
-from supervisor.emulator.thread import EmulatorThread
+from athena_spark_emulator.client import ControlClient
+from athena_spark_emulator.clock import ManualClock
+from athena_spark_emulator.shapecheck import check_output
+from athena_spark_emulator.thread import EmulatorThread
 
 
 class EmulatorHandle(ControlClient):

@@ -7,7 +7,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from supervisor.emulator.server import Emulator
+from athena_spark_emulator.server import Emulator
 
 
 class EmulatorThread:

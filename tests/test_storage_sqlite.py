@@ -4,6 +4,7 @@ schema migrations."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,8 +55,7 @@ async def test_a_target_is_claimed_once_and_workgroup_scopes_are_distinct(tmp_pa
                       observed=5.0, limit=4.0, unit="usd", crossed_at=T0, decided_at=T0,
                       action="disable_workgroup", mode="enforce", origin=Origin.BUDGET)
     assert await storage.claim(machine.begin(disable, "e3", T0), None, {})
-    again = Verdict(**{**{f: getattr(disable, f) for f in disable.__slots__},  # type: ignore[arg-type]
-                       "target": TargetRef.of_workgroup("etl-a", "disable:2")})
+    again = replace(disable, target=TargetRef.of_workgroup("etl-a", "disable:2"))
     assert await storage.claim(machine.begin(again, "e4", T0), None, {})
     assert await storage.claimed_targets() == {
         TargetKey.calculation("c1"), TargetKey(TargetKind.WORKGROUP, "etl-a", "disable:1"),

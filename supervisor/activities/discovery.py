@@ -289,13 +289,9 @@ class Discovery:
         for sessions in listed.values():
             for session in sessions:
                 self.inventory.put_session(session)
-                key = TargetKey.session(session.session_id)
-                if session.state is None:
-                    self.checks.report_unknown_state(key, session.raw_state)
+                if session.is_exempt or not self._judge(TargetKey.session(session.session_id), session.raw_state,
+                                                        known=session.state is not None):
                     continue
-                if session.is_exempt:
-                    continue
-                self.checks.consider(key, fresh=False)
                 if session.state in (SessionState.BUSY, SessionState.DEGRADED) and self._judges_calculations(session):
                     busy.append(session)
                 else:
@@ -322,11 +318,16 @@ class Discovery:
                 self.checks.forget_target(TargetKey.calculation(calculation_id))
         for calculation in live:
             self.inventory.put_calculation(calculation)
-            key = TargetKey.calculation(calculation.calculation_id)
-            if calculation.state is None:
-                self.checks.report_unknown_state(key, calculation.raw_state)
-                continue
-            self.checks.consider(key, fresh=False)
+            self._judge(TargetKey.calculation(calculation.calculation_id), calculation.raw_state,
+                        known=calculation.state is not None)
+
+    def _judge(self, key: TargetKey, raw_state: str, *, known: bool) -> bool:
+        """Hand a listed target to checks; False (and reported once) when its state is unknown."""
+        if not known:
+            self.checks.report_unknown_state(key, raw_state)
+            return False
+        self.checks.consider(key, fresh=False)
+        return True
 
     def _update_gauges(self, watched: list[str]) -> None:
         sessions, calculations = self.inventory.counts_by_workgroup()

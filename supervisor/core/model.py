@@ -262,12 +262,8 @@ class TargetRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """A limit a target has crossed, with everything needed to explain the action taken on it.
-
-    ``observed`` and ``limit`` are in ``unit`` (seconds, dpu_hours or usd). ``crossed_at`` is the instant
-    the limit was crossed: exact for time limits, interpolated from the accrual rate for DPU/cost limits.
-    """
+class LimitFacts:
+    """A target's value against one limit of one policy (or budget): what every explanation starts with."""
 
     target: TargetRef
     policy: str
@@ -275,6 +271,20 @@ class Verdict:
     observed: float
     limit: float
     unit: str
+
+    def describe_limit(self) -> dict[str, Any]:
+        return {**self.target.describe(), "policy": self.policy, "rule": self.rule,
+                "observed": round(self.observed, 6), "limit": self.limit, "unit": self.unit}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(LimitFacts):
+    """A limit a target has crossed, with everything needed to explain the action taken on it.
+
+    ``observed`` and ``limit`` are in ``unit`` (seconds, dpu_hours or usd). ``crossed_at`` is the instant
+    the limit was crossed: exact for time limits, interpolated from the accrual rate for DPU/cost limits.
+    """
+
     crossed_at: datetime
     decided_at: datetime
     action: ActionName
@@ -283,24 +293,14 @@ class Verdict:
 
     def describe(self) -> dict[str, Any]:
         """The stable explanation of this verdict, used in logs, journal details and notifications."""
-        return {
-            **self.target.describe(), "policy": self.policy, "rule": self.rule,
-            "observed": round(self.observed, 6), "limit": self.limit, "unit": self.unit,
-            "crossed_at": self.crossed_at.isoformat(), "decided_at": self.decided_at.isoformat(),
-            "action": self.action, "mode": self.mode,
-        }
+        return {**self.describe_limit(), "crossed_at": self.crossed_at.isoformat(),
+                "decided_at": self.decided_at.isoformat(), "action": self.action, "mode": self.mode}
 
 
 @dataclass(frozen=True, slots=True)
-class LimitWarning:
+class LimitWarning(LimitFacts):
     """A crossing predicted within a policy's ``notify_before`` window."""
 
-    target: TargetRef
-    policy: str
-    rule: str
-    observed: float
-    limit: float
-    unit: str
     predicted_at: datetime
 
     @property
@@ -309,11 +309,7 @@ class LimitWarning:
         return f"warning:{self.target.key}:{self.rule}"
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **self.target.describe(), "policy": self.policy, "rule": self.rule,
-            "observed": round(self.observed, 6), "limit": self.limit, "unit": self.unit,
-            "predicted_at": self.predicted_at.isoformat(),
-        }
+        return {**self.describe_limit(), "predicted_at": self.predicted_at.isoformat()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,9 +87,14 @@ async def running_service(
 
 
 async def run_until_signalled(settings: Settings) -> None:
-    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit. SIGHUP is
+    logged and ignored (no reload yet; without a handler it would end the process)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with running_service(settings):
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    structlog.get_logger("supervisor").info("supervisor.sighup_ignored",
+                                                            reason="reload is not supported; restart to apply")
+                    continue
                 structlog.get_logger("supervisor").info("supervisor.stopping", signal=signal.Signals(signum).name)
                 break

@@ -27,6 +27,7 @@ from supervisor.ledger import Ledger
 from supervisor.metrics import Metrics
 from supervisor.model import MILLIS_PER_HOUR
 from supervisor.service import build_gateway
+from supervisor.startup import check_aws, check_journal
 
 
 def register(subparsers: Any) -> None:
@@ -72,9 +73,15 @@ async def budget_statuses(settings: Settings, gateway: Gateway, journal: Journal
 
 
 def open_journal(settings: Settings) -> Journal | None:
+    """The configured journal to read, None when there is none yet.
+
+    Raises:
+        StartupError: the file is not a usable journal.
+    """
     path = settings.journal.path
     if str(path) != ":memory:" and not Path(path).exists():
         return None
+    check_journal(path, writable=False)
     return Journal(path)
 
 
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.budgets:
         print(f"{args.config}: no budgets configured", file=sys.stderr)
         return 2
+    check_aws(settings.aws)
     journal = open_journal(settings) or Journal(":memory:")
     try:
         try:

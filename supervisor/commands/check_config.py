@@ -1,6 +1,8 @@
 """``athena-supervisor check-config FILE``: validate a config file and print the effective settings.
 
-Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not.
+Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not. The region
+must be one ``run`` accepts (:func:`supervisor.startup.check_region`); the profile, journal and HTTP address
+are only checked by ``run``, on the machine that runs it.
 Secrets never reach the output: webhook URLs keep only scheme and host, header values are masked.
 """
 
@@ -26,6 +28,7 @@ from supervisor.config import (
     load_settings,
 )
 from supervisor.durations import format_duration
+from supervisor.startup import StartupError, check_region
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -56,6 +59,11 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
         settings = load_settings(path, environ=environ)
     except ConfigError as exc:
         print(exc, file=err)
+        return EXIT_INVALID
+    try:
+        check_region(settings.aws, environ=environ)
+    except StartupError as exc:
+        print(f"{path}: {exc}", file=err)
         return EXIT_INVALID
     if as_json:
         print(json.dumps(redacted(settings), indent=2), file=out)

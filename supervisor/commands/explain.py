@@ -30,6 +30,7 @@ from supervisor.metrics import Metrics
 from supervisor.model import MILLIS_PER_HOUR, CalculationSnapshot, SessionSnapshot, SessionState
 from supervisor.policy import Policy, evaluate_calculation, evaluate_session, match_policy
 from supervisor.service import build_gateway
+from supervisor.startup import check_aws
 
 
 def register(subparsers: Any) -> None:
@@ -226,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args.config)
     if settings is None:
         return EXIT_INVALID_CONFIG
+    check_aws(settings.aws)
     journal = open_journal(settings) or Journal(":memory:")
     try:
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.journal import Journal, JournalEntry
+from supervisor.startup import check_journal
 
 DEFAULT_PATH = Path("./athena-supervisor.db")
 COLUMNS = ("time", "event", "target", "policy", "rule", "detail")
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if str(path) != ":memory:" and not Path(path).exists():
         print(f"{path}: no journal here yet; start the daemon first or pass --config/--path", file=sys.stderr)
         return 2
+    check_journal(path, writable=False, setting="journal.path" if args.config else "--path")
     journal = Journal(path)
     try:
         entries = journal.recent_events(args.limit, target_id=args.target)

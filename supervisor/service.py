@@ -188,17 +188,21 @@ async def running_service(
 
 
 async def run_until_signalled(settings: Settings) -> int:
-    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit.
+    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit. SIGHUP is
+    logged and ignored (no reload yet; without a handler it would end the process).
 
     Returns the exit status: 0 after a signal, 1 when a root task crashed.
     """
     crashed = False
+    log = structlog.get_logger("supervisor")
     try:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with running_service(settings):
                 async for signum in signals:
-                    structlog.get_logger("supervisor").info("supervisor.stopping",
-                                                            signal=signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:
+                        log.info("supervisor.sighup_ignored", reason="reload is not supported; restart to apply")
+                        continue
+                    log.info("supervisor.stopping", signal=signal.Signals(signum).name)
                     break
     except* TaskCrashed:
         crashed = True

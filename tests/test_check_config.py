@@ -114,3 +114,30 @@ def test_shadowed_policies(globs: list[list[str]], shadowed: list[tuple[int, str
     policies = [{"name": f"p{i}", "workgroups": wgs, "session": limit} for i, wgs in enumerate(globs)]
     settings = parse_settings({"policies": policies}, environ={})
     assert shadowed_policies(settings) == shadowed
+
+
+def test_summary_and_json_show_the_aws_timeouts_and_the_sts_endpoint_masked(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("aws:\n  endpoint_url: http://127.0.0.1:4566\n  read_timeout: 30s\n"
+                      "  sts_endpoint_url: https://user:pw@sts.example.com/path?token=abc\n", encoding="utf-8")
+    code, out, _ = run(config)
+    assert code == 0
+    assert ("     timeouts per attempt: connect 2s, read 30s; STS endpoint https://***@sts.example.com/***"
+            in out.splitlines())
+    assert "endpoint http://127.0.0.1:4566," in out
+    code, out, _ = run(config, as_json=True)
+    aws = json.loads(out)["aws"]
+    assert (aws["connect_timeout"], aws["read_timeout"]) == ("2s", "30s")
+    assert aws["sts_endpoint_url"] == "https://***@sts.example.com/***"
+    assert aws["endpoint_url"] == "http://127.0.0.1:4566"
+    assert "token" not in out and "pw" not in out
+
+
+def test_an_unknown_region_is_refused_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("aws: {region: eu-wset-1}\n", encoding="utf-8")
+    code, out, err = run(config)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"{config}: aws.region 'eu-wset-1': not an AWS region with Athena")
+    config.write_text("aws: {region: xx-local-1, endpoint_url: 'http://127.0.0.1:4566'}\n", encoding="utf-8")
+    assert run(config)[0] == 0

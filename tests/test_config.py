@@ -124,6 +124,20 @@ def test_demo_yaml_matches_the_demo_script() -> None:
         ({"discovery_interval": "0s"}, "c.yaml: discovery_interval: must be longer than zero; got '0s'"),
         ({"discovery_interval": [1]}, "c.yaml: discovery_interval: not a duration; got [1]"),
         ({"journal": {"path": 5}}, "c.yaml: journal.path: wrong type; got 5; expected a file path"),
+        ({"journal": {"path": ""}}, "c.yaml: journal.path: must not be empty; got ''; write a file path"),
+        ({"journal": {"path": "  "}}, "c.yaml: journal.path: must not be empty; got '  '"),
+        ({"aws": {"account_id": "1234"}},
+         "c.yaml: aws.account_id: not an AWS account id; got '1234'; write the 12-digit account number in quotes"),
+        ({"aws": {"account_id": 1234}}, "c.yaml: aws.account_id: not an AWS account id; got 1234"),
+        ({"aws": {"account_id": True}}, "c.yaml: aws.account_id: not an AWS account id; got True"),
+        ({"aws": {"connect_timeout": "0s"}}, "c.yaml: aws.connect_timeout: must be longer than zero; got '0s'"),
+        ({"aws": {"connect_timeout": 2}},
+         "c.yaml: aws.connect_timeout: a number without a unit is not a duration; got 2"),
+        ({"aws": {"read_timeout": "301s"}},
+         "c.yaml: aws.read_timeout: too long; got '301s'; must be at most 5m"),
+        ({"aws": {"connect_timeout": "1h"}}, "c.yaml: aws.connect_timeout: too long; got '1h'; must be at most 5m"),
+        ({"aws": {"sts_endpoint_url": "sts.example.com"}},
+         "c.yaml: aws.sts_endpoint_url: not an http(s) URL; got 'sts.example.com'"),
         ({"http": {"port": 65536}}, "c.yaml: http.port: out of range; got 65536; must be at most 65535"),
         ({"http": {"port": -1}}, "c.yaml: http.port: out of range; got -1; must be at least 0"),
         ({"pricing": {"dpu_hour_usd": 0}}, "c.yaml: pricing.dpu_hour_usd: out of range; got 0"),
@@ -302,8 +316,9 @@ def test_notification_defaults_and_filter() -> None:
         ({"polices": []}, "c.yaml: polices: unknown key; accepted keys: aws, budgets, discovery_interval, "
          "escalation, http, journal, log_level, mode, notifications, policies, pricing, safety, workgroups; "
          "did you mean 'policies'?"),
-        ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: account_id, endpoint_url, "
-         "max_attempts, max_requests_per_second, profile, region; did you mean 'region'?"),
+        ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: account_id, connect_timeout, "
+         "endpoint_url, max_attempts, max_requests_per_second, profile, read_timeout, region, sts_endpoint_url; "
+         "did you mean 'region'?"),
         ({"policies": [{**POLICY, "calcualtion": {}}]},
          "c.yaml: policies[0].calcualtion: unknown key; accepted keys: action, calculation, mode, name, "
          "notify_before, session, workgroups; did you mean 'calculation'?"),
@@ -331,6 +346,31 @@ def test_every_problem_is_listed_one_per_line() -> None:
 def test_top_level_must_be_a_mapping() -> None:
     with pytest.raises(ConfigError, match=r"^c.yaml: the top level must be a mapping; got \['a'\]"):
         parse_settings(["a"], source="c.yaml", environ={})
+
+
+def test_aws_timeouts_default_and_accept_the_bounds() -> None:
+    aws = parse_settings({}, environ={}).aws
+    assert (aws.connect_timeout, aws.read_timeout) == (timedelta(seconds=2), timedelta(seconds=10))
+    aws = parse_settings({"aws": {"connect_timeout": "500ms", "read_timeout": "5m"}}, environ={}).aws
+    assert (aws.connect_timeout, aws.read_timeout) == (timedelta(milliseconds=500), timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    ("aws", "expected"),
+    [
+        ({}, None),
+        ({"endpoint_url": "http://127.0.0.1:4566"}, "http://127.0.0.1:4566"),
+        ({"sts_endpoint_url": "https://sts.eu-west-1.amazonaws.com"}, "https://sts.eu-west-1.amazonaws.com"),
+        ({"endpoint_url": "http://127.0.0.1:4566", "sts_endpoint_url": "http://127.0.0.1:4567"},
+         "http://127.0.0.1:4567"),
+    ],
+)
+def test_effective_sts_endpoint_url(aws: dict[str, Any], expected: str | None) -> None:
+    assert parse_settings({"aws": aws}, environ={}).aws.effective_sts_endpoint_url == expected
+
+
+def test_an_unquoted_twelve_digit_account_id_is_kept_as_text() -> None:
+    assert parse_settings({"aws": {"account_id": 123456789012}}, environ={}).aws.account_id == "123456789012"
 
 
 # --- environment -------------------------------------------------------------------------------------
@@ -376,13 +416,30 @@ def test_region_fallback_order(file_aws: dict[str, Any], environ: dict[str, str]
          "environment variable ATHENA_SUPERVISOR_AWS_ENDPOINT_URL: not an http(s) URL; got '127.0.0.1:4566'"),
         ({"ATHENA_SUPERVISOR_AWS_REGOIN": "x"}, "environment variable ATHENA_SUPERVISOR_AWS_REGOIN: unknown "
          "variable; accepted variables: ATHENA_SUPERVISOR_AWS_REGION, ATHENA_SUPERVISOR_AWS_ENDPOINT_URL, "
-         "ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND, ATHENA_SUPERVISOR_AWS_PROFILE; "
+         "ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND, ATHENA_SUPERVISOR_AWS_PROFILE, "
+         "ATHENA_SUPERVISOR_AWS_ACCOUNT_ID, ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL; "
          "did you mean 'ATHENA_SUPERVISOR_AWS_REGION'?"),
         ({"AWS_REGION": " "}, "environment variable AWS_REGION: must not be empty; got ' '"),
+        ({"ATHENA_SUPERVISOR_AWS_ACCOUNT_ID": "1234-5678-9012"},
+         "environment variable ATHENA_SUPERVISOR_AWS_ACCOUNT_ID: not an AWS account id; got '1234-5678-9012'; "
+         "write the 12 digits"),
+        ({"ATHENA_SUPERVISOR_AWS_ACCOUNT_ID": " 123456789012"},
+         "environment variable ATHENA_SUPERVISOR_AWS_ACCOUNT_ID: not an AWS account id; got ' 123456789012'"),
+        ({"ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL": "sts.local:4566"},
+         "environment variable ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL: not an http(s) URL; got 'sts.local:4566'"),
     ],
 )
 def test_bad_env_values_name_the_variable(environ: dict[str, str], expected: str) -> None:
     assert only_problem({}, environ).startswith(expected)
+
+
+def test_env_sets_the_account_id_and_the_sts_endpoint() -> None:
+    settings = parse_settings({"aws": {"account_id": "111111111111"}}, environ={
+        "ATHENA_SUPERVISOR_AWS_ACCOUNT_ID": "012345678901",
+        "ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL": "http://127.0.0.1:4567",
+    })
+    assert settings.aws.account_id == "012345678901"
+    assert settings.aws.sts_endpoint_url == "http://127.0.0.1:4567"
 
 
 def test_environ_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,38 @@ def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in result.stderr
+
+
+def test_sighup_is_logged_and_ignored(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", base_config(emulator, tmp_path / "journal.db"))
+    log = tmp_path / "daemon.log"
+    daemon = spawn_daemon(config, log)
+    try:
+        started = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "supervisor.started"])
+        url = started[0]["http"]
+        daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(e.get("event") == "supervisor.sighup_ignored" for e in log_events(log)))
+        daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum(e.get("event") == "supervisor.sighup_ignored" for e in log_events(log)) == 2)
+        assert daemon.poll() is None, "SIGHUP must not end the daemon"
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+    names = [e.get("event") for e in log_events(log)]
+    assert names[-2:] == ["supervisor.stopping", "supervisor.stopped"]
+
+
+def test_run_refuses_a_missing_journal_directory_in_one_line(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    journal = tmp_path / "not-created" / "journal.db"
+    config = write_config(tmp_path / "config.yaml", base_config(emulator, journal))
+    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"journal {journal}: directory {journal.parent} does not exist; create it (mkdir -p {journal.parent}) or "
+        "set journal.path to a file in an existing directory"]
+    assert result.stdout == ""
+    assert not journal.parent.exists()
+    assert not calls_of(emulator, "ListWorkGroups"), "refused before any call"

@@ -27,6 +27,7 @@ from supervisor.core.inventory import Inventory
 from supervisor.gateway import AwsCallError, Gateway
 from supervisor.metrics import Metrics
 from supervisor.service import build_gateway
+from supervisor.startup import check_aws, check_journal
 from supervisor.storage.sqlite import SqliteStorage
 
 
@@ -58,10 +59,15 @@ async def preview_budgets(settings: Settings, gateway: Gateway, storage: SqliteS
 
 
 def open_storage(settings: Settings) -> SqliteStorage:
-    """The daemon's journal if it exists, else an empty throwaway one (nothing is created on disk)."""
+    """The daemon's journal if it exists, else an empty throwaway one (nothing is created on disk).
+
+    Raises:
+        StartupError: the file is not a usable journal.
+    """
     path = settings.journal.path
     if str(path) != ":memory:" and not Path(path).exists():
         return SqliteStorage(":memory:")
+    check_journal(path, writable=False)
     return SqliteStorage(path)
 
 
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.budgets:
         print(f"{args.config}: no budgets configured", file=sys.stderr)
         return 2
+    check_aws(settings.aws)
     storage = open_storage(settings)
     try:
         try:

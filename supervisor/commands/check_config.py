@@ -1,6 +1,8 @@
 """``athena-supervisor check-config FILE``: validate a config file and print the effective settings.
 
-Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not.
+Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not. The region
+must be one ``run`` accepts (:func:`supervisor.startup.check_region`); the profile, journal and HTTP address
+are only checked by ``run``, on the machine that runs it.
 Secrets never reach the output: webhook URLs keep only scheme and host, header values are masked.
 """
 
@@ -26,6 +28,7 @@ from supervisor.config import (
     load_settings,
 )
 from supervisor.durations import format_duration
+from supervisor.startup import StartupError, check_region
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -57,6 +60,11 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
     except ConfigError as exc:
         print(exc, file=err)
         return EXIT_INVALID
+    try:
+        check_region(settings.aws, environ=environ)
+    except StartupError as exc:
+        print(f"{path}: {exc}", file=err)
+        return EXIT_INVALID
     if as_json:
         print(json.dumps(redacted(settings), indent=2), file=out)
     else:
@@ -81,6 +89,9 @@ def mask_url(url: str) -> str:
 def redacted(settings: Settings) -> dict[str, Any]:
     """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked."""
     data: dict[str, Any] = settings.model_dump(mode="json")
+    for key in ("endpoint_url", "sts_endpoint_url"):
+        if data["aws"][key] is not None:
+            data["aws"][key] = mask_url(data["aws"][key])
     for channel in data["notifications"]:
         if channel["type"] == "webhook":
             channel["url"] = mask_url(channel["url"])
@@ -190,13 +201,16 @@ def _channel_line(channel: NotificationChannel) -> str:
 def summarize(settings: Settings, *, source: str) -> str:
     """A readable account of what the supervisor will do with ``settings``."""
     aws, safety, esc = settings.aws, settings.safety, settings.escalation
-    endpoint = aws.endpoint_url or "AWS default"
+    endpoint = mask_url(aws.endpoint_url) if aws.endpoint_url else "AWS default"
+    sts = aws.effective_sts_endpoint_url
     lines = [
         f"{source}: valid",
         "",
         f"mode: {settings.mode}    log level: {settings.log_level}",
         f"aws: region {aws.region}, endpoint {endpoint}, profile {aws.profile or 'default chain'}, "
         f"at most {aws.max_requests_per_second:g} requests/s, {aws.max_attempts} attempts per call",
+        f"     timeouts per attempt: connect {_duration(aws.connect_timeout)}, read {_duration(aws.read_timeout)}; "
+        f"STS endpoint {mask_url(sts) if sts else 'AWS default'}",
         f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
         f"discovery interval: at most {_duration(settings.discovery_interval)}",
         f"journal: {settings.journal.path}",

@@ -22,6 +22,7 @@ from supervisor.commands.optional import EXIT_UNAVAILABLE, emulator_available
 from supervisor.config import ConfigError, Settings, load_settings
 from supervisor.demo import scenario
 from supervisor.logs import configure_logging
+from supervisor.startup import check_journal
 
 PACKAGED_CONFIG = "resources/demo.yaml"
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     except scenario.DemoConfigError as error:
         print(f"{args.config}: not usable for the demo: {error}", file=sys.stderr)
         return 2
+    if args.journal:
+        check_journal(Path(args.journal).expanduser().absolute(), setting="--journal")
     configure_logging(args.log_level, stream=sys.stderr)
     with ExitStack() as stack:
         if args.journal:

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from supervisor.commands.optional import EXIT_UNAVAILABLE, emulator_available
+from supervisor.startup import check_bind
 
 
 def register(subparsers: Any) -> None:
@@ -25,12 +26,34 @@ def register(subparsers: Any) -> None:
         "emulator", help="run the Athena Spark emulator (AWS JSON 1.1 over HTTP)"
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument("--port", type=port_number, default=4566, help="0 picks a free port (default 4566)")
     parser.add_argument("--workgroup", action="append", default=[], metavar="NAME",
                         help="create a Spark workgroup at start (repeatable)")
-    parser.add_argument("--throttle-tps", type=float, default=None, metavar="N",
+    parser.add_argument("--throttle-tps", type=positive_number, default=None, metavar="N",
                         help="throttle every operation to N requests/s")
     parser.set_defaults(func=run)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range: use 0-65535 (0 picks a free port)")
+    return port
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number greater than 0."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
+    return number
 
 
 def _stderr_json_logger() -> Any:
@@ -70,6 +93,7 @@ async def serve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if not emulator_available("emulator"):
         return EXIT_UNAVAILABLE
+    check_bind(args.host, args.port, host_setting="--host", port_setting="--port")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(args))
     return 0

@@ -39,6 +39,7 @@ from supervisor.core.policy import (
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 from supervisor.service import build_gateway
+from supervisor.startup import check_aws
 from supervisor.storage.sqlite import SqliteStorage
 
 
@@ -237,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args.config)
     if settings is None:
         return EXIT_INVALID_CONFIG
+    check_aws(settings.aws)
     storage = open_storage(settings)
     try:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
+from supervisor.startup import check_journal
 from supervisor.storage import JournalEntry
 from supervisor.storage.sqlite import SqliteStorage
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if str(path) != ":memory:" and not Path(path).exists():
         print(f"{path}: no journal here yet; start the daemon first or pass --config/--path", file=sys.stderr)
         return 2
+    check_journal(path, writable=False, setting="journal.path" if args.config else "--path")
     storage = SqliteStorage(path)
     try:
         entries = storage.journal.recent_events(args.limit, target_id=args.target)

@@ -1,8 +1,13 @@
-"""``athena-supervisor run --config FILE``: the long-running daemon."""
+"""``athena-supervisor run --config FILE``: the long-running daemon.
+
+Before it serves or acts it runs the startup checks (:mod:`supervisor.startup`): on a problem it prints one
+line per problem on stderr and exits 2, like an invalid config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import anyio
@@ -10,6 +15,7 @@ import anyio
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.logs import configure_logging
 from supervisor.service import run_until_signalled
+from supervisor.startup import startup_problems
 
 
 def register(subparsers: Any) -> None:
@@ -21,6 +27,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args.config)
     if settings is None:
+        return EXIT_INVALID_CONFIG
+    problems = startup_problems(settings)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
         return EXIT_INVALID_CONFIG
     configure_logging(settings.log_level)
     return anyio.run(run_until_signalled, settings)

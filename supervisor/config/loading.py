@@ -3,7 +3,8 @@
 Environment (env wins over the file; an empty variable counts as unset):
 
 - ``ATHENA_SUPERVISOR_AWS_REGION``, ``ATHENA_SUPERVISOR_AWS_ENDPOINT_URL``,
-  ``ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND``, ``ATHENA_SUPERVISOR_AWS_PROFILE``.
+  ``ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND``, ``ATHENA_SUPERVISOR_AWS_PROFILE``,
+  ``ATHENA_SUPERVISOR_AWS_ACCOUNT_ID``, ``ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL``.
 - When neither that variable nor the file sets ``aws.region``: ``AWS_REGION``, then
   ``AWS_DEFAULT_REGION``, then ``us-east-1``.
 """
@@ -26,6 +27,7 @@ from supervisor.config.errors import (
     translate_validation_error,
 )
 from supervisor.config.models import Settings
+from supervisor.config.types import ACCOUNT_ID_PATTERN
 
 ENV_PREFIX = "ATHENA_SUPERVISOR_AWS_"
 
@@ -46,11 +48,20 @@ def _as_positive_number(name: str, raw: str) -> float:
     return number
 
 
+def _as_account_id(name: str, raw: str) -> str:
+    if not ACCOUNT_ID_PATTERN.fullmatch(raw):
+        raise ConfigError.single(f"environment variable {name}", "not an AWS account id", value=raw,
+                                 hint="write the 12 digits of the account number, e.g. 123456789012")
+    return raw
+
+
 ENV_OVERRIDES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     f"{ENV_PREFIX}REGION": ("region", _as_text),
     f"{ENV_PREFIX}ENDPOINT_URL": ("endpoint_url", _as_text),
     f"{ENV_PREFIX}MAX_REQUESTS_PER_SECOND": ("max_requests_per_second", _as_positive_number),
     f"{ENV_PREFIX}PROFILE": ("profile", _as_text),
+    f"{ENV_PREFIX}ACCOUNT_ID": ("account_id", _as_account_id),
+    f"{ENV_PREFIX}STS_ENDPOINT_URL": ("sts_endpoint_url", _as_text),
 }
 """Environment variable -> (key in the ``aws`` section, converter)."""
 

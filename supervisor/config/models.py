@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic import model_validator as _model_validator
 
 from supervisor.config.errors import FieldProblem, join_hints, suggest
@@ -23,6 +23,7 @@ from supervisor.config.notifications import (
     WebhookChannel,
 )
 from supervisor.config.types import (
+    AccountId,
     BudgetAction,
     Count,
     Duration,
@@ -51,6 +52,11 @@ __all__ = [
 # --- sections ----------------------------------------------------------------------------------------
 
 
+MAX_AWS_TIMEOUT = timedelta(minutes=5)
+"""Upper bound of ``aws.connect_timeout`` and ``aws.read_timeout``: after a crash with a call in flight the
+daemon waits a call timeout out before it looks again, so a longer one only delays recovery."""
+
+
 class AwsSettings(StrictModel):
     region: Text = "us-east-1"
     endpoint_url: HttpUrl | None = None
@@ -58,11 +64,36 @@ class AwsSettings(StrictModel):
     max_attempts: Count = Field(default=8, ge=1)
     profile: Text | None = None
     # Needed to build workgroup ARNs (for their tags); when unset it is asked from STS GetCallerIdentity.
-    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+    account_id: AccountId | None = None
+    # Per attempt, for every AWS call (Athena, STS, SNS, EventBridge).
+    connect_timeout: Duration = timedelta(seconds=2)
+    read_timeout: Duration = timedelta(seconds=10)
+    # STS (GetCallerIdentity, AssumeRole); unset: ``endpoint_url`` when set, else AWS's STS endpoint.
+    sts_endpoint_url: HttpUrl | None = None
+
+    @field_validator("connect_timeout", "read_timeout")
+    @classmethod
+    def _at_most_five_minutes(cls, value: timedelta) -> timedelta:
+        if value > MAX_AWS_TIMEOUT:
+            raise FieldProblem("too long", "must be at most 5m (a call in flight at a crash is waited out "
+                               "for this long before the daemon looks again)")
+        return value
+
+    @property
+    def effective_sts_endpoint_url(self) -> str | None:
+        """Where STS calls go: ``sts_endpoint_url``, else ``endpoint_url``, else ``None`` (botocore's STS
+        endpoint for ``region``)."""
+        return self.sts_endpoint_url or self.endpoint_url
+
+
+def _journal_path(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise FieldProblem("must not be empty", "write a file path, e.g. /var/lib/athena-supervisor/journal.db")
+    return value
 
 
 class JournalSettings(StrictModel):
-    path: Path = Path("./athena-supervisor.db")
+    path: Annotated[Path, BeforeValidator(_journal_path)] = Path("./athena-supervisor.db")
 
 
 class HttpSettings(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -68,6 +69,20 @@ Number = Annotated[float, BeforeValidator(_number)]
 Count = Annotated[int, BeforeValidator(_number)]
 Text = Annotated[str, BeforeValidator(_non_empty_text)]
 HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+def _account_id(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) == 12:
+        return str(value)  # unquoted in YAML: 12 digits without a leading zero survive as an int
+    if not isinstance(value, str) or not ACCOUNT_ID_PATTERN.fullmatch(value):
+        raise FieldProblem("not an AWS account id", ACCOUNT_ID_HINT)
+    return value
+
+
+ACCOUNT_ID_PATTERN = re.compile(r"\d{12}")
+ACCOUNT_ID_HINT = "write the 12-digit account number in quotes, e.g. '123456789012'"
+AccountId = Annotated[str, BeforeValidator(_account_id)]
+"""An AWS account id: exactly 12 digits (an unquoted YAML number of 12 digits is accepted)."""
 
 
 def check_globs(value: tuple[str, ...]) -> tuple[str, ...]:

@@ -47,9 +47,8 @@ def start_calculation_execution(ctx: Context, body: dict[str, Any], now: float) 
     return {"CalculationExecutionId": record.id, "State": store.calculation_view(record.id, now).state}
 
 
-def reported_view(ctx: Context, calculation_id: str, now: float) -> CalculationView:
+def reported(ctx: Context, calculation_id: str, view: CalculationView) -> CalculationView:
     """The calculation as Get*/List* answers report it: its lifecycle with any injected state override."""
-    view = ctx.store.calculation_view(calculation_id, now)
     state = ctx.states.calculation_state(calculation_id, view.state)
     return view if state == view.state else replace(view, state=state)
 
@@ -66,7 +65,7 @@ def _statistics(view: CalculationView) -> dict[str, Any]:
 def get_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_calculation(ctx, body["CalculationExecutionId"])
     real = ctx.store.calculation_view(record.id, now)
-    view = reported_view(ctx, record.id, now)
+    view = reported(ctx, record.id, real)
     base = f"s3://athena-emulator-{ctx.account_id}/{ctx.store.sessions[record.session_id].workgroup}/" \
            f"{record.session_id}/{record.id}"
     result = None
@@ -82,7 +81,7 @@ def get_calculation_execution(ctx: Context, body: dict[str, Any], now: float) ->
 
 def get_calculation_execution_status(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_calculation(ctx, body["CalculationExecutionId"])
-    view = reported_view(ctx, record.id, now)
+    view = reported(ctx, record.id, ctx.store.calculation_view(record.id, now))
     return {"Status": render_status(view), "Statistics": _statistics(view)}
 
 
@@ -97,7 +96,7 @@ def list_calculation_executions(ctx: Context, body: dict[str, Any], now: float) 
     views: dict[str, CalculationView] = {}
 
     def keep(calculation_id: str) -> bool:
-        view = views[calculation_id] = reported_view(ctx, calculation_id, now)
+        view = views[calculation_id] = reported(ctx, calculation_id, store.calculation_view(calculation_id, now))
         return wanted is None or view.state == wanted
 
     ids, token = store.calculation_index(session.id).page(body.get("NextToken"), body.get("MaxResults", 100),

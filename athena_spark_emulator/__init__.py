@@ -1,14 +1,18 @@
 """A wire-compatible Amazon Athena for Apache Spark emulator (AWS JSON 1.1 over HTTP).
 
 Public API: :class:`Emulator` (async context manager), :class:`EmulatorThread` (sync, own loop),
-:class:`ControlClient`, the clocks, and the pytest plugin :mod:`athena_spark_emulator.testing`.
+:class:`ControlClient`, the clocks, and the pytest plugin :mod:`athena_spark_emulator.testing`. Faults are
+injected through the control API, the :class:`ControlClient` or ``Emulator.backend`` (docs/emulator.md).
+
+The package never imports :mod:`supervisor`; the daemon never imports it.
 """
 
 from __future__ import annotations
 
 from athena_spark_emulator.client import ControlClient, ControlError
-from athena_spark_emulator.clock import Clock, ManualClock, SystemClock
+from athena_spark_emulator.clock import Clock, ManualClock, SleepingClock, SystemClock
 from athena_spark_emulator.faults import Faults, FaultSpec
+from athena_spark_emulator.rulebook import UnknownRule
 from athena_spark_emulator.server import Emulator
 from athena_spark_emulator.thread import EmulatorThread
 
@@ -21,5 +25,7 @@ __all__ = [
     "FaultSpec",
     "Faults",
     "ManualClock",
+    "SleepingClock",
     "SystemClock",
+    "UnknownRule",
 ]

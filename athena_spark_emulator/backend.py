@@ -1,29 +1,40 @@
-"""One emulated Athena account/region: store, audit log, faults and the service, behind ``call()``."""
+"""One emulated Athena account/region: store, audit log, faults and the services, behind ``call()``."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import json
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from athena_spark_emulator import sts
 from athena_spark_emulator.audit import DEFAULT_MAX_CALLS, AuditLog
 from athena_spark_emulator.clock import Clock
 from athena_spark_emulator.context import Context
-from athena_spark_emulator.errors import ApiError, internal, throttled
+from athena_spark_emulator.errors import ApiError
+from athena_spark_emulator.fault_controls import FaultControls
 from athena_spark_emulator.faults import Faults, FaultSpec
+from athena_spark_emulator.identity import Identity
+from athena_spark_emulator.injections import Injections
 from athena_spark_emulator.model import load_athena_model
 from athena_spark_emulator.protocol import audit_operation, decode_body, encode, operation_from_target
+from athena_spark_emulator.selectors import Resources, request_resources
 from athena_spark_emulator.service import AthenaService
 from athena_spark_emulator.store import Store
 from athena_spark_emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
 
+NO_RESOURCES = Resources()
 
-class Backend:
+
+class Backend(FaultControls):
     """Everything behind the HTTP server; the server and control API are thin adapters over it.
+
+    The fault-injection methods (``set_faults``, ``add_error``, ``override_state``, ``remove_fields`` and
+    their ``clear_*``) come from :class:`~athena_spark_emulator.fault_controls.FaultControls`.
 
     Args:
         clock: the time source for every derived state.
@@ -40,49 +51,79 @@ class Backend:
         self.clock = clock
         self.account_id = account_id
         self.region = region
+        self.identity = Identity(account_id, region)
         self._initial_workgroups = tuple(workgroups)
         self._throttle_tps = throttle_tps
         self._model = load_athena_model()
         self._log = logger or structlog.get_logger("athena_spark_emulator")
-        self.faults = faults or Faults()
+        self.injections = Injections(clock, faults or Faults())
+        self.faults = self.injections.faults
         self.audit = AuditLog(max_calls)
         self.store = Store()
-        self.service = AthenaService(Context(self.store, account_id, region), self._model, logger=self._log)
+        self.service = self._service()
         self.reset()
+
+    def _service(self) -> AthenaService:
+        context = Context(self.store, self.account_id, self.region, self.injections.states)
+        return AthenaService(context, self._model, logger=self._log)
 
     def reset(self) -> None:
         """Back to the start state: ``primary`` + initial workgroups, no calls, initial throttle only."""
         now = self.clock.now()
         self.store = Store()
-        self.service = AthenaService(Context(self.store, self.account_id, self.region), self._model,
-                                     logger=self._log)
+        self.service = self._service()
         self.store.put_workgroup(new_workgroup(PRIMARY, created_at=now))
         for name in self._initial_workgroups:
             self.store.put_workgroup(new_workgroup(name, created_at=now, configuration=spark_configuration()))
         self.audit.clear()
-        self.faults.clear()
+        self.injections.clear()
         if self._throttle_tps is not None:
             self.faults.set(None, FaultSpec(throttle_tps=self._throttle_tps), now)
 
+    def _resources(self, body: dict[str, Any]) -> Resources:
+        return request_resources(self.store, body) if self.injections.targeted else NO_RESOURCES
+
     async def call(self, target: str | None, raw: bytes) -> tuple[int, bytes, str | None]:
-        """Serve one AWS JSON 1.1 call; return ``(HTTP status, response body, error type or None)``."""
+        """Serve one AWS JSON 1.1 call; return ``(HTTP status, response body, error type or None)``.
+
+        The request is processed after its injected latency: a state change it causes happens then.
+        """
         received = self.clock.now()
         try:
             operation = operation_from_target(target)
-            delay = self.faults.latency(operation)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            verdict = self.faults.admit(operation, self.clock.now())
-            if verdict.throttled:
-                raise throttled()
-            if verdict.failed:
-                raise internal()
-            payload = self.service.handle(operation, decode_body(raw), self.clock.now())
+            try:
+                body, undecodable = decode_body(raw), None
+            except ApiError as failure:  # answered after the faults, like any invalid request
+                body, undecodable = {}, failure
+            resources = self._resources(body)
+            await self.injections.before(operation, resources, self.identity)
+            if undecodable is not None:
+                raise undecodable
+            payload = self.service.handle(operation, body, self.clock.now())
+            payload = self.injections.after(operation, resources, payload)
             status, error = 200, None
         except ApiError as failure:
             payload, status, error = failure.body(), failure.status, failure.error_type
         self.audit.record(received, audit_operation(target), raw, status, error)
         return status, encode(payload), error
+
+    async def call_sts(self, raw: bytes) -> tuple[int, bytes, str | None]:
+        """Serve one STS Query-protocol call (GetCallerIdentity); return ``(status, XML body, error code)``.
+
+        The audit log records it like an Athena call, its form fields as the request object.
+        """
+        received = self.clock.now()
+        request_id = str(uuid.uuid4())
+        form = sts.decode_form(raw)
+        try:
+            operation = sts.operation_of(form)
+            await self.injections.before(operation, NO_RESOURCES, self.identity, service="sts")
+            status, body, error = 200, sts.caller_identity(self.identity, request_id), None
+        except ApiError as failure:
+            status = failure.status
+            error, body = sts.error_document(failure, request_id)
+        self.audit.record(received, form.get("Action") or None, json.dumps(form).encode(), status, error)
+        return status, body, error
 
     def state(self) -> dict[str, Any]:
         """A summary for ``GET /_emulator/state``: counts by state, per workgroup, faults and time."""
@@ -107,5 +148,5 @@ class Backend:
             "sessions": {"total": len(store.sessions), "by_state": dict(session_states)},
             "calculations": {"total": len(store.calculations), "by_state": dict(calculation_states)},
             "calls": len(self.audit),
-            "faults": self.faults.to_json(),
+            "faults": self.injections.to_json(),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
@@ -46,6 +47,12 @@ def start_calculation_execution(ctx: Context, body: dict[str, Any], now: float) 
     return {"CalculationExecutionId": record.id, "State": store.calculation_view(record.id, now).state}
 
 
+def reported(ctx: Context, calculation_id: str, view: CalculationView) -> CalculationView:
+    """The calculation as Get*/List* answers report it: its lifecycle with any injected state override."""
+    state = ctx.states.calculation_state(calculation_id, view.state)
+    return view if state == view.state else replace(view, state=state)
+
+
 def render_status(view: CalculationView) -> dict[str, Any]:
     return drop_none({"SubmissionDateTime": view.submitted, "CompletionDateTime": view.completed,
                       "State": view.state, "StateChangeReason": view.reason})
@@ -57,11 +64,12 @@ def _statistics(view: CalculationView) -> dict[str, Any]:
 
 def get_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_calculation(ctx, body["CalculationExecutionId"])
-    view = ctx.store.calculation_view(record.id, now)
+    real = ctx.store.calculation_view(record.id, now)
+    view = reported(ctx, record.id, real)
     base = f"s3://athena-emulator-{ctx.account_id}/{ctx.store.sessions[record.session_id].workgroup}/" \
            f"{record.session_id}/{record.id}"
     result = None
-    if view.state in TERMINAL:
+    if real.state in TERMINAL:
         result = {"StdOutS3Uri": f"{base}/stdout.txt", "StdErrorS3Uri": f"{base}/stderr.txt",
                   "ResultS3Uri": f"{base}/result.json", "ResultType": "application/json"}
     return drop_none({
@@ -73,7 +81,7 @@ def get_calculation_execution(ctx: Context, body: dict[str, Any], now: float) ->
 
 def get_calculation_execution_status(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_calculation(ctx, body["CalculationExecutionId"])
-    view = ctx.store.calculation_view(record.id, now)
+    view = reported(ctx, record.id, ctx.store.calculation_view(record.id, now))
     return {"Status": render_status(view), "Statistics": _statistics(view)}
 
 
@@ -88,7 +96,7 @@ def list_calculation_executions(ctx: Context, body: dict[str, Any], now: float) 
     views: dict[str, CalculationView] = {}
 
     def keep(calculation_id: str) -> bool:
-        view = views[calculation_id] = store.calculation_view(calculation_id, now)
+        view = views[calculation_id] = reported(ctx, calculation_id, store.calculation_view(calculation_id, now))
         return wanted is None or view.state == wanted
 
     ids, token = store.calculation_index(session.id).page(body.get("NextToken"), body.get("MaxResults", 100),

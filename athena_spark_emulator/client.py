@@ -56,7 +56,52 @@ class ControlClient:
         return result
 
     def clear_faults(self, operation: str | None = None) -> None:
+        """Clear one operation's throttle/error-rate/latency rule, or (no operation) every fault of every kind."""
         self._request("DELETE", "faults", query={"operation": operation} if operation else None)
+
+    def faults(self) -> dict[str, Any]:
+        """Every installed fault: ``global``, ``operations``, ``errors``, ``states``, ``removals``."""
+        result: dict[str, Any] = self._request("GET", "faults")
+        return result
+
+    def _add(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        rule: dict[str, Any] = self._request("POST", f"faults/{kind}",
+                                             {key: value for key, value in body.items() if value is not None})
+        return rule
+
+    def _remove(self, kind: str, rule_id: str | None) -> list[dict[str, Any]]:
+        left: list[dict[str, Any]] = self._request("DELETE", f"faults/{kind}",
+                                                   query={"id": rule_id} if rule_id else None)[kind]
+        return left
+
+    def add_error(self, error: str, *, operation: str | None = None, session_id: str | None = None,
+                  calculation_id: str | None = None, workgroup: str | None = None, message: str | None = None,
+                  count: int | None = None) -> dict[str, Any]:
+        """Answer ``error`` to the calls about a resource (and/or of an operation); returns the rule and its id."""
+        return self._add("errors", {"error": error, "operation": operation, "session_id": session_id,
+                                    "calculation_id": calculation_id, "workgroup": workgroup, "message": message,
+                                    "count": count})
+
+    def clear_errors(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+        """Remove one error rule (or all); returns the rules left."""
+        return self._remove("errors", rule_id)
+
+    def override_state(self, state: str, *, session_id: str | None = None,
+                       calculation_id: str | None = None) -> dict[str, Any]:
+        """Report ``state`` for one session or calculation in Get*/List* answers; returns the rule."""
+        return self._add("states", {"state": state, "session_id": session_id, "calculation_id": calculation_id})
+
+    def clear_state_overrides(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+        return self._remove("states", rule_id)
+
+    def remove_fields(self, operation: str, fields: list[str], *, session_id: str | None = None,
+                      calculation_id: str | None = None, workgroup: str | None = None) -> dict[str, Any]:
+        """Drop ``fields`` (dotted paths, list items too) from ``operation``'s answers; returns the rule."""
+        return self._add("removals", {"operation": operation, "fields": fields, "session_id": session_id,
+                                      "calculation_id": calculation_id, "workgroup": workgroup})
+
+    def clear_field_removals(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+        return self._remove("removals", rule_id)
 
     def reset(self) -> None:
         self._request("POST", "reset", {})

@@ -1,9 +1,16 @@
-"""Time sources for the emulator: every state is derived from ``clock.now()`` (epoch seconds)."""
+"""Time sources for the emulator: every state is derived from ``clock.now()`` (epoch seconds).
+
+A clock may also have ``async def sleep(seconds)``; injected latency then waits on it, so a test that
+drives the daemon and the emulator on one virtual clock sees latency in virtual time. Without it
+latency waits in real time (:func:`asyncio.sleep`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -11,6 +18,20 @@ class Clock(Protocol):
     """Anything with ``now()`` returning the current time as POSIX epoch seconds."""
 
     def now(self) -> float: ...
+
+
+class SleepingClock(Clock, Protocol):
+    """A clock that can also wait ``seconds`` of its own time (optional; see :func:`sleeper`)."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+def sleeper(clock: Clock) -> Callable[[float], Awaitable[None]]:
+    """How to wait on ``clock``: its own ``sleep`` when it has one, else :func:`asyncio.sleep` (real time)."""
+    sleep = getattr(clock, "sleep", None)
+    if callable(sleep):
+        return sleep  # type: ignore[no-any-return]
+    return asyncio.sleep
 
 
 class SystemClock:

@@ -1,5 +1,9 @@
 """The control API under ``/_emulator/`` (JSON): audit log, faults, reset, state and populate.
 
+Faults: ``/faults`` (throttling, error rates, latency; ``GET`` shows every kind, bare ``DELETE`` clears every
+kind) and ``/faults/errors``, ``/faults/states``, ``/faults/removals`` (``POST`` one rule, ``GET`` them,
+``DELETE [?id=…]`` one or all).
+
 Control routes are never throttled, never fail by injection and are not recorded in the audit log.
 """
 
@@ -13,8 +17,10 @@ from aiohttp import web
 
 from athena_spark_emulator.audit import parse_since
 from athena_spark_emulator.backend import Backend
+from athena_spark_emulator.fault_controls import KINDS
 from athena_spark_emulator.faults import FaultSpec
 from athena_spark_emulator.populate import PopulateError, populate
+from athena_spark_emulator.rulebook import UnknownRule
 
 PREFIX = "/_emulator"
 
@@ -47,6 +53,11 @@ class ControlApi:
             web.get(f"{PREFIX}/faults", self.get_faults),
             web.post(f"{PREFIX}/faults", self.set_faults),
             web.delete(f"{PREFIX}/faults", self.clear_faults),
+            *(route for kind in KINDS for route in (
+                web.get(f"{PREFIX}/faults/{kind}", self.get_rules),
+                web.post(f"{PREFIX}/faults/{kind}", self.add_rule),
+                web.delete(f"{PREFIX}/faults/{kind}", self.remove_rules),
+            )),
             web.post(f"{PREFIX}/reset", self.reset),
             web.get(f"{PREFIX}/state", self.state),
             web.post(f"{PREFIX}/populate", self.populate),
@@ -62,7 +73,7 @@ class ControlApi:
         return web.json_response({"calls": self._backend.audit.entries(since, operation)})
 
     async def get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self._backend.faults.to_json())
+        return web.json_response(self._backend.injections.to_json())
 
     async def set_faults(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -77,13 +88,36 @@ class ControlApi:
             return _bad_request(str(error))
         self._backend.faults.set(operation, spec, self._backend.clock.now())
         self._log.info("emulator.faults_set", operation=operation, **spec.to_json())
-        return web.json_response(self._backend.faults.to_json())
+        return web.json_response(self._backend.injections.to_json())
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         operation = request.query.get("operation")
-        self._backend.faults.clear(operation, everything=operation is None)
         self._log.info("emulator.faults_cleared", operation=operation)
-        return web.json_response(self._backend.faults.to_json())
+        return web.json_response(self._backend.clear_faults(operation))
+
+    async def get_rules(self, request: web.Request) -> web.Response:
+        kind = request.path.rsplit("/", 1)[-1]
+        return web.json_response({kind: self._backend.injections.to_json()[kind]})
+
+    async def add_rule(self, request: web.Request) -> web.Response:
+        kind = request.path.rsplit("/", 1)[-1]
+        body = await _json_body(request)
+        try:
+            rule = self._backend.install(kind, body)
+        except ValueError as error:
+            return _bad_request(str(error))
+        self._log.info("emulator.fault_added", kind=kind, **rule)
+        return web.json_response(rule)
+
+    async def remove_rules(self, request: web.Request) -> web.Response:
+        kind = request.path.rsplit("/", 1)[-1]
+        rule_id = request.query.get("id") or None
+        try:
+            left = self._backend.uninstall(kind, rule_id)
+        except UnknownRule:
+            return web.json_response({"error": f"no {kind} rule with id {rule_id!r}"}, status=404)
+        self._log.info("emulator.fault_removed", kind=kind, id=rule_id)
+        return web.json_response({kind: left})
 
     async def reset(self, request: web.Request) -> web.Response:
         self._backend.reset()

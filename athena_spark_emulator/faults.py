@@ -108,20 +108,23 @@ class Faults:
         return {"global": self._specs[None].to_json() if None in self._specs else None,
                 "operations": {op: spec.to_json() for op, spec in self._specs.items() if op is not None}}
 
-    def latency(self, operation: str) -> float:
+    def latency(self, operation: str, *, include_global: bool = True) -> float:
+        """Seconds to wait before processing a call: its operation's latency plus the global one."""
         if not self._specs:
             return 0.0
-        return sum(spec.latency for key, spec in self._specs.items() if key is None or key == operation)
+        return sum(spec.latency for key, spec in self._specs.items()
+                   if key == operation or (key is None and include_global))
 
-    def admit(self, operation: str, now: float) -> Verdict:
+    def admit(self, operation: str, now: float, *, include_global: bool = True) -> Verdict:
         """Decide the fate of one call after its latency: throttled, failed (500) or served."""
         if not self._specs:
             return Verdict(False, False)
-        for key in (operation, None):
+        scopes = (operation, None) if include_global else (operation,)
+        for key in scopes:
             bucket = self._buckets.get(key)
             if bucket is not None and not bucket.take(now):
                 return Verdict(True, False)
-        for key in (operation, None):
+        for key in scopes:
             spec = self._specs.get(key)
             if spec is not None and spec.error_rate > 0 and self._rng.random() < spec.error_rate:
                 return Verdict(False, True)

@@ -9,12 +9,16 @@ Calculation keys (CodeBlock): ``runtime`` (duration, default 10s), ``dpus`` (int
 ``queue`` (duration before it may run, default 0s), ``outcome`` (completed|failed, default completed),
 ``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s).
 
-Session keys (Description): ``start`` (duration CREATING -> IDLE, default 1s), ``on_terminate``
-(honor|stuck, default honor), ``terminate_latency`` (duration TERMINATING -> TERMINATED, default 1s).
+Session keys (Description): ``start`` (duration CREATING -> CREATED, default 1s), ``created_for``
+(duration CREATED -> IDLE, or ``forever``, default 0s), ``degraded_after`` (duration from StartSession to
+DEGRADED, default never), ``fail_after`` (duration from StartSession to FAILED, default never),
+``on_terminate`` (honor|stuck, default honor), ``terminate_latency`` (duration TERMINATING -> TERMINATED,
+default 1s).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -48,6 +52,9 @@ class SessionPragma:
     start: float = 1.0
     on_terminate: str = "honor"
     terminate_latency: float = 1.0
+    created_for: float = 0.0  # math.inf: stays CREATED
+    degraded_after: float | None = None  # from StartSession
+    fail_after: float | None = None  # from StartSession
 
 
 def _duration(key: str, raw: str) -> float:
@@ -55,6 +62,10 @@ def _duration(key: str, raw: str) -> float:
         return parse_duration(raw)
     except ValueError:
         raise PragmaError(key, f"pragma key {key!r}: {raw!r} is not a duration (e.g. 30s, 2m)") from None
+
+
+def _duration_or_forever(key: str, raw: str) -> float:
+    return math.inf if raw == "forever" else _duration(key, raw)
 
 
 def _positive_int(key: str, raw: str) -> int:
@@ -82,6 +93,9 @@ _CALCULATION_KEYS: dict[str, Callable[[str, str], Any]] = {
 }
 _SESSION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "start": _duration,
+    "created_for": _duration_or_forever,
+    "degraded_after": _duration,
+    "fail_after": _duration,
     "on_terminate": _choice("honor", "stuck"),
     "terminate_latency": _duration,
 }

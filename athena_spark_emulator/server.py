@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from athena_spark_emulator import sts
 from athena_spark_emulator.backend import Backend
 from athena_spark_emulator.clock import Clock, SystemClock
 from athena_spark_emulator.control import PREFIX, ControlApi
@@ -28,7 +29,8 @@ class Emulator:
         workgroups: Spark workgroups (``PySpark engine version 3``, ENABLED) created at start.
         throttle_tps: throttle every operation to this many requests/s (global fault).
         account_id / region: used in ARNs.
-        clock: time source (default wall clock); see :class:`~athena_spark_emulator.clock.ManualClock`.
+        clock: time source (default wall clock); see :class:`~athena_spark_emulator.clock.ManualClock`. With
+            an ``async sleep(seconds)`` method, injected latency waits on it (virtual time).
         faults: fault registry (inject one with a seeded RNG for reproducible error rates).
     """
 
@@ -54,19 +56,30 @@ class Emulator:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.add_routes([web.post("/", self._athena)])
+        app.add_routes([web.post("/", self._api)])
         app.add_routes(ControlApi(self.backend, logger=self._log).routes())
         return app
 
-    async def _athena(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.Response:
+        """``POST /``: Athena (AWS JSON 1.1, ``X-Amz-Target``) or STS (Query protocol, a form body)."""
         raw = await request.read()
-        status, body, _ = await self.backend.call(request.headers.get("X-Amz-Target"), raw)
+        target = request.headers.get("X-Amz-Target")
+        if target is None and request.content_type == sts.FORM_CONTENT_TYPE:
+            status, body, _ = await self.backend.call_sts(raw)
+            return web.Response(body=body, status=status, content_type=sts.XML_CONTENT_TYPE)
+        status, body, _ = await self.backend.call(target, raw)
         return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                             headers={"x-amzn-RequestId": str(uuid.uuid4())})
 
     async def start(self) -> None:
-        """Bind and serve; afterwards ``port`` holds the bound port."""
-        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        """Bind and serve; afterwards ``port`` holds the bound port.
+
+        ``handler_cancellation=False`` (aiohttp's default, stated so it stays): a client that disconnects
+        mid-request does not cancel its processing, so a StopCalculationExecution whose caller timed out
+        still takes effect, as on AWS.
+        """
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                               handler_cancellation=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()

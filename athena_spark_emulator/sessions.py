@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
@@ -67,6 +68,13 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
     return {"SessionId": record.id, "State": store.session_state(record.id, now)}
 
 
+def reported_view(ctx: Context, session_id: str, now: float) -> SessionView:
+    """The session as Get*/List* answers report it: its lifecycle with any injected state override."""
+    view = ctx.store.session_view(session_id, now)
+    state = ctx.states.session_state(session_id, view.state)
+    return view if state == view.state else replace(view, state=state)
+
+
 def render_status(view: SessionView) -> dict[str, Any]:
     return drop_none({
         "StartDateTime": view.start, "LastModifiedDateTime": view.last_modified, "EndDateTime": view.end,
@@ -76,7 +84,7 @@ def render_status(view: SessionView) -> dict[str, Any]:
 
 def get_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_session(ctx, body["SessionId"])
-    view = ctx.store.session_view(record.id, now)
+    view = reported_view(ctx, record.id, now)
     workgroup = ctx.store.workgroups.get(record.workgroup)
     execution_role = record.request.get("ExecutionRole") or (
         workgroup.configuration.get("ExecutionRole") if workgroup is not None else None)
@@ -101,7 +109,7 @@ def get_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any
 
 def get_session_status(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_session(ctx, body["SessionId"])
-    return {"SessionId": record.id, "Status": render_status(ctx.store.session_view(record.id, now))}
+    return {"SessionId": record.id, "Status": render_status(reported_view(ctx, record.id, now))}
 
 
 def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
@@ -113,7 +121,7 @@ def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
     views: dict[str, SessionView] = {}
 
     def keep(session_id: str) -> bool:
-        view = views[session_id] = store.session_view(session_id, now)
+        view = views[session_id] = reported_view(ctx, session_id, now)
         return wanted is None or view.state == wanted
 
     ids, token = store.workgroup_sessions(name).page(body.get("NextToken"), body.get("MaxResults", 100), keep)
@@ -140,8 +148,9 @@ def terminate_session(ctx: Context, body: dict[str, Any], now: float) -> dict[st
 
 
 def _executor_state(session_state: str) -> str:
-    return {"CREATING": "CREATING", "TERMINATING": "TERMINATING", "TERMINATED": "TERMINATED",
-            "FAILED": "FAILED"}.get(session_state, "REGISTERED")
+    """The coordinator's state; a DEGRADED session is one with no healthy coordinator."""
+    return {"CREATING": "CREATING", "CREATED": "CREATED", "TERMINATING": "TERMINATING",
+            "TERMINATED": "TERMINATED", "DEGRADED": "FAILED", "FAILED": "FAILED"}.get(session_state, "REGISTERED")
 
 
 def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:

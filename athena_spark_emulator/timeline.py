@@ -6,9 +6,13 @@ that plan at a given instant. A plan only depends on facts that already happened
 ``t >= now`` is consistent with every answer given before.
 
 Rules (see docs/emulator.md):
-- the session is CREATING for ``start`` seconds, then IDLE, BUSY while a calculation is pending
-  (submitted and not yet terminal), back to IDLE; after ``SessionIdleTimeoutInMinutes`` of continuous
-  IDLE it is TERMINATED;
+- the session is CREATING for ``start`` seconds, CREATED for ``created_for`` (default 0, ``forever``
+  possible), then IDLE, BUSY while a calculation is pending (submitted and not yet terminal), back to
+  IDLE; after ``SessionIdleTimeoutInMinutes`` of continuous IDLE it is TERMINATED;
+- ``degraded_after``: DEGRADED from that instant (not before CREATED) until it ends; its calculations run
+  on as planned, it accepts no new ones and no longer times out (the idle timer needs IDLE);
+- ``fail_after``: FAILED at that instant unless it ended before; calculations still pending then are
+  FAILED at that instant and queued ones never start (as when a termination completes);
 - calculations run one at a time in submission order: run start = max(submission + queue, session
   ready, previous run's end); a calculation whose stop (honored) arrives before it starts never runs;
 - TerminateSession at ``T``: TERMINATING from ``T``; with ``on_terminate=honor`` TERMINATED at
@@ -30,6 +34,9 @@ REASON_IDLE = "Session was terminated after reaching its idle timeout"
 REASON_FAILED = "Calculation failed (simulated by the workload pragma)"
 REASON_CANCELED = "Calculation was canceled by StopCalculationExecution"
 REASON_SESSION_GONE = "Calculation failed because its session was terminated"
+REASON_SESSION_FAILED = "Calculation failed because its session failed"
+REASON_DEGRADED = "Session is degraded (simulated by the session pragma)"
+REASON_FAILED_SESSION = "Session failed (simulated by the session pragma)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +50,11 @@ class CalculationPlan:
 
 @dataclass(frozen=True, slots=True)
 class SessionPlan:
-    ready_at: float
-    end_at: float  # TERMINATED instant, INF while it may live on
+    created_at: float  # CREATING -> CREATED
+    ready_at: float  # CREATED -> IDLE (INF: stays CREATED)
+    degraded_at: float  # INF: never DEGRADED
+    end_at: float  # TERMINATED/FAILED instant, INF while it may live on
+    end_state: str  # TERMINATED | FAILED
     end_reason: str
     busy: tuple[tuple[float, float], ...]  # merged [start, end) intervals with a pending calculation
     calculations: dict[str, CalculationPlan]
@@ -72,7 +82,7 @@ class CalculationView:
 
 
 def _plan_calculation(calc: CalculationRecord, *, ready: float, runner_free: float,
-                      terminate_at: float | None, session_end: float) -> CalculationPlan:
+                      terminate_at: float | None, session_end: float, end_reason: str) -> CalculationPlan:
     pragma = calc.pragma
     stop = calc.stop_requested_at
     honor = stop is not None and pragma.on_stop == "honor"
@@ -89,24 +99,31 @@ def _plan_calculation(calc: CalculationRecord, *, ready: float, runner_free: flo
             end, state, reason = stop + pragma.stop_latency, "CANCELED", REASON_CANCELED
         plan = CalculationPlan(start, end, end, state, reason)
     if plan.end > session_end:
+        run_start = plan.run_start if plan.run_start is not None and plan.run_start < session_end else None
         run_end = min(plan.run_end, session_end)
-        return CalculationPlan(plan.run_start, run_end, session_end, "FAILED", REASON_SESSION_GONE)
+        return CalculationPlan(run_start, run_end, session_end, "FAILED", end_reason)
     return plan
 
 
 def plan_session(session: SessionRecord, calculations: Sequence[CalculationRecord]) -> SessionPlan:
     """Compute the time-independent plan of a session and its calculations (in submission order)."""
-    ready = session.created_at + session.pragma.start
+    pragma = session.pragma
+    created = session.created_at + pragma.start
+    ready = created + pragma.created_for
+    fail_at = INF if pragma.fail_after is None else session.created_at + pragma.fail_after
+    degraded_at = INF if pragma.degraded_after is None else max(created, session.created_at + pragma.degraded_after)
     terminate_at = session.terminate_requested_at
-    if terminate_at is None or session.pragma.on_terminate == "stuck":
+    if terminate_at is None or pragma.on_terminate == "stuck":
         forced_end = INF
     else:
-        forced_end = terminate_at + session.pragma.terminate_latency
+        forced_end = terminate_at + pragma.terminate_latency
+    calculations_end = min(forced_end, fail_at)
+    calculations_reason = REASON_SESSION_FAILED if fail_at < forced_end else REASON_SESSION_GONE
     plans: dict[str, CalculationPlan] = {}
     runner_free = ready
     for calc in calculations:
-        plan = _plan_calculation(calc, ready=ready, runner_free=runner_free,
-                                 terminate_at=terminate_at, session_end=forced_end)
+        plan = _plan_calculation(calc, ready=ready, runner_free=runner_free, terminate_at=terminate_at,
+                                 session_end=calculations_end, end_reason=calculations_reason)
         plans[calc.id] = plan
         if plan.run_start is not None:
             runner_free = max(runner_free, plan.run_end)
@@ -120,14 +137,21 @@ def plan_session(session: SessionRecord, calculations: Sequence[CalculationRecor
         else:
             busy.append((begin, finish))
     if terminate_at is not None:
-        return SessionPlan(ready, forced_end, REASON_TERMINATED, tuple(busy), plans)
-    timeout = session.idle_timeout_minutes * 60.0
-    idle_from = ready
-    for begin, finish in busy:
-        if begin - idle_from >= timeout:
-            break
-        idle_from = finish
-    return SessionPlan(ready, idle_from + timeout, REASON_IDLE, tuple(busy), plans)
+        end, reason = forced_end, REASON_TERMINATED
+    else:
+        timeout = session.idle_timeout_minutes * 60.0
+        idle_from = ready
+        for begin, finish in busy:
+            if begin - idle_from >= timeout:
+                break
+            idle_from = finish
+        end, reason = idle_from + timeout, REASON_IDLE
+        if end >= degraded_at:  # degraded before it timed out: the idle timer no longer runs
+            end = INF
+    if fail_at < end:
+        return SessionPlan(created, ready, degraded_at, fail_at, "FAILED", REASON_FAILED_SESSION, tuple(busy),
+                           plans)
+    return SessionPlan(created, ready, degraded_at, end, "TERMINATED", reason, tuple(busy), plans)
 
 
 def _overlap_millis(start: float | None, end: float, t: float) -> float:
@@ -148,11 +172,15 @@ def session_view(session: SessionRecord, calculations: Sequence[CalculationRecor
     dpu_millis = int(dpu)
     terminate_at = session.terminate_requested_at
     if t >= plan.end_at:
-        return SessionView("TERMINATED", created, plan.end_at, plan.end_at, None, plan.end_reason, dpu_millis)
+        return SessionView(plan.end_state, created, plan.end_at, plan.end_at, None, plan.end_reason, dpu_millis)
     if terminate_at is not None and t >= terminate_at:
         return SessionView("TERMINATING", created, terminate_at, None, None, None, dpu_millis)
-    if t < plan.ready_at:
+    if t < plan.created_at:
         return SessionView("CREATING", created, created, None, None, None, dpu_millis)
+    if t >= plan.degraded_at:
+        return SessionView("DEGRADED", created, plan.degraded_at, None, None, REASON_DEGRADED, dpu_millis)
+    if t < plan.ready_at:
+        return SessionView("CREATED", created, plan.created_at, None, None, None, dpu_millis)
     idle_since = plan.ready_at
     for begin, finish in plan.busy:
         if begin > t:

@@ -63,7 +63,8 @@ def test_throttle_per_operation_and_global(manual_emulator: EmulatorHandle, athe
     manual_emulator.populate({"workgroups": [{"name": "bypass"}]})  # control API is never throttled
     manual_emulator.clear_faults()
     assert [code_of(athena.list_work_groups) for _ in range(3)] == ["OK"] * 3
-    assert manual_emulator.state()["faults"] == {"global": None, "operations": {}}
+    assert manual_emulator.state()["faults"] == {"global": None, "operations": {}, "errors": [], "states": [],
+                                                 "removals": []}
 
 
 def test_error_rate_is_seeded_and_spares_the_control_api(emulator_factory: EmulatorFactory) -> None:

@@ -85,6 +85,9 @@ def test_malformed_calculation_pragma_names_the_key(raw: Any, session_id: str, c
     ("# sim: start=soon", "start"),
     ("# sim: on_terminate=maybe", "on_terminate"),
     ("# sim: runtime=1s", "runtime"),
+    ("# sim: created_for=never", "created_for"),
+    ("# sim: degraded_after=forever", "degraded_after"),
+    ("# sim: fail_after=-5s", "fail_after"),
 ])
 def test_malformed_session_pragma_names_the_key(raw: Any, description: str, key: str) -> None:
     code, message, _ = error_of(raw.start_session, WorkGroup="spark", EngineConfiguration={},

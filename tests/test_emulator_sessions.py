@@ -213,3 +213,61 @@ def test_raw_wire_responses_match_the_model(manual_emulator: EmulatorHandle, ath
             assert response.headers["Content-Type"] == "application/x-amz-json-1.1"
             assert response.headers["x-amzn-RequestId"]
             check_output(model.operation_model(operation), json.loads(response.read()), wire=True)
+
+
+def test_created_session_accepts_work_that_waits(athena: Any, clock: ManualClock) -> None:
+    session_id = start(athena, "# sim: start=1s created_for=10s")
+    clock.advance(1)
+    assert athena.get_session(SessionId=session_id)["Status"]["State"] == "CREATED"
+    listed = athena.list_sessions(WorkGroup="spark", StateFilter="CREATED")["Sessions"]
+    assert [s["SessionId"] for s in listed] == [session_id]
+    calculation = athena.start_calculation_execution(SessionId=session_id, CodeBlock="# sim: runtime=5s")
+    assert calculation["State"] == "QUEUED"
+    coordinator = athena.list_executors(SessionId=session_id)["ExecutorsSummary"][0]
+    assert coordinator["ExecutorState"] == "CREATED"
+    clock.advance(10)
+    assert athena.get_session(SessionId=session_id)["Status"]["State"] == "BUSY"
+
+
+def test_degraded_session_runs_its_work_refuses_more_and_can_be_terminated(athena: Any, clock: ManualClock
+                                                                           ) -> None:
+    session_id = start(athena, "# sim: start=0s degraded_after=5s terminate_latency=1s")
+    calculation_id = athena.start_calculation_execution(
+        SessionId=session_id, CodeBlock="# sim: runtime=20s dpus=2")["CalculationExecutionId"]
+    clock.advance(5)
+    status = athena.get_session(SessionId=session_id)["Status"]
+    assert (status["State"], status["StateChangeReason"]) == (
+        "DEGRADED", "Session is degraded (simulated by the session pragma)")
+    assert athena.get_calculation_execution_status(
+        CalculationExecutionId=calculation_id)["Status"]["State"] == "RUNNING"
+    executors = athena.list_executors(SessionId=session_id)["ExecutorsSummary"]
+    assert [(e["ExecutorType"], e["ExecutorState"]) for e in executors] == [
+        ("COORDINATOR", "FAILED"), ("WORKER", "REGISTERED"), ("WORKER", "REGISTERED")]
+    with pytest.raises(athena.exceptions.InvalidRequestException, match="DEGRADED"):
+        athena.start_calculation_execution(SessionId=session_id, CodeBlock="1")
+    clock.advance(15)
+    assert athena.get_calculation_execution_status(
+        CalculationExecutionId=calculation_id)["Status"]["State"] == "COMPLETED"
+    clock.advance(3600)  # far beyond the idle timeout: still DEGRADED
+    assert athena.get_session_status(SessionId=session_id)["Status"]["State"] == "DEGRADED"
+    assert athena.terminate_session(SessionId=session_id)["State"] == "TERMINATING"
+    clock.advance(1)
+    assert athena.get_session_status(SessionId=session_id)["Status"]["State"] == "TERMINATED"
+
+
+def test_failed_session_fails_its_work_and_ignores_terminate(athena: Any, clock: ManualClock) -> None:
+    session_id = start(athena, "# sim: start=0s fail_after=8s")
+    calculation_id = athena.start_calculation_execution(
+        SessionId=session_id, CodeBlock="# sim: runtime=60s")["CalculationExecutionId"]
+    clock.advance(10)
+    session = athena.get_session(SessionId=session_id)
+    assert session["Status"]["State"] == "FAILED"
+    assert session["Status"]["EndDateTime"].timestamp() == pytest.approx(clock.now() - 2)
+    status = athena.get_calculation_execution(CalculationExecutionId=calculation_id)["Status"]
+    assert (status["State"], status["StateChangeReason"]) == (
+        "FAILED", "Calculation failed because its session failed")
+    assert status["CompletionDateTime"].timestamp() == pytest.approx(clock.now() - 2)
+    assert athena.terminate_session(SessionId=session_id)["State"] == "FAILED"
+    assert athena.get_session(SessionId=session_id)["Status"]["State"] == "FAILED"
+    with pytest.raises(athena.exceptions.InvalidRequestException):
+        athena.start_calculation_execution(SessionId=session_id, CodeBlock="1")

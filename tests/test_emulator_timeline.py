@@ -125,3 +125,70 @@ def test_views_never_go_backwards_when_facts_are_added_later(t: float) -> None:
     before = states(rec, [], t)
     after = states(replace(rec, terminate_requested_at=t + 1), [], t)
     assert before == after
+
+
+def test_created_for_keeps_the_session_created_and_its_calculations_queued() -> None:
+    rec = session("# sim: start=1s created_for=5s")
+    calcs = [calc("a", T0 + 2, "# sim: runtime=10s")]
+    assert states(rec, calcs, T0 + 0.5) == ("CREATING", ["QUEUED"])
+    assert states(rec, calcs, T0 + 3) == ("CREATED", ["QUEUED"])
+    plan = plan_session(rec, calcs)
+    assert session_view(rec, calcs, plan, T0 + 3).last_modified == T0 + 1
+    assert plan.calculations["a"].run_start == T0 + 6
+    assert states(rec, calcs, T0 + 7) == ("BUSY", ["RUNNING"])
+    assert states(rec, calcs, T0 + 17) == ("IDLE", ["COMPLETED"])
+
+
+def test_created_forever_never_runs_work_never_times_out_but_terminates() -> None:
+    calcs = [calc("a", T0 + 2, "# sim: runtime=1s")]
+    assert states(session("# sim: created_for=forever"), calcs, T0 + 86_400) == ("CREATED", ["QUEUED"])
+    rec = session("# sim: created_for=forever terminate_latency=1s", terminate_at=T0 + 100)
+    assert states(rec, calcs, T0 + 101) == ("TERMINATED", ["FAILED"])
+    assert session_view(rec, calcs, plan_session(rec, calcs), T0 + 200).dpu_millis == 101_000
+
+
+def test_degraded_keeps_running_its_work_accrues_and_never_times_out() -> None:
+    rec = session("# sim: start=1s degraded_after=30s", idle=1)
+    calcs = [calc("a", T0 + 2, "# sim: runtime=60s dpus=2")]
+    assert states(rec, calcs, T0 + 29) == ("BUSY", ["RUNNING"])
+    assert states(rec, calcs, T0 + 30) == ("DEGRADED", ["RUNNING"])
+    assert states(rec, calcs, T0 + 62) == ("DEGRADED", ["COMPLETED"])
+    plan = plan_session(rec, calcs)
+    view = session_view(rec, calcs, plan, T0 + 10_000)
+    assert (view.state, view.last_modified, view.end) == ("DEGRADED", T0 + 30, None)
+    assert view.dpu_millis == 10_000_000 + 2 * 60_000
+    terminated = session("# sim: start=1s degraded_after=30s terminate_latency=2s", terminate_at=T0 + 40)
+    assert states(terminated, [], T0 + 41)[0] == "TERMINATING"
+    assert states(terminated, [], T0 + 42)[0] == "TERMINATED"
+
+
+def test_degraded_after_counts_from_start_session_but_not_before_created() -> None:
+    assert states(session("# sim: start=5s degraded_after=1s"), [], T0 + 4)[0] == "CREATING"
+    assert states(session("# sim: start=5s degraded_after=1s"), [], T0 + 5)[0] == "DEGRADED"
+    # timed out while IDLE before it would degrade: TERMINATED as usual
+    rec = session("# sim: start=1s degraded_after=120s", idle=1)
+    assert states(rec, [], T0 + 61)[0] == "TERMINATED"
+
+
+def test_fail_after_ends_the_session_failed_and_fails_its_pending_work() -> None:
+    rec = session("# sim: start=1s fail_after=10s")
+    calcs = [calc("a", T0 + 2, "# sim: runtime=60s dpus=3"), calc("b", T0 + 3, "# sim: runtime=1s"),
+             calc("c", T0 + 4, "# sim: runtime=1s", stop=T0 + 5)]
+    assert states(rec, calcs, T0 + 9) == ("BUSY", ["RUNNING", "QUEUED", "CANCELED"])
+    assert states(rec, calcs, T0 + 10) == ("FAILED", ["FAILED", "FAILED", "CANCELED"])
+    plan = plan_session(rec, calcs)
+    view = session_view(rec, calcs, plan, T0 + 500)
+    assert (view.end, view.reason) == (T0 + 10, "Session failed (simulated by the session pragma)")
+    assert view.dpu_millis == 10_000 + 3 * 8_000  # nothing accrues after the failure
+    assert plan.calculations["a"].reason == "Calculation failed because its session failed"
+    assert plan.calculations["b"].run_start is None  # queued work never starts
+
+
+def test_fail_after_wins_over_a_stuck_termination_and_loses_to_an_earlier_end() -> None:
+    stuck = session("# sim: on_terminate=stuck fail_after=30s", terminate_at=T0 + 5)
+    assert states(stuck, [], T0 + 29)[0] == "TERMINATING"
+    assert states(stuck, [], T0 + 30)[0] == "FAILED"
+    timed_out = session("# sim: start=1s fail_after=120s", idle=1)
+    assert states(timed_out, [], T0 + 200)[0] == "TERMINATED"
+    creating = session("# sim: start=10s fail_after=2s")
+    assert states(creating, [], T0 + 2)[0] == "FAILED"

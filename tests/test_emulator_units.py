@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from typing import Any
 
@@ -51,6 +52,9 @@ def test_pragma_defaults_and_full_grammar() -> None:
     assert parse_session_pragma("nightly\n# sim: start=1s on_terminate=stuck terminate_latency=3s") == \
         SessionPragma(1.0, "stuck", 3.0)
     assert parse_session_pragma(None) == SessionPragma()
+    assert parse_session_pragma("# sim: created_for=forever degraded_after=30s fail_after=1m") == \
+        SessionPragma(created_for=math.inf, degraded_after=30.0, fail_after=60.0)
+    assert parse_session_pragma("# sim: created_for=5s").created_for == 5.0
     assert parse_calculation_pragma("x = '# sim: not at line start'") == CalculationPragma()
 
 

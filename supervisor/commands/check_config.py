@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from supervisor.config import (
     BudgetConfig,
@@ -26,10 +25,10 @@ from supervisor.config import (
     load_settings,
 )
 from supervisor.durations import format_duration
+from supervisor.redaction import MASK, redact_headers, redact_text, redact_url, redact_value
 
 EXIT_OK = 0
 EXIT_INVALID = 2
-MASK = "***"
 
 
 def register(subparsers: Any) -> None:
@@ -67,25 +66,16 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
 # --- redaction ---------------------------------------------------------------------------------------
 
 
-def mask_url(url: str) -> str:
-    """Keep scheme, host and port; mask credentials, path, query and fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    if parts.username or parts.password:
-        netloc = f"{MASK}@{netloc}"
-    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
-    return f"{parts.scheme}://{netloc}/{MASK}" if hidden else f"{parts.scheme}://{netloc}{parts.path}"
-
-
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked."""
+    """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked: webhook URLs
+    keep scheme, host and port; header values go; any other URL or token is redacted too."""
     data: dict[str, Any] = settings.model_dump(mode="json")
     for channel in data["notifications"]:
         if channel["type"] == "webhook":
-            channel["url"] = mask_url(channel["url"])
-            channel["headers"] = dict.fromkeys(channel["headers"], MASK)
-    return data
+            channel["url"] = redact_url(channel["url"])
+            channel["headers"] = redact_headers(channel["headers"])
+    masked: dict[str, Any] = redact_value(data)
+    return masked
 
 
 # --- the human summary -------------------------------------------------------------------------------
@@ -173,7 +163,7 @@ def _budget_block(budget: BudgetConfig) -> list[str]:
 
 def _channel_line(channel: NotificationChannel) -> str:
     if isinstance(channel, WebhookChannel):
-        text = (f"webhook {mask_url(channel.url)} (timeout {_duration(channel.timeout)}, "
+        text = (f"webhook {redact_url(channel.url)} (timeout {_duration(channel.timeout)}, "
                 f"{channel.retries} retries")
         if channel.headers:
             text += ", headers " + ", ".join(f"{name}: {MASK}" for name in sorted(channel.headers))
@@ -190,7 +180,7 @@ def _channel_line(channel: NotificationChannel) -> str:
 def summarize(settings: Settings, *, source: str) -> str:
     """A readable account of what the supervisor will do with ``settings``."""
     aws, safety, esc = settings.aws, settings.safety, settings.escalation
-    endpoint = aws.endpoint_url or "AWS default"
+    endpoint = redact_text(aws.endpoint_url) if aws.endpoint_url else "AWS default"
     lines = [
         f"{source}: valid",
         "",

@@ -250,5 +250,6 @@ async def test_a_failing_webhook_leaks_no_secret_into_logs_journal_or_metrics(
     assert_no_secret("the journal", out)
     failures = [json.loads(line) for line in out.splitlines() if '"notification.failed"' in line]
     assert len(failures) == 4 and any(masked in json.dumps(failure) for failure in failures)
+    assert database_files(journal), "the journal database exists"
     for name, raw in database_files(journal).items():
         assert_no_secret(name, raw)

@@ -148,7 +148,9 @@ def stale_policies(directory: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.iam", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor.iam",
+        description="Generate the IAM policies of athena-supervisor from the AWS actions of each feature.")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="DIR", type=Path, help="write policy.json and explain-policy.json")
     group.add_argument("--check", metavar="DIR", type=Path, help="exit 1 if the files in DIR are stale")

@@ -19,6 +19,10 @@ MASK = "***"
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _SCHEMES = r"(?:Bearer|Basic|Token|Digest|Negotiate|AWS4-HMAC-SHA256)"
 _AUTH_SCHEME = re.compile(rf"\b({_SCHEMES})(\s+)[^\s'\",;]+", re.IGNORECASE)
+_SCALARS = (bool, int, float)
+_TRIGGERS = ("auth", "key", "token", "pass", "secret", "signature", "credential", "bearer", "basic", "digest",
+             "negotiate", "aws4")
+"""Lower-case words one of which every match of the two patterns below contains (a cheap pre-check)."""
 _SECRET_KEY_VALUE = re.compile(
     r"\b([\w-]*(?:authorization|api[_-]?key|token|password|passwd|secret|signature|credential)[\w-]*)"
     r"([\"']?\s*[:=]\s*[\"']?)"
@@ -60,7 +64,11 @@ def redact_text(text: str) -> str:
     ``token``, ``password``, ``aws_secret_access_key`` ...) found in free text, e.g. an exception message
     that embeds the URL it failed on. Errs on the side of masking.
     """
-    text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+    if "://" in text:
+        text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+    lowered = text.lower()
+    if not any(word in lowered for word in _TRIGGERS):  # the fast path of almost every log value
+        return text
     text = _SECRET_KEY_VALUE.sub(lambda match: f"{match.group(1)}{match.group(2)}{MASK}", text)
     return _AUTH_SCHEME.sub(lambda match: f"{match.group(1)}{match.group(2)}{MASK}", text)
 
@@ -76,11 +84,11 @@ def redact_value(value: Any) -> Any:
     Numbers, booleans and ``None`` are returned as they are. Any other object (an exception, a ``yarl.URL``)
     is returned as is when its ``repr`` holds nothing to mask, else replaced by its redacted ``repr``.
     """
-    if value is None or isinstance(value, bool | int | float):
-        return value
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, Mapping):
+    if value is None or isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, dict | Mapping):
         return {key: redact_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = [redact_value(item) for item in value]

@@ -22,27 +22,14 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from supervisor import __version__
+from supervisor.iam import FEATURES, actions_of
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
 
-# Every AWS action the daemon may call; the gateway refuses anything else, and deploy/iam/policy.json must
-# grant exactly these (tests compare both ways).
-IAM_ACTIONS: frozenset[str] = frozenset({
-    "athena:ListWorkGroups",
-    "athena:GetWorkGroup",
-    "athena:ListTagsForResource",
-    "athena:UpdateWorkGroup",
-    "athena:ListSessions",
-    "athena:GetSession",
-    "athena:GetSessionStatus",
-    "athena:ListCalculationExecutions",
-    "athena:GetCalculationExecution",
-    "athena:GetCalculationExecutionStatus",
-    "athena:StopCalculationExecution",
-    "athena:TerminateSession",
-    "sns:Publish",
-    "events:PutEvents",
-})
+# Every AWS action the gateway may call (the daemon and the read-only commands): the union of the features'
+# grants in supervisor/iam.py, which generates deploy/iam/*.json; the gateway refuses anything else, and
+# tests/test_deploy_iam.py compares this set with the operations the source calls.
+IAM_ACTIONS: frozenset[str] = actions_of(FEATURES)
 
 # Allowed without any IAM grant (GetCallerIdentity needs no permission), so not in the policy.
 UNGRANTED_ACTIONS: frozenset[str] = frozenset({"sts:GetCallerIdentity"})

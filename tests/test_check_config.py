@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import build_parser
-from supervisor.commands.check_config import check_config, mask_url, shadowed_policies
+from supervisor.commands.check_config import check_config, shadowed_policies
 from supervisor.config import parse_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,19 +84,6 @@ def test_invalid_file_exit_code_and_message(tmp_path: Path) -> None:
         f"{bad}: http.port: out of range; got 99999; must be at most 65535",
     ]
     assert run(tmp_path / "missing.yaml")[0] == 2
-
-
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        ("https://hooks.example.com/services/T0/B0/secret", "https://hooks.example.com/***"),
-        ("https://hooks.example.com/?token=abc", "https://hooks.example.com/***"),
-        ("http://user:pw@127.0.0.1:8080/", "http://***@127.0.0.1:8080/"),
-        ("https://hooks.example.com", "https://hooks.example.com"),
-    ],
-)
-def test_mask_url(url: str, masked: str) -> None:
-    assert mask_url(url) == masked
 
 
 @pytest.mark.parametrize(

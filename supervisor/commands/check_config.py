@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from supervisor.config import (
     BudgetConfig,
@@ -28,11 +27,11 @@ from supervisor.config import (
     load_settings,
 )
 from supervisor.durations import format_duration
+from supervisor.redaction import MASK, redact_headers, redact_url, redact_value
 from supervisor.startup import StartupError, check_region
 
 EXIT_OK = 0
 EXIT_INVALID = 2
-MASK = "***"
 
 
 def register(subparsers: Any) -> None:
@@ -75,28 +74,19 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
 # --- redaction ---------------------------------------------------------------------------------------
 
 
-def mask_url(url: str) -> str:
-    """Keep scheme, host and port; mask credentials, path, query and fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    if parts.username or parts.password:
-        netloc = f"{MASK}@{netloc}"
-    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
-    return f"{parts.scheme}://{netloc}/{MASK}" if hidden else f"{parts.scheme}://{netloc}{parts.path}"
-
-
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked."""
+    """The effective settings as JSON-ready data (durations as ``30s``) with secrets masked: webhook URLs
+    keep scheme, host and port; header values go; any other URL or token is redacted too."""
     data: dict[str, Any] = settings.model_dump(mode="json")
     for key in ("endpoint_url", "sts_endpoint_url"):
         if data["aws"][key] is not None:
-            data["aws"][key] = mask_url(data["aws"][key])
+            data["aws"][key] = redact_url(data["aws"][key])
     for channel in data["notifications"]:
         if channel["type"] == "webhook":
-            channel["url"] = mask_url(channel["url"])
-            channel["headers"] = dict.fromkeys(channel["headers"], MASK)
-    return data
+            channel["url"] = redact_url(channel["url"])
+            channel["headers"] = redact_headers(channel["headers"])
+    masked: dict[str, Any] = redact_value(data)
+    return masked
 
 
 # --- the human summary -------------------------------------------------------------------------------
@@ -184,7 +174,7 @@ def _budget_block(budget: BudgetConfig) -> list[str]:
 
 def _channel_line(channel: NotificationChannel) -> str:
     if isinstance(channel, WebhookChannel):
-        text = (f"webhook {mask_url(channel.url)} (timeout {_duration(channel.timeout)}, "
+        text = (f"webhook {redact_url(channel.url)} (timeout {_duration(channel.timeout)}, "
                 f"{channel.retries} retries")
         if channel.headers:
             text += ", headers " + ", ".join(f"{name}: {MASK}" for name in sorted(channel.headers))
@@ -201,7 +191,7 @@ def _channel_line(channel: NotificationChannel) -> str:
 def summarize(settings: Settings, *, source: str) -> str:
     """A readable account of what the supervisor will do with ``settings``."""
     aws, safety, esc = settings.aws, settings.safety, settings.escalation
-    endpoint = mask_url(aws.endpoint_url) if aws.endpoint_url else "AWS default"
+    endpoint = redact_url(str(aws.endpoint_url)) if aws.endpoint_url else "AWS default"
     sts = aws.effective_sts_endpoint_url
     lines = [
         f"{source}: valid",
@@ -210,7 +200,7 @@ def summarize(settings: Settings, *, source: str) -> str:
         f"aws: region {aws.region}, endpoint {endpoint}, profile {aws.profile or 'default chain'}, "
         f"at most {aws.max_requests_per_second:g} requests/s, {aws.max_attempts} attempts per call",
         f"     timeouts per attempt: connect {_duration(aws.connect_timeout)}, read {_duration(aws.read_timeout)}; "
-        f"STS endpoint {mask_url(sts) if sts else 'AWS default'}",
+        f"STS endpoint {redact_url(sts) if sts else 'AWS default'}",
         f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
         f"discovery interval: at most {_duration(settings.discovery_interval)}",
         f"journal: {settings.journal.path}",

@@ -1,5 +1,8 @@
 """Config errors the user can act on: file, key path, problem, offending value, accepted values.
 
+The offending value is never shown for a field marked :data:`SECRET` (or below it) nor when it is a
+mapping (which may hold one); any other value is shown with URLs and tokens redacted.
+
 Pydantic's own error text is never shown; :func:`translate_validation_error` rewrites every pydantic
 error into a :class:`ConfigProblem` by walking the model classes along the error location.
 """
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from supervisor.durations import DURATION_HINT
+from supervisor.redaction import redact_text
 
 
 class _Missing:
@@ -29,6 +33,17 @@ class _Missing:
 
 NO_VALUE: Any = _Missing()
 _MAX_VALUE_CHARS = 80
+
+
+class Secret:
+    """``Annotated`` marker of a config field whose value a problem never echoes (a webhook URL, headers):
+    a problem at or below that field names the key path but shows no ``got ...``."""
+
+    def __repr__(self) -> str:
+        return "SECRET"
+
+
+SECRET = Secret()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +111,14 @@ def join_hints(*hints: str) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = redact_text(repr(value))  # a URL or token in a field not marked SECRET still never shows
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
+
+
+def _holds_mapping(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return True
+    return isinstance(value, list | tuple) and any(_holds_mapping(item) for item in value)
 
 
 def _number(value: Any) -> str:
@@ -141,18 +162,21 @@ class _Place:
     path: str  # e.g. "policies[0].calculation.max_runtime"
     annotation: Any  # the type expected at this place (None when unknown)
     parent: type[BaseModel] | None  # the model that owns the last key
+    secret: bool = False  # at or below a field marked SECRET
 
 
 def _walk(root: type[BaseModel], loc: Sequence[str | int]) -> _Place:
     tp: Any = root
     path = ""
     parent: type[BaseModel] | None = None
+    secret = False
     for item in loc:
         current = _strip(tp)
         if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(item, str):
             parent = current
             field = current.model_fields.get(item)
             tp = field.annotation if field is not None else None
+            secret = secret or (field is not None and any(isinstance(m, Secret) for m in field.metadata))
             path = f"{path}.{item}" if path else item
             continue
         models = _union_models(current)
@@ -172,7 +196,7 @@ def _walk(root: type[BaseModel], loc: Sequence[str | int]) -> _Place:
         else:
             path = f"{path}.{item}" if path else str(item)
             tp = None
-    return _Place(path, tp, parent)
+    return _Place(path, tp, parent, secret)
 
 
 def expected(tp: Any) -> str:
@@ -264,7 +288,10 @@ def _problem_for(error: ErrorDetails, root: type[BaseModel], source: str,
 
 def _finish(root: type[BaseModel], loc: tuple[str | int, ...], source: str, problem: str, value: Any,
             hint: str, env_names: Mapping[tuple[str | int, ...], str]) -> ConfigProblem:
-    path = _walk(root, loc).path
+    place = _walk(root, loc)
+    path = place.path
+    if place.secret or _holds_mapping(value):  # a mapping may hold a secret (a channel, its headers)
+        value = NO_VALUE
     if loc in env_names:
         return ConfigProblem(f"environment variable {env_names[loc]}", "", problem, value, hint)
     return ConfigProblem(source, path, problem, value, hint)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from supervisor.config.errors import FieldProblem
+from supervisor.config.errors import SECRET, FieldProblem
 from supervisor.config.types import Count, Duration, EventName, HttpUrl, Severity, StrictModel, Text
 
 _SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
@@ -34,11 +35,24 @@ class _Channel(StrictModel):
 
 
 class WebhookChannel(_Channel):
+    """A webhook. ``url`` and ``headers`` are secrets: problems and ``check-config`` never show their values."""
+
     type: Literal["webhook"]
-    url: HttpUrl
+    url: Annotated[HttpUrl, SECRET]
     timeout: Duration = timedelta(seconds=5)
     retries: Count = Field(default=5, ge=0)
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[str, str], SECRET] = {}
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> WebhookChannel:
+        has_userinfo = "@" in urlsplit(self.url).netloc
+        if has_userinfo and any(name.strip().lower() == "authorization" for name in self.headers):
+            raise FieldProblem(
+                "credentials both in the URL (user:password@) and in an Authorization header; an HTTP "
+                "request carries one, so every delivery would fail",
+                "keep one: remove user:password@ from url, or remove the Authorization header",
+                subpath=("url",))
+        return self
 
 
 class SnsChannel(_Channel):

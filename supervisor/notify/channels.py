@@ -12,6 +12,7 @@ import aiohttp
 from supervisor.config import EventBridgeChannel, SnsChannel, WebhookChannel
 from supervisor.gateway import THROTTLING_CODES, AwsCallError, Gateway, Priority
 from supervisor.notify.messages import SOURCE, Message
+from supervisor.redaction import redact_text
 
 DEFAULT_AWS_RETRIES = 5
 RETRYABLE_AWS_CODES = THROTTLING_CODES | {
@@ -21,8 +22,11 @@ RETRYABLE_AWS_CODES = THROTTLING_CODES | {
 
 
 class DeliveryError(Exception):
+    """A failed attempt. The message is redacted (aiohttp embeds the URL, path and query, in its errors) so
+    that what is logged, journaled and retried on never carries a webhook's secret."""
+
     def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
+        super().__init__(redact_text(message))
         self.retryable = retryable
 
 

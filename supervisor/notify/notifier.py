@@ -35,6 +35,7 @@ from supervisor.notify.channels import (
     WebhookDelivery,
 )
 from supervisor.notify.messages import Message
+from supervisor.redaction import redact_text
 from supervisor.storage import Storage
 
 BUFFER = 10_000
@@ -174,7 +175,7 @@ class Notifier:
         except Exception as error:  # a bug in a channel must not kill its delivery task
             counter.labels(name, "failed").inc()
             self.log.exception("notification.crashed", channel=name, notification=message.event)
-            await self._journal_failure(name, message, f"{type(error).__name__}: {error}")
+            await self._journal_failure(name, message, redact_text(f"{type(error).__name__}: {error}"))
             return
         counter.labels(name, "delivered").inc()
         self.log.debug("notification.delivered", channel=name, notification=message.event)

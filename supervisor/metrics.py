@@ -108,9 +108,10 @@ class Metrics:
             f"{PREFIX}_listing_failures", "Discovery listings that failed after retries (the rest of the sweep "
             "goes on; the next sweep retries).", ("operation",), registry=r,
         )
-        self.account_id_known = Gauge(
-            f"{PREFIX}_account_id_known", "1 when the account id (for workgroup ARNs and their exemption tags) is "
-            "known; 0 while it cannot be learned from STS.", registry=r,
+        self.skipped_workgroups = Gauge(
+            f"{PREFIX}_skipped_workgroups", "Workgroups not watched, by reason: out_of_scope, not_spark, "
+            "exempt_workgroup, disabled, tags_unknown (its exemption tags could not be read: not enforced).",
+            ("reason",), registry=r,
         )
         self.circuit_breaker_open = Gauge(
             f"{PREFIX}_circuit_breaker_open", "1 while the circuit breaker holds destructive actions.",

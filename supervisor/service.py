@@ -137,6 +137,8 @@ async def running_service(
                 timing=Timing(
                     stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
                     retry_backoff_max=settings.escalation.retry_backoff_max,
+                    # A destructive call is one attempt: it can be in flight at most this long.
+                    in_flight_window=settings.aws.connect_timeout + settings.aws.read_timeout,
                 ),
                 void_reason=void_reason_for(settings, policies),
             )

@@ -50,6 +50,7 @@ CONCURRENT_LISTINGS = 8
 # known in a rare state is kept between those listings; any action on it is confirmed by a fresh Get first.
 EVERY_SWEEP_STATES = frozenset({SessionState.IDLE, SessionState.BUSY})
 RARE_STATES_EVERY = 5
+SKIP_REASONS = ("out_of_scope", "not_spark", "exempt_workgroup", "tags_unknown", "disabled")
 
 
 class Discovery:
@@ -226,7 +227,10 @@ class Discovery:
             self._account_backoff = min(self._account_backoff * 2, WORKGROUP_REFRESH_MIN)
         else:
             self._account_backoff = ACCOUNT_RETRY_INITIAL
-        self._log.info("discovery.workgroups", watched=self.watched(), skipped=self._skipped(fresh))
+        skipped = self._skipped(fresh)
+        for reason in SKIP_REASONS:
+            self.metrics.skipped_workgroups.labels(reason).set(sum(1 for r in skipped.values() if r == reason))
+        self._log.info("discovery.workgroups", watched=self.watched(), skipped=skipped)
 
     def _skipped(self, workgroups: Mapping[str, WorkgroupSnapshot]) -> dict[str, str]:
         exempt_tag = self.settings.safety.exempt_tag
@@ -244,12 +248,10 @@ class Discovery:
             identity = await self.gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
             self.account_id = str(identity["Account"])
             self.account_problem = None
-            self.metrics.account_id_known.set(1)
         except (AwsCallError, KeyError) as error:
             code = error.code if isinstance(error, AwsCallError) else "no Account in the answer"
             self.account_problem = (f"account id unknown (sts:GetCallerIdentity: {code}); workgroups with "
                                     f"unreadable exemption tags are not enforced; set aws.account_id")
-            self.metrics.account_id_known.set(0)
             self._log.error("discovery.account_id_unknown", error=code, retry_in=self._account_backoff.total_seconds())
 
     async def _tags(self, workgroup: str) -> Mapping[str, str] | None:

@@ -209,8 +209,10 @@ def summarize(settings: Settings, *, source: str) -> str:
         + "".join(f"; {region}: {price:g}" for region, price in sorted(settings.pricing.regions.items())),
         f"escalation: stop grace {_duration(esc.stop_grace)}, terminate grace "
         f"{_duration(esc.terminate_grace)}, retry backoff up to {_duration(esc.retry_backoff_max)}",
-        f"safety: at most {safety.max_actions_per_minute} actions/minute; workgroups tagged "
-        f"{safety.exempt_tag}=true are not watched; circuit breaker opens when the sessions hit within a "
+        f"safety: at most {safety.max_actions_per_minute} actions/minute; "
+        + (f"workgroups tagged {safety.exempt_tag}=true are not watched" if safety.exempt_tag
+           else "tag exemptions off (workgroup tags are not read)")
+        + "; circuit breaker opens when the sessions hit within a "
         f"minute exceed {safety.circuit_breaker_fraction:.0%} of watched active sessions (and at least "
         f"{safety.circuit_breaker_min_targets})",
         "",

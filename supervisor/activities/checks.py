@@ -13,9 +13,10 @@ on, and looked at again only after a pause.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -24,7 +25,7 @@ import structlog
 from supervisor import athena
 from supervisor.clock import Clock
 from supervisor.core.inventory import Inventory
-from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, TargetKey, TargetKind
+from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, TargetKey, TargetKind, Verdict
 from supervisor.core.policy import (
     Policy,
     evaluate_calculation,
@@ -96,7 +97,7 @@ class Checks:
             self.warnings.submit(Notice.of_limit(warning))
         if evaluation.verdict is not None and fresh:
             self.deadlines.cancel(key)
-            self._spawn(self.enforcement.claim, evaluation.verdict)
+            self._spawn(self._claim, evaluation.verdict)
             return
         look = next_look(evaluation, now, accrual_limited=needs_accrual(rules_for(key.kind, policy)),
                          observations=len(self.inventory.statistics.get(key, ())))
@@ -162,9 +163,19 @@ class Checks:
 
     # -- the deadline loop ----------------------------------------------------------------------------------
 
-    def _spawn(self, fn: object, *args: object) -> None:
+    def _spawn(self, fn: Callable[[Verdict], Coroutine[Any, Any, None]], verdict: Verdict) -> None:
         if self._task_group is not None:
-            self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+            self._task_group.start_soon(fn, verdict)
+
+    async def _claim(self, verdict: Verdict) -> None:
+        """Hand a verdict to enforcement; a failure (storage) is logged and the target looked at again."""
+        try:
+            await self.enforcement.claim(verdict)
+        except Exception as error:  # one target's failure never stops the loop
+            key = verdict.target.key
+            self._log.exception("check.claim_failed", target_kind=key.kind.value, target_id=key.target_id,
+                                error=repr(error))
+            self._retry(key, CheckKind.CROSSING)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as task_group:

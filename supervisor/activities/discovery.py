@@ -91,7 +91,11 @@ class Discovery:
         interval = self.settings.discovery_interval
         while True:
             started = self.clock.now()
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception as error:  # an odd answer never stops discovery
+                self.problems["sweep"] = repr(error)
+                self._log.exception("discovery.sweep_failed", error=repr(error))
             await self.clock.sleep_until(started + interval)
 
     def readiness(self) -> str | None:

@@ -129,8 +129,12 @@ class Enforcement:
         self._claimed.add(key)
         escalation = machine.begin(verdict, uuid.uuid4().hex, self.clock.now())
         explanation = verdict.describe()
-        if not await self.storage.claim(escalation, decision_event(verdict), explanation):
-            return False
+        try:
+            if not await self.storage.claim(escalation, decision_event(verdict), explanation):
+                return False
+        except BaseException:
+            self._claimed.discard(key)  # not recorded: the next judgement claims it again
+            raise
         if verdict.target.kind is not TargetKind.WORKGROUP:
             self.metrics.violations.labels(verdict.policy, verdict.rule).inc()
             self._log.warning("target.violation", **explanation)

@@ -32,16 +32,29 @@ class RunningService:
     notifier: Notifier | None = None
 
 
-def build_gateway(settings: Settings, metrics: Metrics) -> Gateway:
-    rate = settings.aws.max_requests_per_second
+def build_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None = None) -> Gateway:
+    """The gateway the settings describe; its rate limiter and retry backoff run on ``clock``."""
+    aws = settings.aws
+    clock = clock or SystemClock()
+    rate = aws.max_requests_per_second
+    # aws.connect_timeout / aws.read_timeout / aws.sts_endpoint_url are config keys added on another branch;
+    # read them if present so both branches merge cleanly (None: the gateway's defaults).
+    timeouts = {
+        name: value for name in ("connect_timeout", "read_timeout")
+        if (value := getattr(aws, name, None)) is not None
+    }
+    sts_endpoint_url = getattr(aws, "sts_endpoint_url", None)
     return Gateway(
-        region=settings.aws.region,
-        endpoint_url=str(settings.aws.endpoint_url) if settings.aws.endpoint_url else None,
-        profile=settings.aws.profile,
-        max_attempts=settings.aws.max_attempts,
+        region=aws.region,
+        endpoint_url=str(aws.endpoint_url) if aws.endpoint_url else None,
+        sts_endpoint_url=str(sts_endpoint_url) if sts_endpoint_url else None,
+        profile=aws.profile,
+        max_attempts=aws.max_attempts,
         metrics=metrics,
         # A burst of one second's worth keeps us under a server-side bucket of the same rate.
-        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate)),
+        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock),
+        clock=clock,
+        **timeouts,
     )
 
 
@@ -57,9 +70,9 @@ async def running_service(
     metrics = Metrics(registry)
     journal = Journal(settings.journal.path)
     log = structlog.get_logger("supervisor")
+    clock = clock or SystemClock()
     try:
-        async with build_gateway(settings, metrics) as gateway:
-            clock = clock or SystemClock()
+        async with build_gateway(settings, metrics, clock=clock) as gateway:
             # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
             notifier = Notifier.from_settings(
                 settings, gateway=gateway, metrics=metrics, journal=journal, clock=clock,

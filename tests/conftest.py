@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["supervisor.emulator.testing", "tests.daemon_fixtures"]
+pytest_plugins = ["supervisor.emulator.testing", "tests.daemon_fixtures", "tests.virtual_fixtures"]
 
 
 @pytest.fixture(autouse=True)

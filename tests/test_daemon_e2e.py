@@ -267,6 +267,26 @@ async def test_max_actions_per_minute_delays_but_never_drops(virtual_world: Virt
         assert times(world.calls("StopCalculationExecution")) == [crossing] * 2 + [crossing + ms(60)]
 
 
+async def test_an_escalation_resumes_after_a_restart_at_the_instants_it_was_due(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    async with world.daemon():
+        await world.vt.run_for(OFFSET)
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2 on_stop=ignore")
+        submitted = world.now
+        stopped = submitted + ms(1.5) + MARGIN
+        await world.vt.run_until(stopped + ms(0.3))  # the Stop is sent; its verification is due at stop + 1 s
+    await world.vt.run_for(ms(0.4))  # down for 400 ms
+    async with world.daemon() as service:
+        await world.vt.run_until(stopped + GRACE + ms(0.5))
+        # Resumed from the journal: verified when due, found still running, terminated; nothing sent twice.
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [stopped]
+        assert times(world.calls("TerminateSession", SessionId=session_id)) == [stopped + GRACE]
+        events = [entry.event for entry in reversed(service.journal.recent_events(10, target_id=calculation_id))]
+        assert events == ["decision", "stop.intent", "stop.sent", "verify.terminate_pending", "terminate.intent",
+                          "terminate.sent"]
+
+
 async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restart(
     virtual_world: VirtualWorld,
 ) -> None:

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from supervisor.clock import ManualClock
 from supervisor.config import parse_settings
-from supervisor.emulator import Emulator, FaultSpec
+from supervisor.emulator import Emulator, Faults, FaultSpec
 from supervisor.emulator.testing import check_after_call
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
@@ -181,9 +181,10 @@ def virtual_world_factory(tmp_path: Path) -> VirtualWorldFactory:
         state = random.getstate()
         random.seed(0)  # the gateway's backoff jitter: repeatable retry instants
         async with AsyncExitStack() as stack:
-            emulator = await stack.enter_async_context(
-                Emulator(clock=EmulatorClockView(clock), workgroups=workgroups, account_id=ACCOUNT_ID, region=REGION)
-            )
+            emulator = await stack.enter_async_context(Emulator(
+                clock=EmulatorClockView(clock), workgroups=workgroups, account_id=ACCOUNT_ID, region=REGION,
+                faults=Faults(random.Random(0)),  # repeatable error rates
+            ))
             athena = await stack.enter_async_context(_test_client_session().create_client(
                 "athena", endpoint_url=emulator.endpoint_url, region_name=REGION,
                 aws_access_key_id="testing", aws_secret_access_key="testing",

@@ -15,7 +15,7 @@ from supervisor.config import parse_settings
 from supervisor.emulator.testing import EmulatorHandle
 from supervisor.service import running_service
 from tests.daemon_fixtures import base_config, eventually, write_config
-from tests.test_daemon_e2e import athena, calls_of, start_calculation, start_session, wait_idle
+from tests.realtime import athena, calls_of, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 __all__ = ["athena"]

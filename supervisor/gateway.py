@@ -1,27 +1,37 @@
 """The only module that talks to AWS.
 
 Every call goes through :meth:`Gateway.call`: a priority token bucket (enforcement before verification
-before discovery), retries of throttling and server errors with exponential backoff and jitter (stamina),
-and one ``aws_api_calls_total{operation,outcome}`` sample per attempt. botocore's own retries are turned off
-so that every attempt passes through the bucket and is counted. ListSessions, ListCalculationExecutions and
-ListWorkGroups have no botocore paginator: :meth:`Gateway.paginate` follows NextToken for all of them.
+before discovery), explicit connect and read timeouts, retries of throttling, server and network errors with
+exponential backoff and jitter, and one ``aws_api_calls_total{operation,outcome}`` sample per attempt.
+botocore's own retries are turned off so that every attempt passes through the bucket and is counted.
+Backoff sleeps on the injected :class:`~supervisor.clock.Clock` (tenacity takes the sleep function; stamina
+cannot), so under a manual clock retries happen at exact virtual instants. ListSessions,
+ListCalculationExecutions and ListWorkGroups have no botocore paginator: :meth:`Gateway.paginate` follows
+NextToken for all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import functools
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from enum import IntEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-import stamina
+import anyio
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 
 from supervisor import __version__
+from supervisor.clock import Clock, SystemClock
 from supervisor.iam import FEATURES, actions_of
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
@@ -40,6 +50,13 @@ THROTTLING_CODES = frozenset({
 })
 SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts"}
 
+# Backoff between attempts: WAIT_INITIAL × 2^(attempt-1) plus up to WAIT_JITTER of jitter, at most WAIT_MAX.
+WAIT_INITIAL = 0.1
+WAIT_MAX = 5.0
+WAIT_JITTER = 0.2
+DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=2)
+DEFAULT_READ_TIMEOUT = timedelta(seconds=10)
+
 
 class Priority(IntEnum):
     """Lower is served first."""
@@ -54,15 +71,21 @@ class Priority(IntEnum):
 class AwsCallError(Exception):
     """A call failed for good (not retryable, or out of attempts)."""
 
-    def __init__(self, operation: str, code: str, message: str) -> None:
+    def __init__(self, operation: str, code: str, message: str, outcome: str = "client_error") -> None:
         super().__init__(f"{operation} failed: {code}: {message}")
         self.operation = operation
         self.code = code
         self.message = message
+        self.outcome = outcome  # as in aws_api_calls_total: throttled, client_error, server_error, network_error
 
     @property
     def is_not_found(self) -> bool:
         return self.code == "ResourceNotFoundException"
+
+    @property
+    def may_have_taken_effect(self) -> bool:
+        """AWS may have processed the request (a 5xx, or no answer at all): look before sending it again."""
+        return self.outcome in ("server_error", "network_error")
 
 
 def classify(error: BaseException) -> str:
@@ -82,14 +105,64 @@ def _is_network_error(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | HTTPClientError | OSError | TimeoutError)
 
 
-def _is_retryable(error: Exception) -> bool:
+def _is_retryable(error: BaseException) -> bool:
     if isinstance(error, ClientError):
         return classify(error) in ("throttled", "server_error")
     return _is_network_error(error)
 
 
+class stop_when(stop_base):  # lower case, like tenacity's own stop conditions
+    """A tenacity stop condition read from anything (here: the injected clock, not tenacity's real time)."""
+
+    def __init__(self, condition: Callable[[], bool]) -> None:
+        self.condition = condition
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.condition()
+
+
+def _was_refused(error: BaseException) -> bool:
+    """AWS answered that it did not process the request, and asking again may succeed."""
+    return isinstance(error, ClientError) and classify(error) == "throttled"
+
+
+def error_code(error: BaseException | None) -> str:
+    """The AWS error code of a failed attempt, or the exception's class name when AWS never answered."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "")) or type(error).__name__
+    return type(error).__name__ if error is not None else ""
+
+
+class Uniform(Protocol):
+    """A random source for jitter: ``random.Random`` or the :mod:`random` module itself."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def _seconds(value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"a timeout must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
 class Gateway:
-    """AWS access for one region. Use as an async context manager; clients are created on first use."""
+    """AWS access for one region. Use as an async context manager; clients are created on first use.
+
+    Args:
+        region: the default region of every client.
+        metrics: where every attempt is counted.
+        limiter: the token bucket every attempt waits on.
+        endpoint_url: Athena's endpoint (an emulator, a VPC endpoint); None for AWS's.
+        sts_endpoint_url: STS's endpoint; when None, ``endpoint_url`` if set (the emulator answers
+            GetCallerIdentity), else AWS's.
+        profile: the AWS profile for credentials.
+        max_attempts: attempts per call unless the caller asks for fewer.
+        connect_timeout / read_timeout: seconds or a timedelta, handed to botocore for every client.
+        clock: backoff between attempts sleeps on it (default real time).
+        rng: the jitter source (default the :mod:`random` module, so ``random.seed`` makes it repeatable).
+        session: the aiobotocore session (default one for ``profile``).
+    """
 
     def __init__(
         self,
@@ -98,16 +171,28 @@ class Gateway:
         metrics: Metrics,
         limiter: PriorityRateLimiter,
         endpoint_url: str | None = None,
+        sts_endpoint_url: str | None = None,
         profile: str | None = None,
         max_attempts: int = 8,
+        connect_timeout: float | timedelta = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float | timedelta = DEFAULT_READ_TIMEOUT,
+        clock: Clock | None = None,
+        rng: Uniform | None = None,
         session: AioSession | None = None,
         logger: Any = None,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.region = region
         self.endpoint_url = endpoint_url
+        self.sts_endpoint_url = sts_endpoint_url
         self.metrics = metrics
         self.limiter = limiter
         self.max_attempts = max_attempts
+        self.connect_timeout = _seconds(connect_timeout)
+        self.read_timeout = _seconds(read_timeout)
+        self.clock: Clock = clock or SystemClock()
+        self._rng: Uniform = rng if rng is not None else random
         self._session = session or (AioSession(profile=profile) if profile else get_session())
         self._log = logger or structlog.get_logger("supervisor.gateway")
         self._stack = contextlib.AsyncExitStack()
@@ -123,15 +208,38 @@ class Gateway:
         self._clients.clear()
         await self._stack.__aexit__(exc_type, exc, tb)
 
+    @property
+    def in_flight_window(self) -> timedelta:
+        """The longest a call that is not repeatable (Stop, Terminate) can be in flight from its first attempt:
+        throttled attempts are retried for at most ``attempt_timeout``, and the last one lasts at most as
+        long."""
+        return 2 * self.attempt_timeout
+
+    @property
+    def attempt_timeout(self) -> timedelta:
+        """The longest a single attempt may be in flight (connect + read); each attempt is cut off there.
+
+        After a crash with a Stop or Terminate in flight, waiting this long guarantees the old attempt is over.
+        """
+        return timedelta(seconds=self.connect_timeout + self.read_timeout)
+
+    def _default_endpoint(self, service: str) -> str | None:
+        # The configured endpoint_url (an emulator, a VPC endpoint) is Athena's, and STS's unless STS has its
+        # own; other services use AWS's.
+        if service == "athena":
+            return self.endpoint_url
+        if service == "sts":
+            return self.sts_endpoint_url if self.sts_endpoint_url is not None else self.endpoint_url
+        return None
+
     async def _client(self, service: str, region: str | None, endpoint_url: str | None) -> Any:
-        # The configured endpoint_url (an emulator, a VPC endpoint) is Athena's; other services use their own.
-        default_endpoint = self.endpoint_url if service == "athena" else None
-        key = (service, region or self.region, endpoint_url if endpoint_url is not None else default_endpoint)
+        endpoint = endpoint_url if endpoint_url is not None else self._default_endpoint(service)
+        key = (service, region or self.region, endpoint)
         client = self._clients.get(key)
         if client is None:
             config = AioConfig(
                 retries={"mode": "standard", "total_max_attempts": 1},
-                max_pool_connections=64, connect_timeout=5, read_timeout=30,
+                max_pool_connections=64, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
                 # A fixed User-Agent, built once: botocore otherwise rebuilds it twice per request, ~10% of
                 # the daemon's CPU at 50 requests/s.
                 user_agent=f"athena-spark-supervisor/{__version__} {self._session.user_agent()}",
@@ -151,38 +259,85 @@ class Gateway:
         service: str = "athena",
         region: str | None = None,
         endpoint_url: str | None = None,
+        attempts: int | None = None,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
-        """Call ``operation`` (e.g. ``"GetSession"``), waiting for a token at ``priority`` before each attempt."""
+        """Call ``operation`` (e.g. ``"GetSession"``), waiting for a token at ``priority`` before each attempt.
+
+        Args:
+            attempts: at most this many attempts (default ``max_attempts``).
+            repeatable: False for a call that must not reach AWS twice (Stop, Terminate: no client token):
+                only attempts AWS refused for certain (throttled) are retried here; after a 5xx or no answer
+                the caller decides (enforcement looks at the target first).
+
+        Raises:
+            AwsCallError: the call failed for good.
+        """
         action = f"{SERVICE_PREFIXES.get(service, service)}:{operation}"
         if action not in IAM_ACTIONS | UNGRANTED_ACTIONS:
             raise ValueError(f"{action} is not an action the gateway may call (see IAM_ACTIONS)")
+        if attempts is not None and attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
         client = await self._client(service, region, endpoint_url)
         method = getattr(client, _snake_case(operation))
+        request = dict(params or {})
+        stop: stop_base = stop_after_attempt(attempts if attempts is not None else self.max_attempts)
+        if not repeatable:
+            # Bounded so the call's last attempt starts within attempt_timeout of the first: the call is in
+            # flight for at most in_flight_window (what a restart waits out before sending it again).
+            started, budget = self.clock.now(), self.attempt_timeout
+            stop = stop | stop_when(lambda: self.clock.now() - started >= budget)
+        retrying = AsyncRetrying(
+            sleep=self.clock.sleep,
+            stop=stop,
+            wait=self._backoff,
+            retry=retry_if_exception(_is_retryable if repeatable else _was_refused),
+            before_sleep=functools.partial(self._log_retry, operation),
+            reraise=True,
+        )
         try:
-            async for attempt in stamina.retry_context(
-                on=_is_retryable, attempts=self.max_attempts, timeout=None, wait_initial=0.1, wait_max=5.0,
-                wait_jitter=0.2,
-            ):
+            async for attempt in retrying:
                 with attempt:
-                    await self.limiter.acquire(priority)
-                    try:
-                        response: dict[str, Any] = await method(**dict(params or {}))
-                    except Exception as error:
-                        outcome = classify(error)
-                        self.metrics.aws_api_calls.labels(operation, outcome).inc()
-                        if outcome == "throttled":
-                            self._log.info("aws.throttled", operation=operation, attempt=attempt.num)
-                        raise
-                    self.metrics.aws_api_calls.labels(operation, "success").inc()
-                    return response
+                    return await self._attempt(operation, method, request, priority)
         except ClientError as error:
             details = error.response.get("Error", {})
-            raise AwsCallError(operation, str(details.get("Code", "")), str(details.get("Message", ""))) from error
+            raise AwsCallError(operation, str(details.get("Code", "")), str(details.get("Message", "")),
+                               classify(error)) from error
         except (ConnectionError, HTTPClientError, OSError, TimeoutError) as error:
-            raise AwsCallError(operation, "NetworkError", str(error)) from error
+            raise AwsCallError(operation, "NetworkError", str(error) or type(error).__name__,
+                               "network_error") from error
         except BotoCoreError as error:  # NoCredentialsError and the like: reported, never a crash
             raise AwsCallError(operation, type(error).__name__, str(error)) from error
-        raise AssertionError("unreachable: stamina either returns a response or raises")
+        raise AssertionError("unreachable: tenacity either returns a response or raises")
+
+    async def _attempt(
+        self, operation: str, method: Callable[..., Any], request: dict[str, Any], priority: Priority
+    ) -> dict[str, Any]:
+        """One attempt: a token, the request cut off at ``attempt_timeout``, one metric sample."""
+        await self.limiter.acquire(priority)
+        try:
+            # Real time, not the injected clock: this bounds network I/O, which always takes real time.
+            with anyio.fail_after(self.connect_timeout + self.read_timeout):
+                response: dict[str, Any] = await method(**request)
+        except Exception as error:
+            self.metrics.aws_api_calls.labels(operation, classify(error)).inc()
+            raise
+        self.metrics.aws_api_calls.labels(operation, "success").inc()
+        return response
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt (tenacity ``wait``)."""
+        exponential = WAIT_INITIAL * 2.0 ** min(state.attempt_number - 1, 64)
+        return min(WAIT_MAX, exponential + self._rng.uniform(0, WAIT_JITTER))
+
+    def _log_retry(self, operation: str, state: RetryCallState) -> None:
+        """tenacity ``before_sleep``: one line per retry, naming the operation."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        outcome = classify(error) if error is not None else "unknown"
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log = self._log.info if outcome == "throttled" else self._log.warning
+        log("aws.retrying", operation=operation, attempt=state.attempt_number, error=error_code(error),
+            outcome=outcome, wait=round(wait, 3))
 
     async def paginate(
         self,

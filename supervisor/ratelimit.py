@@ -2,18 +2,25 @@
 
 Enforcement calls must never wait behind discovery calls: when a token frees up it goes to the most
 urgent waiter. Only the head of the queue sleeps on the refill; the others sleep until woken, so the cost
-per token is O(log n) whatever the number of waiters.
+per token is O(log n) whatever the number of waiters. Refill and sleep run on the injected :class:`Clock`,
+so under a manual clock the bucket fills in virtual time and tests see exact instants.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import time
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import anyio
+
+from supervisor.clock import Clock, SystemClock
+
+# Float slack when comparing token counts: a refill sleep rounded up to the microsecond may still leave
+# 0.9999999999 tokens, which must count as one rather than cost another sleep.
+_EPSILON = 1e-9
 
 
 @dataclass(order=True, slots=True)
@@ -27,16 +34,22 @@ class _Waiter:
 
 
 class PriorityRateLimiter:
-    """``rate`` tokens per second, at most ``burst`` banked."""
+    """``rate`` tokens per second, at most ``burst`` banked.
 
-    def __init__(self, rate: float, burst: float | None = None, *, monotonic: Callable[[], float] = time.monotonic):
+    Args:
+        rate: tokens added per second.
+        burst: the most tokens banked (default ``rate``, at least 1).
+        clock: the time source for refills and sleeps (default real time).
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, *, clock: Clock | None = None) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         self.rate = rate
         self.burst = max(1.0, burst if burst is not None else rate)
-        self._monotonic = monotonic
+        self._clock: Clock = clock or SystemClock()
         self._tokens = self.burst
-        self._updated = monotonic()
+        self._updated = self._clock.now()
         self._queue: list[_Waiter] = []
         self._seq = itertools.count()
 
@@ -45,14 +58,20 @@ class PriorityRateLimiter:
         return len(self._queue)
 
     def _refill(self) -> None:
-        now = self._monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        now = self._clock.now()
+        # max(0, ...): a wall clock stepped back must not drain the bucket.
+        elapsed = max(0.0, (now - self._updated).total_seconds())
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
         self._updated = now
+
+    def _refill_delay(self) -> timedelta:
+        """How long until the bucket holds one token, rounded up to the clock's microsecond."""
+        return timedelta(microseconds=math.ceil((1 - self._tokens) / self.rate * 1e6))
 
     async def acquire(self, priority: int = 0) -> None:
         """Wait for a token; a lower ``priority`` number is served first."""
         self._refill()
-        if not self._queue and self._tokens >= 1:
+        if not self._queue and self._tokens >= 1 - _EPSILON:
             self._tokens -= 1
             return
         waiter = _Waiter(priority, next(self._seq))
@@ -65,14 +84,13 @@ class PriorityRateLimiter:
                 waiter.event = anyio.Event()
                 if self._queue[0] is waiter:
                     self._refill()
-                    if self._tokens >= 1:
+                    if self._tokens >= 1 - _EPSILON:
                         self._tokens -= 1
                         heapq.heappop(self._queue)
                         if self._queue:
                             self._queue[0].wake()
                         return
-                    with anyio.move_on_after((1 - self._tokens) / self.rate):
-                        await waiter.event.wait()
+                    await self._clock.sleep_until(self._clock.now() + self._refill_delay(), wakeup=waiter.event)
                 else:
                     await waiter.event.wait()
         except BaseException:

@@ -61,16 +61,23 @@ class RunningService:
     notifier: Notifier | None = None
 
 
-def build_gateway(settings: Settings, metrics: Metrics) -> Gateway:
-    rate = settings.aws.max_requests_per_second
+def build_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None = None) -> Gateway:
+    """The gateway the settings describe; its rate limiter and retry backoff run on ``clock``."""
+    aws = settings.aws
+    clock = clock or SystemClock()
+    rate = aws.max_requests_per_second
     return Gateway(
-        region=settings.aws.region,
-        endpoint_url=str(settings.aws.endpoint_url) if settings.aws.endpoint_url else None,
-        profile=settings.aws.profile,
-        max_attempts=settings.aws.max_attempts,
+        region=aws.region,
+        endpoint_url=str(aws.endpoint_url) if aws.endpoint_url else None,
+        sts_endpoint_url=aws.effective_sts_endpoint_url,
+        profile=aws.profile,
+        max_attempts=aws.max_attempts,
         metrics=metrics,
         # A burst of one second's worth keeps us under a server-side bucket of the same rate.
-        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate)),
+        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock),
+        clock=clock,
+        connect_timeout=aws.connect_timeout,
+        read_timeout=aws.read_timeout,
     )
 
 
@@ -119,7 +126,7 @@ async def running_service(
     log = structlog.get_logger("supervisor")
     policies = compile_policies(settings)
     try:
-        async with build_gateway(settings, metrics) as gateway:
+        async with build_gateway(settings, metrics, clock=clock) as gateway:
             # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
             notifier = Notifier.from_settings(
                 settings, gateway=gateway, metrics=metrics, journal=storage, clock=clock,
@@ -137,8 +144,7 @@ async def running_service(
                 timing=Timing(
                     stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
                     retry_backoff_max=settings.escalation.retry_backoff_max,
-                    # A destructive call is one attempt: it can be in flight at most this long.
-                    in_flight_window=settings.aws.connect_timeout + settings.aws.read_timeout,
+                    in_flight_window=gateway.in_flight_window,
                 ),
                 void_reason=void_reason_for(settings, policies),
             )

@@ -22,8 +22,13 @@ SPARK_ENGINE = {"SelectedEngineVersion": "PySpark engine version 3"}
 
 
 def base_config(emulator: EmulatorHandle, journal: Path, **overrides: Any) -> dict[str, Any]:
+    return daemon_config(emulator.endpoint_url, journal, **overrides)
+
+
+def daemon_config(endpoint_url: str, journal: Path, **overrides: Any) -> dict[str, Any]:
+    """The tests' daemon configuration against an emulator at ``endpoint_url``; top-level keys overridden."""
     config: dict[str, Any] = {
-        "aws": {"region": "us-east-1", "endpoint_url": emulator.endpoint_url, "max_requests_per_second": 200,
+        "aws": {"region": "us-east-1", "endpoint_url": endpoint_url, "max_requests_per_second": 200,
                 "account_id": "123456789012", "max_attempts": 6},
         "workgroups": ["etl-*"],
         "discovery_interval": "250ms",

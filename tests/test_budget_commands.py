@@ -15,8 +15,8 @@ from supervisor.cli import main
 from supervisor.config import parse_settings
 from supervisor.service import running_service
 from tests.daemon_fixtures import base_config, eventually, write_config
+from tests.realtime import calls_of, start_calculation, start_session, wait_idle
 from tests.test_budgets_e2e import athena
-from tests.test_daemon_e2e import calls_of, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 __all__ = ["athena"]

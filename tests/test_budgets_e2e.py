@@ -17,7 +17,7 @@ from supervisor.config import parse_settings
 from supervisor.events import EventName, EventSink
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually
-from tests.test_daemon_e2e import calls_of, metric, start_calculation, start_session, wait_idle
+from tests.realtime import calls_of, metric, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 PRICE = 0.35

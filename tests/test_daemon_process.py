@@ -17,7 +17,7 @@ import pytest
 from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
-from tests.test_daemon_e2e import call_time, calls_of, start_calculation, start_session, wait_idle
+from tests.realtime import call_time, calls_of, start_calculation, start_session, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

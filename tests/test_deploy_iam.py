@@ -211,7 +211,7 @@ def test_explain_and_budgets_call_only_what_the_explain_policy_grants(
     emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
-    from tests.test_daemon_e2e import start_calculation, start_session, wait_idle
+    from tests.realtime import start_calculation, start_session, wait_idle
 
     athena = emulator.boto3_client()
     athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})

@@ -1,16 +1,25 @@
-"""The gateway against the emulator over real HTTP: metrics, retries, pagination, refusals."""
+"""The gateway against the emulator over real HTTP: metrics, retries and their backoff, timeouts, pagination,
+endpoints, refusals."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from athena_spark_emulator.testing import EmulatorHandle
+from supervisor.clock import ManualClock
 from supervisor.gateway import IAM_ACTIONS, AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -77,3 +86,106 @@ async def test_missing_credentials_are_a_reported_error_not_a_crash(emulator: Em
             await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
     assert error.value.code == "NoCredentialsError"
     assert calls(gateway, "ListWorkGroups", "client_error") == 1, "not retried: retrying cannot help"
+
+
+class SteppingClock(ManualClock):
+    """Sleeps return at once, moving time forward by the sleep; records what was slept."""
+
+    def __init__(self) -> None:
+        super().__init__(T0)
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
+class MaxJitter:
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_backoff_sleeps_on_the_injected_clock_and_every_retry_names_its_operation(
+    emulator: EmulatorHandle,
+) -> None:
+    emulator.set_faults("ListWorkGroups", error_rate=1.0)
+    clock = SteppingClock()
+    metrics = Metrics(CollectorRegistry())
+    async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
+                       limiter=PriorityRateLimiter(500), max_attempts=8, clock=clock, rng=MaxJitter()) as gateway:
+        with capture_logs() as logs, pytest.raises(AwsCallError):
+            await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
+    # 0.1 s doubling, plus the jitter (here its maximum, 0.2 s), capped at 5 s.
+    assert clock.slept == pytest.approx([0.3, 0.4, 0.6, 1.0, 1.8, 3.4, 5.0])
+    assert clock.now() == T0 + timedelta(seconds=12.5)
+    retries = [entry for entry in logs if entry["event"] == "aws.retrying"]
+    assert [(r["operation"], r["attempt"], r["error"], r["outcome"]) for r in retries] == [
+        ("ListWorkGroups", attempt, "InternalServerException", "server_error") for attempt in range(1, 8)]
+    assert [r["wait"] for r in retries] == pytest.approx(clock.slept)
+    assert calls(gateway, "ListWorkGroups", "server_error") == 8
+
+
+async def test_a_caller_may_ask_for_a_single_attempt(emulator: EmulatorHandle, gateway: Gateway) -> None:
+    emulator.set_faults("ListWorkGroups", error_rate=1.0)
+    with pytest.raises(AwsCallError) as error:
+        await gateway.call("ListWorkGroups", {}, priority=Priority.ENFORCE, attempts=1)
+    assert error.value.code == "InternalServerException"
+    assert calls(gateway, "ListWorkGroups", "server_error") == 1
+    with pytest.raises(ValueError, match="attempts"):
+        await gateway.call("ListWorkGroups", {}, priority=Priority.ENFORCE, attempts=0)
+
+
+async def test_read_timeout_cuts_an_attempt_off(emulator: EmulatorHandle) -> None:
+    emulator.set_faults("ListWorkGroups", latency=1.0)
+    metrics = Metrics(CollectorRegistry())
+    async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
+                       limiter=PriorityRateLimiter(500), connect_timeout=timedelta(seconds=1),
+                       read_timeout=0.2) as gateway:
+        assert gateway.attempt_timeout == timedelta(seconds=1.2)
+        with anyio.fail_after(0.9), pytest.raises(AwsCallError) as error:
+            await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER, attempts=1)
+    assert error.value.code == "NetworkError"
+    assert calls(gateway, "ListWorkGroups", "network_error") == 1
+    with pytest.raises(ValueError, match="timeout"):
+        Gateway(region="us-east-1", metrics=metrics, limiter=PriorityRateLimiter(1), read_timeout=0)
+
+
+STS_IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult><Arn>arn:aws:iam::{account}:user/test</Arn><UserId>AIDATEST</UserId>
+  <Account>{account}</Account></GetCallerIdentityResult>
+  <ResponseMetadata><RequestId>01234567-89ab-cdef-0123-456789abcdef</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>"""
+
+
+@asynccontextmanager
+async def sts_stub(account: str) -> AsyncIterator[str]:
+    """A minimal STS endpoint answering GetCallerIdentity with ``account``."""
+
+    async def answer(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["Action"] == "GetCallerIdentity"
+        return web.Response(text=STS_IDENTITY.format(account=account), content_type="text/xml")
+
+    app = web.Application()
+    app.add_routes([web.post("/", answer)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_sts_goes_to_its_own_endpoint_else_to_endpoint_url() -> None:
+    metrics = Metrics(CollectorRegistry())
+    async with sts_stub("111111111111") as athena_url, sts_stub("222222222222") as sts_url:
+        async with Gateway(region="us-east-1", endpoint_url=athena_url, sts_endpoint_url=sts_url, metrics=metrics,
+                           limiter=PriorityRateLimiter(500)) as gateway:
+            identity = await gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
+            assert identity["Account"] == "222222222222"
+        async with Gateway(region="us-east-1", endpoint_url=athena_url, metrics=metrics,
+                           limiter=PriorityRateLimiter(500)) as gateway:
+            identity = await gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
+            assert identity["Account"] == "111111111111"

@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from athena_spark_emulator.testing import EmulatorHandle
 from tests.daemon_fixtures import SupervisorFactory, eventually
-from tests.test_daemon_e2e import athena, call_time, calls_of, metric, start_calculation, start_session, wait_idle
+from tests.realtime import athena, call_time, calls_of, metric, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 __all__ = ["athena"]  # the fixture, re-exported for pytest

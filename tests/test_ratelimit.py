@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from supervisor.clock import ManualClock
 from supervisor.ratelimit import PriorityRateLimiter
+from tests.virtual_time import virtual_time
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def test_waiters_are_served_by_priority_then_arrival() -> None:
@@ -28,12 +32,39 @@ async def test_waiters_are_served_by_priority_then_arrival() -> None:
     assert order == ["enforce", "verify", "discover0", "discover1", "discover2"]
 
 
-async def test_the_rate_is_respected() -> None:
-    limiter = PriorityRateLimiter(rate=100, burst=1)
-    started = time.monotonic()
-    for _ in range(21):
-        await limiter.acquire()
-    assert time.monotonic() - started >= 0.19
+async def test_the_rate_is_respected_to_the_microsecond_on_the_injected_clock() -> None:
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=3, burst=2, clock=clock)
+    granted: list[timedelta] = []
+
+    async def take_all() -> None:
+        for _ in range(6):
+            await limiter.acquire()
+            granted.append(clock.now() - T0)
+
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
+        tg.start_soon(take_all)
+        await vt.run_until_true(lambda: len(granted) == 6, limit=10)
+    # Two banked, then one every 1/3 s: each at the ideal instant rounded up to the microsecond (no drift).
+    assert granted == [timedelta(0)] * 2 + [timedelta(microseconds=-(-n * 1_000_000 // 3)) for n in range(1, 5)]
+
+
+async def test_an_urgent_newcomer_preempts_the_head_sleeping_on_the_refill() -> None:
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=1, burst=1, clock=clock)
+    await limiter.acquire()
+    order: list[tuple[str, timedelta]] = []
+
+    async def take(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append((name, clock.now() - T0))
+
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
+        tg.start_soon(take, "discover", 3)
+        await vt.run_for(0.5)
+        tg.start_soon(take, "enforce", 0)
+        await vt.run_for(5)
+    assert order == [("enforce", timedelta(seconds=1)), ("discover", timedelta(seconds=2))]
 
 
 async def test_a_cancelled_head_waiter_hands_over() -> None:

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from supervisor.cli import main
 from tests.daemon_fixtures import base_config, write_config
-from tests.test_daemon_e2e import athena, start_calculation, start_session, wait_idle
+from tests.realtime import athena, start_calculation, start_session, wait_idle
 
 __all__ = ["athena"]  # the fixture, re-exported for pytest
 

@@ -108,6 +108,10 @@ class Discovery:
             return f"last discovery sweep finished {age.total_seconds():.0f}s ago"
         if self.account_problem:
             return self.account_problem
+        unreadable = sorted(name for name, reason in self._skipped(self.inventory.workgroups).items()
+                            if reason == "tags_unknown")
+        if unreadable:
+            return f"degraded: exemption tags of {', '.join(unreadable[:3])} cannot be read; not enforced"
         if self.problems:
             return f"degraded: {self._problem_text()}"
         return None
@@ -206,7 +210,7 @@ class Discovery:
             summaries = await athena.list_workgroups(self.gateway)
         except AwsCallError as error:
             self._failed("workgroups", error)
-            self._refresh_at = now + ACCOUNT_RETRY_INITIAL
+            self._refresh_at = None  # the next sweep asks again
             return
         exempt_tag = self.settings.safety.exempt_tag
         if exempt_tag:

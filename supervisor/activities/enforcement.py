@@ -32,11 +32,6 @@ from supervisor.metrics import Metrics
 from supervisor.storage import Storage
 
 HELD_RECHECK = timedelta(seconds=5)
-# Failures after which AWS may still have processed the call: look before sending it again.
-AMBIGUOUS_ERRORS = frozenset({
-    "NetworkError", "InternalServerException", "InternalFailure", "ServiceUnavailable",
-    "ServiceUnavailableException", "InternalServerError",
-})
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +241,10 @@ class Enforcement:
                 detail["resend_after_failures"] = escalation.failures
             await self.storage.save(escalation, call.intent_event, detail, time=now)
             try:
+                # Not repeatable: the gateway retries only throttled attempts; after a 5xx or no answer the
+                # machine looks at the target before a new, journaled, attempt.
                 response = await self.gateway.call(call.operation, call_parameters(step, escalation),
-                                                   priority=Priority.ENFORCE)
+                                                   priority=Priority.ENFORCE, repeatable=False)
             except AwsCallError as error:
                 return await self._send_error(escalation, step, error)
             answered = self.clock.now()
@@ -277,7 +274,7 @@ class Enforcement:
                 settled = machine.session_observed(escalation, None, now, self.timing, found=False)
             await self.storage.save(settled, "target.gone", {"error": error.code}, time=now)
             return settled
-        ambiguous = error.code in AMBIGUOUS_ERRORS
+        ambiguous = error.may_have_taken_effect
         failed = machine.send_failed(escalation, step, now, self.timing, may_have_taken_effect=ambiguous)
         await self.storage.save(
             failed, call.error_event,

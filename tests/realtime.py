@@ -1,0 +1,79 @@
+"""Helpers for the scenario tests that still run on real time against a threaded emulator: real processes
+(kill -9, signals), and budgets and notifications until they move to virtual time (``virtual_fixtures``).
+
+They use a sync boto3 client, so call them before the daemon starts or from a worker thread (``eventually``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from athena_spark_emulator.testing import EmulatorHandle
+from tests.daemon_fixtures import SPARK_ENGINE
+
+
+def start_session(client: Any, workgroup: str, description: str = "# sim: start=0.1s") -> str:
+    session_id: str = client.start_session(
+        WorkGroup=workgroup, Description=description,
+        EngineConfiguration={"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 20, "DefaultExecutorDpuSize": 1},
+    )["SessionId"]
+    return session_id
+
+
+def wait_idle(client: Any, session_id: str) -> None:
+    deadline = time.monotonic() + 5
+    while client.get_session_status(SessionId=session_id)["Status"]["State"] != "IDLE":
+        assert time.monotonic() < deadline, "session never became IDLE"
+        time.sleep(0.02)
+
+
+def start_calculation(client: Any, session_id: str, pragma: str) -> str:
+    calculation_id: str = client.start_calculation_execution(
+        SessionId=session_id, CodeBlock=f"{pragma}\nspark.range(10).count()"
+    )["CalculationExecutionId"]
+    return calculation_id
+
+
+def calls_of(emulator: EmulatorHandle, operation: str, **request: str) -> list[dict[str, Any]]:
+    return [
+        call for call in emulator.calls(operation=operation)
+        if call["status"] == 200 and all(call["request"].get(k) == v for k, v in request.items())
+    ]
+
+
+def call_time(call: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(call["time"].replace("Z", "+00:00"))
+
+
+async def metric(url: str, name: str, **labels: str) -> float:
+    """Read one sample from the daemon's /metrics over HTTP (0 when absent)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, sample_labels = sample.partition("{")
+        if sample_name != name:
+            continue
+        have = ",".join(sorted(sample_labels.rstrip("}").split(","))) if sample_labels else ""
+        if have == wanted:
+            return float(value)
+    return 0.0
+
+
+@pytest.fixture
+def athena(emulator: EmulatorHandle) -> Any:
+    """A boto3 Athena client on ``emulator`` with Spark workgroups etl-a, etl-exempt (tagged exempt), adhoc."""
+    client = emulator.boto3_client()
+    for name in ("etl-a", "etl-exempt", "adhoc"):
+        client.create_work_group(Name=name, Configuration={"EngineVersion": SPARK_ENGINE})
+    client.tag_resource(ResourceARN="arn:aws:athena:us-east-1:123456789012:workgroup/etl-exempt",
+                        Tags=[{"Key": "athena-supervisor/exempt", "Value": "true"}])
+    return client

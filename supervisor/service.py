@@ -30,7 +30,7 @@ from supervisor.core.model import Origin, Verdict
 from supervisor.core.policy import Policy, compile_policies
 from supervisor.core.safety import SafetyRails
 from supervisor.events import EventSink
-from supervisor.gateway import Gateway
+from supervisor.gateway import Gateway, Priority
 from supervisor.http import serving
 from supervisor.metrics import Metrics
 from supervisor.notify import Notifier, notifying
@@ -38,6 +38,9 @@ from supervisor.ratelimit import PriorityRateLimiter
 from supervisor.storage.sqlite import SqliteStorage
 
 EXIT_TASK_CRASHED = 1
+# Budget accounting's own share of the API budget: at the lowest priority it never delays discovery, and
+# while it waits it still gets this share of the calls.
+ACCOUNTING_SHARE = 0.2
 
 
 class TaskCrashed(Exception):
@@ -74,7 +77,8 @@ def build_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None =
         max_attempts=aws.max_attempts,
         metrics=metrics,
         # A burst of one second's worth keeps us under a server-side bucket of the same rate.
-        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock),
+        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock,
+                                    shares={Priority.ACCOUNT: ACCOUNTING_SHARE}),
         clock=clock,
         connect_timeout=aws.connect_timeout,
         read_timeout=aws.read_timeout,

@@ -49,6 +49,46 @@ async def test_the_rate_is_respected_to_the_microsecond_on_the_injected_clock() 
     assert granted == [timedelta(0)] * 2 + [timedelta(microseconds=-(-n * 1_000_000 // 3)) for n in range(1, 5)]
 
 
+async def test_a_priority_with_a_share_gets_it_however_busy_the_more_urgent_ones_are() -> None:
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=10, burst=1, clock=clock, shares={4: 0.2})
+    granted: list[int] = []
+
+    async def keep_taking(priority: int) -> None:
+        while len(granted) < 100:
+            await limiter.acquire(priority)
+            granted.append(priority)
+
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
+        for _ in range(8):  # discovery saturates the bucket
+            tg.start_soon(keep_taking, 3)
+        for _ in range(4):  # accounting waits behind it
+            tg.start_soon(keep_taking, 4)
+        await vt.run_until_true(lambda: len(granted) >= 100, limit=60)
+        tg.cancel_scope.cancel()
+    share = granted[:100].count(4) / 100
+    assert 0.18 <= share <= 0.22, f"accounting got {share:.0%} of the tokens"
+    assert clock.now() - T0 <= timedelta(seconds=10), "the rate is unchanged"
+
+
+async def test_without_a_share_the_least_urgent_waits_for_the_others() -> None:
+    limiter = PriorityRateLimiter(rate=50, burst=1)
+    await limiter.acquire(3)
+    order: list[int] = []
+
+    async def take(priority: int) -> None:
+        await limiter.acquire(priority)
+        order.append(priority)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take, 4)
+        await anyio.lowlevel.checkpoint()
+        for _ in range(3):
+            tg.start_soon(take, 3)
+            await anyio.lowlevel.checkpoint()
+    assert order == [3, 3, 3, 4]
+
+
 async def test_an_urgent_newcomer_preempts_the_head_sleeping_on_the_refill() -> None:
     clock = ManualClock(T0)
     limiter = PriorityRateLimiter(rate=1, burst=1, clock=clock)

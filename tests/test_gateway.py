@@ -136,15 +136,19 @@ async def test_a_caller_may_ask_for_a_single_attempt(emulator: EmulatorHandle, g
 
 
 async def test_read_timeout_cuts_an_attempt_off(emulator: EmulatorHandle) -> None:
-    emulator.set_faults("ListWorkGroups", latency=1.0)
     metrics = Metrics(CollectorRegistry())
     async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
                        limiter=PriorityRateLimiter(500), connect_timeout=timedelta(seconds=1),
                        read_timeout=0.2) as gateway:
         assert gateway.attempt_timeout == timedelta(seconds=1.2)
-        with anyio.fail_after(0.9), pytest.raises(AwsCallError) as error:
+        assert gateway.in_flight_window == timedelta(seconds=2.4)
+        await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)  # the client exists: only I/O left
+        # Answered after 1 s, that is before the attempt's hard cut-off (1.2 s): only the read timeout (0.2 s)
+        # turns it into an error.
+        emulator.set_faults("ListWorkGroups", latency=1.0)
+        with anyio.fail_after(10), pytest.raises(AwsCallError) as error:
             await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER, attempts=1)
-    assert error.value.code == "NetworkError"
+    assert error.value.code == "NetworkError" and error.value.may_have_taken_effect
     assert calls(gateway, "ListWorkGroups", "network_error") == 1
     with pytest.raises(ValueError, match="timeout"):
         Gateway(region="us-east-1", metrics=metrics, limiter=PriorityRateLimiter(1), read_timeout=0)

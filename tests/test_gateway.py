@@ -193,3 +193,21 @@ async def test_sts_goes_to_its_own_endpoint_else_to_endpoint_url() -> None:
                            limiter=PriorityRateLimiter(500)) as gateway:
             identity = await gateway.call("GetCallerIdentity", {}, priority=Priority.DISCOVER, service="sts")
             assert identity["Account"] == "111111111111"
+
+
+async def test_a_call_that_must_not_repeat_retries_only_what_aws_refused(
+    gateway: Gateway, emulator: EmulatorHandle
+) -> None:
+    """Stop/Terminate take no client token: a throttled attempt was not processed and is retried; after a 5xx
+    AWS may have processed it, so the error goes back to the caller (which looks before sending again)."""
+    emulator.add_error("TooManyRequestsException", operation="TerminateSession", count=2)
+    with pytest.raises(AwsCallError) as refused:  # throttled twice, then the real answer: no such session
+        await gateway.call("TerminateSession", {"SessionId": "nope"}, priority=Priority.ENFORCE, repeatable=False)
+    assert refused.value.is_not_found
+    assert calls(gateway, "TerminateSession", "throttled") == 2
+    emulator.set_faults("StopCalculationExecution", error_rate=1.0)
+    with pytest.raises(AwsCallError) as ambiguous:
+        await gateway.call("StopCalculationExecution", {"CalculationExecutionId": "c"}, priority=Priority.ENFORCE,
+                           repeatable=False)
+    assert ambiguous.value.may_have_taken_effect and ambiguous.value.outcome == "server_error"
+    assert calls(gateway, "StopCalculationExecution", "server_error") == 1, "never repeated after a 5xx"

@@ -47,7 +47,8 @@ class Backend(FaultControls):
 
     def __init__(self, *, clock: Clock, workgroups: Sequence[str] = (), throttle_tps: float | None = None,
                  account_id: str = "123456789012", region: str = "us-east-1", faults: Faults | None = None,
-                 max_calls: int = DEFAULT_MAX_CALLS, logger: Any = None) -> None:
+                 max_calls: int = DEFAULT_MAX_CALLS,
+                 logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.clock = clock
         self.account_id = account_id
         self.region = region

@@ -43,7 +43,7 @@ async def _json_body(request: web.Request) -> Any:
 class ControlApi:
     """aiohttp handlers over a :class:`Backend`."""
 
-    def __init__(self, backend: Backend, *, logger: Any = None) -> None:
+    def __init__(self, backend: Backend, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self._backend = backend
         self._log = logger or structlog.get_logger("athena_spark_emulator")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -37,7 +36,7 @@ class Emulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, workgroups: Sequence[str] = (),
                  throttle_tps: float | None = None, account_id: str = "123456789012",
                  region: str = "us-east-1", clock: Clock | None = None, faults: Faults | None = None,
-                 logger: Any = None) -> None:
+                 logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.host = host
         self.port = port
         self._log = logger or structlog.get_logger("athena_spark_emulator")

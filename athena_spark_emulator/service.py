@@ -25,7 +25,8 @@ class AthenaService:
         model: botocore's Athena ``ServiceModel``.
     """
 
-    def __init__(self, context: Context, model: Any, *, logger: Any = None) -> None:
+    def __init__(self, context: Context, model: Any, *,
+                 logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.context = context
         self._model = model
         self._known = frozenset(model.operation_names)

@@ -179,7 +179,7 @@ class Gateway:
         clock: Clock | None = None,
         rng: Uniform | None = None,
         session: AioSession | None = None,
-        logger: Any = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")

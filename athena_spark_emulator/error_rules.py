@@ -14,7 +14,7 @@ from typing import Any
 from athena_spark_emulator.errors import CLIENT_ERROR, SERVER_ERROR, ApiError
 from athena_spark_emulator.identity import Identity
 from athena_spark_emulator.rulebook import RuleBook
-from athena_spark_emulator.selectors import SELECTOR_KEYS, Resources, Selector
+from athena_spark_emulator.selectors import SELECTOR_KEYS, Resources, Selector, rule_body
 
 # AccessDeniedException is not in Athena's model: AWS answers it for every service (HTTP 400, its __type),
 # and botocore surfaces it as a ClientError with that code.
@@ -48,11 +48,7 @@ class ErrorRule:
     @classmethod
     def from_json(cls, body: Any, operations: frozenset[str]) -> ErrorRule:
         """Parse a control-API body; raise ValueError naming the bad key."""
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        unknown = set(body) - _KEYS
-        if unknown:
-            raise ValueError(f"unknown keys: {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_KEYS))})")
+        body = rule_body(body, _KEYS)
         selector = Selector.from_json(body, operations)
         if selector == Selector():
             raise ValueError("name at least one of operation, session_id, calculation_id, workgroup")

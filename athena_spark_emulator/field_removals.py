@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from athena_spark_emulator.rulebook import RuleBook
-from athena_spark_emulator.selectors import SELECTOR_KEYS, Resources, Selector
+from athena_spark_emulator.selectors import SELECTOR_KEYS, Resources, Selector, rule_body
 
 _KEYS = {*SELECTOR_KEYS, "fields"}
 # List items that are resources themselves, by the member holding their id.
@@ -33,11 +33,7 @@ class FieldRemoval:
     @classmethod
     def from_json(cls, body: Any, operations: frozenset[str]) -> FieldRemoval:
         """Parse a control-API body; raise ValueError naming the bad key."""
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        unknown = set(body) - _KEYS
-        if unknown:
-            raise ValueError(f"unknown keys: {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_KEYS))})")
+        body = rule_body(body, _KEYS)
         selector = Selector.from_json(body, operations)
         if selector.operation is None:
             raise ValueError("operation is required")

@@ -7,6 +7,7 @@ and one aimed at a session also hits calls about its calculations.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,16 @@ class Resources:
             self.calculations | ({calculation} if calculation else set()),
             self.workgroups | ({workgroup} if workgroup else set()),
         )
+
+
+def rule_body(body: Any, allowed: AbstractSet[str]) -> dict[str, Any]:
+    """A control-API rule body as a dict with only ``allowed`` keys; raise ValueError naming what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})")
+    return body
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:

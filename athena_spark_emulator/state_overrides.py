@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from athena_spark_emulator.rulebook import RuleBook
+from athena_spark_emulator.selectors import rule_body
 
 _KEYS = {"session_id", "calculation_id", "state"}
 MAX_STATE_LENGTH = 64
@@ -29,11 +30,7 @@ class StateOverride:
     @classmethod
     def from_json(cls, body: Any) -> StateOverride:
         """Parse a control-API body; raise ValueError naming the bad key."""
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        unknown = set(body) - _KEYS
-        if unknown:
-            raise ValueError(f"unknown keys: {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_KEYS))})")
+        body = rule_body(body, _KEYS)
         state = body.get("state")
         if not isinstance(state, str) or not state.strip() or len(state) > MAX_STATE_LENGTH:
             raise ValueError(f"state must be a non-empty string of at most {MAX_STATE_LENGTH} characters")

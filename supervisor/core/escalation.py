@@ -128,11 +128,17 @@ def unanswered_intent(escalation: Escalation) -> datetime | None:
     return None
 
 
-def _still_in_flight(escalation: Escalation, intent: datetime, now: datetime, timing: Timing) -> Escalation | None:
-    """A target that does not show the effect of a call yet may still get it while the call can be in flight:
-    look again when it cannot be any more, instead of sending it again."""
+def _settle_intent(
+    escalation: Escalation, took_effect: bool, adopted: Escalation, cleared: Escalation, intent: datetime,
+    now: datetime, timing: Timing,
+) -> Escalation:
+    """An intent whose answer was never seen: the call counts as sent (``adopted``) if the target shows its
+    effect; if not, it may still get it while the call can be in flight, so look again when it cannot be any
+    more; after that the intent is ``cleared`` and the call sent again."""
+    if took_effect:
+        return adopted
     landed_by = intent + timing.in_flight_window
-    return replace(escalation, next_step_at=landed_by) if now < landed_by else None
+    return replace(escalation, next_step_at=landed_by) if now < landed_by else cleared
 
 
 def next_step(escalation: Escalation) -> Step:
@@ -232,11 +238,10 @@ def calculation_observed(
     if escalation.phase is Phase.STOP_PENDING:
         # A previous process journaled the intent but not the answer.
         intent = escalation.stop_intent_at or now
-        if state is CalculationState.CANCELING:
-            return replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=intent,
-                           next_step_at=_verify_at(intent, now, intent + timing.stop_grace, timing))
-        return (_still_in_flight(escalation, intent, now, timing)
-                or replace(escalation, stop_intent_at=None, next_step_at=now))
+        adopted = replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=intent,
+                          next_step_at=_verify_at(intent, now, intent + timing.stop_grace, timing))
+        return _settle_intent(escalation, state is CalculationState.CANCELING, adopted,
+                              replace(escalation, stop_intent_at=None, next_step_at=now), intent, now, timing)
     sent_at = escalation.stop_sent_at or now
     deadline = sent_at + timing.stop_grace
     if now >= deadline:
@@ -254,12 +259,11 @@ def session_observed(
         return replace(escalation, next_step_at=now + timing.first_verify_after)
     if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
         intent = escalation.terminate_intent_at or now
-        if state is SessionState.TERMINATING:
-            return replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
-                           terminate_attempts=escalation.terminate_attempts + 1,
-                           next_step_at=_verify_at(intent, now, intent + timing.terminate_grace, timing))
-        return (_still_in_flight(escalation, intent, now, timing)
-                or replace(escalation, terminate_intent_at=None, next_step_at=now))
+        adopted = replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
+                          terminate_attempts=escalation.terminate_attempts + 1,
+                          next_step_at=_verify_at(intent, now, intent + timing.terminate_grace, timing))
+        return _settle_intent(escalation, state is SessionState.TERMINATING, adopted,
+                              replace(escalation, terminate_intent_at=None, next_step_at=now), intent, now, timing)
     sent_at = escalation.terminate_sent_at or now
     deadline = sent_at + timing.terminate_grace
     if now >= deadline:

@@ -219,3 +219,52 @@ async def test_a_stop_answered_500_is_looked_at_before_it_is_sent_again(virtual_
             ("intent.unanswered", crossing + WINDOW), ("stop.intent", crossing + WINDOW),
             ("stop.sent", crossing + WINDOW), ("verify.done", crossing + WINDOW + ms(1))]
         assert await readyz(service.http_url) == (200, '{"ready": true, "reason": "ok"}')
+
+
+async def test_a_refused_terminate_backs_off_from_one_second_after_the_stop_was_refused_before(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with world.daemon():
+        await world.vt.run_for(OFFSET)
+        world.emulator.backend.add_error("AccessDeniedException", operation="StopCalculationExecution", count=3)
+        world.emulator.backend.add_error("AccessDeniedException", operation="TerminateSession", count=1)
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s on_stop=ignore")
+        submitted = world.now
+        crossing = submitted + ms(1.5) + MARGIN
+        await world.vt.run_until(crossing + ms(12))
+        stopped = crossing + ms(7)  # refused at +0, +1, +3 s
+        assert times(world.calls("StopCalculationExecution", status=None, CalculationExecutionId=calculation_id)) == [
+            crossing, crossing + ms(1), crossing + ms(3), stopped]
+        # Ignored: after stop_grace (1 s) the session is terminated; that call is refused once and retried after
+        # 1 s, as any call refused for the first time.
+        escalated = stopped + ms(1)
+        terminates = world.calls("TerminateSession", status=None, SessionId=session_id)
+        assert [(call.time, call.error) for call in terminates] == [
+            (escalated, "AccessDeniedException"), (escalated + ms(1), None)]
+
+
+# -- 5. a state this version does not know, while an escalation verifies ------------------------------------------
+
+
+async def test_an_unknown_state_seen_while_verifying_a_stop_is_counted_once_and_looked_at_less_and_less_often(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    escalation = {"stop_grace": "1s", "terminate_grace": "1s", "retry_backoff_max": "8s"}
+    async with world.daemon(escalation=escalation):
+        await world.vt.run_for(OFFSET)
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s on_stop=ignore")
+        submitted = world.now
+        crossing = submitted + ms(1.5) + MARGIN
+        await world.vt.run_until(crossing + ms(0.5))
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [crossing]
+        world.emulator.backend.override_state("HIBERNATING", calculation_id=calculation_id)
+        await world.vt.run_until(crossing + ms(40))
+        assert world.metric("athena_supervisor_unknown_states_total", kind="calculation") == 1
+        assert not world.calls("TerminateSession"), "an unknown state is never acted on"
+        # Looked at 1, 2, 4, 8 s after the Stop, then every retry_backoff_max (8 s), not every second.
+        assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
+            crossing + ms(s) for s in (0, 1, 2, 4, 8, 16, 24, 32, 40)]

@@ -309,3 +309,23 @@ async def test_created_degraded_and_failed_sessions_meet_their_limits_sensibly(v
             assert world.metric("athena_supervisor_active_sessions", workgroup="etl-a") == 0
             assert [await world.session_state(s) for s in (created, degraded, failed)] == [
                 "TERMINATED", "TERMINATED", "FAILED"]
+
+
+async def test_a_calculation_queued_on_a_session_that_stays_created_meets_its_max_queued(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    policies = [{"name": "queue", "workgroups": ["etl-*"], "calculation": {"max_queued": "2s"}}]
+    with no_crash():
+        async with world.daemon(policies=policies):
+            await world.vt.run_for(OFFSET)
+            # CREATED for ever: StartCalculationExecution is accepted, the calculation waits QUEUED.
+            session_id = await world.start_session("etl-a", "# sim: start=0s created_for=forever")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+            submitted = world.now
+            await world.vt.run_until(submitted + ms(4))
+            assert await world.session_state(session_id) == "CREATED"
+            # Listed with the rare states at T0 + 1.25 s, it is then judged on its deadline.
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
+                submitted + ms(2) + MARGIN]
+            assert await world.calculation_state(calculation_id) == "CANCELED"

@@ -1,9 +1,10 @@
 """Discovery: sweep the watched workgroups, reconcile what is known, hand every target to checks.
 
 A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
-minute), then ListSessions per watched workgroup (one listing per state), then ListCalculationExecutions for
-each BUSY session whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval``
-(back to back when a sweep takes longer).
+minute), then ListSessions per watched workgroup (one listing per state), then, as soon as a workgroup is
+listed, ListCalculationExecutions for each of its sessions that may have live calculations (every active
+state but IDLE) whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval`` (back
+to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
@@ -50,6 +51,9 @@ CONCURRENT_LISTINGS = 8
 # known in a rare state is kept between those listings; any action on it is confirmed by a fresh Get first.
 EVERY_SWEEP_STATES = frozenset({SessionState.IDLE, SessionState.BUSY})
 RARE_STATES_EVERY = 5
+# Sessions whose calculations are listed: every active state but IDLE. A session still CREATING or CREATED accepts
+# calculations, which wait QUEUED (max_queued) until it is ready; a DEGRADED one runs its calculations on.
+CALCULATING_SESSION_STATES = ACTIVE_SESSION_STATES - {SessionState.IDLE}
 SKIP_REASONS = ("out_of_scope", "not_spark", "exempt_workgroup", "tags_unknown", "disabled")
 
 
@@ -318,7 +322,7 @@ class Discovery:
             if session.is_exempt or not self._judge(TargetKey.session(session.session_id), session.raw_state,
                                                     known=session.state is not None):
                 continue
-            if session.state in (SessionState.BUSY, SessionState.DEGRADED) and self._judges_calculations(session):
+            if session.state in CALCULATING_SESSION_STATES and self._judges_calculations(session):
                 busy.append(session)
             else:
                 for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):

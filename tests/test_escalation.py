@@ -149,7 +149,10 @@ def test_a_restart_after_a_terminate_intent_adopts_a_terminating_session() -> No
 def test_unknown_states_are_never_acted_upon() -> None:
     escalation = machine.sent(machine.begin(verdict(), "e", T0), Step.SEND_STOP, T0, TIMING)
     looked = machine.calculation_observed(escalation, None, at(31), TIMING)
-    assert looked.phase is Phase.STOP_REQUESTED and looked.next_step_at == at(32)
+    # Looked at again later and later: as long again as since the Stop, at most retry_backoff_max.
+    assert looked.phase is Phase.STOP_REQUESTED and looked.next_step_at == at(62)
+    assert machine.calculation_observed(escalation, None, at(1), TIMING).next_step_at == at(2)
+    assert machine.calculation_observed(escalation, None, at(900), TIMING).next_step_at == at(1500)
 
 
 def test_a_vanished_target_settles() -> None:

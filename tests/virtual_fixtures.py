@@ -75,13 +75,19 @@ class VirtualWorld:
 
     # -- the daemon -------------------------------------------------------------------------------------
 
-    def daemon(self, **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
-        """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock."""
+    def daemon(
+        self, config: dict[str, Any] | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[RunningService]:
+        """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock;
+        ``config`` replaces the tests' configuration (``daemon_config``) as a whole."""
 
         @asynccontextmanager
         async def run() -> AsyncIterator[RunningService]:
-            config = daemon_config(self.emulator.endpoint_url, self.journal_path, **overrides)
-            settings = parse_settings(config, environ={})
+            if config is None:
+                settings_config = daemon_config(self.emulator.endpoint_url, self.journal_path, **overrides)
+            else:
+                settings_config = {**config, **overrides}
+            settings = parse_settings(settings_config, environ={})
             try:
                 async with running_service(settings, clock=self.clock, registry=CollectorRegistry()) as service:
                     self.service = service

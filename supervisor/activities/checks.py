@@ -256,8 +256,9 @@ class Checks:
     # -- what discovery and checks both report ----------------------------------------------------------
 
     def report_unknown_state(self, key: TargetKey, raw_state: str) -> None:
-        """A state this version does not know is counted and logged once per target; never acted on."""
-        if key in self._unknown_reported:
+        """A state this version does not know is counted and logged once per target; never acted on. A claimed
+        target is looked at by its escalation, which counts what it sees itself."""
+        if key in self._unknown_reported or self.enforcement.is_claimed(key):
             return
         self._unknown_reported.add(key)
         self.metrics.unknown_states.labels(key.kind.value).inc()

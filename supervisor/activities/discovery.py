@@ -1,9 +1,10 @@
 """Discovery: sweep the watched workgroups, reconcile what is known, hand every target to checks.
 
 A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
-minute), then ListSessions per watched workgroup (one listing per state), then ListCalculationExecutions for
-each BUSY session whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval``
-(back to back when a sweep takes longer).
+minute), then ListSessions per watched workgroup (one listing per state), then, as soon as a workgroup is
+listed, ListCalculationExecutions for each of its sessions that may have live calculations (every active
+state but IDLE) whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval`` (back
+to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
@@ -50,6 +51,9 @@ CONCURRENT_LISTINGS = 8
 # known in a rare state is kept between those listings; any action on it is confirmed by a fresh Get first.
 EVERY_SWEEP_STATES = frozenset({SessionState.IDLE, SessionState.BUSY})
 RARE_STATES_EVERY = 5
+# Sessions whose calculations are listed: every active state but IDLE. A session still CREATING or CREATED accepts
+# calculations, which wait QUEUED (max_queued) until it is ready; a DEGRADED one runs its calculations on.
+CALCULATING_SESSION_STATES = ACTIVE_SESSION_STATES - {SessionState.IDLE}
 SKIP_REASONS = ("out_of_scope", "not_spark", "exempt_workgroup", "tags_unknown", "disabled")
 
 
@@ -79,7 +83,10 @@ class Discovery:
         self.sweeps = 0
         self.last_discovery_at: datetime | None = None
         self.last_sweep_duration = timedelta(0)
-        self.problems: dict[str, str] = {}  # what failed in the last sweep, by listing
+        # What failed, by listing: in the last complete sweep and so far in the running one (a listing that keeps
+        # failing stays reported while the next sweep retries it; a healed one is gone once a sweep completes).
+        self.problems: dict[str, str] = {}
+        self._sweep_problems: dict[str, str] = {}
         self._refresh_at: datetime | None = None
         self._account_backoff = ACCOUNT_RETRY_INITIAL
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
@@ -122,7 +129,7 @@ class Discovery:
         return "; ".join(f"{where}: {what}" for where, what in first) + (f" (+{more} more)" if more > 0 else "")
 
     def _failed(self, where: str, error: AwsCallError) -> None:
-        self.problems[where] = f"{error.operation} {error.code}"
+        self.problems[where] = self._sweep_problems[where] = f"{error.operation} {error.code}"
         self.metrics.listing_failures.labels(error.operation).inc()
         self._log.error("discovery.listing_failed", where=where, operation=error.operation, error=error.code,
                         message=error.message)
@@ -136,35 +143,44 @@ class Discovery:
     async def sweep(self) -> None:
         """One look at every watched workgroup, session and live calculation. Never raises an AWS error."""
         started = self.clock.now()
-        self.problems = {}
+        self._sweep_problems = {}
         if self._refresh_at is None or started >= self._refresh_at:
             await self._refresh_workgroups(started)
         watched = self.watched()
         states = ACTIVE_SESSION_STATES if self.sweeps % RARE_STATES_EVERY == 0 else EVERY_SWEEP_STATES
-        listed: dict[str, list[SessionSnapshot]] = {}
+        known: dict[str, list[str]] = {}
+        for session_id, session in self.inventory.sessions.items():
+            known.setdefault(session.workgroup, []).append(session_id)
 
         async def list_one(workgroup: str) -> None:
             async with self._listings:
                 try:
-                    listed[workgroup] = await athena.list_sessions(
+                    sessions = await athena.list_sessions(
                         self.gateway, workgroup, self.clock, sorted(states), on_malformed=self._malformed)
                 except AwsCallError as error:
                     if error.is_not_found:
                         self._drop_workgroup(workgroup, "deleted")
                     else:
                         self._failed(f"workgroup {workgroup}", error)
+                    return
+            # Reconciled, and its calculations listed, as soon as it is listed: a workgroup whose listing is slow
+            # or failing (retries take seconds) never holds up the others.
+            busy = self._reconcile_sessions(sessions, known.get(workgroup, ()), states)
+            await self._list_calculations(busy)
 
         async with anyio.create_task_group() as task_group:
             for workgroup in watched:
                 task_group.start_soon(list_one, workgroup)
-        busy = self._reconcile_sessions(listed, states, set(self.watched()))
-        await self._list_calculations(busy)
+        still_watched = set(self.watched())
+        for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup not in still_watched]:
+            self.checks.forget_target(TargetKey.session(session_id))
         self._update_gauges(self.watched())
         finished = self.clock.now()
         self.sweeps += 1
         self.last_discovery_at = finished
         self.last_sweep_duration = finished - started
         self.metrics.last_discovery.set(finished.timestamp())
+        self.problems = self._sweep_problems
         self._log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
                         calculations=len(self.inventory.calculations), failures=len(self.problems),
                         seconds=self.last_sweep_duration.total_seconds())
@@ -189,8 +205,9 @@ class Discovery:
             # cost ~25 MiB and their scheduling shows in the profile.
             for session in pending:
                 try:
-                    live = await athena.list_calculations(self.gateway, session, self.clock,
-                                                          on_malformed=self._malformed)
+                    async with self._listings:
+                        live = await athena.list_calculations(self.gateway, session, self.clock,
+                                                              on_malformed=self._malformed)
                 except AwsCallError as error:
                     if not error.is_not_found:
                         self._failed(f"session {session.session_id}", error)
@@ -284,29 +301,32 @@ class Discovery:
     # -- reconciling ----------------------------------------------------------------------------------------
 
     def _reconcile_sessions(
-        self, listed: dict[str, list[SessionSnapshot]], states: Collection[SessionState], watched: set[str]
+        self, listed: list[SessionSnapshot], known: Iterable[str], states: Collection[SessionState]
     ) -> list[SessionSnapshot]:
-        """Store the listed sessions; forget the ones that ended (known in a listed ``states`` of a workgroup
-        that listed, but no longer listed) or whose workgroup is no longer watched; return the sessions to list
-        calculations of. Sessions of a workgroup whose listing failed stay as last known."""
-        seen = {session.session_id for sessions in listed.values() for session in sessions}
-        for session_id in [
-            sid for sid, s in self.inventory.sessions.items()
-            if s.workgroup not in watched or (s.workgroup in listed and sid not in seen and s.state in states)
-        ]:
-            self.checks.forget_target(TargetKey.session(session_id))
+        """Store the sessions one workgroup listed; forget the ``known`` ones of that workgroup it no longer
+        lists; return the sessions to list calculations of.
+
+        A session missing from a sweep that listed only IDLE and BUSY may have become DEGRADED (a rare state,
+        listed every RARE_STATES_EVERY sweeps; its calculations run on): it is kept, with its deadlines, until a
+        sweep that lists every active state, unless a fresh look showed it ended. Sessions of a workgroup whose
+        listing failed stay as last known."""
+        seen = {session.session_id for session in listed}
+        every_state = set(states) >= ACTIVE_SESSION_STATES
+        for session_id in known:
+            session = self.inventory.sessions.get(session_id)
+            if session is not None and session_id not in seen and (every_state or not session.is_active):
+                self.checks.forget_target(TargetKey.session(session_id))
         busy: list[SessionSnapshot] = []
-        for sessions in listed.values():
-            for session in sessions:
-                self.inventory.put_session(session)
-                if session.is_exempt or not self._judge(TargetKey.session(session.session_id), session.raw_state,
-                                                        known=session.state is not None):
-                    continue
-                if session.state in (SessionState.BUSY, SessionState.DEGRADED) and self._judges_calculations(session):
-                    busy.append(session)
-                else:
-                    for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
-                        self.checks.forget_target(TargetKey.calculation(calculation_id))
+        for session in listed:
+            self.inventory.put_session(session)
+            if session.is_exempt or not self._judge(TargetKey.session(session.session_id), session.raw_state,
+                                                    known=session.state is not None):
+                continue
+            if session.state in CALCULATING_SESSION_STATES and self._judges_calculations(session):
+                busy.append(session)
+            else:
+                for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
+                    self.checks.forget_target(TargetKey.calculation(calculation_id))
         return busy
 
     def _judges_calculations(self, session: SessionSnapshot) -> bool:

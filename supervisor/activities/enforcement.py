@@ -108,6 +108,7 @@ class Enforcement:
         self._claimed: set[TargetKey] = set()
         self.in_flight: dict[TargetKey, Escalation] = {}
         self._held_reported: set[tuple[TargetKey, str]] = set()
+        self._unknown_reported: set[tuple[TargetKey, str]] = set()  # counted and logged once per target and kind
         # operation -> (first failure, consecutive failures) while destructive calls keep failing
         self._failing: dict[str, tuple[datetime, int]] = {}
 
@@ -325,9 +326,11 @@ class Enforcement:
                 return replace(escalation, next_step_at=self.clock.now() + self.timing.first_verify_after)
             found = False
         now = self.clock.now()
-        if found and state is None:
-            self.metrics.unknown_states.labels("calculation" if calculation else "session").inc()
-            self._log.warning("target.unknown_state", **verdict.describe())
+        looked_at = "calculation" if calculation else "session"
+        if found and state is None and (target.key, looked_at) not in self._unknown_reported:
+            self._unknown_reported.add((target.key, looked_at))
+            self.metrics.unknown_states.labels(looked_at).inc()
+            self._log.warning("target.unknown_state", looked_at=looked_at, **verdict.describe())
         observe = machine.calculation_observed if calculation else machine.session_observed
         updated = observe(escalation, state, now, self.timing, found=found)
         if updated.phase is not escalation.phase or updated.outcome != escalation.outcome:

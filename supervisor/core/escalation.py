@@ -167,6 +167,16 @@ def _verify_at(sent_at: datetime, now: datetime, deadline: datetime, timing: Tim
     return min(now + waited, deadline) if now < deadline else now
 
 
+def _look_again_later(escalation: Escalation, now: datetime, timing: Timing) -> Escalation:
+    """An unknown state is never acted upon: look again after a doubling interval since the last call (1s, 2s,
+    4s…), at most ``retry_backoff_max``, without escalating."""
+    calls = (escalation.stop_intent_at, escalation.stop_sent_at, escalation.terminate_intent_at,
+             escalation.terminate_sent_at)
+    since = max((at for at in calls if at is not None), default=escalation.created_at)
+    waited = max(now - since, timing.first_verify_after)
+    return replace(escalation, next_step_at=now + min(waited, timing.retry_backoff_max))
+
+
 def intend(escalation: Escalation, step: Step, now: datetime) -> Escalation:
     """Record that a Stop/Terminate is about to be sent (journaled before the call)."""
     if step is Step.SEND_STOP:
@@ -233,8 +243,7 @@ def calculation_observed(
     if state in CALCULATION_OUTCOMES:
         return replace(escalation, phase=Phase.DONE, outcome=CALCULATION_OUTCOMES[state], next_step_at=now)
     if state is None:
-        # An unknown state is never acted upon: keep looking, without escalating.
-        return replace(escalation, next_step_at=now + timing.first_verify_after)
+        return _look_again_later(escalation, now, timing)
     if escalation.phase is Phase.STOP_PENDING:
         # A previous process journaled the intent but not the answer.
         intent = escalation.stop_intent_at or now
@@ -245,7 +254,8 @@ def calculation_observed(
     sent_at = escalation.stop_sent_at or now
     deadline = sent_at + timing.stop_grace
     if now >= deadline:
-        return replace(escalation, phase=Phase.TERMINATE_PENDING, next_step_at=now)
+        # A new call: its refusals back off from send_retry_initial again, whatever the Stop's were.
+        return replace(escalation, phase=Phase.TERMINATE_PENDING, failures=0, next_step_at=now)
     return replace(escalation, next_step_at=_verify_at(sent_at, now, deadline, timing))
 
 
@@ -256,7 +266,7 @@ def session_observed(
     if not found or state in ENDED_SESSION_STATES:
         return replace(escalation, phase=Phase.DONE, outcome="terminated", next_step_at=now)
     if state is None:
-        return replace(escalation, next_step_at=now + timing.first_verify_after)
+        return _look_again_later(escalation, now, timing)
     if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
         intent = escalation.terminate_intent_at or now
         adopted = replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,

@@ -347,11 +347,21 @@ class Gateway:
         result_key: str,
         priority: Priority,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield each page's ``result_key`` list, following NextToken."""
+        """Yield each page's ``result_key`` list, following NextToken.
+
+        Raises:
+            AwsCallError: code ``MalformedAnswer`` when a page lacks ``result_key`` altogether (an empty
+                result is an empty list): a page that says nothing must not read as "nothing is there".
+        """
         request = dict(params)
         while True:
             response = await self.call(operation, request, priority=priority)
-            yield list(response.get(result_key) or [])
+            items = response.get(result_key)
+            if not isinstance(items, list):
+                self.metrics.malformed_items.labels(operation).inc()
+                raise AwsCallError(operation, "MalformedAnswer", f"the answer has no {result_key} list",
+                                   "client_error")
+            yield items
             token = response.get("NextToken")
             if not token:
                 return

@@ -172,6 +172,47 @@ async def test_a_session_listed_without_its_id_is_skipped_and_counted_and_the_ot
     assert not world.calls("TerminateSession")
 
 
+async def test_a_listing_answer_without_its_list_keeps_what_was_known_and_is_counted(
+    virtual_world: VirtualWorld,
+) -> None:
+    """A page that lacks its Sessions list says nothing; it must not read as "no session is there"."""
+    world = virtual_world
+    policies = [{"name": "age", "workgroups": ["etl-*"], "session": {"max_age": "3s"}}]
+    with no_crash():
+        async with world.daemon(policies=policies) as service:
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            started = world.now
+            await world.vt.run_for(ms(0.5))  # listed: its max_age crossing is a known deadline
+            world.emulator.backend.remove_fields("ListSessions", ["Sessions"], workgroup="etl-a")
+            await world.vt.run_until(started + ms(2))
+            status, body = await readyz(service.http_url)
+            assert status == 503 and "ListSessions MalformedAnswer" in body, body
+            assert world.metric("athena_supervisor_malformed_items_total", operation="ListSessions") >= 4
+            await world.vt.run_until(started + ms(4))
+            # Still known, so still enforced at the exact instant although every listing says nothing.
+            assert times(world.calls("TerminateSession", SessionId=session_id)) == [started + ms(3) + MARGIN]
+
+
+async def test_a_fresh_look_that_keeps_failing_backs_off(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    with no_crash() as logs:
+        async with world.daemon():
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+            submitted = world.now
+            world.emulator.backend.add_error("AccessDeniedException", operation="GetCalculationExecutionStatus",
+                                             calculation_id=calculation_id)
+            await world.vt.run_until(submitted + ms(20))
+            looks = times(world.calls("GetCalculationExecutionStatus", status=400,
+                                      CalculationExecutionId=calculation_id))
+            first = submitted + ms(1.5) + MARGIN
+            assert looks == [first + ms(seconds) for seconds in (0, 1, 3, 7, 15)], "1, 2, 4, 8 s apart"
+            assert len(events(logs, "check.failed")) == 5
+    assert not world.calls("StopCalculationExecution"), "never acted on without a fresh look"
+
+
 # -- 3. answers without the fields a limit needs --------------------------------------------------------------
 
 

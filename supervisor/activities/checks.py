@@ -43,7 +43,9 @@ from .warnings import Notice, Warnings
 
 # Separate capacity per kind of check, so routine statistics fetches never hold up a crossing check.
 CONCURRENT_CHECKS = {CheckKind.CROSSING: 64, CheckKind.STATISTICS: 16}
+# A failed fresh look is retried after a second, doubling while it keeps failing, up to a minute.
 FAILED_CHECK_RETRY = timedelta(seconds=1)
+FAILED_CHECK_RETRY_MAX = timedelta(minutes=1)
 # A target whose fresh look showed a state this version does not know is looked at again this late.
 UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
 
@@ -77,7 +79,9 @@ class Checks:
         self._limiters = {kind: anyio.CapacityLimiter(n) for kind, n in CONCURRENT_CHECKS.items()}
         self._unjudgeable: dict[TargetKey, set[str]] = {}
         self._unknown_reported: set[TargetKey] = set()
-        self._unknown_until: dict[TargetKey, datetime] = {}
+        # Targets not to be looked at again before an instant: an unknown state, or failed looks backing off.
+        self._not_before: dict[TargetKey, datetime] = {}
+        self._failed_looks: dict[TargetKey, int] = {}  # consecutive failed fresh looks
 
     # -- judging ------------------------------------------------------------------------------------------
 
@@ -104,7 +108,7 @@ class Checks:
         if look is None:
             self.deadlines.cancel(key)
             return
-        when = max(look.when, self._unknown_until.get(key, look.when))
+        when = max(look.when, self._not_before.get(key, look.when))
         if self.deadlines.schedule(key, when, look.kind):
             self._wakeup.set()
 
@@ -152,14 +156,15 @@ class Checks:
 
     def unknown_state(self, key: TargetKey) -> None:
         """A fresh look showed a state this version does not know: never act, look again only after a pause."""
-        self._unknown_until[key] = self.clock.now() + UNKNOWN_STATE_RECHECK
+        self._not_before[key] = self.clock.now() + UNKNOWN_STATE_RECHECK
         self.deadlines.cancel(key)
 
     def forget(self, key: TargetKey) -> None:
         self.deadlines.cancel(key)
-        self._unknown_until.pop(key, None)
+        self._not_before.pop(key, None)
         self._unknown_reported.discard(key)
         self._unjudgeable.pop(key, None)
+        self._failed_looks.pop(key, None)
 
     # -- the deadline loop ----------------------------------------------------------------------------------
 
@@ -214,10 +219,16 @@ class Checks:
                                     error=repr(error))
                 self._retry(key, kind)
                 return
+            if self._failed_looks.pop(key, None):
+                self._not_before.pop(key, None)
             self.consider(key, fresh=True)
 
     def _retry(self, key: TargetKey, kind: CheckKind) -> None:
-        if self.deadlines.schedule(key, self.clock.now() + FAILED_CHECK_RETRY, kind):
+        failures = self._failed_looks.get(key, 0)
+        self._failed_looks[key] = failures + 1
+        retry_at = self.clock.now() + min(FAILED_CHECK_RETRY * (1 << min(failures, 16)), FAILED_CHECK_RETRY_MAX)
+        self._not_before[key] = retry_at
+        if self.deadlines.schedule(key, retry_at, kind):
             self._wakeup.set()
 
     async def _look(self, key: TargetKey, priority: Priority) -> bool:
@@ -250,7 +261,7 @@ class Checks:
             self.report_unknown_state(key, raw)
             self.unknown_state(key)
             return False
-        self._unknown_until.pop(key, None)
+        self._not_before.pop(key, None)
         return True
 
     # -- what discovery and checks both report ----------------------------------------------------------

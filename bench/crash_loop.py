@@ -571,9 +571,11 @@ def duplicate_evidence(operation: str, target_id: str, calls: list[dict[str, Any
     intent after ``intent.unanswered`` is a resend after a restart (or a timed-out call)."""
     prefix = "stop" if operation == "StopCalculationExecution" else "terminate"
     column = "target_id" if prefix == "stop" else "session_id"
-    mine = (f"{prefix}.intent", f"{prefix}.sent", f"{prefix}.error", "intent.unanswered")
-    about = [e for e in events if (e[column] == target_id and e["event"] in mine)
-             or (e["target_id"] == target_id and e["event"].startswith("verify."))]
+    phases = ("stop_pending",) if prefix == "stop" else ("terminate_pending", "escalation_failed")
+    mine = (f"{prefix}.intent", f"{prefix}.sent", f"{prefix}.error")
+    about = [e for e in events if e[column] == target_id and (
+        e["event"] in mine or (e["event"] == "intent.unanswered" and e["phase"] in phases)
+        or e["event"].startswith("verify."))]
     intents = sum(1 for e in about if e["event"] == f"{prefix}.intent")
     unanswered = sum(1 for e in about if e["event"] == "intent.unanswered")
     source = "gateway retry of one intent" if len(calls) > intents else (
@@ -697,9 +699,12 @@ def report(summary: dict[str, Any]) -> str:
         f"open escalations {summary['open_escalations_at_end']}",
         f"wall time           {summary['wall_seconds']} s {summary['phase_seconds']}",
     ]
-    for name in ("missed", "wrongful", "duplicates"):
+    for name in ("missed", "wrongful"):
         for item in summary[name]:
             lines.append(f"{name}: {json.dumps(item, default=str)}")
+    for item in summary["duplicates"]:
+        lines.append(f"duplicate: {item['operation']} {item['target']} at {[c['time'] for c in item['calls']]} "
+                     f"({item['source']}); journal: {[e['event'] for e in item['journal']]}")
     for life in summary["daemon_exits"]:
         lines.append(f"daemon exited by itself: {life}")
     return "\n".join(lines)
@@ -711,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, help="SIGKILLs before the last daemon settles everything")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--latency", type=float, help="seconds of server latency on Stop/Terminate")
+    parser.add_argument("--connect-timeout", type=float, help="the daemon's aws.connect_timeout (s)")
+    parser.add_argument("--read-timeout", type=float, help="the daemon's aws.read_timeout (s)")
     parser.add_argument("--horizon", type=float, help="seconds over which crossings are spread")
     parser.add_argument("--calc-violators", type=int)
     parser.add_argument("--idle-violators", type=int)
@@ -720,9 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the summary as JSON")
     args = parser.parse_args(argv)
     config = LoopConfig.quick() if args.quick else LoopConfig()
-    overrides = {name: getattr(args, name) for name in ("kills", "seed", "latency", "horizon", "calc_violators",
-                                                        "idle_violators", "quiet_calcs", "intent_share")
-                 if getattr(args, name) is not None}
+    names = ("kills", "seed", "latency", "connect_timeout", "read_timeout", "horizon", "calc_violators",
+             "idle_violators", "quiet_calcs", "intent_share")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     config = replace(config, **overrides)
     summary = run_crash_loop(config, keep=args.keep)
     print(report(summary))

@@ -108,8 +108,8 @@ class LoopConfig:
     @classmethod
     def quick(cls, seed: int = 7) -> LoopConfig:
         """The bounded loop of the test suite: 7 kills, 30-40 s on a 2-core machine."""
-        return cls(seed=seed, kills=7, horizon=16.0, calc_violators=9, idle_violators=3, quiet_calcs=5,
-                   busy_sessions=2, intent_wait=10.0, settle_timeout=60.0)
+        return cls(seed=seed, kills=7, horizon=12.0, calc_violators=9, idle_violators=3, quiet_calcs=5,
+                   busy_sessions=2, random_kill_after=(0.3, 4.0), intent_wait=10.0, settle_timeout=60.0)
 
     @property
     def in_flight_window(self) -> float:
@@ -541,9 +541,9 @@ def judge(config: LoopConfig, workload: Workload, calls: list[dict[str, Any]], e
         else:
             wrongful.append({"why": "TerminateSession of a session that never had to end", "calls": terminates})
 
-    duplicates = [duplicate_evidence("StopCalculationExecution", cid, stops, events)
+    duplicates = [duplicate_evidence("StopCalculationExecution", cid, stops, events, lives)
                   for cid, stops in by_calc.items() if len(stops) > 1]
-    duplicates += [duplicate_evidence("TerminateSession", sid, terminates, events)
+    duplicates += [duplicate_evidence("TerminateSession", sid, terminates, events, lives)
                    for sid, terminates in by_session.items() if len(terminates) > 1]
 
     modes = Counter(life.mode for life in lives if life.mode != "final")
@@ -565,10 +565,17 @@ def judge(config: LoopConfig, workload: Workload, calls: list[dict[str, Any]], e
     }
 
 
+def life_at(lives: list[Life], stamp: str) -> int | None:
+    """The daemon process that was running at a journal instant."""
+    moment = datetime.fromisoformat(stamp).timestamp()
+    return next((life.number for life in lives if life.spawned <= moment <= life.ended), None)
+
+
 def duplicate_evidence(operation: str, target_id: str, calls: list[dict[str, Any]],
-                       events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where a repeated call came from: several calls for one journaled intent are a gateway retry; a second
-    intent after ``intent.unanswered`` is a resend after a restart (or a timed-out call)."""
+                       events: list[dict[str, Any]], lives: list[Life]) -> dict[str, Any]:
+    """Where a repeated call came from: several calls for one journaled intent are a gateway retry (attempts
+    of one call); a second intent after ``intent.unanswered`` is a resend, by the next process (a restart) or
+    by the same one (a call that failed ambiguously, e.g. timed out)."""
     prefix = "stop" if operation == "StopCalculationExecution" else "terminate"
     column = "target_id" if prefix == "stop" else "session_id"
     phases = ("stop_pending",) if prefix == "stop" else ("terminate_pending", "escalation_failed")
@@ -578,8 +585,19 @@ def duplicate_evidence(operation: str, target_id: str, calls: list[dict[str, Any
         or e["event"].startswith("verify."))]
     intents = sum(1 for e in about if e["event"] == f"{prefix}.intent")
     unanswered = sum(1 for e in about if e["event"] == "intent.unanswered")
-    source = "gateway retry of one intent" if len(calls) > intents else (
-        "resent after intent.unanswered" if unanswered else "unattributed")
+    source = "unattributed"
+    if len(calls) > intents:
+        source = "gateway retry: more calls than journaled intents"
+    elif unanswered:
+        intent_lives, resend_lives = [], []
+        for event in about:
+            if event["event"] == f"{prefix}.intent":
+                intent_lives.append(life_at(lives, event["time"]))
+            elif event["event"] == "intent.unanswered" and intent_lives:
+                resend_lives.append((intent_lives[-1], life_at(lives, event["time"])))
+        restarted = any(first != second for first, second in resend_lives)
+        source = ("resent after intent.unanswered, by the next process (restart)" if restarted
+                  else "resent after intent.unanswered, by the same process")
     return {"operation": operation, "target": target_id, "calls": calls, "journal": about, "source": source}
 
 

@@ -7,7 +7,8 @@ that no due action was missed, no target was hit wrongly and no Stop/Terminate r
 2. Through the Athena API (boto3): workgroups ``crash-calc`` (policy ``max_runtime``, action stop),
    ``crash-idle`` (policy ``max_idle``, action terminate) and ``other-calc`` (not watched). Violators are
    spread over ``--horizon`` seconds: calculations that cross ``max_runtime`` (a share ignore Stop, so they
-   need TerminateSession ``stop_grace`` after it) and sessions that cross ``max_idle``. Quiet targets must
+   need TerminateSession ``stop_grace`` after it; a share honour it slowly, CANCELED 2 s before stop_grace
+   runs out, so their sessions must live) and sessions that cross ``max_idle``. Quiet targets must
    never be touched: calculations that complete before the limit, BUSY sessions in ``crash-idle``, an exempt
    session and an unwatched workgroup with long calculations.
 3. Run ``python -m supervisor run --config FILE`` and SIGKILL it ``--kills`` times: at a random moment, or
@@ -69,7 +70,8 @@ SPARK = {"SelectedEngineVersion": "PySpark engine version 3"}
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash", "AWS_DEFAULT_REGION": "us-east-1"}
 CALC_WG, IDLE_WG, UNWATCHED_WG = "crash-calc", "crash-idle", "other-calc"
 SESSION_START = 0.3               # seconds CREATING → IDLE of every session (pragma start=)
-STOP_LATENCY = 0.5                # CANCELING → CANCELED of a calculation that honours Stop
+STOP_LATENCY = 0.5                # CANCELING → CANCELED of a calculation that honours Stop at once
+SLOW_STOP_MARGIN = 2.0            # a slow one is CANCELED this long before stop_grace runs out
 TOLERANCE = 0.001                 # audit-log times are truncated to milliseconds
 DESTRUCTIVE = ("StopCalculationExecution", "TerminateSession", "UpdateWorkGroup")
 REFUSED = frozenset({"TooManyRequestsException", "AccessDeniedException"})  # never reached the service
@@ -99,6 +101,7 @@ class LoopConfig:
     horizon: float = 360.0             # crossings are spread over this many seconds
     calc_violators: int = 110
     ignore_share: float = 0.4
+    slow_share: float = 0.3            # share of the violators that honour Stop slowly (stop_grace − 2 s)
     idle_violators: int = 40
     quiet_calcs: int = 40
     busy_sessions: int = 4
@@ -125,6 +128,7 @@ class Target:
     kind: str                  # calc_violator | quiet_calc | exempt_calc | unwatched_calc | idle_violator | busy
     at: float                  # offset (s) after t0 when the harness submits/starts it
     ignores_stop: bool = False
+    stop_latency: float = STOP_LATENCY
     session_id: str = ""
     calculation_id: str = ""
     crossing: float | None = None   # epoch seconds, from the emulator after the run
@@ -135,10 +139,16 @@ def plan_workload(config: LoopConfig, rng: random.Random) -> list[Target]:
     """Violators whose crossings fall uniformly over the horizon, quiet calculations in between."""
     lead = config.max_runtime + 1.0    # the first crossing comes after the first daemon is up
     targets: list[Target] = []
-    ignoring = set(rng.sample(range(config.calc_violators), round(config.calc_violators * config.ignore_share)))
+    kinds = rng.sample(range(config.calc_violators), config.calc_violators)
+    ignoring = set(kinds[:round(config.calc_violators * config.ignore_share)])
+    slow = set(kinds[len(ignoring):len(ignoring) + round(config.calc_violators * config.slow_share)])
     for index in range(config.calc_violators):
         crossing = lead + rng.uniform(0, config.horizon)
-        targets.append(Target("calc_violator", crossing - config.max_runtime, ignores_stop=index in ignoring))
+        # A slow one is CANCELED within stop_grace of the Stop being processed: its session must not be
+        # terminated, so TerminateSession there means the grace was not counted from the Stop.
+        stop_latency = config.stop_grace - SLOW_STOP_MARGIN if index in slow else STOP_LATENCY
+        targets.append(Target("calc_violator", crossing - config.max_runtime, ignores_stop=index in ignoring,
+                              stop_latency=stop_latency))
     for _ in range(config.idle_violators):
         crossing = lead + rng.uniform(0, config.horizon)
         targets.append(Target("idle_violator", crossing - config.max_idle - SESSION_START))
@@ -155,7 +165,7 @@ def calc_code(target: Target, config: LoopConfig) -> str:
         pragma = f"runtime={config.max_runtime / 2:g}s"
     else:
         on_stop = "ignore" if target.ignores_stop else "honor"
-        pragma = f"runtime=3600s on_stop={on_stop} stop_latency={STOP_LATENCY:g}s"
+        pragma = f"runtime=3600s on_stop={on_stop} stop_latency={target.stop_latency:g}s"
     return f"# sim: {pragma} dpus=2\nspark.range(10).count()"
 
 
@@ -487,6 +497,8 @@ def judge(config: LoopConfig, workload: Workload, calls: list[dict[str, Any]], e
 
     calc_targets = {t.calculation_id: t for t in workload.targets if t.calculation_id}
     ignoring_sessions = {t.session_id: t for t in workload.targets if t.kind == "calc_violator" and t.ignores_stop}
+    honouring_sessions = {t.session_id: t for t in workload.targets
+                          if t.kind == "calc_violator" and not t.ignores_stop}
     idle_sessions = {t.session_id: t for t in workload.targets if t.kind == "idle_violator"}
     missed: list[dict[str, Any]] = []
     due = 0
@@ -538,6 +550,12 @@ def judge(config: LoopConfig, workload: Workload, calls: list[dict[str, Any]], e
             if first < allowed - TOLERANCE:
                 wrongful.append({"why": "TerminateSession before the Stop + stop_grace",
                                  "early_by": round(allowed - first, 3), "calls": terminates, "stop": stops[0]})
+        elif session_id in honouring_sessions:
+            target = honouring_sessions[session_id]
+            wrongful.append({"why": "TerminateSession of a session whose calculation honoured the Stop within "
+                                    "stop_grace (CANCELED stop_latency after the Stop was processed)",
+                             "calls": terminates, "stops": by_calc.get(target.calculation_id),
+                             "target": asdict(target)})
         else:
             wrongful.append({"why": "TerminateSession of a session that never had to end", "calls": terminates})
 
@@ -555,6 +573,8 @@ def judge(config: LoopConfig, workload: Workload, calls: list[dict[str, Any]], e
         "actions": {op: sum(1 for c in calls if c["operation"] == op and received(c)) for op in DESTRUCTIVE[:2]},
         "targets": dict(sorted(Counter(t.kind for t in workload.targets).items())),
         "ignoring_violators": sum(1 for t in workload.targets if t.kind == "calc_violator" and t.ignores_stop),
+        "slow_honouring_violators": sum(1 for t in workload.targets if t.kind == "calc_violator"
+                                        and not t.ignores_stop and t.stop_latency > STOP_LATENCY),
         "restarts": restart_figures(config, calls, events, lives),
         "terminate_after_stop_grace_min_slack_seconds": round(min(slack), 3) if slack else None,
         "api_calls": len(calls),
@@ -701,7 +721,8 @@ def report(summary: dict[str, Any]) -> str:
     counts, actions, restarts = summary["counts"], summary["actions"], summary["restarts"]
     lines = [
         f"kills               {summary['kills']}",
-        f"targets             {summary['targets']} ({summary['ignoring_violators']} ignore Stop)",
+        f"targets             {summary['targets']} ({summary['ignoring_violators']} ignore Stop, "
+        f"{summary['slow_honouring_violators']} honour it slowly)",
         f"due actions         {summary['due_actions']}",
         f"actions received    {actions}",
         f"missed              {counts['missed']}",

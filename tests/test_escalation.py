@@ -95,7 +95,7 @@ def test_a_call_that_may_have_landed_is_looked_at_before_it_is_sent_again() -> N
     still_running = machine.calculation_observed(waiting, CalculationState.RUNNING, at(12), timing)
     assert still_running.stop_intent_at is None and machine.next_step(still_running) is Step.SEND_STOP
     canceling = machine.calculation_observed(failed, CalculationState.CANCELING, at(12), timing)
-    assert canceling.phase is Phase.STOP_REQUESTED and canceling.stop_sent_at == T0
+    assert canceling.phase is Phase.STOP_REQUESTED and canceling.stop_sent_at == at(12)
 
 
 def test_an_unanswered_intent_found_after_a_restart_is_waited_out_for_the_call_timeout() -> None:
@@ -104,7 +104,7 @@ def test_an_unanswered_intent_found_after_a_restart_is_waited_out_for_the_call_t
     intended = machine.intend(machine.begin(verdict("session", "terminate"), "e", T0), Step.SEND_TERMINATE, T0)
     assert machine.next_step(intended) is Step.VERIFY_SESSION, "a restart looks before it sends"
     took_effect = machine.session_observed(intended, SessionState.TERMINATING, at(3), timing)
-    assert took_effect.phase is Phase.TERMINATE_REQUESTED and took_effect.terminate_sent_at == T0
+    assert took_effect.phase is Phase.TERMINATE_REQUESTED and took_effect.terminate_sent_at == at(3)
     not_yet = machine.session_observed(intended, SessionState.IDLE, at(3), timing)
     assert not_yet.terminate_intent_at == T0 and not_yet.next_step_at == at(12)
     assert machine.next_step(not_yet) is Step.VERIFY_SESSION
@@ -132,8 +132,8 @@ def test_a_restart_after_the_intent_looks_before_sending_again() -> None:
     escalation = machine.intend(machine.begin(verdict(), "e", T0), Step.SEND_STOP, T0)
     assert machine.next_step(escalation) is Step.VERIFY_CALCULATION
     took_effect = machine.calculation_observed(escalation, CalculationState.CANCELING, at(5), TIMING)
-    assert took_effect.phase is Phase.STOP_REQUESTED and took_effect.stop_sent_at == T0
-    assert took_effect.next_step_at == at(10)  # the grace counts from the intent, not the restart
+    assert took_effect.phase is Phase.STOP_REQUESTED and took_effect.stop_sent_at == at(5)
+    assert took_effect.next_step_at == at(6)
     not_sent = machine.calculation_observed(escalation, CalculationState.RUNNING, T0 + TIMING.in_flight_window,
                                             TIMING)
     assert not_sent.phase is Phase.STOP_PENDING and machine.next_step(not_sent) is Step.SEND_STOP
@@ -143,7 +143,26 @@ def test_a_restart_after_a_terminate_intent_adopts_a_terminating_session() -> No
     escalation = machine.intend(machine.begin(verdict("session", "terminate"), "e", T0), Step.SEND_TERMINATE, T0)
     assert machine.next_step(escalation) is Step.VERIFY_SESSION
     adopted = machine.session_observed(escalation, SessionState.TERMINATING, at(1), TIMING)
-    assert adopted.phase is Phase.TERMINATE_REQUESTED and adopted.terminate_sent_at == T0
+    assert adopted.phase is Phase.TERMINATE_REQUESTED and adopted.terminate_sent_at == at(1)
+
+
+def test_the_grace_of_an_adopted_stop_counts_from_when_it_is_known_to_have_been_processed() -> None:
+    # Not from the intent: the Stop may have reached AWS up to the in-flight window later, and a grace counted
+    # from the intent would then end before the calculation had stop_grace to cancel.
+    timing = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(minutes=2),
+                    in_flight_window=timedelta(seconds=12))
+    escalation = machine.intend(machine.begin(verdict(), "e", T0), Step.SEND_STOP, T0)
+    seen_early = machine.calculation_observed(escalation, CalculationState.CANCELING, at(3), timing)
+    assert seen_early.stop_sent_at == at(3)
+    assert machine.calculation_observed(seen_early, CalculationState.CANCELING, at(32.9), timing).phase \
+        is Phase.STOP_REQUESTED, "29.9 s after it was seen processed: still within stop_grace"
+    assert machine.calculation_observed(seen_early, CalculationState.CANCELING, at(33), timing).phase \
+        is Phase.TERMINATE_PENDING
+    # Seen only after a long outage: it landed within the in-flight window, so the grace ran out long ago.
+    seen_late = machine.calculation_observed(escalation, CalculationState.CANCELING, at(600), timing)
+    assert seen_late.stop_sent_at == at(12) and seen_late.next_step_at == at(600)
+    assert machine.calculation_observed(seen_late, CalculationState.CANCELING, at(600), timing).phase \
+        is Phase.TERMINATE_PENDING
 
 
 def test_unknown_states_are_never_acted_upon() -> None:

@@ -125,11 +125,15 @@ async def test_a_restart_waits_out_a_call_still_in_flight_and_never_sends_it_twi
         request = request_of(call, target)
         assert times(world.calls(call.operation, **request)) == [intent_at], "sent once: by the daemon that died"
         # Still live at the restart: looked at again once the call cannot be in flight any more (intent + 12 s),
-        # found ending (the call took effect at intent + 4 s), verified until it ended (intent + 19 s).
-        assert times(world.calls(call.look, **request)) == [restarted, intent_at + WINDOW, intent_at + 2 * WINDOW]
+        # found ending (the call took effect at intent + 4 s): the call counts as sent from then (a grace never
+        # starts before the call is known to have landed), verified 1, 2, 4, 8 s later until it ended
+        # (intent + 19 s).
+        adopted = intent_at + WINDOW
+        assert times(world.calls(call.look, **request)) == [restarted, adopted] + [
+            adopted + ms(seconds) for seconds in (1, 2, 4, 8)]
         assert journaled(service, target.target_id) == [
-            ("decision", intent_at), (call.intent_event, intent_at), (call.requested_phase, intent_at + WINDOW),
-            ("verify.done", intent_at + 2 * WINDOW)]
+            ("decision", intent_at), (call.intent_event, intent_at), (call.requested_phase, adopted),
+            ("verify.done", adopted + ms(8))]
         outcome = "stopped" if call is STOP else "terminated"
         assert world.metric("athena_supervisor_escalations_total", outcome=outcome) == 1
     await in_flight

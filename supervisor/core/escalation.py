@@ -17,7 +17,10 @@ Acting once: Stop and Terminate take no client token, so a call whose answer was
 died after journaling the intent, or the call timed out or failed with a 5xx) may still take effect. The
 target is looked at first: if it shows the effect, the call counts as sent; if not, the intent is treated
 as in flight until ``in_flight_window`` (the longest a call attempt can take) has passed since it, and
-only then, if the call still did not take effect, is it sent again. A call that failed for certain
+only then, if the call still did not take effect, is it sent again. A call adopted that way counts as sent
+when it is known to have been processed: when its effect was seen, or at the end of the in-flight window if
+that came first (not at the intent: the call may have reached AWS much later, so a grace counted from the
+intent could end before the calculation had ``stop_grace`` to cancel). A call that failed for certain
 (throttled, refused) is retried after a backoff that starts at ``send_retry_initial`` and doubles up to
 ``retry_backoff_max``. Workgroup updates are idempotent: they are simply sent again.
 """
@@ -126,6 +129,13 @@ def unanswered_intent(escalation: Escalation) -> datetime | None:
     if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
         return escalation.terminate_intent_at
     return None
+
+
+def _processed_by(intent: datetime, now: datetime, timing: Timing) -> datetime:
+    """The earliest instant a call whose answer was never seen is known to have been processed by: its effect
+    is seen ``now``, and it cannot land later than the in-flight window after its intent. Graces count from
+    there, so a call that landed late never shortens them."""
+    return min(now, intent + timing.in_flight_window)
 
 
 def _settle_intent(
@@ -247,8 +257,9 @@ def calculation_observed(
     if escalation.phase is Phase.STOP_PENDING:
         # A previous process journaled the intent but not the answer.
         intent = escalation.stop_intent_at or now
-        adopted = replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=intent,
-                          next_step_at=_verify_at(intent, now, intent + timing.stop_grace, timing))
+        processed = _processed_by(intent, now, timing)
+        adopted = replace(escalation, phase=Phase.STOP_REQUESTED, stop_sent_at=processed,
+                          next_step_at=_verify_at(processed, now, processed + timing.stop_grace, timing))
         return _settle_intent(escalation, state is CalculationState.CANCELING, adopted,
                               replace(escalation, stop_intent_at=None, next_step_at=now), intent, now, timing)
     sent_at = escalation.stop_sent_at or now
@@ -269,9 +280,10 @@ def session_observed(
         return _look_again_later(escalation, now, timing)
     if escalation.phase in (Phase.TERMINATE_PENDING, Phase.ESCALATION_FAILED):
         intent = escalation.terminate_intent_at or now
-        adopted = replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=intent,
+        processed = _processed_by(intent, now, timing)
+        adopted = replace(escalation, phase=Phase.TERMINATE_REQUESTED, terminate_sent_at=processed,
                           terminate_attempts=escalation.terminate_attempts + 1,
-                          next_step_at=_verify_at(intent, now, intent + timing.terminate_grace, timing))
+                          next_step_at=_verify_at(processed, now, processed + timing.terminate_grace, timing))
         return _settle_intent(escalation, state is SessionState.TERMINATING, adopted,
                               replace(escalation, terminate_intent_at=None, next_step_at=now), intent, now, timing)
     sent_at = escalation.terminate_sent_at or now

@@ -1,0 +1,33 @@
+"""The daemon SIGKILLed again and again on one journal, with server latency on Stop and Terminate: a bounded
+run of ``bench/crash_loop.py`` (real processes, real HTTP). Outcomes are judged from the emulator's audit
+log, never timings; the long version (100+ kills) and its figures are in bench/README.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.crash_loop import LoopConfig, report, run_crash_loop
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_daemon_killed_seven_times_misses_nothing_hits_nothing_wrongly_and_sends_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    config = LoopConfig.quick(seed=7)
+    summary = run_crash_loop(config, keep=tmp_path / "loop")
+    evidence = report(summary) + "\n" + json.dumps(summary["lives"], default=str)
+
+    assert summary["kills"]["total"] == 7, evidence
+    assert summary["counts"] == {"missed": 0, "wrongful": 0, "duplicate": 0}, evidence
+    assert summary["daemon_exits"] == [], evidence
+    assert summary["final_exit_code"] == 0, evidence
+    assert summary["open_escalations_at_end"] == 0, evidence
+    # The loop did what it is for: every due action was taken (each violator is due once, an ignoring one
+    # twice), and some kills came right after an intent.
+    assert summary["due_actions"] == config.calc_violators + config.idle_violators + summary["ignoring_violators"]
+    assert sum(summary["actions"].values()) == summary["due_actions"], evidence
+    assert summary["kills"].get("after_intent", 0) >= 1, evidence

@@ -8,7 +8,6 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -124,10 +123,10 @@ def test_an_older_schema_needs_only_its_own_tables(tmp_path: Path) -> None:
 
 
 def _corrupt(path: Path) -> None:
-    storage = SqliteStorage(path)
-    for i in range(3000):
-        storage.journal.mark_once(f"notice-{i}" * 30, datetime(2026, 1, 1, tzinfo=UTC))
-    storage.close_now()
+    SqliteStorage(path).close_now()  # a real journal, then enough pages to damage (one transaction)
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO notices VALUES (?, ?)", [(f"notice-{i}" * 30, "t") for i in range(3000)])
+    db.close()
     data = bytearray(path.read_bytes())
     page = 4096
     for offset in range(2 * page, len(data), page):  # every page's header after the first two

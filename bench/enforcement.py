@@ -379,6 +379,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
     violator_calcs = {v.calculation_id: v for v in workload.violators}
     ignoring_sessions = {v.session_id: v for v in workload.violators if v.ignores_stop}
     lags = {"stop": [], "terminate": []}  # type: dict[str, list[float]]
+    acted_at: list[tuple[str, float, float]] = []  # (action, epoch of the call, lag)
     censored: list[float] = []
     missed: list[dict[str, Any]] = []
     wrongful: list[dict[str, Any]] = []
@@ -395,6 +396,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
             censored.append(ended - violator.cross_at)
         else:
             lags["stop"].append(acted - violator.cross_at)
+            acted_at.append(("stop", acted, acted - violator.cross_at))
             censored.append(acted - violator.cross_at)
         if violator.ignores_stop and first_stop is not None:
             terminate_due = first_stop + stop_grace
@@ -405,6 +407,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
                 censored.append(ended - terminate_due)
             else:
                 lags["terminate"].append(first_terminate - terminate_due)
+                acted_at.append(("terminate", first_terminate, first_terminate - terminate_due))
                 censored.append(first_terminate - terminate_due)
     for calculation_id, times in stops.items():
         violator = violator_calcs.get(calculation_id)
@@ -422,6 +425,8 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
         "lag_seconds": lag_summary(lags["stop"] + lags["terminate"]),
         "stop_lag_seconds": lag_summary(lags["stop"]),
         "terminate_lag_seconds": lag_summary(lags["terminate"]),
+        "slowest_actions": [{"action": a, "at": round(t, 3), "lag": round(lag, 3)}
+                            for a, t, lag in sorted(acted_at, key=lambda x: -x[2])[:5]],
         # missed actions counted as (end of run − due): a lower bound of the lag they would have had
         "censored_lag_seconds": lag_summary(censored),
         "due_actions": len(censored),
@@ -486,6 +491,8 @@ def run_side(side: str, args: argparse.Namespace, workload: Workload, directory:
         resolve_ground_truth(emulator, workload)
     finally:
         emulator.close()
+    if args.keep:  # the audit log, for looking at one run in detail
+        (directory / f"{side}.calls.json").write_text(json.dumps(calls))
     result = analyse(calls, workload, started, ended, args.stop_grace)
     seconds = ended - started
     steady_from = started + (result["first_full_sweep_seconds"] or seconds / 2)
@@ -627,7 +634,8 @@ def main() -> int:
     parser.add_argument("--naive-interval", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the JSON here")
-    parser.add_argument("--keep", default=None, help="keep configs, journals and logs in this directory")
+    parser.add_argument("--keep", default=None,
+                        help="keep configs, journals, logs and the audit log (<side>.calls.json) in this directory")
     parser.add_argument("--profile", action="store_true", help="py-spy the supervisor (speedscope, in --keep)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 sessions, 15 s per side")
     parser.add_argument("--skip-naive", action="store_true", help="run the supervisor side only")

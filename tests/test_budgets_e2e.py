@@ -17,7 +17,7 @@ from supervisor.config import parse_settings
 from supervisor.events import EventName, EventSink
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually
-from tests.test_daemon_e2e import calls_of, metric, start_calculation, start_session, wait_idle
+from tests.test_daemon_e2e import call_time, calls_of, metric, start_calculation, start_session, wait_idle
 
 pytestmark = pytest.mark.slow
 PRICE = 0.35
@@ -168,6 +168,31 @@ async def test_spend_is_exact_across_a_restart_and_sessions_that_ended_unseen(
         assert abs(await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl") - expected) < 1e-9
     finals_after = {s: athena.get_session(SessionId=s)["Statistics"]["DpuExecutionInMillis"] for s in finals}
     assert finals_after == finals, "sessions ended: their statistics are final"
+
+
+async def test_a_fresh_install_counts_what_ended_before_it_started(
+    emulator: EmulatorHandle, athena: Any, daemon: Any
+) -> None:
+    """The first accounting pass waits for discovery to know the watched workgroups: a pass with none known
+    lists nothing, and must not move the checkpoint past what it did not list."""
+    # Started 10 minutes ago and idle-timed out (1 minute) about 9 minutes ago: before the daemon starts, and
+    # outside the minute of clock-skew margin a later pass would list again.
+    created = emulator.populate({"sessions": [{"workgroup": "etl-a", "started_ago": "10m", "idle_timeout_minutes": 1,
+                                               "description": "# sim: start=1s"}]})
+    ended = athena.get_session(SessionId=created["sessions"][0]["SessionId"])
+    assert ended["Status"]["State"] == "TERMINATED"
+    expected = usd(ended["Statistics"]["DpuExecutionInMillis"])
+    assert expected > 0
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    async with daemon(budgets=budgets) as service:
+        assert service.accounting is not None
+        await eventually(lambda: service.accounting is not None and service.accounting.passes >= 3)
+        spent = await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl")
+        assert abs(spent - expected) < 1e-9
+        first_pass = min(call_time(c) for c in calls_of(emulator, "ListSessions", StateFilter="TERMINATED"))
+        first_sweep_listing = min(call_time(c) for c in calls_of(emulator, "ListSessions", StateFilter="IDLE"))
+        assert first_pass > first_sweep_listing
 
 
 async def test_warnings_arrive_before_the_action(

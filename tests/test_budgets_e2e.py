@@ -195,6 +195,30 @@ async def test_a_fresh_install_counts_what_ended_before_it_started(
         assert first_pass > first_sweep_listing
 
 
+async def test_a_pass_before_any_workgroup_is_known_keeps_the_checkpoint(
+    emulator: EmulatorHandle, athena: Any, daemon: Any
+) -> None:
+    """While ListWorkGroups fails, discovery watches nothing and accounting lists nothing: the checkpoint stays,
+    and once the workgroups are known the session that ended before the start is counted."""
+    created = emulator.populate({"sessions": [{"workgroup": "etl-a", "started_ago": "10m", "idle_timeout_minutes": 1,
+                                               "description": "# sim: start=1s"}]})
+    expected = usd(athena.get_session(SessionId=created["sessions"][0]["SessionId"])["Statistics"][
+        "DpuExecutionInMillis"])
+    emulator.add_error("AccessDeniedException", operation="ListWorkGroups")
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    async with daemon(budgets=budgets) as service:
+        await eventually(lambda: service.accounting is not None and service.accounting.passes >= 2)
+        assert not calls_of(emulator, "ListSessions")
+        emulator.clear_errors()
+
+        async def counted() -> bool:
+            spent = await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl")
+            return abs(spent - expected) < 1e-9
+
+        await eventually(counted)
+
+
 async def test_warnings_arrive_before_the_action(
     emulator: EmulatorHandle, athena: Any, daemon: Any
 ) -> None:

@@ -20,11 +20,20 @@ Usage:
     python bench/enforcement.py --sessions 10000 --calculations 20000 --violations 200 --tps 50
     python bench/enforcement.py --quick            # ≤ 1 minute smoke run (the test suite runs this)
     python bench/enforcement.py --series 100,1000,10000 --out-dir bench/results
+    python bench/enforcement.py --sessions 1000 --budgets --skip-naive   # sweep cadence with budgets on
+
+``--budgets`` adds a daily budget over every bench workgroup (limit 1,000,000 USD, one ``notify`` threshold,
+so it never acts): the daemon then also accounts spend (GetSession per active session). ``--skip-naive``
+runs the supervisor side only. Each side also reports its sweep cadence from the audit log: a sweep lists
+every workgroup's IDLE sessions once, so the first-page ``ListSessions StateFilter=IDLE`` calls mark sweep
+starts, and the last ``ListCalculationExecutions`` before the next start ends its listing; accounting passes
+likewise start with ``ListSessions StateFilter=TERMINATED``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -50,6 +59,8 @@ VIOLATOR_DPUS = 8                 # a DPU violator crosses 2 DPU-hours after 900
 DPU_CROSS_AFTER_S = DPU_LIMIT_HOURS * 3600 / VIOLATOR_DPUS
 RUNTIME_WORKGROUPS = 4
 DPU_SHARE = 0.05                  # share of the quiet sessions in the DPU workgroup (they need Gets)
+DISCOVERY_INTERVAL_S = 30.0       # the daemon's discovery_interval
+BUDGET_LIMIT_USD = 1_000_000.0    # --budgets: a daily budget over every bench workgroup that never acts
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 HEADERS = {
     "Content-Type": "application/x-amz-json-1.1",
@@ -241,14 +252,15 @@ def measure(command: list[str], until: float, log_path: Path, profile: Path | No
     return ProcessStats(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, samples, process.returncode)
 
 
-def daemon_config(directory: Path, endpoint_url: str, tps: float, stop_grace: float) -> Path:
+def daemon_config(directory: Path, endpoint_url: str, tps: float, stop_grace: float,
+                  budgets: bool = False) -> Path:
     path = directory / "supervisor.yaml"
-    path.write_text(json.dumps({  # JSON is YAML
+    config: dict[str, Any] = {
         "aws": {"region": "us-east-1", "endpoint_url": endpoint_url, "account_id": "123456789012",
                 "max_requests_per_second": round(0.95 * tps, 3), "max_attempts": 8},
         "workgroups": ["bench-*"],
         "mode": "enforce",
-        "discovery_interval": "30s",
+        "discovery_interval": f"{DISCOVERY_INTERVAL_S:g}s",
         "log_level": "warning",
         "journal": {"path": str(directory / "journal.db")},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -261,7 +273,11 @@ def daemon_config(directory: Path, endpoint_url: str, tps: float, stop_grace: fl
             {"name": "dpu", "workgroups": ["bench-dpu-*"],
              "calculation": {"max_dpu_hours": DPU_LIMIT_HOURS}, "action": "stop"},
         ],
-    }, indent=2))
+    }
+    if budgets:  # counted (GetSession per active session every pass), never acted on
+        config["budgets"] = [{"name": "bench-daily", "workgroups": ["bench-*"], "period": "daily",
+                              "limit_usd": BUDGET_LIMIT_USD, "thresholds": [{"at_percent": 50, "action": "notify"}]}]
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
 
 
@@ -292,6 +308,46 @@ def lag_summary(values: list[float]) -> dict[str, float | None]:
             "max": r(max(values) if values else None)}
 
 
+def cadence(calls: list[dict[str, Any]], marker_state: str, body_operation: str) -> dict[str, Any]:
+    """Passes (discovery sweeps or accounting passes) seen from the audit log.
+
+    A pass lists every workgroup with ``StateFilter`` ``marker_state`` once: its first-page (no NextToken)
+    answered ``ListSessions`` calls mark it, and a marker of a workgroup already marked in the current pass
+    starts the next one. ``interval`` is start to start; ``busy`` is start to the pass's last answered
+    ``body_operation`` (ListCalculationExecutions for sweeps, GetSession for accounting), for passes followed
+    by another (the last one may have been cut by the end of the run).
+    """
+    starts: list[float] = []
+    current: set[str] = set()
+    body: list[float] = []
+    for call in calls:
+        if call["status"] != 200:
+            continue
+        request = call["request"] if isinstance(call["request"], dict) else {}
+        if call["operation"] == body_operation:
+            body.append(epoch(call["time"]))
+        elif (call["operation"] == "ListSessions" and request.get("StateFilter") == marker_state
+              and not request.get("NextToken")):
+            workgroup = request.get("WorkGroup", "")
+            if not starts or workgroup in current:
+                starts.append(epoch(call["time"]))
+                current = set()
+            current.add(workgroup)
+    intervals = [b - a for a, b in itertools.pairwise(starts)]
+    busy = []
+    for a, b in itertools.pairwise(starts):
+        inside = [t for t in body if a <= t < b]
+        if inside:
+            busy.append(max(inside) - a)
+
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+    return {"passes": len(starts), "interval_median": r(percentile(intervals, 0.5)),
+            "interval_max": r(max(intervals) if intervals else None),
+            "busy_median": r(percentile(busy, 0.5)), "busy_max": r(max(busy) if busy else None),
+            "starts": [round(t, 3) for t in starts]}
+
+
 def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, ended: float,
             stop_grace: float) -> dict[str, Any]:
     by_operation: dict[str, int] = {}
@@ -299,6 +355,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
     stops: dict[str, list[float]] = {}
     terminates: dict[str, list[float]] = {}
     listed_sessions: dict[str, float] = {}
+    get_session_counts: dict[str, int] = {}
     for call in calls:
         operation = call["operation"] or "?"
         by_operation[operation] = by_operation.get(operation, 0) + 1
@@ -314,11 +371,15 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
             terminates.setdefault(request.get("SessionId", ""), []).append(when)
         elif operation == "ListCalculationExecutions":
             listed_sessions.setdefault(request.get("SessionId", ""), when)
+        elif operation == "GetSession":
+            session_id = request.get("SessionId", "")
+            get_session_counts[session_id] = get_session_counts.get(session_id, 0) + 1
     tolerance = 0.002  # audit times are truncated to the millisecond
     due_by = ended - 2.0
     violator_calcs = {v.calculation_id: v for v in workload.violators}
     ignoring_sessions = {v.session_id: v for v in workload.violators if v.ignores_stop}
     lags = {"stop": [], "terminate": []}  # type: dict[str, list[float]]
+    acted_at: list[tuple[str, float, float]] = []  # (action, epoch of the call, lag)
     censored: list[float] = []
     missed: list[dict[str, Any]] = []
     wrongful: list[dict[str, Any]] = []
@@ -335,6 +396,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
             censored.append(ended - violator.cross_at)
         else:
             lags["stop"].append(acted - violator.cross_at)
+            acted_at.append(("stop", acted, acted - violator.cross_at))
             censored.append(acted - violator.cross_at)
         if violator.ignores_stop and first_stop is not None:
             terminate_due = first_stop + stop_grace
@@ -345,6 +407,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
                 censored.append(ended - terminate_due)
             else:
                 lags["terminate"].append(first_terminate - terminate_due)
+                acted_at.append(("terminate", first_terminate, first_terminate - terminate_due))
                 censored.append(first_terminate - terminate_due)
     for calculation_id, times in stops.items():
         violator = violator_calcs.get(calculation_id)
@@ -362,6 +425,8 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
         "lag_seconds": lag_summary(lags["stop"] + lags["terminate"]),
         "stop_lag_seconds": lag_summary(lags["stop"]),
         "terminate_lag_seconds": lag_summary(lags["terminate"]),
+        "slowest_actions": [{"action": a, "at": round(t, 3), "lag": round(lag, 3)}
+                            for a, t, lag in sorted(acted_at, key=lambda x: -x[2])[:5]],
         # missed actions counted as (end of run − due): a lower bound of the lag they would have had
         "censored_lag_seconds": lag_summary(censored),
         "due_actions": len(censored),
@@ -378,6 +443,10 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
         "first_full_sweep_seconds": round(first_sweep - started, 1) if first_sweep < math.inf else None,
         "sessions_listed_fraction": round(sum(1 for s in all_sessions if s in listed_sessions)
                                           / max(1, len(all_sessions)), 3),
+        "sweeps": cadence(calls, "IDLE", "ListCalculationExecutions"),
+        "accounting": cadence(calls, "TERMINATED", "GetSession"),
+        "get_session_sessions": len(get_session_counts),
+        "get_session_per_session_median": percentile(list(get_session_counts.values()), 0.5),
     }
 
 
@@ -409,7 +478,8 @@ def run_side(side: str, args: argparse.Namespace, workload: Workload, directory:
         workload.quiet_sessions = {s["SessionId"] for s in created["sessions"][len(workload.violators):]}
         if side == "supervisor":
             command = [sys.executable, "-m", "supervisor", "run", "--config",
-                       str(daemon_config(directory, emulator.endpoint_url, args.tps, args.stop_grace))]
+                       str(daemon_config(directory, emulator.endpoint_url, args.tps, args.stop_grace,
+                                         budgets=args.budgets))]
         else:
             command = naive_command(emulator.endpoint_url, args.stop_grace, args.naive_interval)
         started = time.time()
@@ -421,6 +491,8 @@ def run_side(side: str, args: argparse.Namespace, workload: Workload, directory:
         resolve_ground_truth(emulator, workload)
     finally:
         emulator.close()
+    if args.keep:  # the audit log, for looking at one run in detail
+        (directory / f"{side}.calls.json").write_text(json.dumps(calls))
     result = analyse(calls, workload, started, ended, args.stop_grace)
     seconds = ended - started
     steady_from = started + (result["first_full_sweep_seconds"] or seconds / 2)
@@ -449,7 +521,11 @@ def ratio(naive: float | None, ours: float | None) -> float | None:
 
 
 def table(result: dict[str, Any]) -> str:
-    sup, naive = result["supervisor"], result["naive"]
+    """Both sides side by side; with --skip-naive the naive column stays empty ("-")."""
+    sup = result["supervisor"]
+    naive = result.get("naive") or {
+        "lag_seconds": {}, "censored_lag_seconds": {}, "api_calls_by_operation": {}, "throttled_by_operation": {},
+        "sweeps": {}, "accounting": {}}
 
     def fmt(value: Any) -> str:
         if value is None:
@@ -461,8 +537,8 @@ def table(result: dict[str, Any]) -> str:
     rows: list[tuple[str, Any, Any, Any]] = []
     for key, label in (("lag_seconds", "lag"), ("censored_lag_seconds", "lag incl. missed")):
         for stat in ("p50", "p99", "max"):
-            rows.append((f"{label} {stat} (s)", sup[key][stat], naive[key][stat],
-                         ratio(naive[key][stat], sup[key][stat])))
+            rows.append((f"{label} {stat} (s)", sup[key][stat], naive[key].get(stat),
+                         ratio(naive[key].get(stat), sup[key][stat])))
     for key, label in (("due_actions", "due actions"), ("missed", "missed"), ("wrongful", "wrongful"),
                        ("first_full_sweep_seconds", "first full sweep (s)"), ("api_calls", "API calls"),
                        ("cpu_seconds", "CPU (s)"), ("core_percent", "% of a core"),
@@ -470,6 +546,13 @@ def table(result: dict[str, Any]) -> str:
         naive_value, ours = naive.get(key), sup.get(key)
         shown_ratio = ratio(naive_value, ours) if key in ("api_calls", "cpu_seconds", "peak_rss_mib") else ""
         rows.append((label, ours, naive_value, shown_ratio))
+    for key, label, busy in (("sweeps", "sweep", "listing"), ("accounting", "accounting pass", "span")):
+        for stat, shown in (("passes", "s" if key == "sweeps" else "es"), ("interval_median", " interval p50 (s)"),
+                            ("interval_max", " interval max (s)"), ("busy_median", f" {busy} p50 (s)"),
+                            ("busy_max", f" {busy} max (s)")):
+            if key == "accounting" and not sup[key]["passes"] and not naive[key].get("passes"):
+                continue
+            rows.append((f"{label}{shown}", sup[key][stat], naive[key].get(stat), ""))
     operations = sorted(set(sup["api_calls_by_operation"]) | set(naive["api_calls_by_operation"]))
     for operation in operations:
         ours = sup["api_calls_by_operation"].get(operation, 0)
@@ -503,32 +586,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "dpu_violations": sum(v.kind == "dpu" for v in workload.violators),
                        "ignore_stop": sum(v.ignores_stop for v in workload.violators),
                        "tps": args.tps, "duration": duration, "stop_grace": args.stop_grace,
-                       "naive_interval": args.naive_interval, "seed": args.seed,
+                       "naive_interval": args.naive_interval, "seed": args.seed, "budgets": args.budgets,
+                       "discovery_interval": DISCOVERY_INTERVAL_S,
                        "crossing_window_seconds": [round(w, 1) for w in workload.window],
                        "cpus": os.cpu_count()},
     }
     with tempfile.TemporaryDirectory(prefix="bench-enforcement-") as tmp:
         keep = Path(args.keep) if args.keep else None
-        for side in ("supervisor", "naive"):
+        for side in ("supervisor",) if args.skip_naive else ("supervisor", "naive"):
             directory = keep or Path(tmp)
             directory.mkdir(parents=True, exist_ok=True)
             print(f"[{time.strftime('%H:%M:%S')}] {side}: {args.sessions} sessions, {calculations} calculations, "
                   f"{duration:.0f}s", file=sys.stderr, flush=True)
             result[side] = run_side(side, args, workload, directory)
-    sup, naive = result["supervisor"], result["naive"]
+    sup = result["supervisor"]
+    naive = result.get("naive") or {"censored_lag_seconds": {}}
     result["ratios"] = {
-        "lag_p50": ratio(naive["censored_lag_seconds"]["p50"], sup["censored_lag_seconds"]["p50"]),
-        "lag_p99": ratio(naive["censored_lag_seconds"]["p99"], sup["censored_lag_seconds"]["p99"]),
-        "lag_max": ratio(naive["censored_lag_seconds"]["max"], sup["censored_lag_seconds"]["max"]),
-        "api_calls": ratio(naive["api_calls"], sup["api_calls"]),
-        "cpu_seconds": ratio(naive["cpu_seconds"], sup["cpu_seconds"]),
-        "peak_rss": ratio(naive["peak_rss_mib"], sup["peak_rss_mib"]),
+        "lag_p50": ratio(naive["censored_lag_seconds"].get("p50"), sup["censored_lag_seconds"]["p50"]),
+        "lag_p99": ratio(naive["censored_lag_seconds"].get("p99"), sup["censored_lag_seconds"]["p99"]),
+        "lag_max": ratio(naive["censored_lag_seconds"].get("max"), sup["censored_lag_seconds"]["max"]),
+        "api_calls": ratio(naive.get("api_calls"), sup["api_calls"]),
+        "cpu_seconds": ratio(naive.get("cpu_seconds"), sup["cpu_seconds"]),
+        "peak_rss": ratio(naive.get("peak_rss_mib"), sup["peak_rss_mib"]),
     }
     p99 = sup["censored_lag_seconds"]["p99"]
     result["targets"] = {
         "lag_p99_le_1s": p99 is not None and p99 <= 1.0,
-        "lag_p99_100x_naive": (result["ratios"]["lag_p99"] or 0) >= 100,
-        "api_calls_le_naive": sup["api_calls"] <= naive["api_calls"],
+        "lag_p99_100x_naive": (result["ratios"]["lag_p99"] or 0) >= 100 if "naive" in result else None,
+        "api_calls_le_naive": sup["api_calls"] <= naive["api_calls"] if "api_calls" in naive else None,
         "no_missed": sup["missed"] == 0,
         "no_wrongful": sup["wrongful"] == 0,
         "rss_le_150mib": sup["peak_rss_mib"] <= 150,
@@ -549,9 +634,13 @@ def main() -> int:
     parser.add_argument("--naive-interval", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the JSON here")
-    parser.add_argument("--keep", default=None, help="keep configs, journals and logs in this directory")
+    parser.add_argument("--keep", default=None,
+                        help="keep configs, journals, logs and the audit log (<side>.calls.json) in this directory")
     parser.add_argument("--profile", action="store_true", help="py-spy the supervisor (speedscope, in --keep)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 sessions, 15 s per side")
+    parser.add_argument("--skip-naive", action="store_true", help="run the supervisor side only")
+    parser.add_argument("--budgets", action="store_true",
+                        help="a daily budget over every bench workgroup (notify only, never reached): accounting on")
     parser.add_argument("--series", default=None, help="comma-separated session counts, e.g. 100,1000,10000")
     parser.add_argument("--out-dir", default=None, help="with --series: one results-<N>.json each")
     args = parser.parse_args()

@@ -163,7 +163,7 @@ async def running_service(
             )
             accounting = Accounting(
                 settings=settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory,
-                watched=discovery.watched, metrics=metrics,
+                watched=discovery.watched, metrics=metrics, discovered=discovery.first_sweep,
             ) if settings.budgets else None
             budgets = Budgets(
                 settings=settings, storage=storage, clock=clock, accounting=accounting, enforcement=enforcement,

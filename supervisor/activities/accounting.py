@@ -1,6 +1,7 @@
 """Accounting: count the spend of budgeted workgroups on its own cadence, never inside a discovery sweep.
 
-One pass (every ``discovery_interval``, at the lowest API priority, so discovery sweeps keep their pace):
+One pass (every ``discovery_interval``, at the lowest API priority, so discovery sweeps keep their pace; the
+first one once discovery has completed a sweep, since accounting lists only the workgroups discovery watches):
 
 1. **Active sessions** of budgeted workgroups (as discovery knows them): GetSession for fresh statistics; the
    DPU-milliseconds since the last counted observation are spread over the budgets' buckets
@@ -18,7 +19,7 @@ construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,6 +56,15 @@ class Spend:
 
 
 class Accounting:
+    """Spend of the budgeted workgroups, one pass every ``discovery_interval``.
+
+    Args:
+        watched: the workgroups discovery watches (the budgeted ones among them are accounted).
+        discovered: awaited once before the first pass of :meth:`run`; returns when discovery knows the
+            watched workgroups and their active sessions (``Discovery.first_sweep``). None: start at once
+            (the ``budgets`` command passes the workgroups it listed itself).
+    """
+
     def __init__(
         self,
         *,
@@ -65,6 +75,7 @@ class Accounting:
         inventory: Inventory,
         watched: Callable[[], Sequence[str]],
         metrics: Metrics,
+        discovered: Callable[[], Awaitable[None]] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.settings = settings
@@ -73,6 +84,7 @@ class Accounting:
         self.clock = clock
         self.inventory = inventory
         self._watched = watched
+        self._discovered = discovered
         self.metrics = metrics
         self._log = logger or structlog.get_logger("supervisor.accounting")
         self.price = settings.pricing.price_for(settings.aws.region)
@@ -83,6 +95,10 @@ class Accounting:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        if self._discovered is not None:
+            # Before that, no workgroup is known: a pass would list nothing and move the checkpoint past
+            # sessions that ended while the daemon was down (or, on a fresh install, earlier in the period).
+            await self._discovered()
         while True:
             started = self.clock.now()
             try:
@@ -127,7 +143,8 @@ class Accounting:
                 task_group.start_soon(self._observe, session.session_id, session.workgroup, rates)
             for session_id, workgroup in final.items():
                 task_group.start_soon(self._observe, session_id, workgroup, rates)
-        await self.storage.set_checkpoint(started)
+        if budgeted:  # with none known (discovery's listing of workgroups failed so far), nothing was listed
+            await self.storage.set_checkpoint(started)
         self.passes += 1
         self.latest = Spend(self.clock.now(), rates)
         passed, self._passed = self._passed, anyio.Event()

@@ -90,6 +90,7 @@ class Discovery:
         self._refresh_at: datetime | None = None
         self._account_backoff = ACCOUNT_RETRY_INITIAL
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
+        self._swept = anyio.Event()
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -104,6 +105,10 @@ class Discovery:
                 self.problems["sweep"] = repr(error)
                 self._log.exception("discovery.sweep_failed", error=repr(error))
             await self.clock.sleep_until(started + interval)
+
+    async def first_sweep(self) -> None:
+        """Return once a sweep has completed: the watched workgroups and their active sessions are known."""
+        await self._swept.wait()
 
     def readiness(self) -> str | None:
         """Why discovery is not ready (no recent complete sweep, or a part of it failing), or None."""
@@ -181,6 +186,7 @@ class Discovery:
         self.last_sweep_duration = finished - started
         self.metrics.last_discovery.set(finished.timestamp())
         self.problems = self._sweep_problems
+        self._swept.set()
         self._log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
                         calculations=len(self.inventory.calculations), failures=len(self.problems),
                         seconds=self.last_sweep_duration.total_seconds())

@@ -147,6 +147,27 @@ async def test_a_deleted_workgroup_is_dropped_and_another_workgroup_is_still_enf
             assert await readyz_ok(service.http_url)
 
 
+async def test_a_workgroup_deleted_and_created_again_is_watched_again_at_the_next_sweep(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    await world.create_workgroup("etl-b")
+    with no_crash():
+        async with world.daemon() as service:
+            await world.vt.run_for(OFFSET)
+            await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
+            await world.vt.run_for(ms(1))  # dropped at the next sweep
+            assert service.discovery.watched() == ["etl-a"]
+            await world.create_workgroup("etl-b")  # a deploy puts it back, before the regular re-read (at most once a minute)
+            session_id = await world.start_session("etl-b")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+            submitted = world.now
+            await world.vt.run_until(submitted + ms(3))
+            assert service.discovery.watched() == ["etl-a", "etl-b"]
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
+                submitted + ms(1.5) + MARGIN]
+
+
 async def test_a_session_listed_without_its_id_is_skipped_and_counted_and_the_others_are_enforced(
     virtual_world: VirtualWorld,
 ) -> None:
@@ -293,6 +314,32 @@ async def test_a_calculation_listed_in_an_unknown_state_is_counted_once_and_neve
             assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
                 START + 21 * SWEEP]  # the first sweep after T + 5 s
             assert world.metric("athena_supervisor_unknown_states_total", kind="calculation") == 1
+
+
+async def test_a_target_whose_unknown_state_clears_is_judged_at_the_next_sweep_not_after_the_pause(
+    virtual_world: VirtualWorld,
+) -> None:
+    """The fresh look at its crossing shows a state this version does not know (a pause of a minute); once
+    the listing shows a known state again the target moved on, and the pause no longer holds."""
+    world = virtual_world
+    with no_crash():
+        async with world.daemon():
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+            submitted = world.now
+            await world.vt.run_for(ms(0.5))  # listed RUNNING: its crossing is a known deadline
+            override = world.emulator.backend.override_state("HIBERNATING", calculation_id=calculation_id)
+            await world.vt.run_until(submitted + ms(4))
+            looks = world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)
+            assert times(looks) == [submitted + ms(1.5) + MARGIN], "looked at once, at its crossing"
+            assert not world.calls("StopCalculationExecution")
+            world.emulator.backend.clear_state_overrides(override["id"])
+            cleared = world.now
+            await world.vt.run_for(1)
+            next_sweep = START + SWEEP * (int((cleared - START) / SWEEP) + 1)
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
+                next_sweep]
 
 
 async def test_a_calculation_whose_fresh_look_shows_no_known_state_is_counted_once_and_not_refetched_each_sweep(

@@ -82,6 +82,7 @@ class Checks:
         # Targets not to be looked at again before an instant: an unknown state, or failed looks backing off.
         self._not_before: dict[TargetKey, datetime] = {}
         self._failed_looks: dict[TargetKey, int] = {}  # consecutive failed fresh looks
+        self._last_listed: dict[TargetKey, str] = {}  # the state each target was last listed in
 
     # -- judging ------------------------------------------------------------------------------------------
 
@@ -154,6 +155,15 @@ class Checks:
         policy = match_policy(self.policies, snapshot.workgroup) if snapshot else None
         return policy is not None and needs_accrual(rules_for(key.kind, policy))
 
+    def listed(self, key: TargetKey, raw_state: str) -> None:
+        """Discovery listed ``key`` in ``raw_state``. A listing in another state than the last one means the
+        target moved on: a pause (unknown state, failed looks) no longer holds, it is judged afresh."""
+        previous = self._last_listed.get(key)
+        self._last_listed[key] = raw_state
+        if previous is not None and previous != raw_state:
+            self._not_before.pop(key, None)
+            self._failed_looks.pop(key, None)
+
     def unknown_state(self, key: TargetKey) -> None:
         """A fresh look showed a state this version does not know: never act, look again only after a pause."""
         self._not_before[key] = self.clock.now() + UNKNOWN_STATE_RECHECK
@@ -165,6 +175,7 @@ class Checks:
         self._unknown_reported.discard(key)
         self._unjudgeable.pop(key, None)
         self._failed_looks.pop(key, None)
+        self._last_listed.pop(key, None)
 
     # -- the deadline loop ----------------------------------------------------------------------------------
 

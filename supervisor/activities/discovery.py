@@ -15,7 +15,7 @@ ended. A malformed item is skipped, logged and counted. Meanwhile enforcement of
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
@@ -88,6 +88,7 @@ class Discovery:
         self.problems: dict[str, str] = {}
         self._sweep_problems: dict[str, str] = {}
         self._refresh_at: datetime | None = None
+        self._reread_until = datetime.min.replace(tzinfo=UTC)
         self._account_backoff = ACCOUNT_RETRY_INITIAL
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
         self._swept = anyio.Event()
@@ -149,7 +150,7 @@ class Discovery:
         """One look at every watched workgroup, session and live calculation. Never raises an AWS error."""
         started = self.clock.now()
         self._sweep_problems = {}
-        if self._refresh_at is None or started >= self._refresh_at:
+        if self._refresh_at is None or started >= self._refresh_at or started < self._reread_until:
             await self._refresh_workgroups(started)
         watched = self.watched()
         states = ACTIVE_SESSION_STATES if self.sweeps % RARE_STATES_EVERY == 0 else EVERY_SWEEP_STATES
@@ -301,6 +302,9 @@ class Discovery:
         if self.inventory.workgroups.pop(workgroup, None) is None:
             return
         self._log.warning("discovery.workgroup_dropped", workgroup=workgroup, reason=reason)
+        # A workgroup deleted and created again (same name, a deploy) is found at the next sweep, not the next
+        # re-read: the workgroups are re-read every sweep for a while after a drop.
+        self._reread_until = self.clock.now() + WORKGROUP_REFRESH_MIN
         for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup == workgroup]:
             self.checks.forget_target(TargetKey.session(session_id))
 
@@ -359,6 +363,7 @@ class Discovery:
 
     def _judge(self, key: TargetKey, raw_state: str, *, known: bool) -> bool:
         """Hand a listed target to checks; False (and reported once) when its state is unknown."""
+        self.checks.listed(key, raw_state)
         if not known:
             self.checks.report_unknown_state(key, raw_state)
             return False

@@ -9,8 +9,10 @@ One emulator and one daemon, both real processes (``python -m supervisor emulato
    calculation that completes just before its limit, an exempt session whose calculation crosses it, a busy
    session in the idle-limited workgroup). Their submissions are staggered so the crossings spread over the
    fault, and the daemon has a sweep to list them before the fault starts;
-2. the fault goes on through the control API (or the Athena API, for workgroup changes), stays on until
-   ``hold`` seconds after the last crossing, and is cleared;
+2. the fault goes on through the control API (or the Athena API, for workgroup changes); half a second later
+   one more violator appears (through the control API's populate, which faults do not reach), crossing
+   during the fault: work the daemon could not list before. The fault stays on until ``hold`` seconds after
+   the last crossing, and is cleared;
 3. the phase is watched until every due action was taken (or could no longer be in time) and no repeat
    came for a few seconds.
 
@@ -95,14 +97,14 @@ class Timing:
 
 
 FULL = Timing(limit=10.0, spread=3.0, gap=2.5, hold=2.0, settle=6.0, quiet_after=4.5, cap=25.0)
-QUICK = Timing(limit=8.0, spread=2.0, gap=2.5, hold=1.5, settle=5.5, quiet_after=4.5, cap=15.0)
+QUICK = Timing(limit=6.0, spread=1.5, gap=2.5, hold=1.0, settle=5.0, quiet_after=3.0, cap=15.0)
 
 
 # -- targets and phases -------------------------------------------------------------------------------
 
 @dataclass
 class Target:
-    role: str                 # honor | ignore | idle | reborn (violators); quiet_short | quiet_exempt |
+    role: str                 # honor | ignore | idle | late | reborn (violators); quiet_short | quiet_exempt |
     workgroup: str            # quiet_busy | doomed (never to be acted on)
     session_id: str = ""
     calculation_id: str = ""
@@ -111,7 +113,7 @@ class Target:
 
     @property
     def is_violator(self) -> bool:
-        return self.role in ("honor", "ignore", "idle", "reborn")
+        return self.role in ("honor", "ignore", "idle", "reborn", "late")
 
 
 @dataclass
@@ -227,7 +229,8 @@ PHASES: list[Phase] = [
           _clear_all, patience=75.0),
     Phase("workgroup_disabled", f"{DISABLE_WG} DISABLED (UpdateWorkGroup) while its sessions run", frozenset(),
           _disable, _enable, violator_workgroup=DISABLE_WG, align_to_refresh=True),
-    Phase("workgroup_deleted", f"{DELETE_WG} deleted (recursive), recreated at clearing", frozenset(),
+    # Watched until the daemon re-reads the workgroups (at most once a minute) and finds the recreated one.
+    Phase("workgroup_deleted", f"{DELETE_WG} deleted (recursive), recreated at clearing", frozenset({"reborn"}),
           _delete, _recreate, doomed=True, reborn=True, patience=WORKGROUP_REFRESH + FULL.limit + 15),
 ]
 QUICK_PHASES = ("throttle_storm", "stop_outage")
@@ -373,6 +376,30 @@ class Matrix:
         return [Target("quiet_short", CALC_WG, short, short_calc), Target("quiet_exempt", CALC_WG, exempt, exempt_calc),
                 Target("quiet_busy", IDLE_WG, busy, busy_calc)]
 
+    def late_violator(self, run: PhaseRun) -> Target:
+        """Work that starts during the fault (through the control API's populate, which faults do not reach),
+        crossing its limit in the middle of the crossings: the daemon has never listed it before the fault."""
+        timing = self.timing
+        cross_at = run.t0 + timing.limit + timing.spread / 2
+        submitted_ago = round(timing.limit - (cross_at - time.time()), 3)
+        created = self.control.populate({"sessions": [{
+            "workgroup": CALC_WG, "description": f"matrix {run.phase.name} late\n# sim: start=0s",
+            "started_ago": submitted_ago + 1,
+            "calculations": [{"code": f"# sim: runtime=3600s dpus=2 on_stop=honor stop_latency=1s\n"
+                                      f"# matrix {run.phase.name} late", "submitted_ago": submitted_ago}]}]})
+        session = created["sessions"][0]
+        # cross_at is read back (SubmissionDateTime) once the faults are cleared: resolve_late_crossings
+        return Target("late", CALC_WG, session["SessionId"], session["CalculationExecutionIds"][0],
+                      time.time() - submitted_ago + timing.limit)
+
+    def resolve_late_crossings(self) -> None:
+        for run in self.runs:
+            for target in run.targets:
+                if target.role == "late":
+                    status = self.athena.get_calculation_execution_status(
+                        CalculationExecutionId=target.calculation_id)["Status"]
+                    target.cross_at = status["SubmissionDateTime"].timestamp() + self.timing.limit
+
     def start_workload(self, run: PhaseRun) -> None:
         """Violators at t0, t0 + spread/3, ... (crossings spread over the fault), quiet targets in between."""
         phase, spread = run.phase, self.timing.spread
@@ -432,6 +459,8 @@ class Matrix:
         self.sleep_until(run.t0 + timing.on)
         run.on_at = time.time()
         phase.install(self, run)
+        self.sleep_until(run.on_at + 0.5)
+        run.targets.append(self.late_violator(run))
         self.sleep_until(run.t0 + timing.off)
         run.off_at = time.time()
         phase.clear(self, run)
@@ -556,15 +585,13 @@ def judge_phase(run: PhaseRun, audit: list[dict[str, Any]], deadline: float,
         for due in due_actions(target, stops, terminates):
             blocked = due["kind"] in phase.blocked
             # Blocked: within `deadline` of the clearing (or of falling due, if later). Not blocked: within
-            # `deadline` of falling due. A recreated workgroup is first seen when the daemon re-reads the
-            # workgroups (at most once a minute, documented): within `deadline` of that re-read.
+            # `deadline` of falling due.
             start = max(due["due_at"], run.off_at) if blocked else due["due_at"]
             if due["kind"] == "reborn":
+                # A recreated workgroup is first listed when the daemon re-reads the workgroups (at most once a
+                # minute, documented): when that was, for the diagnosis; the deadline is the same as for any action.
                 seen = next((r for r in refreshes if r >= run.notes.get("recreated_at", run.off_at)), None)
-                taken = due["taken_at"]
-                if seen is not None and (taken is None or taken >= seen):
-                    start = max(due["due_at"], seen)
-                due["workgroups_reread_at"] = None if seen is None else round(seen - run.off_at, 3)
+                due["workgroups_reread_after_clearing"] = None if seen is None else round(seen - run.off_at, 3)
             due.update({"role": target.role, "blocked": blocked, "deadline_at": start + deadline})
             taken = due["taken_at"]
             due["after_clearing"] = None if taken is None else round(taken - run.off_at, 3)
@@ -581,7 +608,7 @@ def judge_phase(run: PhaseRun, audit: list[dict[str, Any]], deadline: float,
         reason_stop = reason_terminate = None
         if stop_times:
             first = min(stop_times)
-            if target.role not in ("honor", "ignore", "reborn"):
+            if target.role not in ("honor", "ignore", "reborn", "late"):
                 reason_stop = f"Stop of a {target.role} calculation"
             elif first < target.cross_at - TOLERANCE:
                 reason_stop = f"Stop {target.cross_at - first:.3f}s before the limit was crossed"
@@ -734,20 +761,22 @@ def main() -> int:
             matrix.run(phases)
             matrix.control.clear_faults()
             audit = matrix.control.calls()
+            matrix.resolve_late_crossings()
         finally:
             if matrix.daemon is not None:
                 matrix.daemon.stop()
             matrix.close()
-        journal = read_journal(directory)
         refreshes = [epoch(c["time"]) for c in audit if c["operation"] == "ListWorkGroups" and c["status"] == 200]
         assert matrix.daemon is not None
         exits = matrix.daemon.exits
         results = [judge_phase(run, audit, args.deadline, refreshes) for run in matrix.runs]
         strays = stray_actions(audit, matrix.runs)
+        journal: list[dict[str, Any]] | None = None  # read only for evidence
         for result in results:
             bad_ids = {v["id"] for v in result["violations"]} | {w["id"] for w in result["wrongful_detail"]} | {
                 d["id"] for d in result["duplicate_detail"]}
             if bad_ids:
+                journal = journal if journal is not None else read_journal(directory)
                 result["evidence"] = evidence(bad_ids, directory, audit, journal)
         log_summary = daemon_log_summary(directory)
         elapsed = time.time() - began

@@ -330,8 +330,10 @@ class Matrix:
             config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30),
         )
         self.daemon: Daemon | None = None
+        self.daemon_exit_code_at_sigterm: int | None = None
         self.runs: list[PhaseRun] = []
         self.current = "startup"
+        self.started_at = time.time()
 
     # workload ---------------------------------------------------------------------------------------------
 
@@ -448,7 +450,6 @@ class Matrix:
             if time.time() > deadline:
                 raise SystemExit(f"the daemon listed nothing within 60 s; see {self.directory / 'daemon.log'}")
             self.sleep_until(time.time() + 0.25)
-        self.ready_at = time.time()
 
     def run_phase(self, phase: Phase) -> PhaseRun:
         timing = self.timing
@@ -530,7 +531,6 @@ class Matrix:
             pending.remove(phase)
             self.runs.append(self.run_phase(phase))
         self.current = "end"
-        self.daemon_exit_code_at_sigterm = None
         assert self.daemon is not None
         self.daemon.poll(self.current)
         self.daemon_exit_code_at_sigterm = self.daemon.stop()

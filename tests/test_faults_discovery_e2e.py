@@ -158,7 +158,8 @@ async def test_a_workgroup_deleted_and_created_again_is_watched_again_at_the_nex
             await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
             await world.vt.run_for(ms(1))  # dropped at the next sweep
             assert service.discovery.watched() == ["etl-a"]
-            await world.create_workgroup("etl-b")  # a deploy puts it back, before the regular re-read (at most once a minute)
+            # A deploy puts it back, before the regular re-read (at most once a minute).
+            await world.create_workgroup("etl-b")
             session_id = await world.start_session("etl-b")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
             submitted = world.now

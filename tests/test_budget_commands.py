@@ -14,12 +14,18 @@ from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.cli import main
 from supervisor.config import parse_settings
 from supervisor.service import running_service
-from tests.daemon_fixtures import base_config, eventually, write_config
+from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually, write_config
 from tests.realtime import calls_of, start_calculation, start_session, wait_idle
-from tests.test_budgets_e2e import athena
 
 pytestmark = pytest.mark.slow
-__all__ = ["athena"]
+
+@pytest.fixture
+def athena(emulator: EmulatorHandle) -> Any:
+    client = emulator.boto3_client()
+    for name in ("etl-a", "etl-b"):
+        client.create_work_group(Name=name, Configuration={"EngineVersion": SPARK_ENGINE})
+    return client
+
 
 BUDGETS = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 10,
             "thresholds": [{"at_percent": 80, "action": "notify"}, {"at_percent": 100, "action": "stop_calculations"}]}]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -26,6 +27,7 @@ from athena_spark_emulator import Emulator, Faults, FaultSpec
 from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
 from supervisor.config import parse_settings
+from supervisor.events import EventSink
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
@@ -75,24 +77,36 @@ class VirtualWorld:
 
     # -- the daemon -------------------------------------------------------------------------------------
 
-    def daemon(self, **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
-        """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock."""
+    def daemon(self, *, events: EventSink | None = None,
+               **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
+        """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock;
+        with ``events``, the daemon's events go to that sink instead of the configured notification channels.
+
+        Leaving the block stops the daemon as SIGTERM does, with virtual time running meanwhile: its shutdown
+        waits on the clock (the notifier's bounded flush), so what is still being retried then is retried at
+        its virtual instants, within the flush bound.
+        """
 
         @asynccontextmanager
         async def run() -> AsyncIterator[RunningService]:
             config = daemon_config(self.emulator.endpoint_url, self.journal_path, **overrides)
             settings = parse_settings(config, environ={})
+            stopped = anyio.Event()
             try:
-                async with running_service(settings, clock=self.clock, registry=CollectorRegistry()) as service:
-                    self.service = service
+                async with anyio.create_task_group() as shutdown:
                     try:
-                        yield service
+                        async with running_service(settings, clock=self.clock, registry=CollectorRegistry(),
+                                                   events=events) as service:
+                            self.service = service
+                            try:
+                                yield service
+                            finally:
+                                self.service = None
+                                shutdown.start_soon(self.vt.run_until_set, stopped, name="virtual time at shutdown")
                     finally:
-                        self.service = None
-            except BaseExceptionGroup as group:  # the daemon's task group wraps a failed assertion: unwrap it
-                if len(group.exceptions) == 1:
-                    raise group.exceptions[0] from None
-                raise
+                        stopped.set()
+            except BaseExceptionGroup as group:  # the task groups wrap a failed assertion: unwrap it
+                raise _single(group) from None
 
         return run()
 
@@ -158,6 +172,14 @@ class VirtualWorld:
 
     async def calculation_state(self, calculation_id: str) -> str:
         return str((await self.calculation(calculation_id))["Status"]["State"])
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 VirtualWorldFactory = Callable[..., AbstractAsyncContextManager[VirtualWorld]]

@@ -191,6 +191,16 @@ def _test_client_session() -> AioSession:
     return get_session()
 
 
+def aws_client(service: str, endpoint_url: str) -> AbstractAsyncContextManager[Any]:
+    """``async with aws_client("sqs", url) as sqs:`` — an aiobotocore client for the test's own calls (one
+    attempt, responses checked by botocore's parser), in this event loop like the servers it talks to."""
+    client: AbstractAsyncContextManager[Any] = _test_client_session().create_client(
+        service, endpoint_url=endpoint_url, region_name=REGION, aws_access_key_id="testing",
+        aws_secret_access_key="testing", config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    return client
+
+
 @pytest.fixture
 def virtual_world_factory(tmp_path: Path) -> VirtualWorldFactory:
     """``async with virtual_world_factory(workgroups=[...], start=...) as world:`` — more than one world, or

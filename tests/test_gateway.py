@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -42,8 +42,8 @@ class World:
     clock: ManualClock
     vt: VirtualTime
 
-    def set_faults(self, operation: str, **spec: object) -> None:
-        self.emulator.backend.faults.set(operation, FaultSpec(**spec), self.emulator.backend.clock.now())  # type: ignore[arg-type]
+    def set_faults(self, operation: str, **spec: Any) -> None:
+        self.emulator.backend.faults.set(operation, FaultSpec(**spec), self.emulator.backend.clock.now())
 
     def attempts(self, operation: str) -> list[datetime]:
         """The virtual instants the emulator received ``operation`` (milliseconds)."""
@@ -58,14 +58,14 @@ class World:
 
 
 @asynccontextmanager
-async def virtual_gateway(**options: object) -> AsyncIterator[World]:
+async def virtual_gateway(*, max_attempts: int = 4, **options: Any) -> AsyncIterator[World]:
     """A gateway and an emulator in this event loop on one ManualClock at T0, jitter from ``Random(0)``."""
     clock = ManualClock(T0)
     metrics = Metrics(CollectorRegistry())
     async with Emulator(clock=EmulatorClockView(clock), faults=Faults(random.Random(0))) as emulator, Gateway(
         region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
         limiter=PriorityRateLimiter(500, clock=clock), clock=clock, rng=random.Random(0),
-        **{"max_attempts": 4, **options},  # type: ignore[arg-type]
+        max_attempts=max_attempts, **options,
     ) as gateway, virtual_time(clock) as vt:
         yield World(gateway, emulator, clock, vt)
 

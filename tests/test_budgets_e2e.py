@@ -173,6 +173,52 @@ async def test_spend_is_exact_across_a_restart_and_sessions_that_ended_unseen(wo
     assert finals_after == finals, "sessions ended: their statistics are final"
 
 
+ACCOUNTING_FIRST_PASS_BUG = (
+    "daemon bug: supervisor/activities/accounting.py:103 reads the budgeted workgroups from discovery's watch list "
+    "before discovery's first sweep (service.py:184-187 starts accounting right behind discovery), so the first "
+    "pass lists no ended sessions, yet accounting.py:130 moves the checkpoint to its start; later passes list "
+    "ended sessions only from CHECKPOINT_MARGIN (1 min) before it, so a session that started and ended unseen "
+    "more than a minute earlier is never counted"
+)
+
+
+async def ended_unseen(world: VirtualWorld, workgroup: str) -> str:
+    """A session that lives one second and ends (TERMINATED) one second later, never running a calculation."""
+    session_id = await world.start_session(workgroup)
+    await world.vt.run_for(1)
+    await world.athena.terminate_session(SessionId=session_id)
+    await world.vt.run_for(1)
+    assert await world.session_state(session_id) == "TERMINATED"
+    return session_id
+
+
+@pytest.mark.xfail(strict=True, reason=ACCOUNTING_FIRST_PASS_BUG)
+async def test_a_first_start_counts_the_sessions_that_ended_earlier_in_the_period(world: VirtualWorld) -> None:
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    ended = await ended_unseen(world, "etl-a")  # today (the period starts at T0, midnight UTC)
+    await world.vt.run_for(600)
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)
+        final = (await world.session(ended))["Statistics"]["DpuExecutionInMillis"]
+        assert final > 0
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(usd(final))
+
+
+@pytest.mark.xfail(strict=True, reason=ACCOUNTING_FIRST_PASS_BUG)
+async def test_a_restart_after_an_outage_counts_the_sessions_that_ended_unseen(world: VirtualWorld) -> None:
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)  # running: the checkpoint is kept
+    ended = await ended_unseen(world, "etl-b")  # while the daemon is down for ten minutes
+    await world.vt.run_for(600)
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)
+        final = (await world.session(ended))["Statistics"]["DpuExecutionInMillis"]
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(usd(final))
+
+
 async def test_warnings_arrive_before_the_action(world: VirtualWorld) -> None:
     t0 = world.now
     budget_session = await world.start_session("etl-a")

@@ -2,7 +2,7 @@
 
 Every event passes :func:`redact_secrets` last before rendering, so no value (a string, a nested
 container, a formatted exception, an object's repr) carries a URL path, a query token, userinfo or a
-bearer token: this covers our events, those libraries emit through structlog (stamina's
+bearer token: this covers our events, those libraries emit through structlog (e.g. stamina's
 ``stamina.retry_scheduled`` with the repr of the exception that caused the retry) and stdlib ``logging``
 records (asyncio, aiohttp, botocore), which are routed through the same chain.
 """

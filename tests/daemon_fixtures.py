@@ -1,22 +1,18 @@
-"""Fixtures that run the real daemon in the test's event loop against a real emulator over HTTP."""
+"""The daemon configuration the tests use (against an emulator at any endpoint), and ``eventually`` for the few
+tests that run the daemon on real time."""
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from athena_spark_emulator.testing import EmulatorHandle
-from supervisor.config import Settings, parse_settings
-from supervisor.service import RunningService, running_service
 
 SPARK_ENGINE = {"SelectedEngineVersion": "PySpark engine version 3"}
 
@@ -42,22 +38,6 @@ def daemon_config(endpoint_url: str, journal: Path, **overrides: Any) -> dict[st
     for key, value in overrides.items():
         config[key] = value
     return config
-
-
-SupervisorFactory = Callable[..., AbstractAsyncContextManager[RunningService]]
-
-
-@pytest.fixture
-def supervisor_factory(emulator: EmulatorHandle, tmp_path: Path) -> SupervisorFactory:
-    """``async with supervisor_factory(**config overrides) as service:`` runs the daemon until the block ends."""
-
-    @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[RunningService]:
-        settings: Settings = parse_settings(base_config(emulator, tmp_path / "journal.db", **overrides), environ={})
-        async with running_service(settings, registry=CollectorRegistry()) as service:
-            yield service
-
-    return start
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

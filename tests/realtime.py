@@ -1,5 +1,6 @@
-"""Helpers for the scenario tests that still run on real time against a threaded emulator: real processes
-(kill -9, signals), and budgets and notifications until they move to virtual time (``virtual_fixtures``).
+"""Helpers for the tests that still run on real time against a threaded emulator: real daemon processes (kill -9,
+signals, secrets in a real process's output) and the CLI commands (``explain``, ``budgets``), which build their
+own gateway on the system clock. Scenario tests in this process use ``virtual_fixtures`` instead.
 
 They use a sync boto3 client, so call them before the daemon starts or from a worker thread (``eventually``).
 """
@@ -10,7 +11,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
@@ -48,24 +48,6 @@ def calls_of(emulator: EmulatorHandle, operation: str, **request: str) -> list[d
 
 def call_time(call: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(call["time"].replace("Z", "+00:00"))
-
-
-async def metric(url: str, name: str, **labels: str) -> float:
-    """Read one sample from the daemon's /metrics over HTTP (0 when absent)."""
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
-        text = await response.text()
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        sample_name, _, sample_labels = sample.partition("{")
-        if sample_name != name:
-            continue
-        have = ",".join(sorted(sample_labels.rstrip("}").split(","))) if sample_labels else ""
-        if have == wanted:
-            return float(value)
-    return 0.0
 
 
 @pytest.fixture

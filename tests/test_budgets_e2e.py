@@ -1,230 +1,273 @@
-"""End-to-end budgets: the real daemon against the emulator; evidence from the audit log, /metrics, the
-journal and the events the daemon emitted."""
+"""End-to-end budgets in virtual time: the real daemon and the emulator in this event loop on one ManualClock;
+evidence from the emulator's audit log (exact virtual instants), the metrics, the journal and the events the
+daemon emitted.
+
+Instants follow from the accounting cadence (``supervisor/activities/accounting.py``): a pass at the daemon's
+start T0 and every ``discovery_interval`` (250 ms) after it, each reading GetSession of every active session
+of the budgeted workgroups; the budgets activity judges each pass at once and enforcement acts at the same
+instant. A session bills ``CoordinatorDpuSize`` (1 DPU) while it lives, plus the DPUs of its running
+calculation, so its spend at a pass is a product the tests compute. Workloads change between passes (at
+T0 + 100 ms and the like), so no crossing is decided by the order of two things at one instant.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from athena_spark_emulator.testing import EmulatorHandle
-from supervisor.config import parse_settings
-from supervisor.events import EventName, EventSink
-from supervisor.service import RunningService, running_service
-from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually
-from tests.realtime import calls_of, metric, start_calculation, start_session, wait_idle
+from supervisor.core.scheduling import CROSSING_MARGIN
+from supervisor.events import EventName
+from tests.virtual_fixtures import VirtualWorld, VirtualWorldFactory, ms, times
 
-pytestmark = pytest.mark.slow
 PRICE = 0.35
+PASS = ms(0.25)  # discovery_interval in daemon_config: the accounting cadence
+
+
+def usd(dpu_millis: float) -> float:
+    return dpu_millis / 3.6e6 * PRICE
 
 
 class Recorder:
-    """An EventSink that keeps what it is given."""
+    """An EventSink that keeps what it is given, with the (virtual) instant it was given."""
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.times: list[float] = []
+    def __init__(self, world: VirtualWorld) -> None:
+        self.world = world
+        self.events: list[tuple[str, dict[str, Any], datetime]] = []
 
     def emit(self, event: EventName, payload: Mapping[str, Any]) -> None:
-        self.events.append((event, dict(payload)))
-        self.times.append(time.monotonic())
+        self.events.append((event, dict(payload), self.world.now))
 
-    def first(self, name: str, owner: str) -> float:
-        """When the first ``name`` event of a policy or budget called ``owner`` arrived (monotonic)."""
-        return next(t for (event, p), t in zip(self.events, self.times, strict=True)
-                    if event == name and owner in (p.get("budget"), p.get("policy")))
+    def names(self, owner: str | None = None) -> list[str]:
+        """Event names in order; with ``owner``, only those of that policy or budget."""
+        return [event for event, payload, _ in self.events
+                if owner is None or owner in (payload.get("budget"), payload.get("policy"))]
 
     def named(self, name: str) -> list[dict[str, Any]]:
-        return [payload for event, payload in self.events if event == name]
+        return [payload for event, payload, _ in self.events if event == name]
+
+    def when(self, name: str, owner: str) -> list[datetime]:
+        """The instants of the ``name`` events of a policy or budget called ``owner``."""
+        return [at for event, payload, at in self.events
+                if event == name and owner in (payload.get("budget"), payload.get("policy"))]
 
 
 @pytest.fixture
-def athena(emulator: EmulatorHandle) -> Any:
-    client = emulator.boto3_client()
-    for name in ("etl-a", "etl-b"):
-        client.create_work_group(Name=name, Configuration={"EngineVersion": SPARK_ENGINE})
-    return client
+async def world(virtual_world_factory: VirtualWorldFactory) -> AsyncIterator[VirtualWorld]:
+    """Spark workgroups etl-a and etl-b at T0 = 2026-01-01T00:00:00Z."""
+    async with virtual_world_factory(workgroups=("etl-a", "etl-b")) as world:
+        yield world
 
 
-@pytest.fixture
-def daemon(emulator: EmulatorHandle, tmp_path: Path) -> Any:
-    @asynccontextmanager
-    async def start(events: EventSink | None = None, **overrides: Any) -> AsyncIterator[RunningService]:
-        overrides.setdefault("policies", [])
-        settings = parse_settings(base_config(emulator, tmp_path / "journal.db", **overrides), environ={})
-        async with running_service(settings, registry=CollectorRegistry(), events=events) as service:
-            yield service
-
-    return start
-
-
-def usd(millis: int) -> float:
-    return millis / 3.6e6 * PRICE
-
-
-async def test_thresholds_fire_once_in_order_and_stop_calculations(
-    emulator: EmulatorHandle, athena: Any, daemon: Any
-) -> None:
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    # 1 + 8 DPUs: 0.001 USD (10.3 DPU-seconds) is reached about 1.1 s after the calculation starts.
-    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s dpus=8")
+async def test_thresholds_fire_once_in_order_and_stop_calculations(world: VirtualWorld) -> None:
+    t0 = world.now
+    session_id = await world.start_session("etl-a")  # IDLE at once
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=8")
+    # 1 + 8 DPUs: 9 DPU-ms per ms from T0. 50 % of 0.001 USD (5,143 DPU-ms) is first seen by the pass at 750 ms
+    # (6,750), 100 % (10,286 DPU-ms) by the pass at 1,250 ms (11,250; 9,000 at 1,000 ms).
     budgets = [{"name": "etl-daily", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 0.001,
                 "thresholds": [{"at_percent": 50, "action": "notify"},
                                {"at_percent": 100, "action": "stop_calculations"}]}]
-    recorder = Recorder()
-    async with daemon(events=recorder, budgets=budgets) as service:
-        await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
-        assert await metric(service.http_url, "athena_supervisor_budget_limit_usd", budget="etl-daily") == 0.001
-        assert await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl-daily") >= 0.001
-        await eventually(lambda: athena.get_calculation_execution(
-            CalculationExecutionId=calculation_id)["Status"]["State"] == "CANCELED")
-        assert await metric(service.http_url, "athena_supervisor_actions_total",
-                            action="stop", policy="etl-daily", outcome="sent") == 1
-        sweeps = service.discovery.sweeps
-        await eventually(lambda: service.discovery.sweeps >= sweeps + 3)
-    fired = recorder.named("budget_threshold")
-    assert [(p["at_percent"], p["action"]) for p in fired] == [(50, "notify"), (100, "stop_calculations")]
+    recorder = Recorder(world)
+    async with world.daemon(events=recorder, budgets=budgets, policies=[]):
+        crossed = t0 + 5 * PASS
+        await world.vt.run_until(crossed)
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [crossed]
+        assert world.metric("athena_supervisor_budget_limit_usd", budget="etl-daily") == 0.001
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl-daily") == pytest.approx(usd(11_250))
+        assert world.metric("athena_supervisor_actions_total", action="stop", policy="etl-daily", outcome="sent") == 1
+        await world.vt.run_until(crossed + ms(1))  # CANCELED after the emulator's stop latency (1 s)
+        assert await world.calculation_state(calculation_id) == "CANCELED"
+        await world.vt.run_for(1)  # four more passes: nothing fires twice
+    assert [(p["at_percent"], p["action"]) for p in recorder.named("budget_threshold")] == [
+        (50, "notify"), (100, "stop_calculations")]
+    assert recorder.when("budget_threshold", "etl-daily") == [t0 + 3 * PASS, crossed]
     violations = recorder.named("violation")
     assert [(v["target_id"], v["rule"], v["unit"]) for v in violations] == [
         (calculation_id, "budget:etl-daily", "usd")]
-    assert len(calls_of(emulator, "StopCalculationExecution")) == 1
+    assert recorder.when("violation", "etl-daily") == [crossed]
+    assert len(world.calls("StopCalculationExecution")) == 1
 
 
-async def test_disable_workgroup_then_enable_when_the_rolling_window_resets(
-    emulator: EmulatorHandle, athena: Any, daemon: Any
-) -> None:
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    # Idle, the session spends 1 DPU: 2 DPU-seconds per 2 s window (33 %). A 1.5 s calculation on 8 more DPUs
-    # pushes the window past 6 DPU-seconds; 2 s after it ends the window is back to 2 DPU-seconds.
+async def test_disable_workgroup_then_enable_when_the_rolling_window_resets(world: VirtualWorld) -> None:
+    t0 = world.now
+    session_id = await world.start_session("etl-a")  # IDLE at once: 1 DPU
+    # A rolling 2 s window (20 ms buckets) with a limit of 5,000 DPU-ms. A 1.5 s calculation on 8 more DPUs from
+    # 250 ms to 1,750 ms: the pass at 1,000 ms counts 1,000 + 8 × 750 = 7,000 (4,750 at 750 ms): disabled.
+    # After the calculation the window holds 2,000 + 8 × (1,750 − (t − 2,000)) DPU-ms: 5,910 at 3,250 ms (its
+    # edge bucket starts at 1,260), 4,000 at 3,500 ms: below the limit, the episode resets and etl-a is enabled.
     budgets = [{"name": "etl-burst", "workgroups": ["etl-a"], "period": "rolling:2s",
-                "limit_usd": round(usd(6000), 9), "thresholds": [{"at_percent": 100, "action": "disable_workgroup"}]}]
-    recorder = Recorder()
-    async with daemon(events=recorder, budgets=budgets) as service:
-        start_calculation(athena, session_id, "# sim: runtime=1.5s dpus=8")
-        await eventually(lambda: calls_of(emulator, "UpdateWorkGroup", WorkGroup="etl-a", State="DISABLED"))
-        assert athena.get_work_group(WorkGroup="etl-a")["WorkGroup"]["State"] == "DISABLED"
-        await eventually(lambda: calls_of(emulator, "UpdateWorkGroup", WorkGroup="etl-a", State="ENABLED"), within=8)
-        assert athena.get_work_group(WorkGroup="etl-a")["WorkGroup"]["State"] == "ENABLED"
-        assert await metric(service.http_url, "athena_supervisor_actions_total", action="disable_workgroup",
-                            policy="etl-burst", outcome="sent") == 1
+                "limit_usd": usd(5_000), "thresholds": [{"at_percent": 100, "action": "disable_workgroup"}]}]
+    recorder = Recorder(world)
+    async with world.daemon(events=recorder, budgets=budgets, policies=[]) as service:
+        await world.vt.run_until(t0 + PASS)  # after the pass at 250 ms
+        await world.start_calculation(session_id, "# sim: runtime=1.5s dpus=8")
+        disabled, enabled = t0 + 4 * PASS, t0 + 14 * PASS
+        await world.vt.run_until(enabled - ms(0.001))
+        assert times(world.calls("UpdateWorkGroup", WorkGroup="etl-a", State="DISABLED")) == [disabled]
+        assert (await world.athena.get_work_group(WorkGroup="etl-a"))["WorkGroup"]["State"] == "DISABLED"
+        assert not world.calls("UpdateWorkGroup", State="ENABLED")
+        await world.vt.run_until(enabled)
+        assert times(world.calls("UpdateWorkGroup", WorkGroup="etl-a", State="ENABLED")) == [enabled]
+        assert (await world.athena.get_work_group(WorkGroup="etl-a"))["WorkGroup"]["State"] == "ENABLED"
+        for action in ("disable_workgroup", "enable_workgroup"):
+            assert world.metric("athena_supervisor_actions_total", action=action, policy="etl-burst",
+                                outcome="sent") == 1
+        events = [(e.event, e.time) for e in reversed(service.storage.journal.recent_events(100))
+                  if e.policy == "etl-burst"]
+        await world.vt.run_for(1)
+    assert events == [("budget_threshold", disabled), ("workgroup.disable_intent", disabled),
+                      ("workgroup.disabled", disabled), ("budget.reset", enabled),
+                      ("workgroup.enable_intent", enabled), ("workgroup.enabled", enabled)]
+    assert [(name, at) for name, _, at in recorder.events] == [
+        ("budget_threshold", disabled), ("workgroup_disabled", disabled), ("workgroup_enabled", enabled)]
+    assert len(world.calls("UpdateWorkGroup")) == 2, "etl-b is not in the budget"
 
-        async def enabled_counted() -> bool:  # counted once the answer is journaled, just after the call
-            return await metric(service.http_url, "athena_supervisor_actions_total", action="enable_workgroup",
-                                policy="etl-burst", outcome="sent") == 1
 
-        await eventually(enabled_counted)
-        events = [e.event for e in reversed(service.storage.journal.recent_events(100)) if e.policy == "etl-burst"]
-    assert events == ["budget_threshold", "workgroup.disable_intent", "workgroup.disabled", "budget.reset",
-                      "workgroup.enable_intent", "workgroup.enabled"]
-    assert [name for name, _ in recorder.events] == ["budget_threshold", "workgroup_disabled", "workgroup_enabled"]
-    assert len(calls_of(emulator, "UpdateWorkGroup")) == 2, "etl-b is not in the budget"
-
-
-async def test_spend_is_exact_across_a_restart_and_sessions_that_ended_unseen(
-    emulator: EmulatorHandle, athena: Any, daemon: Any
-) -> None:
+async def test_spend_is_exact_across_a_restart_and_sessions_that_ended_unseen(world: VirtualWorld) -> None:
+    t0 = world.now
     budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 100,
                 "thresholds": [{"at_percent": 100, "action": "notify"}]}]
-    seen = start_session(athena, "etl-a")
-    wait_idle(athena, seen)
-    start_calculation(athena, seen, "# sim: runtime=60s dpus=4")
-    async with daemon(budgets=budgets) as service:
-        async def counted() -> bool:
-            return await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl") > 0
-
-        await eventually(counted)
+    seen = await world.start_session("etl-a")
+    await world.start_calculation(seen, "# sim: runtime=60s dpus=4")
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_until(t0 + PASS)
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(usd(5 * 250))
     # While the daemon is down: the seen session ends, another one starts and ends unseen.
-    athena.terminate_session(SessionId=seen)
-    unseen = start_session(athena, "etl-b")
-    wait_idle(athena, unseen)
-    start_calculation(athena, unseen, "# sim: runtime=0.3s dpus=3")
-    await eventually(lambda: athena.get_session_status(SessionId=unseen)["Status"]["State"] == "IDLE", within=5)
-    athena.terminate_session(SessionId=unseen)
+    await world.vt.run_until(t0 + ms(0.4))
+    await world.athena.terminate_session(SessionId=seen)
+    await world.vt.run_until(t0 + ms(0.5))
+    unseen = await world.start_session("etl-b")
+    await world.start_calculation(unseen, "# sim: runtime=0.3s dpus=3")
+    await world.vt.run_until(t0 + ms(1))
+    assert await world.session_state(unseen) == "IDLE"
+    await world.athena.terminate_session(SessionId=unseen)
+    await world.vt.run_until(t0 + ms(2.5))
     for session_id in (seen, unseen):
-        await eventually(lambda s=session_id: athena.get_session_status(SessionId=s)["Status"]["State"] == "TERMINATED")
-    async with daemon(budgets=budgets) as service:
-        # Started and ended between two looks of the running daemon.
-        flash = start_session(athena, "etl-a", "# sim: start=0.05s terminate_latency=0.05s")
-        athena.terminate_session(SessionId=flash)
-        await eventually(lambda: athena.get_session_status(SessionId=flash)["Status"]["State"] == "TERMINATED")
-        finals = {s: athena.get_session(SessionId=s)["Statistics"]["DpuExecutionInMillis"]
-                  for s in (seen, unseen, flash)}
+        assert await world.session_state(session_id) == "TERMINATED"
+    restarted = world.now
+    async with world.daemon(budgets=budgets, policies=[]) as service:
+        # Started and ended between two passes of the running daemon.
+        await world.vt.run_until(restarted + ms(0.1))
+        flash = await world.start_session("etl-a", "# sim: start=0.05s terminate_latency=0.05s")
+        await world.athena.terminate_session(SessionId=flash)
+        await world.vt.run_until(restarted + ms(0.2))
+        assert await world.session_state(flash) == "TERMINATED"
+        finals = {s: (await world.session(s))["Statistics"]["DpuExecutionInMillis"] for s in (seen, unseen, flash)}
+        assert 0 < finals[flash] <= 50  # 50 ms on the coordinator (the emulator truncates float milliseconds)
         expected = usd(sum(finals.values()))
-
-        async def exact() -> bool:
-            spent = await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl")
-            return abs(spent - expected) < 1e-9
-
-        await eventually(exact)
-        passes = service.accounting.passes
-        await eventually(lambda: service.accounting.passes >= passes + 3)
-        assert abs(await metric(service.http_url, "athena_supervisor_budget_spent_usd", budget="etl") - expected) < 1e-9
-    finals_after = {s: athena.get_session(SessionId=s)["Statistics"]["DpuExecutionInMillis"] for s in finals}
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") < expected
+        # The pass at 250 ms lists the ended sessions of the watched workgroups: the flash one is counted (and
+        # the unseen one, unless the first pass at the restart already knew etl-b from discovery).
+        await world.vt.run_until(restarted + PASS)
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(
+            expected, rel=1e-12, abs=0)
+        passes = service.accounting.passes if service.accounting else 0
+        await world.vt.run_for(3 * PASS)
+        assert service.accounting is not None and service.accounting.passes == passes + 3
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(
+            expected, rel=1e-12, abs=0)
+    finals_after = {s: (await world.session(s))["Statistics"]["DpuExecutionInMillis"] for s in finals}
     assert finals_after == finals, "sessions ended: their statistics are final"
 
 
-async def test_warnings_arrive_before_the_action(
-    emulator: EmulatorHandle, athena: Any, daemon: Any
-) -> None:
-    budget_session = start_session(athena, "etl-a")
-    policy_session = start_session(athena, "etl-b")
-    wait_idle(athena, budget_session)
-    wait_idle(athena, policy_session)
+
+
+async def ended_unseen(world: VirtualWorld, workgroup: str) -> str:
+    """A session that lives one second and ends (TERMINATED) one second later, never running a calculation."""
+    session_id = await world.start_session(workgroup)
+    await world.vt.run_for(1)
+    await world.athena.terminate_session(SessionId=session_id)
+    await world.vt.run_for(1)
+    assert await world.session_state(session_id) == "TERMINATED"
+    return session_id
+
+
+async def test_a_first_start_counts_the_sessions_that_ended_earlier_in_the_period(world: VirtualWorld) -> None:
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    ended = await ended_unseen(world, "etl-a")  # today (the period starts at T0, midnight UTC)
+    await world.vt.run_for(600)
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)
+        final = (await world.session(ended))["Statistics"]["DpuExecutionInMillis"]
+        assert final > 0
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(usd(final))
+
+
+async def test_a_restart_after_an_outage_counts_the_sessions_that_ended_unseen(world: VirtualWorld) -> None:
+    budgets = [{"name": "etl", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "notify"}]}]
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)  # running: the checkpoint is kept
+    ended = await ended_unseen(world, "etl-b")  # while the daemon is down for ten minutes
+    await world.vt.run_for(600)
+    async with world.daemon(budgets=budgets, policies=[]):
+        await world.vt.run_for(1)
+        final = (await world.session(ended))["Statistics"]["DpuExecutionInMillis"]
+        assert world.metric("athena_supervisor_budget_spent_usd", budget="etl") == pytest.approx(usd(final))
+
+
+async def test_warnings_arrive_before_the_action(world: VirtualWorld) -> None:
+    t0 = world.now
+    budget_session = await world.start_session("etl-a")
+    policy_session = await world.start_session("etl-b")
+    # From 100 ms, 1 + 9 DPUs: 10 t − 900 DPU-ms at t ms, 30,000 DPU-ms (the limit) at 3,090 ms. From the pass at
+    # 500 ms the burn rate is 10 DPUs; the first pass that predicts the crossing within notify_before (1.5 s)
+    # is the one at 1,750 ms (at 1,500 ms it is 1.59 s away); the pass at 3,250 ms finds it crossed.
     budgets = [{"name": "etl-a-budget", "workgroups": ["etl-a"], "period": "rolling:1h", "notify_before": "1500ms",
-                "limit_usd": round(usd(30_000), 9),  # 1 + 9 DPUs: about 3 s after the calculation starts
-                "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
+                "limit_usd": usd(30_000), "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
     policies = [{"name": "etl-b-runtime", "workgroups": ["etl-b"], "notify_before": "1s",
                  "calculation": {"max_runtime": "2s"}}]
-    recorder = Recorder()
-    async with daemon(events=recorder, budgets=budgets, policies=policies):
-        budget_calculation = start_calculation(athena, budget_session, "# sim: runtime=60s dpus=9")
-        policy_calculation = start_calculation(athena, policy_session, "# sim: runtime=60s dpus=1")
-        for calculation_id in (budget_calculation, policy_calculation):
-            await eventually(lambda c=calculation_id: calls_of(emulator, "StopCalculationExecution",
-                                                               CalculationExecutionId=c))
-    names = [(name, payload.get("budget") or payload.get("policy")) for name, payload in recorder.events]
-    budget_order = [name for name, owner in names if owner == "etl-a-budget"]
-    policy_order = [name for name, owner in names if owner == "etl-b-runtime"]
-    assert budget_order[:3] == ["warning", "budget_threshold", "violation"]
-    assert policy_order[:2] == ["warning", "violation"]
+    recorder = Recorder(world)
+    async with world.daemon(events=recorder, budgets=budgets, policies=policies):
+        await world.vt.run_until(t0 + ms(0.1))
+        budget_calculation = await world.start_calculation(budget_session, "# sim: runtime=60s dpus=9")
+        policy_calculation = await world.start_calculation(policy_session, "# sim: runtime=60s dpus=1")
+        submitted = world.now
+        await world.vt.run_until(t0 + ms(3.5))
+    budget_warned, budget_crossed = t0 + 7 * PASS, t0 + 13 * PASS
+    assert times(world.calls("StopCalculationExecution", CalculationExecutionId=budget_calculation)) == [
+        budget_crossed]
+    policy_stopped = submitted + ms(2) + CROSSING_MARGIN
+    assert times(world.calls("StopCalculationExecution", CalculationExecutionId=policy_calculation)) == [
+        policy_stopped]
+    assert recorder.names("etl-a-budget")[:3] == ["warning", "budget_threshold", "violation"]
+    assert recorder.names("etl-b-runtime")[:2] == ["warning", "violation"]
+    assert recorder.when("warning", "etl-a-budget") == [budget_warned]
+    assert recorder.when("violation", "etl-a-budget") == [budget_crossed]
     budget_warning = next(p for p in recorder.named("warning") if p.get("budget") == "etl-a-budget")
-    assert budget_warning["rule"] == "threshold:100" and budget_warning["predicted_at"]
-    # Warned about notify_before ahead (less a sweep or two for the burn rate to settle).
-    assert recorder.first("violation", "etl-a-budget") - recorder.first("warning", "etl-a-budget") > 0.8
-    assert recorder.first("violation", "etl-b-runtime") - recorder.first("warning", "etl-b-runtime") > 0.8
+    assert budget_warning["rule"] == "threshold:100"
+    assert datetime.fromisoformat(budget_warning["predicted_at"]) == t0 + ms(3.09)
+    # The policy warning is a deadline of its own: notify_before ahead of the crossing (known exactly), checked
+    # CROSSING_MARGIN after it like every deadline.
+    assert recorder.when("warning", "etl-b-runtime") == [submitted + ms(1) + CROSSING_MARGIN]
+    assert recorder.when("violation", "etl-b-runtime") == [policy_stopped]
     policy_warning = next(p for p in recorder.named("warning") if p.get("policy") == "etl-b-runtime")
     assert policy_warning["rule"] == "max_runtime" and policy_warning["target_id"] == policy_calculation
 
 
-async def test_terminate_sessions_threshold_terminates_every_session_of_the_budget(
-    emulator: EmulatorHandle, athena: Any, daemon: Any
-) -> None:
-    busy = start_session(athena, "etl-a")
-    idle = start_session(athena, "etl-a")
-    other = start_session(athena, "etl-b")
-    for session_id in (busy, idle, other):
-        wait_idle(athena, session_id)
-    start_calculation(athena, busy, "# sim: runtime=60s dpus=8")
+async def test_terminate_sessions_threshold_terminates_every_session_of_the_budget(world: VirtualWorld) -> None:
+    t0 = world.now
+    busy = await world.start_session("etl-a")
+    idle = await world.start_session("etl-a")
+    other = await world.start_session("etl-b")
+    await world.start_calculation(busy, "# sim: runtime=60s dpus=8")
+    # etl-a accrues 1 + 8 + 1 DPUs from T0: 0.001 USD (10,286 DPU-ms) is first seen by the pass at 1,250 ms.
     budgets = [{"name": "etl-a-cap", "workgroups": ["etl-a"], "period": "rolling:1h", "limit_usd": 0.001,
                 "thresholds": [{"at_percent": 100, "action": "terminate_sessions"}]}]
-    recorder = Recorder()
-    async with daemon(events=recorder, budgets=budgets) as service:
-        for session_id in (busy, idle):
-            await eventually(lambda s=session_id: calls_of(emulator, "TerminateSession", SessionId=s))
-
-        async def both_counted() -> bool:
-            return await metric(service.http_url, "athena_supervisor_actions_total", action="terminate",
-                                policy="etl-a-cap", outcome="sent") == 2
-
-        await eventually(both_counted)
-    assert not calls_of(emulator, "TerminateSession", SessionId=other), "etl-b is outside the budget"
-    assert not calls_of(emulator, "StopCalculationExecution")
+    recorder = Recorder(world)
+    async with world.daemon(events=recorder, budgets=budgets, policies=[]):
+        crossed = t0 + 5 * PASS
+        await world.vt.run_until(crossed)
+        assert times(world.calls("TerminateSession", SessionId=busy)) == [crossed]
+        assert times(world.calls("TerminateSession", SessionId=idle)) == [crossed]
+        assert world.metric("athena_supervisor_actions_total", action="terminate", policy="etl-a-cap",
+                            outcome="sent") == 2
+        await world.vt.run_for(2)
+    assert not world.calls("TerminateSession", SessionId=other), "etl-b is outside the budget"
+    assert not world.calls("StopCalculationExecution")
     violations = {(v["target_id"], v["action"]) for v in recorder.named("violation")}
     assert violations == {(busy, "terminate"), (idle, "terminate")}

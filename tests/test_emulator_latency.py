@@ -4,23 +4,19 @@ clock's own ``sleep`` when the clock has one (virtual time), and a client that g
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 
 from athena_spark_emulator import Emulator, ManualClock
 from athena_spark_emulator.audit import iso_millis
 from athena_spark_emulator.clock import sleeper
-from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.clock import ManualClock as DaemonClock
+from tests.virtual_time import virtual_time
 
 ENGINE = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 4, "DefaultExecutorDpuSize": 1}
 
@@ -43,13 +39,6 @@ class SharedClock:
             self.sleepers -= 1
 
 
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def test_latency_waits_on_the_clock_sleep_when_there_is_one() -> None:
     shared = SharedClock(DaemonClock())
     assert sleeper(shared) == shared.sleep
@@ -62,7 +51,7 @@ async def test_latency_in_virtual_time_delays_the_state_change() -> None:
     async with Emulator(clock=shared, workgroups=("spark",)) as emu, get_session().create_client(
         "athena", endpoint_url=emu.endpoint_url, region_name="us-east-1", aws_access_key_id="a",
         aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}, read_timeout=30),
-    ) as athena:
+    ) as athena, virtual_time(virtual) as vt:
         session_id = (await athena.start_session(WorkGroup="spark", EngineConfiguration=ENGINE,
                                                  Description="# sim: start=0s"))["SessionId"]
         calculation_id = (await athena.start_calculation_execution(
@@ -70,13 +59,14 @@ async def test_latency_in_virtual_time_delays_the_state_change() -> None:
         emu.backend.set_faults("StopCalculationExecution", latency="30s")
         sent = shared.now()
         stop = asyncio.create_task(athena.stop_calculation_execution(CalculationExecutionId=calculation_id))
-        await eventually(lambda: shared.sleepers == 1)
-        virtual.advance(29)
+        await vt.settle()  # the request has arrived and waits out its latency on the clock
+        assert shared.sleepers == 1
+        await vt.run_for(29)
         status = await athena.get_calculation_execution_status(CalculationExecutionId=calculation_id)
         assert status["Status"]["State"] == "RUNNING"  # other operations have no latency; no stop yet
         assert not stop.done()
-        virtual.advance(1)
-        assert (await asyncio.wait_for(stop, 5))["State"] == "CANCELING"
+        await vt.run_for(1)
+        assert stop.done() and stop.result()["State"] == "CANCELING"
         virtual.advance(1)
         status = await athena.get_calculation_execution_status(CalculationExecutionId=calculation_id)
         assert status["Status"]["State"] == "CANCELED"
@@ -85,25 +75,32 @@ async def test_latency_in_virtual_time_delays_the_state_change() -> None:
         assert (call["time"], call["status"]) == (iso_millis(sent), 200)  # logged at arrival
 
 
-def test_a_client_that_times_out_does_not_cancel_its_stop(emulator: EmulatorHandle) -> None:
-    athena = emulator.boto3_client()
-    impatient = boto3.client("athena", config=Config(read_timeout=0.3, retries={"total_max_attempts": 1}),
-                             **emulator.client_kwargs())
-    emulator.populate({"workgroups": [{"name": "spark"}]})
-    session_id = athena.start_session(WorkGroup="spark", EngineConfiguration=ENGINE,
-                                      Description="# sim: start=0s")["SessionId"]
-    calculation_id = athena.start_calculation_execution(
-        SessionId=session_id, CodeBlock="# sim: runtime=600s stop_latency=0s")["CalculationExecutionId"]
-    emulator.set_faults("StopCalculationExecution", latency="1s")
-    with pytest.raises(ReadTimeoutError):
-        impatient.stop_calculation_execution(CalculationExecutionId=calculation_id)
-    deadline = time.monotonic() + 10
+async def test_a_client_that_times_out_does_not_cancel_its_stop() -> None:
+    virtual = DaemonClock(datetime(2026, 1, 1, tzinfo=UTC))
+    shared = SharedClock(virtual)
 
-    def answered() -> list[dict[str, Any]]:
-        return emulator.calls(operation="StopCalculationExecution")
+    def client(endpoint_url: str, read_timeout: float) -> Any:
+        return get_session().create_client(
+            "athena", endpoint_url=endpoint_url, region_name="us-east-1", aws_access_key_id="a",
+            aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}, read_timeout=read_timeout),
+        )
 
-    while not answered() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [(c["status"], c["error"]) for c in answered()] == [(200, None)]
-    state = athena.get_calculation_execution_status(CalculationExecutionId=calculation_id)["Status"]["State"]
-    assert state == "CANCELED"
+    async with Emulator(clock=shared, workgroups=("spark",)) as emu, client(emu.endpoint_url, 30) as athena, \
+            client(emu.endpoint_url, 0.3) as impatient, virtual_time(virtual) as vt:
+        session_id = (await athena.start_session(WorkGroup="spark", EngineConfiguration=ENGINE,
+                                                 Description="# sim: start=0s"))["SessionId"]
+        calculation_id = (await athena.start_calculation_execution(
+            SessionId=session_id, CodeBlock="# sim: runtime=600s stop_latency=0s"))["CalculationExecutionId"]
+        emu.backend.set_faults("StopCalculationExecution", latency="1s")
+        sent = shared.now()
+        # Nothing runs the clock while the client waits: it gives up (its read timeout is real time) while the
+        # emulator still waits out the latency, then the latency's second passes.
+        with pytest.raises(ReadTimeoutError):
+            await impatient.stop_calculation_execution(CalculationExecutionId=calculation_id)
+        assert shared.sleepers == 1
+        await vt.run_for(1)
+        assert [(c["time"], c["status"], c["error"]) for c in emu.backend.audit.entries(
+            operation="StopCalculationExecution")] == [(iso_millis(sent), 200, None)]
+        status = await athena.get_calculation_execution_status(CalculationExecutionId=calculation_id)
+        assert status["Status"]["State"] == "CANCELED"
+        assert status["Status"]["CompletionDateTime"].timestamp() == pytest.approx(sent + 1)

@@ -1,11 +1,20 @@
 """The gateway against the emulator over real HTTP: metrics, retries and their backoff, timeouts, pagination,
-endpoints, refusals."""
+endpoints, refusals.
+
+The emulator runs in this event loop on the gateway's ManualClock (``gateway`` fixture); a call that waits
+(backoff, throttling) runs while the virtual-time driver moves the clock (:func:`drive`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -13,21 +22,58 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from athena_spark_emulator import Emulator, Faults, FaultSpec
+from athena_spark_emulator.populate import populate
 from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.clock import ManualClock
-from supervisor.gateway import IAM_ACTIONS, AwsCallError, Gateway, Priority
+from supervisor.gateway import IAM_ACTIONS, WAIT_INITIAL, WAIT_JITTER, AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
+from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    emulator: Emulator
+    clock: ManualClock
+    vt: VirtualTime
+
+    def set_faults(self, operation: str, **spec: Any) -> None:
+        self.emulator.backend.faults.set(operation, FaultSpec(**spec), self.emulator.backend.clock.now())
+
+    def attempts(self, operation: str) -> list[datetime]:
+        """The virtual instants the emulator received ``operation`` (milliseconds)."""
+        return [datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+                for entry in self.emulator.backend.audit.entries(operation=operation)]
+
+    async def drive(self, call: Awaitable[T], limit: float = 60) -> T:
+        """Await ``call`` while virtual time runs (at most ``limit`` virtual seconds)."""
+        task = asyncio.ensure_future(call)
+        await self.vt.run_until_true(task.done, limit=limit)
+        return task.result()
+
+
+@asynccontextmanager
+async def virtual_gateway(*, max_attempts: int = 4, **options: Any) -> AsyncIterator[World]:
+    """A gateway and an emulator in this event loop on one ManualClock at T0, jitter from ``Random(0)``."""
+    clock = ManualClock(T0)
+    metrics = Metrics(CollectorRegistry())
+    async with Emulator(clock=EmulatorClockView(clock), faults=Faults(random.Random(0))) as emulator, Gateway(
+        region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
+        limiter=PriorityRateLimiter(500, clock=clock), clock=clock, rng=random.Random(0),
+        max_attempts=max_attempts, **options,
+    ) as gateway, virtual_time(clock) as vt:
+        yield World(gateway, emulator, clock, vt)
 
 
 @pytest.fixture
-async def gateway(emulator: EmulatorHandle) -> AsyncIterator[Gateway]:
-    metrics = Metrics(CollectorRegistry())
-    async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
-                       limiter=PriorityRateLimiter(500), max_attempts=4) as gw:
-        yield gw
+async def world() -> AsyncIterator[World]:
+    async with virtual_gateway() as world:
+        yield world
 
 
 def calls(gateway: Gateway, operation: str, outcome: str) -> float:
@@ -36,7 +82,16 @@ def calls(gateway: Gateway, operation: str, outcome: str) -> float:
     return value or 0.0
 
 
-async def test_every_attempt_is_counted_by_operation_and_outcome(gateway: Gateway) -> None:
+def assert_backoffs(attempts: list[datetime]) -> None:
+    """Attempt n+1 follows attempt n by WAIT_INITIAL × 2^(n−1) plus at most WAIT_JITTER (a throttled
+    attempt may also wait for a token, which at 500/s is never)."""
+    for retry, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
+        backoff = timedelta(seconds=WAIT_INITIAL * 2 ** (retry - 1))
+        assert backoff <= after - before <= backoff + timedelta(seconds=WAIT_JITTER), (retry, after - before)
+
+
+async def test_every_attempt_is_counted_by_operation_and_outcome(world: World) -> None:
+    gateway = world.gateway
     response = await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
     assert [wg["Name"] for wg in response["WorkGroups"]] == ["primary"]
     with pytest.raises(AwsCallError) as error:
@@ -46,32 +101,44 @@ async def test_every_attempt_is_counted_by_operation_and_outcome(gateway: Gatewa
     assert calls(gateway, "GetSession", "client_error") == 1
 
 
-async def test_throttling_is_retried_until_it_succeeds(emulator: EmulatorHandle, gateway: Gateway) -> None:
-    emulator.set_faults("ListWorkGroups", throttle_tps=2, burst=1)
+async def test_throttling_is_retried_until_it_succeeds(world: World) -> None:
+    gateway = world.gateway
+    world.set_faults("ListWorkGroups", throttle_tps=2, burst=1)
     for _ in range(3):
-        await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
+        await world.drive(gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER))
     assert calls(gateway, "ListWorkGroups", "success") == 3
     assert calls(gateway, "ListWorkGroups", "throttled") >= 1
+    # The emulator's bucket refills 2 tokens a second (virtual): the three calls succeed 500 ms apart at least.
+    succeeded = [entry["time"] for entry in world.emulator.backend.audit.entries(operation="ListWorkGroups")
+                 if entry["status"] == 200]
+    assert len(succeeded) == 3 and succeeded[0] == "2026-01-01T00:00:00.000Z"
 
 
-async def test_server_errors_give_up_after_max_attempts(emulator: EmulatorHandle, gateway: Gateway) -> None:
-    emulator.set_faults("ListWorkGroups", error_rate=1.0)
+async def test_server_errors_give_up_after_max_attempts(world: World) -> None:
+    gateway = world.gateway
+    world.set_faults("ListWorkGroups", error_rate=1.0)
     with pytest.raises(AwsCallError) as error:
-        await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)
+        await world.drive(gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER))
     assert error.value.code == "InternalServerException"
     assert calls(gateway, "ListWorkGroups", "server_error") == 4
+    attempts = world.attempts("ListWorkGroups")
+    assert len(attempts) == 4 and attempts[0] == T0
+    assert_backoffs(attempts)
 
 
-async def test_pagination_follows_next_token(emulator: EmulatorHandle, gateway: Gateway) -> None:
-    emulator.populate({"workgroups": [{"name": "etl-a"}],
-                       "sessions": [{"workgroup": "etl-a", "count": 230, "description": "# sim: start=0s"}]})
+async def test_pagination_follows_next_token(world: World) -> None:
+    gateway = world.gateway
+    populate(world.emulator.backend.store, {"workgroups": [{"name": "etl-a"}],
+                       "sessions": [{"workgroup": "etl-a", "count": 230, "description": "# sim: start=0s"}]},
+             world.emulator.backend.clock.now())
     pages = [page async for page in gateway.paginate(
         "ListSessions", {"WorkGroup": "etl-a", "MaxResults": 100}, result_key="Sessions", priority=Priority.DISCOVER)]
     assert [len(page) for page in pages] == [100, 100, 30]
     assert len({s["SessionId"] for page in pages for s in page}) == 230
 
 
-async def test_operations_outside_the_iam_policy_are_refused(gateway: Gateway) -> None:
+async def test_operations_outside_the_iam_policy_are_refused(world: World) -> None:
+    gateway = world.gateway
     assert "athena:DeleteWorkGroup" not in IAM_ACTIONS
     with pytest.raises(ValueError, match="athena:DeleteWorkGroup"):
         await gateway.call("DeleteWorkGroup", {"WorkGroup": "primary"}, priority=Priority.ENFORCE)
@@ -125,8 +192,9 @@ async def test_backoff_sleeps_on_the_injected_clock_and_every_retry_names_its_op
     assert calls(gateway, "ListWorkGroups", "server_error") == 8
 
 
-async def test_a_caller_may_ask_for_a_single_attempt(emulator: EmulatorHandle, gateway: Gateway) -> None:
-    emulator.set_faults("ListWorkGroups", error_rate=1.0)
+async def test_a_caller_may_ask_for_a_single_attempt(world: World) -> None:
+    gateway = world.gateway
+    world.set_faults("ListWorkGroups", error_rate=1.0)
     with pytest.raises(AwsCallError) as error:
         await gateway.call("ListWorkGroups", {}, priority=Priority.ENFORCE, attempts=1)
     assert error.value.code == "InternalServerException"
@@ -135,23 +203,23 @@ async def test_a_caller_may_ask_for_a_single_attempt(emulator: EmulatorHandle, g
         await gateway.call("ListWorkGroups", {}, priority=Priority.ENFORCE, attempts=0)
 
 
-async def test_read_timeout_cuts_an_attempt_off(emulator: EmulatorHandle) -> None:
-    metrics = Metrics(CollectorRegistry())
-    async with Gateway(region="us-east-1", endpoint_url=emulator.endpoint_url, metrics=metrics,
-                       limiter=PriorityRateLimiter(500), connect_timeout=timedelta(seconds=1),
-                       read_timeout=0.2) as gateway:
+async def test_read_timeout_cuts_an_attempt_off() -> None:
+    async with virtual_gateway(connect_timeout=timedelta(seconds=1), read_timeout=0.2) as world:
+        gateway = world.gateway
         assert gateway.attempt_timeout == timedelta(seconds=1.2)
         assert gateway.in_flight_window == timedelta(seconds=2.4)
-        await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER)  # the client exists: only I/O left
-        # Answered after 1 s, that is before the attempt's hard cut-off (1.2 s): only the read timeout (0.2 s)
-        # turns it into an error.
-        emulator.set_faults("ListWorkGroups", latency=1.0)
-        with anyio.fail_after(10), pytest.raises(AwsCallError) as error:
+        world.set_faults("ListWorkGroups", latency=1.0)
+        # Nothing moves the clock: the emulator would answer only after its 1 s (virtual) latency. The attempt
+        # is cut off by the read timeout, which is real time (network I/O); the guard only stops a hang.
+        with anyio.fail_after(30), pytest.raises(AwsCallError) as error:
             await gateway.call("ListWorkGroups", {}, priority=Priority.DISCOVER, attempts=1)
-    assert error.value.code == "NetworkError" and error.value.may_have_taken_effect
-    assert calls(gateway, "ListWorkGroups", "network_error") == 1
+        assert error.value.code == "NetworkError" and error.value.may_have_taken_effect
+        assert calls(gateway, "ListWorkGroups", "network_error") == 1
+        assert world.clock.now() == T0
+        await world.vt.run_for(1)  # the emulator finishes the request its client gave up on
     with pytest.raises(ValueError, match="timeout"):
-        Gateway(region="us-east-1", metrics=metrics, limiter=PriorityRateLimiter(1), read_timeout=0)
+        Gateway(region="us-east-1", metrics=Metrics(CollectorRegistry()), limiter=PriorityRateLimiter(1),
+                read_timeout=0)
 
 
 STS_IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -195,19 +263,19 @@ async def test_sts_goes_to_its_own_endpoint_else_to_endpoint_url() -> None:
             assert identity["Account"] == "111111111111"
 
 
-async def test_a_call_that_must_not_repeat_retries_only_what_aws_refused(
-    gateway: Gateway, emulator: EmulatorHandle
-) -> None:
+async def test_a_call_that_must_not_repeat_retries_only_what_aws_refused(world: World) -> None:
     """Stop/Terminate take no client token: a throttled attempt was not processed and is retried; after a 5xx
     AWS may have processed it, so the error goes back to the caller (which looks before sending again)."""
-    emulator.add_error("TooManyRequestsException", operation="TerminateSession", count=2)
+    gateway = world.gateway
+    world.emulator.backend.add_error("TooManyRequestsException", operation="TerminateSession", count=2)
     with pytest.raises(AwsCallError) as refused:  # throttled twice, then the real answer: no such session
-        await gateway.call("TerminateSession", {"SessionId": "nope"}, priority=Priority.ENFORCE, repeatable=False)
+        await world.drive(gateway.call("TerminateSession", {"SessionId": "nope"}, priority=Priority.ENFORCE,
+                                       repeatable=False))
     assert refused.value.is_not_found
     assert calls(gateway, "TerminateSession", "throttled") == 2
-    emulator.set_faults("StopCalculationExecution", error_rate=1.0)
+    world.set_faults("StopCalculationExecution", error_rate=1.0)
     with pytest.raises(AwsCallError) as ambiguous:
-        await gateway.call("StopCalculationExecution", {"CalculationExecutionId": "c"}, priority=Priority.ENFORCE,
-                           repeatable=False)
+        await world.drive(gateway.call("StopCalculationExecution", {"CalculationExecutionId": "c"},
+                                       priority=Priority.ENFORCE, repeatable=False))
     assert ambiguous.value.may_have_taken_effect and ambiguous.value.outcome == "server_error"
     assert calls(gateway, "StopCalculationExecution", "server_error") == 1, "never repeated after a 5xx"

@@ -1,53 +1,72 @@
-"""End-to-end notifications: the daemon against the emulator, delivering to a local aiohttp webhook receiver
-and to SNS and EventBridge served by moto (read back through SQS, as a subscriber would)."""
+"""End-to-end notifications in virtual time: the daemon and the emulator on one ManualClock, delivering to a
+webhook receiver in this event loop and to SNS and EventBridge served by moto (read back through SQS, as a
+subscriber would).
+
+The calculation starts at T = T0 + 100 ms under the 1.5 s ``max_runtime`` of ``daemon_config``: the violation
+and the Stop (``stop_requested``) happen at S = T + 1.5 s + ``CROSSING_MARGIN`` and every channel gets its
+first attempt at that instant. A failed attempt is retried after the notifier's backoff on the clock: 200 ms
+doubling, plus up to 200 ms of jitter.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-import boto3
+import anyio.to_thread
 import pytest
 from aiohttp import web
-from moto.server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from athena_spark_emulator.testing import EmulatorHandle
-from tests.daemon_fixtures import SupervisorFactory, eventually
-from tests.realtime import athena, call_time, calls_of, metric, start_calculation, start_session, wait_idle
+from supervisor.core.scheduling import CROSSING_MARGIN
+from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
 
-pytestmark = pytest.mark.slow
-__all__ = ["athena"]  # the fixture, re-exported for pytest
+OFFSET = ms(0.1)
+WAIT_INITIAL = ms(0.2)  # the notifier's backoff: WAIT_INITIAL × 2^(n−1) plus up to WAIT_INITIAL of jitter
+
+
+def assert_backoffs(instants: list[datetime]) -> None:
+    """Consecutive attempts of one message are apart by the backoff of their retry number."""
+    for retry, (before, after) in enumerate(itertools.pairwise(instants), start=1):
+        backoff = WAIT_INITIAL * 2 ** (retry - 1)
+        assert backoff <= after - before <= backoff + WAIT_INITIAL, (retry, after - before)
 
 
 class Receiver:
     """A webhook endpoint per path: ``/ok`` answers 200, ``/flaky`` 500 twice then 200, ``/down`` 503 always,
-    ``/slow`` answers after 2 s (longer than the channel's timeout)."""
+    ``/slow`` never answers: it holds the request until the client's (real-time) timeout gives up, and the
+    virtual clock stands still meanwhile (``vt.busy``), so the timeout happens at the instant of the attempt."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: VirtualWorld) -> None:
+        self.world = world
         self.bodies: dict[str, list[dict[str, Any]]] = {"ok": [], "flaky": [], "down": [], "slow": []}
-        self.hits: dict[str, int] = {name: 0 for name in self.bodies}
+        self.hits: dict[str, list[datetime]] = {name: [] for name in self.bodies}
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        self.hits[name] += 1
+        self.hits[name].append(self.world.now)
         body = await request.json()
-        if name == "down" or (name == "flaky" and self.hits[name] <= 2):
+        if name == "down" or (name == "flaky" and len(self.hits[name]) <= 2):
             return web.Response(status=503 if name == "down" else 500)
         if name == "slow":
-            await anyio.sleep(2)
+            with self.world.vt.busy("a /slow webhook request held until the client times out"):
+                await anyio.sleep_forever()  # cancelled when the client disconnects (handler_cancellation)
         self.bodies[name].append(body)
         return web.json_response({"ok": True})
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hooks = Receiver()
+async def receiver(virtual_world: VirtualWorld) -> AsyncIterator[Receiver]:
+    hooks = Receiver(virtual_world)
     app = web.Application()
     app.router.add_post("/{name}", hooks.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -59,117 +78,149 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def test_webhooks_are_retried_and_counted_while_enforcement_goes_on(
-    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory, receiver: Receiver
+    virtual_world: VirtualWorld, receiver: Receiver
 ) -> None:
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s dpus=2")
-    submitted = athena.get_calculation_execution(CalculationExecutionId=calculation_id)["Status"]["SubmissionDateTime"]
+    world = virtual_world
     notifications = [
         {"type": "webhook", "url": f"{receiver.url}/ok", "headers": {"Authorization": "Bearer x"}},
         {"type": "webhook", "url": f"{receiver.url}/flaky", "retries": 3, "events": ["violation"]},
         {"type": "webhook", "url": f"{receiver.url}/down", "retries": 2, "min_severity": "warning"},
-        {"type": "webhook", "url": f"{receiver.url}/slow", "retries": 1, "timeout": "300ms"},
+        {"type": "webhook", "url": f"{receiver.url}/slow", "retries": 1, "timeout": "100ms"},
     ]
-    async with supervisor_factory(notifications=notifications) as service:
-        stops = await eventually(lambda: calls_of(emulator, "StopCalculationExecution",
-                                                  CalculationExecutionId=calculation_id))
-        lag = (call_time(stops[0]) - submitted).total_seconds() - 1.5
-        assert 0 <= lag < 0.5, f"stop sent {lag:.3f}s after the crossing despite failing webhooks"
+    async with world.daemon(notifications=notifications) as service:
+        await world.vt.run_for(OFFSET)
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
+        stopped = world.now + ms(1.5) + CROSSING_MARGIN
+        await world.vt.run_until(stopped)
+        # Enforced at its instant, while three of the four channels fail.
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [stopped]
 
-        async def settled() -> bool:
-            return (await metric(service.http_url, "athena_supervisor_notifications_total", channel="webhook-2",
-                                 outcome="failed") == 1
-                    and await metric(service.http_url, "athena_supervisor_notifications_total", channel="webhook-3",
-                                     outcome="failed") == 2)
+        def count(channel: str, outcome: str) -> float:
+            return world.metric("athena_supervisor_notifications_total", channel=channel, outcome=outcome)
 
-        await eventually(settled)
-        await eventually(lambda: len(receiver.bodies["ok"]) == 2)
-        sample = {channel: {outcome: await metric(service.http_url, "athena_supervisor_notifications_total",
-                                                  channel=channel, outcome=outcome)
-                            for outcome in ("delivered", "retried", "failed", "dropped")}
+        await world.vt.run_until_true(lambda: count("webhook-2", "failed") == 1 and count("webhook-3", "failed") == 2
+                                      and count("webhook-1", "delivered") == 1, limit=5)
+        settled = world.now
+        sample = {channel: {outcome: count(channel, outcome) for outcome in ("delivered", "retried", "failed",
+                                                                               "dropped")}
                   for channel in ("webhook-0", "webhook-1", "webhook-2", "webhook-3")}
-        failures = [e for e in service.storage.journal.recent_events(50) if e.event == "notification.failed"]
+        failures = [e for e in reversed(service.storage.journal.recent_events(50)) if e.event == "notification.failed"]
+        await world.vt.run_for(5)
+        assert world.now - settled == timedelta(seconds=5)
+        assert len(world.calls("StopCalculationExecution")) == 1
     assert sample["webhook-0"] == {"delivered": 2, "retried": 0, "failed": 0, "dropped": 0}
     assert sample["webhook-1"] == {"delivered": 1, "retried": 2, "failed": 0, "dropped": 0}
     # Only the violation is severe enough for webhook-2 (stop_requested is info): 3 attempts, then failed.
     assert sample["webhook-2"] == {"delivered": 0, "retried": 2, "failed": 1, "dropped": 0}
+    # Each of the two messages: an attempt that times out, one retry that times out too.
     assert sample["webhook-3"] == {"delivered": 0, "retried": 2, "failed": 2, "dropped": 0}
-    assert receiver.hits["down"] == 3
-    assert sorted(f.detail["channel"] for f in failures) == ["webhook-2", "webhook-3", "webhook-3"]
-    assert failures[0].detail["message"]["detail"]["target_id"] == calculation_id
+    # Every channel's first attempt is at the Stop's instant; retries follow at their backoffs.
+    assert receiver.hits["ok"] == [stopped, stopped]
+    assert len(receiver.hits["flaky"]) == 3 and receiver.hits["flaky"][0] == stopped
+    assert_backoffs(receiver.hits["flaky"])
+    assert len(receiver.hits["down"]) == 3 and receiver.hits["down"][0] == stopped
+    assert_backoffs(receiver.hits["down"])
+    slow = receiver.hits["slow"]
+    assert len(slow) == 4 and slow[0] == stopped and slow[1] == slow[2]  # the second message when the first fails
+    assert_backoffs(slow[:2])
+    assert_backoffs(slow[2:])
+    assert [(f.detail["channel"], f.time) for f in failures] == sorted(
+        [("webhook-2", receiver.hits["down"][-1]), ("webhook-3", slow[1]), ("webhook-3", slow[3])],
+        key=lambda failure: failure[1])
+    assert next(f for f in failures if f.detail["channel"] == "webhook-2").detail["message"]["detail"][
+        "target_id"] == calculation_id
     violation, stop = receiver.bodies["ok"]
     assert (violation["event"], violation["severity"], stop["event"]) == ("violation", "warning", "stop_requested")
     assert violation["detail"]["target_id"] == calculation_id and violation["detail"]["rule"] == "max_runtime"
     assert violation["text"].startswith(f"Calculation {calculation_id} in workgroup etl-a crossed max_runtime")
+    assert violation["time"] == stopped.isoformat()
     assert receiver.bodies["flaky"][0]["event"] == "violation"
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+async def moto_endpoint() -> AsyncIterator[str]:
+    """moto (SNS, SQS, EventBridge) served from this event loop. Each request runs moto's WSGI app in an anyio
+    worker thread, which the virtual-time driver waits for: moto's work (including SNS and EventBridge
+    delivering to SQS) happens within the virtual instant of the request."""
+    app = DomainDispatcherApplication(create_backend_app)
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in ("content-length",
+                                                                                   "transfer-encoding")]
+        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
+                                 headers=headers, data=body).get_environ()
+
+        def call() -> tuple[int, list[tuple[str, str]], bytes]:
+            chunks, status, answer_headers = run_wsgi_app(app, environ, buffered=True)
+            return (int(status.split()[0]), [(k, v) for k, v in answer_headers.items()
+                                             if k.lower() not in ("content-length", "transfer-encoding", "connection")],
+                    b"".join(chunks))
+
+        status, answer_headers, payload = await anyio.to_thread.run_sync(call)
+        return web.Response(status=status, headers=answer_headers, body=payload)
+
+    web_app = web.Application(client_max_size=16 * 1024 * 1024)
+    web_app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
-        server.stop()
+        await runner.cleanup()
 
 
-def receive_all(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+async def receive_all(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    response = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    messages = response.get("Messages", [])
     for message in messages:
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return [json.loads(message["Body"]) for message in messages]
 
 
-async def test_sns_and_eventbridge_receive_events(
-    emulator: EmulatorHandle, athena: Any, supervisor_factory: SupervisorFactory, moto_endpoint: str
-) -> None:
-    aws = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
-    sns, sqs, events = boto3.client("sns", **aws), boto3.client("sqs", **aws), boto3.client("events", **aws)
-    topic_arn = sns.create_topic(Name="athena-supervisor")["TopicArn"]
-    queues = {}
-    for name in ("from-sns", "from-eventbridge"):
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-        queues[name] = (url, attributes["QueueArn"])
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queues["from-sns"][1])
-    events.put_rule(Name="supervisor", EventPattern=json.dumps({"source": ["athena-supervisor"]}))
-    events.put_targets(Rule="supervisor", Targets=[{"Id": "q", "Arn": queues["from-eventbridge"][1]}])
+async def test_sns_and_eventbridge_receive_events(virtual_world: VirtualWorld, moto_endpoint: str) -> None:
+    world = virtual_world
+    async with aws_client("sns", moto_endpoint) as sns, aws_client("sqs", moto_endpoint) as sqs, \
+            aws_client("events", moto_endpoint) as events:
+        topic_arn = (await sns.create_topic(Name="athena-supervisor"))["TopicArn"]
+        queues = {}
+        for name in ("from-sns", "from-eventbridge"):
+            url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+            attributes = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]
+            queues[name] = (url, attributes["QueueArn"])
+        await sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queues["from-sns"][1])
+        await events.put_rule(Name="supervisor", EventPattern=json.dumps({"source": ["athena-supervisor"]}))
+        await events.put_targets(Rule="supervisor", Targets=[{"Id": "q", "Arn": queues["from-eventbridge"][1]}])
 
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    calculation_id = start_calculation(athena, session_id, "# sim: runtime=60s dpus=2")
-    notifications = [
-        {"type": "sns", "topic_arn": topic_arn, "endpoint_url": moto_endpoint, "events": ["violation"]},
-        {"type": "eventbridge", "endpoint_url": moto_endpoint, "region": "us-east-1"},
-    ]
-    async with supervisor_factory(notifications=notifications) as service:
-        await eventually(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
-
-        async def delivered() -> bool:
-            return (await metric(service.http_url, "athena_supervisor_notifications_total", channel="sns-0",
-                                 outcome="delivered") == 1
-                    and await metric(service.http_url, "athena_supervisor_notifications_total",
-                                     channel="eventbridge-1", outcome="delivered") == 2)
-
-        await eventually(delivered)
-        assert await metric(service.http_url, "athena_supervisor_aws_api_calls_total", operation="Publish",
-                            outcome="success") == 1
-    from_sns = await eventually(lambda: receive_all(sqs, queues["from-sns"][0]))
+        notifications = [
+            {"type": "sns", "topic_arn": topic_arn, "endpoint_url": moto_endpoint, "events": ["violation"]},
+            {"type": "eventbridge", "endpoint_url": moto_endpoint, "region": "us-east-1"},
+        ]
+        async with world.daemon(notifications=notifications):
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
+            stopped = world.now + ms(1.5) + CROSSING_MARGIN
+            await world.vt.run_until(stopped)
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [stopped]
+            # Delivered within the instant of the Stop: moto's work runs in a thread the driver waits for.
+            assert world.metric("athena_supervisor_notifications_total", channel="sns-0", outcome="delivered") == 1
+            assert world.metric("athena_supervisor_notifications_total", channel="eventbridge-1",
+                                outcome="delivered") == 2
+            assert world.metric("athena_supervisor_aws_api_calls_total", operation="Publish", outcome="success") == 1
+            assert world.metric("athena_supervisor_aws_api_calls_total", operation="PutEvents",
+                                outcome="success") == 2
+            from_sns = await receive_all(sqs, queues["from-sns"][0])
+            from_eventbridge = await receive_all(sqs, queues["from-eventbridge"][0])
     assert len(from_sns) == 1
     assert from_sns[0]["Subject"] == "[warning] Athena Supervisor Violation"
     body = json.loads(from_sns[0]["Message"])
     assert (body["event"], body["detail"]["target_id"]) == ("violation", calculation_id)
     assert body["text"].startswith(f"Calculation {calculation_id}")
-    from_eventbridge: list[dict[str, Any]] = []
-
-    def both() -> bool:
-        from_eventbridge.extend(receive_all(sqs, queues["from-eventbridge"][0]))
-        return len(from_eventbridge) >= 2
-
-    await eventually(both)
+    assert body["time"] == stopped.isoformat()
     assert sorted(e["detail-type"] for e in from_eventbridge) == [
         "Athena Supervisor Stop Requested", "Athena Supervisor Violation"]
     assert {e["source"] for e in from_eventbridge} == {"athena-supervisor"}

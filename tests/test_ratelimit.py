@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from supervisor.clock import ManualClock
@@ -14,22 +13,25 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def test_waiters_are_served_by_priority_then_arrival() -> None:
-    limiter = PriorityRateLimiter(rate=50, burst=1)
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=50, burst=1, clock=clock)
     await limiter.acquire(3)  # the bank is empty now
-    order: list[str] = []
+    order: list[tuple[str, timedelta]] = []
 
     async def take(name: str, priority: int) -> None:
         await limiter.acquire(priority)
-        order.append(name)
+        order.append((name, clock.now() - T0))
 
-    async with anyio.create_task_group() as tg:
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
         for i in range(3):
             tg.start_soon(take, f"discover{i}", 3)
-            await anyio.lowlevel.checkpoint()
+            await vt.settle()
         tg.start_soon(take, "enforce", 0)
-        await anyio.lowlevel.checkpoint()
+        await vt.settle()
         tg.start_soon(take, "verify", 1)
-    assert order == ["enforce", "verify", "discover0", "discover1", "discover2"]
+        await vt.run_for(1)
+    assert order == [(name, timedelta(milliseconds=20 * n)) for n, name in enumerate(
+        ["enforce", "verify", "discover0", "discover1", "discover2"], start=1)]
 
 
 async def test_the_rate_is_respected_to_the_microsecond_on_the_injected_clock() -> None:
@@ -108,13 +110,30 @@ async def test_an_urgent_newcomer_preempts_the_head_sleeping_on_the_refill() -> 
 
 
 async def test_a_cancelled_head_waiter_hands_over() -> None:
-    limiter = PriorityRateLimiter(rate=20, burst=1)
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=20, burst=1, clock=clock)
     await limiter.acquire()
-    with anyio.move_on_after(0.01):
-        await limiter.acquire(0)
-    assert limiter.waiting == 0
-    with anyio.fail_after(1):
-        await limiter.acquire(1)
+    granted: list[timedelta] = []
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
+        head = anyio.CancelScope()
+
+        async def cancelled_head() -> None:
+            with head:
+                await limiter.acquire(0)
+
+        async def take() -> None:
+            await limiter.acquire(1)
+            granted.append(clock.now() - T0)
+
+        tg.start_soon(cancelled_head)
+        await vt.settle()
+        assert limiter.waiting == 1
+        head.cancel()
+        await vt.settle()
+        assert limiter.waiting == 0
+        tg.start_soon(take)
+        await vt.run_until_true(lambda: granted, limit=1)
+    assert granted == [timedelta(milliseconds=50)]
 
 
 def test_rate_must_be_positive() -> None:

@@ -123,10 +123,16 @@ def test_an_older_schema_needs_only_its_own_tables(tmp_path: Path) -> None:
 
 
 def _corrupt(path: Path) -> None:
-    SqliteStorage(path).close_now()  # a real journal, then enough pages to damage (one transaction)
-    with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO notices VALUES (?, ?)", [(f"notice-{i}" * 30, "t") for i in range(3000)])
-    db.close()
+    SqliteStorage(path).close_now()  # a journal with its schema; then enough rows for many pages, in one commit
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")  # everything in the main file, no WAL left beside it
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO notices VALUES (?, ?)",
+                       ((f"notice-{i}" * 30, "2026-01-01T00:00:00+00:00") for i in range(3000)))
+        db.execute("COMMIT")
+    finally:
+        db.close()
     data = bytearray(path.read_bytes())
     page = 4096
     for offset in range(2 * page, len(data), page):  # every page's header after the first two

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -26,6 +27,7 @@ from athena_spark_emulator import Emulator, Faults, FaultSpec
 from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
 from supervisor.config import parse_settings
+from supervisor.events import EventSink
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
@@ -75,11 +77,16 @@ class VirtualWorld:
 
     # -- the daemon -------------------------------------------------------------------------------------
 
-    def daemon(
-        self, config: dict[str, Any] | None = None, **overrides: Any
-    ) -> AbstractAsyncContextManager[RunningService]:
+    def daemon(self, config: dict[str, Any] | None = None, *, events: EventSink | None = None,
+               **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
         """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock;
-        ``config`` replaces the tests' configuration (``daemon_config``) as a whole."""
+        ``config`` replaces the tests' configuration (``daemon_config``) as a whole; with ``events``, the
+        daemon's events go to that sink instead of the configured notification channels.
+
+        Leaving the block stops the daemon as SIGTERM does, with virtual time running meanwhile: its shutdown
+        waits on the clock (the notifier's bounded flush), so what is still being retried then is retried at
+        its virtual instants, within the flush bound.
+        """
 
         @asynccontextmanager
         async def run() -> AsyncIterator[RunningService]:
@@ -88,17 +95,22 @@ class VirtualWorld:
             else:
                 settings_config = {**config, **overrides}
             settings = parse_settings(settings_config, environ={})
+            stopped = anyio.Event()
             try:
-                async with running_service(settings, clock=self.clock, registry=CollectorRegistry()) as service:
-                    self.service = service
+                async with anyio.create_task_group() as shutdown:
                     try:
-                        yield service
+                        async with running_service(settings, clock=self.clock, registry=CollectorRegistry(),
+                                                   events=events) as service:
+                            self.service = service
+                            try:
+                                yield service
+                            finally:
+                                self.service = None
+                                shutdown.start_soon(self.vt.run_until_set, stopped, name="virtual time at shutdown")
                     finally:
-                        self.service = None
-            except BaseExceptionGroup as group:  # the daemon's task group wraps a failed assertion: unwrap it
-                if len(group.exceptions) == 1:
-                    raise group.exceptions[0] from None
-                raise
+                        stopped.set()
+            except BaseExceptionGroup as group:  # the task groups wrap a failed assertion: unwrap it
+                raise _single(group) from None
 
         return run()
 
@@ -166,6 +178,14 @@ class VirtualWorld:
         return str((await self.calculation(calculation_id))["Status"]["State"])
 
 
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 VirtualWorldFactory = Callable[..., AbstractAsyncContextManager[VirtualWorld]]
 
 
@@ -173,6 +193,16 @@ VirtualWorldFactory = Callable[..., AbstractAsyncContextManager[VirtualWorld]]
 def _test_client_session() -> AioSession:
     """One botocore session for the tests' own clients: its loaded models make each new client cheap."""
     return get_session()
+
+
+def aws_client(service: str, endpoint_url: str) -> AbstractAsyncContextManager[Any]:
+    """``async with aws_client("sqs", url) as sqs:`` — an aiobotocore client for the test's own calls (one
+    attempt, responses checked by botocore's parser), in this event loop like the servers it talks to."""
+    client: AbstractAsyncContextManager[Any] = _test_client_session().create_client(
+        service, endpoint_url=endpoint_url, region_name=REGION, aws_access_key_id="testing",
+        aws_secret_access_key="testing", config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    return client
 
 
 @pytest.fixture

@@ -20,13 +20,16 @@ it), for a kernel that defers loopback delivery; under CPU load even 0.5 ms cost
 per step.
 
 What the driver cannot see: real-time waits (``anyio.sleep``, ``move_on_after``, ``time.monotonic``) and
-work in private thread limiters. Code under test must wait on the injected clock.
+work in private thread limiters. Code under test must wait on the injected clock. A test that deliberately
+makes the daemon wait in real time (a webhook receiver that never answers, so the client's real-time timeout
+fires) declares it with ``vt.busy(...)``: time stands still while it lasts.
 
 Usage::
 
     async with virtual_time(clock) as vt:
         await vt.run_for(5)                      # run 5 virtual seconds, stopping at every deadline
         stops = await vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=10)
+        await vt.run_until_set(stopped)          # while another task awaits something on the clock
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ import asyncio
 import collections
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
+import anyio
 import anyio.to_thread
 
 from supervisor.clock import ManualClock
@@ -97,6 +101,7 @@ class VirtualTime:
         self._loop = asyncio.get_running_loop()
         self._ready = _ready_queue(self._loop)
         self._executor_jobs = 0
+        self._busy: list[str] = []
 
     # -- quiescence -------------------------------------------------------------------------------
 
@@ -126,7 +131,19 @@ class VirtualTime:
             return f"{threads} anyio worker threads busy"
         if self._executor_jobs:
             return f"{self._executor_jobs} default-executor jobs outstanding"
+        if self._busy:
+            return f"busy: {self._busy[0]}"
         return None
+
+    @contextmanager
+    def busy(self, what: str) -> Iterator[None]:
+        """Declare work the driver cannot see (e.g. a server handler holding a request until the client's
+        real-time timeout gives up): the clock stands still until the block ends."""
+        self._busy.append(what)
+        try:
+            yield
+        finally:
+            self._busy.remove(what)
 
     async def _quiet_iterations(self, started: float) -> None:
         quiet = 0
@@ -139,7 +156,7 @@ class VirtualTime:
             quiet = 0
             if time.monotonic() - started > self.quiescence_timeout:
                 raise NotQuiescent(f"not quiescent after {self.quiescence_timeout}s of real time: {reason}")
-            if not self._ready:  # only threads are busy: let them have the CPU (their result wakes the loop)
+            if not self._ready:  # only threads (or declared work) are busy: let them have the CPU
                 await asyncio.sleep(0.0002)
 
     async def settle(self) -> None:
@@ -207,6 +224,22 @@ class VirtualTime:
                     f"condition still false at {self.clock.now().isoformat()} (virtual), limit "
                     f"{until.isoformat()}: {why}; last value {value!r}"
                 )
+            self.clock.advance_to(deadline)
+            self.steps += 1
+
+    async def run_until_set(self, event: anyio.Event, *, poll: float = 0.01) -> None:
+        """Jump from deadline to deadline until ``event`` is set by work going on in other tasks (e.g. a daemon
+        shutting down, whose notifier flush waits on the clock); while nothing is scheduled on the clock, wait
+        for it ``poll`` real seconds at a time (work the driver cannot see may still be under way)."""
+        while True:
+            await self.settle()
+            if event.is_set():
+                return
+            deadline = self.clock.next_deadline()
+            if deadline is None:
+                with anyio.move_on_after(poll):
+                    await event.wait()
+                continue
             self.clock.advance_to(deadline)
             self.steps += 1
 

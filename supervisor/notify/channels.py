@@ -52,6 +52,8 @@ class WebhookDelivery:
 
     async def deliver(self, message: Message) -> None:
         if self._http is None:
+            # Real time, not the injected clock (like the gateway's per-attempt cut-off): this bounds network
+            # I/O, which always takes real time; the backoff between attempts is on the clock (the notifier).
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
                 total=self.channel.timeout.total_seconds()))
         headers = {"Content-Type": "application/json", "User-Agent": SOURCE, **self.channel.headers}

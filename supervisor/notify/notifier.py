@@ -3,14 +3,17 @@
 ``emit`` builds the message once and puts it, without waiting, into the queue of every channel that wants
 it (``events`` filter, ``min_severity``). A full queue drops the message for that channel: counted as
 ``notifications_total{outcome="dropped"}`` and logged as an error. Each channel delivers its queue in
-order; a failed attempt is counted ``retried`` and retried with exponential backoff and jitter (stamina);
-a message out of attempts (or refused for good, e.g. HTTP 4xx) is counted ``failed``, logged and journaled
-(``notification.failed`` with the whole message), never lost silently. ``flush`` waits, bounded, for the
-queues to drain at shutdown; what is still queued then is counted ``dropped``.
+order; a failed attempt is counted ``retried`` and retried with exponential backoff and jitter (tenacity,
+sleeping on the injected :class:`~supervisor.clock.Clock`, so under a manual clock retries happen at exact
+virtual instants); a message out of attempts (or refused for good, e.g. HTTP 4xx) is counted ``failed``,
+logged and journaled (``notification.failed`` with the whole message), never lost silently. ``flush`` waits,
+bounded on the same clock, for the queues to drain at shutdown; what is still queued then is counted
+``dropped``.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,14 +21,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import stamina
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from supervisor.clock import Clock
 from supervisor.config import NotificationChannel, Settings
 from supervisor.events import EventName
-from supervisor.gateway import Gateway
+from supervisor.gateway import Gateway, Uniform
 from supervisor.metrics import Metrics
 from supervisor.notify.channels import (
     Delivery,
@@ -66,8 +69,23 @@ class _Queue:
         self.pending = 0
 
 
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, DeliveryError) and error.retryable
+
+
 class Notifier:
-    """Delivers events to the configured channels. ``run`` must be running for deliveries to happen."""
+    """Delivers events to the configured channels. ``run`` must be running for deliveries to happen.
+
+    Args:
+        channels: each channel with its delivery.
+        metrics: where deliveries are counted.
+        journal: where failed messages are journaled (None: not journaled).
+        clock: retry backoff and the shutdown flush wait on it.
+        buffer: messages queued per channel before new ones are dropped.
+        wait_initial / wait_max: backoff before retry *n* is ``wait_initial × 2^(n−1)`` plus up to
+            ``wait_initial`` of jitter, at most ``wait_max`` (seconds).
+        rng: the jitter source (default the :mod:`random` module, so ``random.seed`` makes it repeatable).
+    """
 
     def __init__(
         self,
@@ -79,6 +97,7 @@ class Notifier:
         buffer: int = BUFFER,
         wait_initial: float = 0.2,
         wait_max: float = 30.0,
+        rng: Uniform | None = None,
         logger: Any = None,
     ) -> None:
         self.metrics = metrics
@@ -86,6 +105,7 @@ class Notifier:
         self.clock = clock
         self.wait_initial = wait_initial
         self.wait_max = wait_max
+        self._rng: Uniform = rng if rng is not None else random
         self.log = logger or structlog.get_logger("supervisor.notify")
         self._queues = [_Queue(channel, delivery, buffer) for channel, delivery in channels]
         self._changed = anyio.Event()
@@ -127,11 +147,12 @@ class Notifier:
                     await queue.delivery.close()
 
     async def flush(self, within: timedelta = FLUSH_TIMEOUT) -> int:
-        """Wait up to ``within`` for the queues to drain; count what is left as dropped; return that."""
-        with anyio.move_on_after(within.total_seconds()):
-            while self.pending:
-                changed = self._changed
-                await changed.wait()
+        """Wait up to ``within`` (on the clock) for the queues to drain; count what is left as dropped; return
+        that."""
+        deadline = self.clock.now() + within
+        while self.pending:
+            if not await self.clock.sleep_until(deadline, self._changed):
+                break  # out of time
         left = 0
         for queue in self._queues:
             if queue.pending:
@@ -153,19 +174,21 @@ class Notifier:
         name = queue.delivery.name
         counter = self.metrics.notifications
         attempts = queue.delivery.retries + 1
+        retrying = AsyncRetrying(
+            sleep=self.clock.sleep, stop=stop_after_attempt(attempts), wait=self._backoff,
+            retry=retry_if_exception(_retryable), reraise=True,
+        )
         try:
-            async for attempt in stamina.retry_context(
-                on=lambda error: isinstance(error, DeliveryError) and error.retryable, attempts=attempts,
-                timeout=None, wait_initial=self.wait_initial, wait_max=self.wait_max, wait_jitter=self.wait_initial,
-            ):
+            async for attempt in retrying:
                 with attempt:
                     try:
                         await queue.delivery.deliver(message)
                     except DeliveryError as error:
-                        if error.retryable and attempt.num < attempts:
+                        number = attempt.retry_state.attempt_number
+                        if error.retryable and number < attempts:
                             counter.labels(name, "retried").inc()
                             self.log.warning("notification.retrying", channel=name, notification=message.event,
-                                             attempt=attempt.num, error=str(error))
+                                             attempt=number, error=str(error))
                         raise
         except DeliveryError as error:
             counter.labels(name, "failed").inc()
@@ -179,6 +202,11 @@ class Notifier:
             return
         counter.labels(name, "delivered").inc()
         self.log.debug("notification.delivered", channel=name, notification=message.event)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt (tenacity ``wait``)."""
+        exponential = self.wait_initial * 2.0 ** min(state.attempt_number - 1, 64)
+        return min(self.wait_max, exponential + self._rng.uniform(0, self.wait_initial))
 
     async def _journal_failure(self, channel: str, message: Message, error: str) -> None:
         if self.journal is None:

@@ -65,7 +65,7 @@ class Priority(IntEnum):
     VERIFY = 1
     NOTIFY = 2
     DISCOVER = 3
-    ACCOUNT = 4  # budget accounting: never delays a discovery sweep
+    ACCOUNT = 4  # budget accounting: after discovery, with its own share (service.ACCOUNTING_SHARE)
 
 
 class AwsCallError(Exception):

@@ -2,9 +2,9 @@
 
 Every event passes :func:`redact_secrets` last before rendering, so no value (a string, a nested
 container, a formatted exception, an object's repr) carries a URL path, a query token, userinfo or a
-bearer token: this covers our events, those libraries emit through structlog (e.g. stamina's
-``stamina.retry_scheduled`` with the repr of the exception that caused the retry) and stdlib ``logging``
-records (asyncio, aiohttp, botocore), which are routed through the same chain.
+bearer token: this covers our events (e.g. ``aws.retrying`` and ``notification.retrying`` with the error
+that caused the retry), those libraries emit through structlog, and stdlib ``logging`` records (asyncio,
+aiohttp, botocore), which are routed through the same chain.
 """
 
 from __future__ import annotations

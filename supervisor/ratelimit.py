@@ -3,7 +3,8 @@
 Enforcement calls must never wait behind discovery calls: when a token frees up it goes to the most
 urgent waiter. A priority may be guaranteed a share of the tokens (budget accounting, the least urgent,
 gets its own share of the API budget): while it has waiters and got less than its share of the recent
-grants, the next token goes to its oldest waiter. Only the head of the queue sleeps on the refill; the
+grants, a token that would go to a less urgent waiter (discovery; never enforcement or verification) goes to
+its oldest waiter instead, one token at a time. Only the head of the queue sleeps on the refill; the
 others sleep until woken, so the cost per token is O(log n) whatever the number of waiters. Refill and
 sleep run on the injected :class:`Clock`, so under a manual clock the bucket fills in virtual time and
 tests see exact instants.
@@ -48,14 +49,17 @@ class PriorityRateLimiter:
         rate: tokens added per second.
         burst: the most tokens banked (default ``rate``, at least 1).
         clock: the time source for refills and sleeps (default real time).
-        shares: priority → the share of tokens (0-1) it gets while it waits, whatever is more urgent.
+        shares: priority → the share of tokens (0-1) it gets while it waits, taken from waiters less urgent
+            than ``protected``.
+        protected: the least urgent priority a share is never taken from (default: none is protected).
     """
 
     def __init__(self, rate: float, burst: float | None = None, *, clock: Clock | None = None,
-                 shares: Mapping[int, float] | None = None) -> None:
+                 shares: Mapping[int, float] | None = None, protected: int = -1) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         self.shares = dict(shares or {})
+        self.protected = protected
         if any(not 0 < share < 1 for share in self.shares.values()):
             raise ValueError(f"shares must be between 0 and 1, got {self.shares}")
         self._granted: deque[int] = deque(maxlen=SHARE_WINDOW)
@@ -127,9 +131,14 @@ class PriorityRateLimiter:
             raise
 
     def _owed_a_share(self) -> _Waiter | None:
-        """The oldest waiter of a priority that got less than its share of the recent grants, if any."""
+        """The oldest waiter of a priority that got less than its share of the recent grants, if any. A share
+        is only ever taken from the least urgent of the rest (never from a waiter at ``protected`` priority or
+        more urgent: enforcement and verification are never delayed), and one token at a time."""
+        head = self._queue[0]
+        if head.priority <= self.protected or (self._granted and self._granted[-1] in self.shares):
+            return None
         for priority, share in self.shares.items():
-            if self._queue[0].priority == priority:
+            if head.priority == priority:
                 continue
             if sum(1 for p in self._granted if p == priority) >= share * len(self._granted):
                 continue

@@ -38,8 +38,8 @@ from supervisor.ratelimit import PriorityRateLimiter
 from supervisor.storage.sqlite import SqliteStorage
 
 EXIT_TASK_CRASHED = 1
-# Budget accounting's own share of the API budget: at the lowest priority it never delays discovery, and
-# while it waits it still gets this share of the calls.
+# Budget accounting's own share of the API budget: at the lowest priority, while it waits it still gets this
+# share of the calls, taken from discovery's (never from enforcement, verification or notifications).
 ACCOUNTING_SHARE = 0.2
 
 
@@ -78,7 +78,7 @@ def build_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None =
         metrics=metrics,
         # A burst of one second's worth keeps us under a server-side bucket of the same rate.
         limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock,
-                                    shares={Priority.ACCOUNT: ACCOUNTING_SHARE}),
+                                    shares={Priority.ACCOUNT: ACCOUNTING_SHARE}, protected=Priority.NOTIFY),
         clock=clock,
         connect_timeout=aws.connect_timeout,
         read_timeout=aws.read_timeout,

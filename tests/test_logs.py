@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import stamina
 import structlog
 
 from supervisor.logs import configure_logging
@@ -53,20 +52,6 @@ def test_values_nested_and_exceptions_are_redacted(output: io.StringIO) -> None:
     assert first["error"] == "TooManyRedirects: url='http://***@127.0.0.1:9/***'"
     assert first["detail"] == {"urls": ["http://***@127.0.0.1:9/***", ["Bearer ***"]]}
     assert "RuntimeError: failed on http://***@127.0.0.1:9/***" in second["exception"]
-    assert_clean(output.getvalue())
-
-
-async def test_stamina_retry_events_are_redacted(output: io.StringIO) -> None:
-    stamina.set_testing(True, attempts=2)
-    try:
-        with pytest.raises(ConnectionError):
-            async for attempt in stamina.retry_context(on=ConnectionError):
-                with attempt:
-                    raise ConnectionError(f"cannot reach {URL}")
-    finally:
-        stamina.set_testing(False)
-    scheduled = [event for event in events(output) if event["event"] == "stamina.retry_scheduled"]
-    assert scheduled and "http://***@127.0.0.1:9/***" in scheduled[0]["caused_by"]
     assert_clean(output.getvalue())
 
 

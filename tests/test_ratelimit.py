@@ -53,7 +53,7 @@ async def test_the_rate_is_respected_to_the_microsecond_on_the_injected_clock() 
 
 async def test_a_priority_with_a_share_gets_it_however_busy_the_more_urgent_ones_are() -> None:
     clock = ManualClock(T0)
-    limiter = PriorityRateLimiter(rate=10, burst=1, clock=clock, shares={4: 0.2})
+    limiter = PriorityRateLimiter(rate=10, burst=1, clock=clock, shares={4: 0.2}, protected=2)
     granted: list[int] = []
 
     async def keep_taking(priority: int) -> None:
@@ -71,6 +71,25 @@ async def test_a_priority_with_a_share_gets_it_however_busy_the_more_urgent_ones
     share = granted[:100].count(4) / 100
     assert 0.18 <= share <= 0.22, f"accounting got {share:.0%} of the tokens"
     assert clock.now() - T0 <= timedelta(seconds=10), "the rate is unchanged"
+
+
+async def test_a_share_is_never_taken_from_enforcement() -> None:
+    clock = ManualClock(T0)
+    limiter = PriorityRateLimiter(rate=10, burst=1, clock=clock, shares={4: 0.5}, protected=2)
+    granted: list[int] = []
+
+    async def keep_taking(priority: int) -> None:
+        while len(granted) < 40:
+            await limiter.acquire(priority)
+            granted.append(priority)
+
+    async with virtual_time(clock) as vt, anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(keep_taking, 0)  # enforcement keeps the bucket busy
+        tg.start_soon(keep_taking, 4)
+        await vt.run_until_true(lambda: len(granted) >= 40, limit=60)
+        tg.cancel_scope.cancel()
+    assert 4 not in granted[:40], "enforcement is never delayed for a share"
 
 
 async def test_without_a_share_the_least_urgent_waits_for_the_others() -> None:

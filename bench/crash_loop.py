@@ -65,6 +65,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from athena_spark_emulator import ControlClient  # noqa: E402
+from bench.enforcement import epoch, stop_process  # noqa: E402
 
 SPARK = {"SelectedEngineVersion": "PySpark engine version 3"}
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -270,12 +271,7 @@ class EmulatorProcess:
         self.control = ControlClient(ready["control_url"], timeout=120)
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def daemon_config(directory: Path, endpoint_url: str, config: LoopConfig) -> Path:
@@ -473,10 +469,6 @@ def settle(config: LoopConfig, workload: Workload, daemon: Daemon, journal: Jour
 
 
 # -- judging --------------------------------------------------------------------------------------------
-
-def epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
 
 def received(call: dict[str, Any]) -> bool:
     """The call reached the service (it may have taken effect)."""

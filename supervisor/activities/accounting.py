@@ -214,7 +214,9 @@ class Accounting:
 def dpus_now(session: SessionSnapshot, previous: Counted | None) -> float:
     """DPUs accruing now: from the counted observation before this one, else the average since start."""
     assert session.dpu_millis is not None
-    earlier = (previous.millis, previous.observed_at) if previous is not None else None
-    if earlier is not None and accrued_since(session.dpu_millis, previous.millis if previous else 0) == 0:
+    if previous is None:
+        return accrual_rate(session.dpu_millis, session.observed_at, None, session.started_at) or 0.0
+    if accrued_since(session.dpu_millis, previous.millis) == 0:
         return 0.0
-    return accrual_rate(session.dpu_millis, session.observed_at, earlier, session.started_at) or 0.0
+    return accrual_rate(session.dpu_millis, session.observed_at, (previous.millis, previous.observed_at),
+                        session.started_at) or 0.0

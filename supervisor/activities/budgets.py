@@ -207,8 +207,7 @@ class Budgets:
                 continue
             if self.enforcement.is_claimed(target.key):
                 continue  # being enabled
-            budget = next(b for b in self.settings.budgets if b.name == budget_names[0]) \
-                if any(b.name == budget_names[0] for b in self.settings.budgets) else None
+            budget = next((b for b in self.settings.budgets if b.name == budget_names[0]), None)
             await self.enforcement.claim(Verdict(
                 target=target, policy=budget_names[0], rule="enable_workgroup", observed=0.0,
                 limit=budget.limit_usd if budget else 0.0, unit="usd", crossed_at=now, decided_at=now,

@@ -234,11 +234,10 @@ class Enforcement:
         if not admission.allowed:
             return await self._hold(escalation, call.action, admission.reason or "held", admission.retry_at)
         first_call = escalation.stop_sent_at is None and escalation.terminate_sent_at is None
-        resend = machine.unanswered_intent(escalation) is None and escalation.failures > 0
         with anyio.CancelScope(shield=True):
             escalation = machine.intend(escalation, step, now)
             detail: dict[str, Any] = {"operation": call.operation}
-            if resend:
+            if escalation.failures:
                 detail["resend_after_failures"] = escalation.failures
             await self.storage.save(escalation, call.intent_event, detail, time=now)
             try:

@@ -9,20 +9,50 @@ conditional write, not by an in-memory set).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
+from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
 from supervisor.storage.sqlite_journal import JournalEntry
 
-__all__ = ["JournalEntry", "Storage"]
+__all__ = ["FenceLost", "JournalEntry", "LeaseStore", "Storage"]
+
+
+class FenceLost(Exception):
+    """A fenced write was refused: this replica no longer holds the shard's lease (another one took it, with
+    a newer fencing token). Nothing was written; the caller must stop acting on the shard."""
+
+    def __init__(self, shard_scope: str, fence: Fence) -> None:
+        super().__init__(f"the lease of shard {shard_scope or 'credentials'!r} is no longer held by "
+                         f"{fence.owner!r} with token {fence.token}")
+        self.shard_scope = shard_scope
+        self.fence = fence
 
 
 class Storage(Protocol):
-    """Durable state of the daemon. Every method is a short atomic operation."""
+    """Durable state of the daemon. Every method is a short atomic operation.
+
+    A storage opened from the settings is the root view (reads cover every shard; the CLI's journal, budgets
+    and explain use it). :meth:`for_shard` gives the view one shard's activities use: its escalations, claims,
+    events, counted sessions, checkpoint and watch list are that shard's, and with a ``fence`` every write that
+    can lead to a destructive call (``claim``, ``save``) succeeds only while the fence's lease is current
+    (else :class:`FenceLost`). Budget spend, episodes and one-off notices are shared by every shard.
+    """
+
+    def for_shard(self, shard: Shard, fence: Fence | None = None) -> Storage:
+        """The view of ``shard``'s records; writes are fenced by ``fence`` when given."""
+        ...
+
+    # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
+    async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
+        """Replace this shard's watched targets and their next deadlines."""
+        ...
+
+    async def watch(self) -> list[WatchEntry]: ...
 
     # -- escalations: claims, intents and answers ------------------------------------------------------
     async def claim(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> bool:
@@ -94,3 +124,36 @@ class Storage(Protocol):
     async def mark_enabled(self, workgroup: str, time: datetime) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class LeaseStore(Protocol):
+    """Shard leases and replica heartbeats in the shared store (DynamoDB). Expiry instants are written by
+    the caller from its own clock; every change is a conditional write."""
+
+    async def heartbeat(self, replica: str, expires_at: datetime) -> None:
+        """Say ``replica`` is alive until ``expires_at``."""
+        ...
+
+    async def live_replicas(self, now: datetime) -> list[str]:
+        """Replicas whose heartbeat has not expired at ``now``, sorted."""
+        ...
+
+    async def leases(self) -> list[Lease]:
+        """Every shard lease as stored (expired ones included)."""
+        ...
+
+    async def acquire(self, shard_scope: str, replica: str, *, expires_at: datetime,
+                      expired_before: datetime) -> Lease | None:
+        """Take the shard's lease with the next fencing token if it is free, held by ``replica``, or expired
+        before ``expired_before`` (the caller's now minus the clock-skew allowance); None if someone else holds
+        it."""
+        ...
+
+    async def renew(self, lease: Lease, *, expires_at: datetime) -> Lease | None:
+        """Extend ``lease`` (same token) if it is still ours; None if it was lost."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up at once (expired, token kept) if it is still ours, so another replica can take it
+        without waiting for the expiry."""
+        ...

@@ -9,7 +9,7 @@ event loop never waits on the disk. ``journal`` and ``ledger`` are the synchrono
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -18,6 +18,7 @@ import anyio
 
 from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
+from supervisor.core.fleet import Fence, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
 from supervisor.storage.sqlite_db import Database
 from supervisor.storage.sqlite_journal import JournalEntry, JournalTables
@@ -44,6 +45,18 @@ class SqliteStorage:
         copy = SqliteStorage(":memory:")
         self._database.copy_into(copy._database)
         return copy
+
+    def for_shard(self, shard: Shard, fence: Fence | None = None) -> SqliteStorage:
+        # One process, one file: the implicit shard is the whole file. Named shards come with schema 4.
+        if not shard.implicit or fence is not None:
+            raise NotImplementedError("SQLite storage serves only the implicit shard so far")
+        return self
+
+    async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
+        raise NotImplementedError("the watch list is not stored in SQLite yet")
+
+    async def watch(self) -> list[WatchEntry]:
+        return []
 
     def close_now(self) -> None:
         self._database.close()

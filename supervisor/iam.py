@@ -74,6 +74,11 @@ NOTIFY_SNS = Feature("notifications_sns", "only with an sns notification channel
                      (Grant("NotifySnsTopic", ("sns:Publish",), SNS_TOPIC_ARN),))
 NOTIFY_EVENTBRIDGE = Feature("notifications_eventbridge", "only with an eventbridge notification channel",
                              (Grant("NotifyEventBus", ("events:PutEvents",), EVENT_BUS_ARN),))
+MEMBER_ROLE_ARN = "arn:aws:iam::*:role/${MemberRoleName}"
+ASSUME_MEMBER_ROLES = Feature(
+    "assume_member_roles", "only with accounts that name a role_arn (the role is assumed through STS)",
+    (Grant("AssumeMemberAccountRoles", ("sts:AssumeRole",), MEMBER_ROLE_ARN),),
+)
 EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an operator's role, not the daemon's)", (
     Grant("ListWorkgroups", ("athena:ListWorkGroups",), "*"),
     Grant("ReadSparkWorkgroups", (
@@ -82,8 +87,10 @@ EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an ope
     ), WORKGROUP_ARN),
 ))
 
-FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EXPLAIN)
-DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE)
+FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
+                                 ASSUME_MEMBER_ROLES, EXPLAIN)
+DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
+                                        ASSUME_MEMBER_ROLES)
 POLICY_FILES: dict[str, tuple[Feature, ...]] = {
     "policy.json": DAEMON_FEATURES,
     "explain-policy.json": (EXPLAIN,),
@@ -101,7 +108,8 @@ def features_for(settings: Settings) -> tuple[Feature, ...]:
     actions = {threshold.action for budget in settings.budgets for threshold in budget.thresholds}
     channels = {channel.type for channel in settings.notifications}
     optional = {BUDGETS_DISABLE_WORKGROUP: "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
-                NOTIFY_EVENTBRIDGE: "eventbridge" in channels}
+                NOTIFY_EVENTBRIDGE: "eventbridge" in channels,
+                ASSUME_MEMBER_ROLES: any(account.role_arn for account in settings.accounts)}
     return (DAEMON, *(feature for feature, used in optional.items() if used))
 
 

@@ -28,6 +28,7 @@ from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
 from supervisor.config import parse_settings
 from supervisor.events import EventSink
+from supervisor.metrics import sum_samples
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
@@ -115,10 +116,10 @@ class VirtualWorld:
         return run()
 
     def metric(self, name: str, **labels: str) -> float:
-        """A sample of the running daemon's registry (0 when absent)."""
+        """The sum of the running daemon's samples ``name`` whose labels include ``labels`` (0 when absent):
+        a test names the labels it is about (account and region are on most metrics)."""
         assert self.service is not None, "the daemon is not running"
-        value = self.service.metrics.registry.get_sample_value(name, labels)
-        return value or 0.0
+        return sum_samples(self.service.metrics.registry, name, **labels)
 
     # -- the emulator -----------------------------------------------------------------------------------
 

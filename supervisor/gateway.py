@@ -76,7 +76,8 @@ class AwsCallError(Exception):
         self.operation = operation
         self.code = code
         self.message = message
-        self.outcome = outcome  # as in aws_api_calls_total: throttled, client_error, server_error, network_error
+        # as in aws_api_calls_total (throttled, client_error, server_error, network_error), or not_sent
+        self.outcome = outcome
 
     @property
     def is_not_found(self) -> bool:
@@ -197,6 +198,9 @@ class Gateway:
         self._log = logger or structlog.get_logger("supervisor.gateway")
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str, str | None], Any] = {}
+        # Set by a replica for the shards it leases: while it says False, no call that must not reach AWS twice
+        # (the destructive ones) starts an attempt, because another replica may own the shard by then.
+        self.may_send: Callable[[], bool] = lambda: True
 
     async def __aenter__(self) -> Gateway:
         await self._stack.__aenter__()
@@ -298,6 +302,9 @@ class Gateway:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if not repeatable and not self.may_send():
+                        raise AwsCallError(operation, "LeaseExpiring", "this replica's lease of the account-region "
+                                           "may expire before the call is sent; not sent", "not_sent")
                     return await self._attempt(operation, method, request, priority)
         except ClientError as error:
             details = error.response.get("Error", {})

@@ -24,6 +24,7 @@ from supervisor.activities.checks import Checks
 from supervisor.activities.discovery import Discovery
 from supervisor.activities.enforcement import Enforcement
 from supervisor.clock import Clock, SystemClock
+from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
 from supervisor.events import EventSink
@@ -39,6 +40,7 @@ from supervisor.shard import (
     supervised,
     void_reason_for,
 )
+from supervisor.storage import LeaseStore, Storage
 from supervisor.storage.sqlite import SqliteStorage
 
 __all__ = ["ACCOUNTING_SHARE", "EXIT_TASK_CRASHED", "RunningService", "TaskCrashed", "build_gateway",
@@ -51,10 +53,16 @@ _supervised = supervised  # the name tests and older callers use
 @dataclass(frozen=True, slots=True)
 class RunningService:
     metrics: Metrics
-    storage: SqliteStorage
+    storage: Storage
     http_url: str
-    hosts: dict[Shard, ShardHost]
+    static_hosts: dict[Shard, ShardHost]
     notifier: Notifier | None = None
+    cluster: Cluster | None = None
+
+    @property
+    def hosts(self) -> dict[Shard, ShardHost]:
+        """The shards this process supervises now (with a cluster: those whose lease it holds)."""
+        return self.cluster.hosts if self.cluster is not None else self.static_hosts
 
     @property
     def runtime(self) -> ShardRuntime:
@@ -87,8 +95,11 @@ class RunningService:
         return self.runtime.budgets
 
 
-def readiness_of(hosts: dict[Shard, ShardHost]) -> tuple[bool, str]:
+def readiness_of(hosts: dict[Shard, ShardHost], cluster: Cluster | None = None) -> tuple[bool, str]:
     """Ready when every shard is; else the reasons, each named by its shard when there are several."""
+    if cluster is not None:
+        reason = cluster.readiness()
+        return (reason is None, reason or "ok")
     reasons = []
     for shard, host in hosts.items():
         reason = host.readiness()
@@ -104,11 +115,13 @@ async def running_service(
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     events: EventSink | None = None,
-    storage: SqliteStorage | None = None,
+    storage: Storage | None = None,
 ) -> AsyncIterator[RunningService]:
     """Start the daemon in the current event loop; leaving the block stops it gracefully."""
     metrics = Metrics(registry)
     storage = storage or SqliteStorage(settings.journal.path)
+    if settings.cluster is not None and not isinstance(storage, LeaseStore):
+        raise TypeError("cluster: needs a storage that holds leases (journal.backend: dynamodb)")
     clock = clock or SystemClock()
     log = structlog.get_logger("supervisor")
     try:
@@ -119,10 +132,25 @@ async def running_service(
                 settings, gateway=own_gateway, metrics=metrics, journal=storage, clock=clock,
             ) if events is None and settings.notifications else None
             sink = events or notifier
-            hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
-                     for shard in settings.shards()}
+            cluster: Cluster | None = None
+            hosts: dict[Shard, ShardHost] = {}
+            if settings.cluster is not None:
+                assert isinstance(storage, LeaseStore)
+                cluster = Cluster(
+                    store=storage, replica=settings.cluster.replica_id or default_replica_id(),
+                    shards=settings.shards(), lease_duration=settings.cluster.lease_duration,
+                    skew=settings.cluster.max_clock_skew, call_margin=settings.aws.connect_timeout, clock=clock,
+                    metrics=metrics,
+                    host_for=lambda shard, lease, may_send: ShardHost(
+                        shard, settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
+                        may_send=may_send),
+                )
+            else:
+                hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
+                         for shard in settings.shards()}
             async with (
-                serving(metrics.registry, lambda: readiness_of(hosts), settings.http.host, settings.http.port) as url,
+                serving(metrics.registry, lambda: readiness_of(hosts, cluster), settings.http.host,
+                        settings.http.port) as url,
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
@@ -132,12 +160,18 @@ async def running_service(
                 for shard, host in hosts.items():
                     name = "shard" if shard.implicit else f"shard[{shard}]"
                     await task_group.start(supervised, name, host.run, name=name)
+                if cluster is not None:
+                    await task_group.start(supervised, "cluster", cluster.run, name="cluster")
                 try:
-                    yield RunningService(metrics, storage, url, hosts, notifier)
+                    yield RunningService(metrics, storage, url, hosts, notifier, cluster)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:
-        storage.close_now()
+        if isinstance(storage, SqliteStorage):
+            storage.close_now()
+        else:
+            with anyio.CancelScope(shield=True):
+                await storage.close()
         log.info("supervisor.stopped")
 
 

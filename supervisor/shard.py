@@ -154,13 +154,19 @@ class ShardRuntime:
 async def shard_runtime(
     shard: Shard, settings: Settings, *, storage: Storage, metrics: Metrics, clock: Clock,
     events: EventSink | None, session: AioSession | None = None, fence: Fence | None = None,
+    may_send: Callable[[], bool] | None = None,
 ) -> AsyncIterator[ShardRuntime]:
-    """Build ``shard``'s collaborators from the process-wide ``settings``; the gateway closes on exit."""
+    """Build ``shard``'s collaborators from the process-wide ``settings``; the gateway closes on exit.
+
+    ``fence`` and ``may_send`` come with a lease (a replica of a cluster): claims and intents are fenced
+    writes, and no destructive call starts while ``may_send`` says False."""
     settings = settings.for_shard(shard)
     metrics = metrics.for_shard(shard)
     storage = storage.for_shard(shard, fence)
     policies = compile_policies(settings)
     async with build_gateway(settings, metrics, clock=clock, session=session) as gateway:
+        if may_send is not None:
+            gateway.may_send = may_send
         inventory = Inventory()
         rails = SafetyRails(
             max_actions_per_minute=settings.safety.max_actions_per_minute,
@@ -181,6 +187,7 @@ async def shard_runtime(
         checks = Checks(
             gateway=gateway, clock=clock, inventory=inventory, enforcement=enforcement, warnings=warnings,
             policies=policies, dpu_hour_usd=settings.pricing.price_for(shard.region), metrics=metrics,
+            storage=storage,
         )
         discovery = Discovery(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
@@ -214,6 +221,7 @@ class ShardHost:
     events: EventSink | None
     sts: Gateway
     fence: Fence | None = None
+    may_send: Callable[[], bool] | None = None
     runtime: ShardRuntime | None = None
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
@@ -273,7 +281,7 @@ class ShardHost:
                 async with (
                     shard_runtime(self.shard, self.settings, storage=self.storage, metrics=self.metrics,
                                   clock=self.clock, events=self.events, session=session,
-                                  fence=self.fence) as runtime,
+                                  fence=self.fence, may_send=self.may_send) as runtime,
                     anyio.create_task_group() as task_group,
                 ):
                     await task_group.start(runtime.run)

@@ -69,7 +69,7 @@ class Backend(FaultControls):
         self.injections = Injections(clock, faults or Faults())
         self.faults = self.injections.faults
         self.audit = audit if audit is not None else AuditLog()
-        self.sts = sts_service or StsService(Keyring(), Roles(), load_sts_model())
+        self.sts_service = sts_service or StsService(Keyring(), Roles(), load_sts_model())
         self.store = Store()
         self.service = self._service()
         self.reset()
@@ -142,7 +142,8 @@ class Backend(FaultControls):
                 raise caller.refusal
             operation = sts.operation_of(form)
             await self.injections.before(operation, NO_RESOURCES, identity, service="sts")
-            status, body, error = 200, self.sts.handle(operation, form, identity, self.clock.now(), request_id), None
+            body = self.sts_service.handle(operation, form, identity, self.clock.now(), request_id)
+            status, error = 200, None
         except ApiError as failure:
             status, error, body = sts.error_document(failure, request_id)
         self._record(received, form.get("Action") or None, json.dumps(form).encode(), status, error)

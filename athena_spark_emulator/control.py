@@ -14,7 +14,6 @@ Control routes are never throttled, never fail by injection and are not recorded
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import structlog
@@ -29,9 +28,9 @@ from athena_spark_emulator.fleet import Fleet
 from athena_spark_emulator.populate import PopulateError, populate
 from athena_spark_emulator.roles import RoleRule
 from athena_spark_emulator.rulebook import UnknownRule
+from athena_spark_emulator.signing import REGION_NAME
 
 PREFIX = "/_emulator"
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:
@@ -54,7 +53,7 @@ def _scope(request: web.Request) -> tuple[str | None, str | None]:
     region = request.query.get("region") or None
     if account is not None and ACCOUNT_ID.fullmatch(account) is None:
         raise _bad_request(f"account: expected 12 digits, got {account!r}")
-    if region is not None and _REGION.fullmatch(region) is None:
+    if region is not None and REGION_NAME.fullmatch(region) is None:
         raise _bad_request(f"region: expected a region name such as us-east-1, got {region!r}")
     return account, region
 

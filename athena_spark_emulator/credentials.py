@@ -64,8 +64,5 @@ class Keyring:
     def get(self, access_key_id: str) -> IssuedCredentials | None:
         return self._issued.get(access_key_id)
 
-    def __len__(self) -> int:
-        return len(self._issued)
-
     def clear(self) -> None:
         self._issued.clear()

@@ -63,17 +63,16 @@ class Fleet:
         self._backends: dict[tuple[str, str], Backend] = {}
         self.default = self.backend()
 
-    @property
-    def default_scope(self) -> tuple[str, str]:
-        return self.callers.default_account, self.callers.default_region
+    def _key(self, account: str | None, region: str | None) -> tuple[str, str]:
+        """``(account, region)``, each defaulting to the default one."""
+        return account or self.callers.default_account, region or self.callers.default_region
 
     def backend(self, account: str | None = None, region: str | None = None) -> Backend:
         """The account-region (each defaults to the default one), created on first use."""
-        default_account, default_region = self.default_scope
-        key = (account or default_account, region or default_region)
+        key = self._key(account, region)
         backend = self._backends.get(key)
         if backend is None:
-            is_default = key == self.default_scope
+            is_default = key == self._key(None, None)
             backend = Backend(
                 clock=self.clock, account_id=key[0], region=key[1],
                 workgroups=self._workgroups if is_default else (), throttle_tps=self._throttle_tps,
@@ -87,8 +86,7 @@ class Fleet:
 
     def existing(self, account: str | None = None, region: str | None = None) -> Backend | None:
         """The account-region if it was used already (each defaults to the default one), else None."""
-        default_account, default_region = self.default_scope
-        return self._backends.get((account or default_account, region or default_region))
+        return self._backends.get(self._key(account, region))
 
     def select(self, account: str | None = None, region: str | None = None) -> list[Backend]:
         """The account-regions used so far of ``account`` and ``region`` (None: any), in order of first use."""

@@ -10,11 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from athena_spark_emulator.errors import ApiError
+from athena_spark_emulator.errors import FORBIDDEN, ApiError
 from athena_spark_emulator.identity import AssumedRole, Identity
 from athena_spark_emulator.selectors import rule_body
 
-FORBIDDEN = 403
 # arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME
 _ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})")
 _KEYS = {"role_arn", "deny", "external_id"}

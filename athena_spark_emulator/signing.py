@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
-_SCOPE = re.compile(r"(\d{8})/([a-z0-9][a-z0-9-]{0,63})/([A-Za-z0-9-]+)/aws4_request")
+_SCOPE = re.compile(rf"(\d{{8}})/({REGION_NAME.pattern})/([A-Za-z0-9-]+)/aws4_request")
 
 
 @dataclass(frozen=True, slots=True)

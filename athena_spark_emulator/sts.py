@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 from athena_spark_emulator.audit import iso_millis
 from athena_spark_emulator.credentials import IssuedCredentials
-from athena_spark_emulator.errors import SERVER_ERROR, ApiError
+from athena_spark_emulator.errors import FORBIDDEN, SERVER_ERROR, ApiError
 from athena_spark_emulator.identity import Identity
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -21,7 +21,6 @@ XML_CONTENT_TYPE = "text/xml"
 VERSION = "2011-06-15"
 NAMESPACE = f"https://sts.amazonaws.com/doc/{VERSION}/"
 OPERATIONS = frozenset({"GetCallerIdentity", "AssumeRole"})
-FORBIDDEN = 403
 # The emulator's error names (Athena's) as STS spells them, and the status STS answers when it differs.
 _STS_CODES: dict[str, tuple[str, int | None]] = {
     "TooManyRequestsException": ("Throttling", None),

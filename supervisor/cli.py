@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.demo",
     "supervisor.commands.explain",
     "supervisor.commands.budgets",
+    "supervisor.commands.setup_dynamodb",
 )
 
 

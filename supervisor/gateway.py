@@ -32,7 +32,7 @@ from tenacity.stop import stop_base
 
 from supervisor import __version__
 from supervisor.clock import Clock, SystemClock
-from supervisor.iam import FEATURES, actions_of
+from supervisor.iam import FEATURES, OPERATION_ACTIONS, actions_of
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
 
@@ -43,12 +43,21 @@ IAM_ACTIONS: frozenset[str] = actions_of(FEATURES)
 
 # Allowed without any IAM grant (GetCallerIdentity needs no permission), so not in the policy.
 UNGRANTED_ACTIONS: frozenset[str] = frozenset({"sts:GetCallerIdentity"})
+# Operations IAM authorises by the actions of their parts (a DynamoDB transaction: its items' actions): allowed
+# when every one of those is.
+COMPOSITE_ACTIONS: frozenset[str] = frozenset(
+    operation for operation, needs in OPERATION_ACTIONS.items() if needs <= IAM_ACTIONS)
 
 THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "ThrottlingException", "Throttling", "ThrottledException",
-    "RequestLimitExceeded", "SlowDown",
+    "RequestLimitExceeded", "SlowDown", "ProvisionedThroughputExceededException",
 })
-SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts"}
+# A conditional write whose condition did not hold: a normal answer (a claim already taken, a lease held by
+# another replica), never retried, and counted apart from errors so that it raises no error-rate alert.
+CONDITION_FAILED_CODE = "ConditionalCheckFailedException"
+TRANSACTION_CANCELED_CODE = "TransactionCanceledException"
+CONDITION_REASONS = frozenset({"ConditionalCheckFailed", "None"})
+SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts", "dynamodb": "dynamodb"}
 
 # Backoff between attempts: WAIT_INITIAL × 2^(attempt-1) plus up to WAIT_JITTER of jitter, at most WAIT_MAX.
 WAIT_INITIAL = 0.1
@@ -69,15 +78,27 @@ class Priority(IntEnum):
 
 
 class AwsCallError(Exception):
-    """A call failed for good (not retryable, or out of attempts)."""
+    """A call failed for good (not retryable, or out of attempts).
 
-    def __init__(self, operation: str, code: str, message: str, outcome: str = "client_error") -> None:
+    ``reasons`` are the codes of a canceled DynamoDB transaction's items, in the order of the request
+    (``"None"`` for an item that passed), so the caller can tell which condition failed.
+    """
+
+    def __init__(self, operation: str, code: str, message: str, outcome: str = "client_error",
+                 reasons: tuple[str, ...] = ()) -> None:
         super().__init__(f"{operation} failed: {code}: {message}")
         self.operation = operation
         self.code = code
         self.message = message
-        # as in aws_api_calls_total (throttled, client_error, server_error, network_error), or not_sent
+        # As in aws_api_calls_total (throttled, client_error, server_error, network_error, condition_failed), or
+        # not_sent (a destructive call not started: this replica's lease may expire first).
         self.outcome = outcome
+        self.reasons = reasons
+
+    @property
+    def is_condition_failed(self) -> bool:
+        """A conditional write was refused because its condition did not hold (nothing was written)."""
+        return self.outcome == "condition_failed"
 
     @property
     def is_not_found(self) -> bool:
@@ -89,6 +110,12 @@ class AwsCallError(Exception):
         return self.outcome in ("server_error", "network_error")
 
 
+def cancellation_reasons(error: ClientError) -> tuple[str, ...]:
+    """The item codes of a canceled DynamoDB transaction (empty for any other error)."""
+    reasons = error.response.get("CancellationReasons") or ()
+    return tuple(str(reason.get("Code") or "None") for reason in reasons if isinstance(reason, Mapping))
+
+
 def classify(error: BaseException) -> str:
     """The ``outcome`` label of a failed attempt."""
     if isinstance(error, ClientError):
@@ -96,6 +123,9 @@ def classify(error: BaseException) -> str:
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code in THROTTLING_CODES or status == 429:
             return "throttled"
+        if code == CONDITION_FAILED_CODE or (
+                code == TRANSACTION_CANCELED_CODE and set(cancellation_reasons(error)) <= CONDITION_REASONS):
+            return "condition_failed"
         return "server_error" if status >= 500 else "client_error"
     if _is_network_error(error):
         return "network_error"
@@ -278,7 +308,7 @@ class Gateway:
             AwsCallError: the call failed for good.
         """
         action = f"{SERVICE_PREFIXES.get(service, service)}:{operation}"
-        if action not in IAM_ACTIONS | UNGRANTED_ACTIONS:
+        if action not in IAM_ACTIONS | UNGRANTED_ACTIONS | COMPOSITE_ACTIONS:
             raise ValueError(f"{action} is not an action the gateway may call (see IAM_ACTIONS)")
         if attempts is not None and attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -309,7 +339,7 @@ class Gateway:
         except ClientError as error:
             details = error.response.get("Error", {})
             raise AwsCallError(operation, str(details.get("Code", "")), str(details.get("Message", "")),
-                               classify(error)) from error
+                               classify(error), cancellation_reasons(error)) from error
         except (ConnectionError, HTTPClientError, OSError, TimeoutError) as error:
             raise AwsCallError(operation, "NetworkError", str(error) or type(error).__name__,
                                "network_error") from error

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 WORKGROUP_ARN = "arn:aws:athena:${Region}:${Account}:workgroup/${WorkgroupPrefix}*"
 SNS_TOPIC_ARN = "arn:aws:sns:${Region}:${Account}:${NotificationTopic}"
 EVENT_BUS_ARN = "arn:aws:events:${Region}:${Account}:event-bus/${EventBus}"
+JOURNAL_TABLE_ARN = "arn:aws:dynamodb:${Region}:${Account}:table/${JournalTable}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +88,35 @@ EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an ope
     ), WORKGROUP_ARN),
 ))
 
+JOURNAL_DYNAMODB = Feature("journal_dynamodb", "only with journal.backend dynamodb (the shared journal table)", (
+    Grant("JournalTable", (
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+    ), JOURNAL_TABLE_ARN),
+))
+SETUP_DYNAMODB = Feature(
+    "setup_dynamodb", "the setup-dynamodb command, once per table (an operator's role, not the daemon's)",
+    (Grant("CreateJournalTable", ("dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTimeToLive",
+                                  "dynamodb:DescribeTimeToLive"), JOURNAL_TABLE_ARN),),
+)
+
 FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
-                                 ASSUME_MEMBER_ROLES, EXPLAIN)
+                                 ASSUME_MEMBER_ROLES, EXPLAIN, JOURNAL_DYNAMODB, SETUP_DYNAMODB)
 DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
                                         ASSUME_MEMBER_ROLES)
 POLICY_FILES: dict[str, tuple[Feature, ...]] = {
     "policy.json": DAEMON_FEATURES,
     "explain-policy.json": (EXPLAIN,),
 }
-"""File name under ``deploy/iam/`` -> the features it grants."""
+"""File name under ``deploy/iam/`` -> the features it grants. The DynamoDB journal is optional: its grant comes
+with ``--config`` for a config that uses it."""
+
+OPERATION_ACTIONS: dict[str, frozenset[str]] = {
+    "dynamodb:TransactWriteItems": frozenset({"dynamodb:ConditionCheckItem", "dynamodb:PutItem",
+                                              "dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
+}
+"""Operations IAM authorises by other actions (no action has their name): a transaction needs the action of
+each of its items."""
 
 
 def actions_of(features: Iterable[Feature]) -> frozenset[str]:
@@ -109,7 +130,8 @@ def features_for(settings: Settings) -> tuple[Feature, ...]:
     channels = {channel.type for channel in settings.notifications}
     optional = {BUDGETS_DISABLE_WORKGROUP: "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
                 NOTIFY_EVENTBRIDGE: "eventbridge" in channels,
-                ASSUME_MEMBER_ROLES: any(account.role_arn for account in settings.accounts)}
+                ASSUME_MEMBER_ROLES: any(account.role_arn for account in settings.accounts),
+                JOURNAL_DYNAMODB: settings.journal.backend == "dynamodb"}
     return (DAEMON, *(feature for feature, used in optional.items() if used))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 # The emulator fixtures come from the `pytest11` entry point of this distribution (pyproject.toml).
-pytest_plugins = ["tests.virtual_fixtures"]
+pytest_plugins = ["tests.virtual_fixtures", "tests.dynamodb_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 from supervisor import iam
 from supervisor.cli import main as cli_main
 from supervisor.config import parse_settings
-from supervisor.gateway import IAM_ACTIONS, UNGRANTED_ACTIONS
+from supervisor.gateway import COMPOSITE_ACTIONS, IAM_ACTIONS, UNGRANTED_ACTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "supervisor"
@@ -38,7 +38,7 @@ EXAMPLES = {
     "MemberRoleName": "athena-supervisor",
 }
 WORKGROUP_ARN = "arn:aws:athena:${Region}:${Account}:workgroup/${WorkgroupPrefix}*"
-SERVICES = ("athena", "sns", "events", "sts")  # botocore service model name == IAM action prefix for these
+SERVICES = ("athena", "sns", "events", "sts", "dynamodb")  # botocore model name == IAM action prefix for these
 DEFAULT_SERVICE = "athena"  # Gateway.call's default ``service``
 
 SEVERITIES = ["MUTE", "INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
@@ -137,6 +137,10 @@ def test_the_scanner_finds_calls_and_their_service() -> None:
 
 def test_the_features_grant_exactly_what_the_code_calls() -> None:
     called = called_actions() - UNGRANTED_ACTIONS
+    # A DynamoDB transaction needs its items' actions, not one of its own.
+    for operation, needs in iam.OPERATION_ACTIONS.items():
+        if operation in called:
+            called = (called - {operation}) | needs
     granted = iam.actions_of(iam.FEATURES)
     assert not granted - called, f"granted but called nowhere: {sorted(granted - called)}"
     assert not called - granted, f"called but granted by no feature: {sorted(called - granted)}"
@@ -145,6 +149,21 @@ def test_the_features_grant_exactly_what_the_code_calls() -> None:
 def test_the_gateway_allows_the_union_of_the_features() -> None:
     assert iam.actions_of(iam.FEATURES) == IAM_ACTIONS
     assert not IAM_ACTIONS & UNGRANTED_ACTIONS
+    assert {"dynamodb:TransactWriteItems"} == COMPOSITE_ACTIONS, "a transaction is allowed by its items' actions"
+
+
+def test_the_dynamodb_journal_grants_are_real_actions_on_the_table() -> None:
+    """The DynamoDB grants are in no committed policy (the journal table is optional), so parliament checks them
+    here: real action names, each scoped to the table."""
+    document = iam.policy_document([iam.JOURNAL_DYNAMODB, iam.SETUP_DYNAMODB])
+    text = PLACEHOLDER.sub(lambda match: {**EXAMPLES, "JournalTable": "athena-supervisor"}[match.group(1)],
+                           json.dumps(document))
+    findings = [parliament.enhance_finding(f)
+                for f in parliament.analyze_policy_string(text, include_community_auditors=True).findings]
+    assert [f.issue for f in findings if f.issue.startswith("UNKNOWN_")
+            or SEVERITIES.index(f.severity) >= SEVERITIES.index("MEDIUM")] == []
+    for statement in document["Statement"]:
+        assert statement["Resource"] == "arn:aws:dynamodb:${Region}:${Account}:table/${JournalTable}"
 
 
 def test_the_committed_policies_are_the_generators_output(tmp_path: Path) -> None:
@@ -190,6 +209,7 @@ def config_using(**sections: Any) -> Any:
         ({"notifications": [{"type": "eventbridge"},
                             {"type": "sns", "topic_arn": "arn:aws:sns:us-east-1:123456789012:t"}]},
          ["daemon", "notifications_sns", "notifications_eventbridge"]),
+        ({"journal": {"backend": "dynamodb", "table": "athena-supervisor"}}, ["daemon", "journal_dynamodb"]),
     ],
 )
 def test_a_config_needs_only_the_features_it_uses(sections: dict[str, Any], expected: list[str]) -> None:

@@ -172,11 +172,11 @@ async def test_assumed_credentials_are_refreshed_before_they_expire(virtual_worl
         await member[(FIRST, "us-east-1")].workgroup("etl-a")
         config = accounts_config(world, discovery_interval="1m",
                                  accounts=[{"account_id": FIRST, "role_arn": role(FIRST)}])
+        config["policies"] = config["policies"][1:]
         async with world.daemon(config):
             await world.vt.run_until(START + ms(3600 + 90))
             first_calculation = await member[(FIRST, "us-east-1")].runaway("etl-a")
-            submitted = world.now
-            await world.vt.run_for(ms(3))
+            await world.vt.run_for(ms(61))
             # Role sessions last an hour; botocore refreshes 15 minutes before the expiry, on the first signed
             # request after that (a sweep each minute), so the credentials never expire.
             assumed = times(world.calls("AssumeRole"))
@@ -184,6 +184,7 @@ async def test_assumed_credentials_are_refreshed_before_they_expire(virtual_worl
             assert assumed[0] == START
             assert START + ms(45 * 60) <= assumed[1] <= START + ms(46 * 60)
             assert world.calls(status=None, error="ExpiredTokenException") == []
+            # The next sweep (at most a minute later) finds the calculation, and it is stopped at once.
             stopped = [c for c in stops(world, FIRST, "us-east-1")
-                       if c.request["CalculationExecutionId"] == first_calculation]
-            assert times(stopped) == [submitted + ms(1.5) + CROSSING_MARGIN]
+                       if c.request["CalculationExecutionId"] == first_calculation and c.status == 200]
+            assert len(stopped) == 1

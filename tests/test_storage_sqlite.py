@@ -109,7 +109,7 @@ async def test_a_schema_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
     assert await storage.mark_once("kept", T0) is False
     assert await storage.checkpoint() is None
     await storage.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 async def test_a_schema_2_budget_escalation_keeps_its_origin(tmp_path: Path) -> None:

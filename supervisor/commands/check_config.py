@@ -188,6 +188,16 @@ def _channel_line(channel: NotificationChannel) -> str:
     return f"  - {text}; {events}; severity {channel.min_severity} and above"
 
 
+def _journal(settings: Settings) -> str:
+    journal = settings.journal
+    kept = _duration(journal.retention)
+    if journal.backend == "sqlite":
+        return f"journal: {journal.path} (SQLite); events kept {kept}"
+    endpoint = redact_url(journal.endpoint_url) if journal.endpoint_url else "AWS default"
+    return (f"journal: DynamoDB table {journal.table} in {journal.dynamodb_region(settings.aws)}, endpoint "
+            f"{endpoint}; events expire {kept} after they happen (TTL)")
+
+
 def summarize(settings: Settings, *, source: str) -> str:
     """A readable account of what the supervisor will do with ``settings``."""
     aws, safety, esc = settings.aws, settings.safety, settings.escalation
@@ -203,7 +213,7 @@ def summarize(settings: Settings, *, source: str) -> str:
         f"STS endpoint {redact_url(sts) if sts else 'AWS default'}",
         f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
         f"discovery interval: at most {_duration(settings.discovery_interval)}",
-        f"journal: {settings.journal.path}",
+        _journal(settings),
         f"http: {settings.http.host}:{settings.http.port} (/metrics /healthz /readyz)",
         f"pricing: {settings.pricing.dpu_hour_usd:g} USD per DPU-hour"
         + "".join(f"; {region}: {price:g}" for region, price in sorted(settings.pricing.regions.items())),

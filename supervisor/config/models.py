@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic import model_validator as _model_validator
@@ -116,8 +116,60 @@ def _journal_path(value: object) -> object:
     return value
 
 
+DYNAMODB_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+MIN_RETENTION = timedelta(days=1)
+"""Lower bound of ``journal.retention``: on DynamoDB, settled claims, one-off notices and ended sessions' counted
+spend expire with it too, so it must outlive any target they are about."""
+_DYNAMODB_ONLY = ("table", "region", "endpoint_url")
+
+
+def _dynamodb_table_name(value: object) -> object:
+    if isinstance(value, str) and not DYNAMODB_TABLE_NAME.fullmatch(value):
+        raise FieldProblem("not a DynamoDB table name", "use 3-255 letters, digits, '_', '-' or '.', "
+                           "e.g. athena-supervisor")
+    return value
+
+
 class JournalSettings(StrictModel):
+    """Where the daemon's durable state lives: an SQLite file (one process) or a DynamoDB table (a fleet)."""
+
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
     path: Annotated[Path, BeforeValidator(_journal_path)] = Path("./athena-supervisor.db")
+    table: Annotated[str, BeforeValidator(_dynamodb_table_name)] | None = None
+    # DynamoDB's region and endpoint: unset, aws.region and AWS's endpoint (never aws.endpoint_url, Athena's).
+    region: Text | None = None
+    endpoint_url: HttpUrl | None = None
+    retention: Duration = timedelta(days=90)
+
+    @field_validator("retention")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta) -> timedelta:
+        if value < MIN_RETENTION:
+            raise FieldProblem("too short", "must be at least 1d (on DynamoDB, settled claims and one-off notices "
+                               "expire with the events, and must outlive their targets)")
+        return value
+
+    @_model_validator(mode="after")
+    def _fits_the_backend(self) -> JournalSettings:
+        if self.backend == "dynamodb":
+            if self.table is None:
+                raise FieldProblem("missing required key", "backend dynamodb needs the table's name, e.g. table: "
+                                   "athena-supervisor (create it with athena-supervisor setup-dynamodb --config "
+                                   "FILE)", subpath=("table",))
+            if "path" in self.model_fields_set:
+                raise FieldProblem("not used with backend dynamodb (the journal is the DynamoDB table)",
+                                   "remove journal.path, or set journal.backend: sqlite", subpath=("path",),
+                                   value=str(self.path))
+            return self
+        for name in _DYNAMODB_ONLY:
+            if name in self.model_fields_set:
+                raise FieldProblem("only used with backend dynamodb", f"remove journal.{name}, or set "
+                                   "journal.backend: dynamodb", subpath=(name,), value=getattr(self, name))
+        return self
+
+    def dynamodb_region(self, aws: AwsSettings) -> str:
+        """The DynamoDB table's region: ``journal.region``, else ``aws.region``."""
+        return self.region or aws.region
 
 
 class HttpSettings(StrictModel):

@@ -1,10 +1,12 @@
 """One seam for everything durable: escalations (the unique claims, intents and answers), the event history,
-one-off notices, and the budget ledger (counted spend, checkpoints, episodes, disabled workgroups).
+one-off notices, the budget ledger (counted spend, checkpoints, episodes, disabled workgroups), the watch list,
+and (shared store only) shard leases.
 
-:class:`Storage` is what the activities use; :class:`~supervisor.storage.sqlite.SqliteStorage` is the embedded
-implementation. A second backend (DynamoDB) is one more module implementing the same protocol: nothing
-outside a backend's module writes SQL or assumes one process (claims are unique by the backend's own
-conditional write, not by an in-memory set).
+:class:`Storage` is what the activities use. Two backends implement it: :mod:`supervisor.storage.sqlite` (the
+embedded default, one process owns every shard) and :mod:`supervisor.storage.dynamodb` (one table shared by
+the replicas of a fleet, which also implements :class:`LeaseStore`). :func:`supervisor.storage.factory.open_storage`
+opens the one the settings name. Nothing outside a backend's modules writes SQL or DynamoDB items or assumes one
+process: claims are unique by the backend's own conditional write, not by an in-memory set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
-from supervisor.storage.sqlite_journal import JournalEntry
+from supervisor.storage.records import JournalEntry
 
 __all__ = ["FenceLost", "JournalEntry", "LeaseStore", "Storage"]
 
@@ -36,11 +38,15 @@ class FenceLost(Exception):
 class Storage(Protocol):
     """Durable state of the daemon. Every method is a short atomic operation.
 
-    A storage opened from the settings is the root view (reads cover every shard; the CLI's journal, budgets
-    and explain use it). :meth:`for_shard` gives the view one shard's activities use: its escalations, claims,
-    events, counted sessions, checkpoint and watch list are that shard's, and with a ``fence`` every write that
-    can lead to a destructive call (``claim``, ``save``) succeeds only while the fence's lease is current
-    (else :class:`FenceLost`). Budget spend, episodes and one-off notices are shared by every shard.
+    A storage opened from the settings is the root view: its reads cover every shard (the CLI's journal, budgets
+    and explain use it) and its writes go to the implicit shard (scope ``""``), which is exactly what a
+    single-account daemon has always read and written. :meth:`for_shard` gives the view one shard's activities
+    use: its escalations, claims, events, counted sessions, checkpoint, disabled workgroups and watch list are
+    that shard's. With a ``fence``, every write that can lead to a destructive call or steer a new owner
+    (``claim``, ``save``, ``save_watch``) succeeds only while the fence's lease is current, else raises
+    :class:`FenceLost` and writes nothing (a backend without leases, SQLite, accepts a fence and ignores it: one
+    process owns every shard). Budget spend buckets, episodes and one-off notices are shared by every shard.
+    Views share the root's connection: closing a view does nothing, closing the root closes them all.
     """
 
     def for_shard(self, shard: Shard, fence: Fence | None = None) -> Storage:
@@ -49,18 +55,21 @@ class Storage(Protocol):
 
     # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
-        """Replace this shard's watched targets and their next deadlines."""
+        """Replace this shard's watched targets and their next deadlines, all at once (a reader sees the old
+        list or the new one). Raises :class:`FenceLost` if the view's fence is stale."""
         ...
 
     async def watch(self) -> list[WatchEntry]: ...
 
     # -- escalations: claims, intents and answers ------------------------------------------------------
     async def claim(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> bool:
-        """Record a new escalation and its decision event; False if its target was ever claimed before."""
+        """Record a new escalation and its decision event; False if its target was ever claimed before in this
+        shard. Raises :class:`FenceLost` if the view's fence is stale (nothing is written)."""
         ...
 
     async def save(self, escalation: Escalation, event: str, detail: Mapping[str, Any], *, time: datetime) -> None:
-        """Store an escalation's new state and the event that led to it, atomically."""
+        """Store an escalation's new state and the event that led to it, atomically. Raises :class:`FenceLost`
+        if the view's fence is stale (nothing is written)."""
         ...
 
     async def open_escalations(self) -> list[Escalation]: ...
@@ -80,6 +89,15 @@ class Storage(Protocol):
         ...
 
     async def recent_events(self, limit: int = 50, *, target_id: str | None = None) -> list[JournalEntry]: ...
+
+    async def prune_events(self, before: datetime) -> int:
+        """Delete this view's events older than ``before`` (``journal.retention`` ago); how many were deleted.
+
+        Only events: claims, escalations, notices and the ledger stay. A backend whose store expires events by
+        itself (DynamoDB's TTL, set from the retention on every event it writes) deletes nothing here and
+        returns 0.
+        """
+        ...
 
     # -- ledger: counted spend -------------------------------------------------------------------------
     async def count(self, session_id: str, workgroup: str, millis: int, observed_at: datetime,

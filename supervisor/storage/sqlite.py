@@ -1,9 +1,15 @@
 """The embedded storage: SQLite (WAL) in one file, implementing :class:`~supervisor.storage.Storage`.
 
-The tables' statements live in :mod:`~supervisor.storage.sqlite_journal` and
-:mod:`~supervisor.storage.sqlite_ledger`, over one :class:`~supervisor.storage.sqlite_db.Database` that
+The tables' statements live in :mod:`~supervisor.storage.sqlite_journal`, :mod:`~supervisor.storage.sqlite_ledger`
+and :mod:`~supervisor.storage.sqlite_watch`, over one :class:`~supervisor.storage.sqlite_db.Database` that
 serialises access. The async methods run them in a worker thread (anyio's default thread limiter), so the
 event loop never waits on the disk. ``journal`` and ``ledger`` are the synchronous parts, for the CLI's reads.
+
+Shards are a column: :meth:`SqliteStorage.for_shard` returns a view over the same database whose tables read and
+write only that shard's rows. There are no leases here: an SQLite journal belongs to one process, which owns
+every shard, so no other writer can hold a newer fencing token; a fence is accepted and ignored (this backend
+does not implement :class:`~supervisor.storage.LeaseStore`). Retention is :meth:`SqliteStorage.prune_events`,
+called by the daemon.
 """
 
 from __future__ import annotations
@@ -20,22 +26,27 @@ from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
+from supervisor.storage.records import JournalEntry
 from supervisor.storage.sqlite_db import Database
-from supervisor.storage.sqlite_journal import JournalEntry, JournalTables
+from supervisor.storage.sqlite_journal import JournalTables
 from supervisor.storage.sqlite_ledger import LedgerTables
+from supervisor.storage.sqlite_watch import WatchTable
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class SqliteStorage:
-    """The storage in the SQLite file at ``path`` (``":memory:"`` for a throwaway one)."""
+    """The storage in the SQLite file at ``path`` (``":memory:"`` for a throwaway one): the root view."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, _database: Database | None = None, _shard: str | None = None) -> None:
         self.path = str(path)
-        self._database = Database(path)
-        self.journal = JournalTables(self._database)
-        self.ledger = LedgerTables(self._database)
+        self._owns_database = _database is None
+        self._database = _database or Database(path)
+        self.shard_scope = _shard
+        self.journal = JournalTables(self._database, _shard)
+        self.ledger = LedgerTables(self._database, _shard)
+        self._watch = WatchTable(self._database, _shard)
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -47,23 +58,22 @@ class SqliteStorage:
         return copy
 
     def for_shard(self, shard: Shard, fence: Fence | None = None) -> SqliteStorage:
-        # One process, one file: the implicit shard is the whole file. Named shards come with schema 4.
-        if not shard.implicit or fence is not None:
-            raise NotImplementedError("SQLite storage serves only the implicit shard so far")
-        return self
+        """The view of ``shard``'s rows. ``fence`` is ignored: this process owns every shard of its file."""
+        return SqliteStorage(self.path, _database=self._database, _shard=shard.scope)
 
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
-        # Transitional: the watch list table comes with schema 4; until then a restart resumes by a sweep.
-        return None
+        await self._run(self._watch.save, list(entries))
 
     async def watch(self) -> list[WatchEntry]:
-        return []
+        return await self._run(self._watch.entries)
 
     def close_now(self) -> None:
-        self._database.close()
+        if self._owns_database:  # a shard view shares the root's connection
+            self._database.close()
 
     async def close(self) -> None:
-        await self._run(self._database.close)
+        if self._owns_database:
+            await self._run(self._database.close)
 
     # -- escalations --------------------------------------------------------------------------------------
     async def claim(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> bool:
@@ -92,6 +102,9 @@ class SqliteStorage:
 
     async def recent_events(self, limit: int = 50, *, target_id: str | None = None) -> list[JournalEntry]:
         return await self._run(self.journal.recent_events, limit, target_id=target_id)
+
+    async def prune_events(self, before: datetime) -> int:
+        return await self._run(self.journal.prune_events, before)
 
     # -- ledger ---------------------------------------------------------------------------------------------
     async def count(self, session_id: str, workgroup: str, millis: int, observed_at: datetime,

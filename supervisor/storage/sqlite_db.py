@@ -6,7 +6,10 @@ WAL mode; ``synchronous=FULL`` so a commit is on disk before the API call it pre
 
 Schema history: 1 journal (escalations, events, notices); 2 adds the budget ledger (session_spend,
 budget_spend, budget_episodes, disabled_workgroups, settings_kv); 3 adds ``escalations.origin`` (policy or
-budget) and ``escalations.intent_at`` (workgroup updates).
+budget) and ``escalations.intent_at`` (workgroup updates); 4 adds shards (a ``shard`` column on escalations,
+events, session_spend and disabled_workgroups, part of their unique keys; ``''`` is the implicit shard, which
+is every row of an older journal) and the ``watch`` table. A journal of schema 1-3 is migrated in place, in one
+transaction, when it is opened.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS escalations (
+TABLES = {
+    "escalations": """CREATE TABLE IF NOT EXISTS escalations (
     escalation_id TEXT PRIMARY KEY,
-    target_key TEXT NOT NULL UNIQUE,
+    shard TEXT NOT NULL DEFAULT '',
+    target_key TEXT NOT NULL,
     target_kind TEXT NOT NULL,
     target_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -48,11 +52,10 @@ CREATE TABLE IF NOT EXISTS escalations (
     outcome TEXT,
     updated_at TEXT NOT NULL,
     origin TEXT NOT NULL DEFAULT 'policy',
-    intent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS escalations_open ON escalations (phase) WHERE phase != 'done';
-CREATE INDEX IF NOT EXISTS escalations_session ON escalations (session_id);
-CREATE TABLE IF NOT EXISTS events (
+    intent_at TEXT,
+    UNIQUE (shard, target_key)
+)""",
+    "events": """CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT NOT NULL,
     event TEXT NOT NULL,
@@ -64,29 +67,29 @@ CREATE TABLE IF NOT EXISTS events (
     policy TEXT,
     rule TEXT,
     phase TEXT,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS events_target ON events (target_id);
-CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
-CREATE TABLE IF NOT EXISTS notices (
+    detail TEXT NOT NULL DEFAULT '{}',
+    shard TEXT NOT NULL DEFAULT ''
+)""",
+    "notices": """CREATE TABLE IF NOT EXISTS notices (
     notice_key TEXT PRIMARY KEY,
     time TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS session_spend (
-    session_id TEXT PRIMARY KEY,
+)""",
+    "session_spend": """CREATE TABLE IF NOT EXISTS session_spend (
+    shard TEXT NOT NULL DEFAULT '',
+    session_id TEXT NOT NULL,
     workgroup TEXT NOT NULL,
     counted_millis INTEGER NOT NULL,
     observed_at TEXT NOT NULL,
-    ended INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS session_spend_open ON session_spend (ended) WHERE ended = 0;
-CREATE TABLE IF NOT EXISTS budget_spend (
+    ended INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (shard, session_id)
+)""",
+    "budget_spend": """CREATE TABLE IF NOT EXISTS budget_spend (
     budget TEXT NOT NULL,
     bucket_start TEXT NOT NULL,
     usd REAL NOT NULL,
     PRIMARY KEY (budget, bucket_start)
-);
-CREATE TABLE IF NOT EXISTS budget_episodes (
+)""",
+    "budget_episodes": """CREATE TABLE IF NOT EXISTS budget_episodes (
     episode_id INTEGER PRIMARY KEY AUTOINCREMENT,
     budget TEXT NOT NULL,
     at_percent REAL NOT NULL,
@@ -96,26 +99,55 @@ CREATE TABLE IF NOT EXISTS budget_episodes (
     spent_usd REAL NOT NULL,
     closed_at TEXT,
     UNIQUE (budget, at_percent, period_key)
-);
-CREATE TABLE IF NOT EXISTS disabled_workgroups (
+)""",
+    "disabled_workgroups": """CREATE TABLE IF NOT EXISTS disabled_workgroups (
+    shard TEXT NOT NULL DEFAULT '',
     workgroup TEXT NOT NULL,
     episode_id INTEGER NOT NULL,
     budget TEXT NOT NULL,
     disabled_at TEXT NOT NULL,
     enabled_at TEXT,
-    PRIMARY KEY (workgroup, episode_id)
-);
-CREATE TABLE IF NOT EXISTS settings_kv (
+    PRIMARY KEY (shard, workgroup, episode_id)
+)""",
+    "settings_kv": """CREATE TABLE IF NOT EXISTS settings_kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
-);
-"""
+)""",
+    "watch": """CREATE TABLE IF NOT EXISTS watch (
+    shard TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    workgroup TEXT NOT NULL,
+    next_check_at TEXT NOT NULL,
+    PRIMARY KEY (shard, target_key)
+)""",
+}
 
-# Columns added after schema 1/2, in the order a fresh schema has them (INSERT ... VALUES relies on it).
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS escalations_open ON escalations (phase) WHERE phase != 'done'",
+    "CREATE INDEX IF NOT EXISTS escalations_session ON escalations (session_id)",
+    "CREATE INDEX IF NOT EXISTS events_target ON events (target_id)",
+    "CREATE INDEX IF NOT EXISTS events_session ON events (session_id)",
+    "CREATE INDEX IF NOT EXISTS events_shard ON events (shard, seq)",
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+    "CREATE INDEX IF NOT EXISTS session_spend_open ON session_spend (ended) WHERE ended = 0",
+)
+
+SCHEMA = ";\n".join((*TABLES.values(), *INDEXES)) + ";\n"
+"""The current schema, every statement idempotent (``IF NOT EXISTS``)."""
+
+# Columns added to an existing table by ALTER TABLE (schema 3: origin, intent_at; schema 4: events.shard).
 ADDED_COLUMNS = (
     ("escalations", "origin", "TEXT NOT NULL DEFAULT 'policy'"),
     ("escalations", "intent_at", "TEXT"),
+    ("events", "shard", "TEXT NOT NULL DEFAULT ''"),
 )
+
+# Tables whose unique key gains ``shard`` in schema 4: SQLite cannot change a key in place, so they are copied
+# into a new table (their rows land in the implicit shard, ``''``).
+REKEYED_TABLES = ("escalations", "session_spend", "disabled_workgroups")
 
 
 class SchemaTooNew(RuntimeError):
@@ -149,14 +181,15 @@ class Database:
             )
         if version == SCHEMA_VERSION:
             return
-        # executescript commits by itself; every statement is idempotent (IF NOT EXISTS).
-        db.executescript(SCHEMA)
-        for table, column, declaration in ADDED_COLUMNS:
-            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-        db.execute("UPDATE escalations SET origin='budget' WHERE rule LIKE 'budget:%' AND origin='policy'")
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # One transaction (SQLite's DDL is transactional): a crash half way leaves the journal as it was.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _upgrade(db)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def copy_into(self, other: Database) -> None:
         """Copy every table into ``other`` (SQLite's online backup), e.g. a scratch in-memory database."""
@@ -184,3 +217,26 @@ class Database:
         """The connection, for reads, under the lock."""
         with self._lock:
             yield self._connection
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row["name"] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a journal of any older schema (or an empty file) to :data:`SCHEMA_VERSION`, keeping every row."""
+    existing = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, column, declaration in ADDED_COLUMNS:
+        if table in existing and column not in _columns(db, table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    if "escalations" in existing:
+        db.execute("UPDATE escalations SET origin='budget' WHERE rule LIKE 'budget:%' AND origin='policy'")
+    for table in REKEYED_TABLES:
+        if table in existing and "shard" not in _columns(db, table):
+            kept = ", ".join(_columns(db, table))
+            db.execute(f"ALTER TABLE {table} RENAME TO {table}_before_v4")
+            db.execute(TABLES[table])
+            db.execute(f"INSERT INTO {table} ({kept}) SELECT {kept} FROM {table}_before_v4")
+            db.execute(f"DROP TABLE {table}_before_v4")  # and its indexes, created again below
+    for statement in (*TABLES.values(), *INDEXES):
+        db.execute(statement)

@@ -5,6 +5,10 @@ never acted on twice (the unique claim); ``events`` is the append-only history o
 written before each API call and after its answer; ``notices`` remembers one-off notices (warnings) so they
 are sent once. A restart reads ``open_escalations()`` and resumes each from where it stopped.
 
+Every row carries its shard's scope (``''``: the implicit shard). Tables built for a shard read and write only
+its rows; built for the root (``shard=None``) they read every shard's and write the implicit shard's. A target
+key is unique per shard (workgroup names repeat across accounts).
+
 The methods are synchronous and short; :class:`~supervisor.storage.sqlite.SqliteStorage` runs them in a
 worker thread.
 """
@@ -14,39 +18,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.core.escalation import Escalation, Phase
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
+from supervisor.storage.records import JournalEntry
 from supervisor.storage.sqlite_db import Database
 
+__all__ = ["JournalEntry", "JournalTables", "in_shard"]
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One row of the event history."""
 
-    seq: int
-    time: datetime
-    event: str
-    escalation_id: str | None
-    target_kind: str | None
-    target_id: str | None
-    session_id: str | None
-    workgroup: str | None
-    policy: str | None
-    rule: str | None
-    phase: str | None
-    detail: Mapping[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq, "time": _iso(self.time), "event": self.event, "escalation_id": self.escalation_id,
-            "target_kind": self.target_kind, "target_id": self.target_id, "session_id": self.session_id,
-            "workgroup": self.workgroup, "policy": self.policy, "rule": self.rule, "phase": self.phase,
-            "detail": dict(self.detail),
-        }
+def in_shard(shard: str | None, column: str = "shard") -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its parameters) selecting ``shard``'s rows; every row for the root (None)."""
+    return ("1=1", ()) if shard is None else (f"{column} = ?", (shard,))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -58,10 +43,16 @@ def _time(value: str | None) -> datetime | None:
 
 
 class JournalTables:
-    """Escalations (one row per target key, ever: the unique claim), the event history and notices."""
+    """Escalations (one row per shard and target key, ever: the unique claim), the event history and notices.
 
-    def __init__(self, db: Database) -> None:
+    Args:
+        shard: the scope of the shard whose rows these are; None for the root (reads every shard, writes ``''``).
+    """
+
+    def __init__(self, db: Database, shard: str | None = None) -> None:
         self._db = db
+        self._shard = shard
+        self._writes_to = shard or ""
 
     # -- escalations ---------------------------------------------------------------------------------
 
@@ -72,14 +63,9 @@ class JournalTables:
         if the target already has one."""
         try:
             with self._db.transaction() as db:
-                db.execute(
-                    "INSERT INTO escalations VALUES (:escalation_id, :target_key, :target_kind, :target_id, "
-                    ":session_id, :workgroup, :policy, :rule, :observed, :limit_value, :unit, :crossed_at, "
-                    ":decided_at, :action, :mode, :phase, :created_at, :next_step_at, :stop_intent_at, "
-                    ":stop_sent_at, :terminate_intent_at, :terminate_sent_at, :terminate_attempts, :failures, "
-                    ":outcome, :updated_at, :origin, :intent_at)",
-                    _escalation_row(escalation, escalation.created_at),
-                )
+                row = {**_escalation_row(escalation, escalation.created_at), "shard": self._writes_to}
+                db.execute(f"INSERT INTO escalations ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})",
+                           row)
                 if event is not None:
                     self._append(db, event, escalation, detail, escalation.created_at)
         except sqlite3.IntegrityError:
@@ -97,25 +83,31 @@ class JournalTables:
                 "stop_sent_at=:stop_sent_at, terminate_intent_at=:terminate_intent_at, "
                 "terminate_sent_at=:terminate_sent_at, terminate_attempts=:terminate_attempts, "
                 "failures=:failures, outcome=:outcome, updated_at=:updated_at, intent_at=:intent_at "
-                "WHERE escalation_id=:escalation_id",
-                row,
+                "WHERE escalation_id=:escalation_id AND shard=:shard",
+                {**row, "shard": self._writes_to},
             )
             self._append(db, event, escalation, detail, time)
 
     def claimed_targets(self) -> set[TargetKey]:
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
-            return {TargetKey.parse(row[0]) for row in db.execute("SELECT target_key FROM escalations")}
+            return {TargetKey.parse(row[0]) for row in db.execute(f"SELECT target_key FROM escalations WHERE {where}",
+                                                                   params)}
 
     def open_escalations(self) -> list[Escalation]:
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
             rows = db.execute(
-                "SELECT * FROM escalations WHERE phase != 'done' ORDER BY created_at"
+                f"SELECT * FROM escalations WHERE phase != 'done' AND {where} ORDER BY created_at", params
             ).fetchall()
         return [_escalation_from_row(row) for row in rows]
 
     def escalation_for(self, key: TargetKey) -> Escalation | None:
+        """This shard's escalation of ``key``; for the root, the implicit shard's first, else any shard's."""
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
-            row = db.execute("SELECT * FROM escalations WHERE target_key=?", (str(key),)).fetchone()
+            row = db.execute(f"SELECT * FROM escalations WHERE target_key=? AND {where} ORDER BY shard != '' LIMIT 1",
+                             (str(key), *params)).fetchone()
         return _escalation_from_row(row) if row else None
 
     # -- other events ----------------------------------------------------------------------------------
@@ -134,10 +126,10 @@ class JournalTables:
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO events (time, event, target_kind, target_id, session_id, workgroup, policy, rule, "
-                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "detail, shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_iso(time), event, target.kind.value if target else None, target.target_id if target else None,
                  target.session_id if target else None, target.workgroup if target else None, policy, rule,
-                 json.dumps(dict(detail or {}), default=str)),
+                 json.dumps(dict(detail or {}), default=str), self._writes_to),
             )
 
     def mark_once(self, notice_key: str, time: datetime) -> bool:
@@ -148,11 +140,11 @@ class JournalTables:
 
     def recent_events(self, limit: int = 50, *, target_id: str | None = None) -> list[JournalEntry]:
         """The newest ``limit`` events, newest first (optionally only those about one target or session)."""
-        query = "SELECT * FROM events"
-        params: tuple[Any, ...] = ()
+        where, params = in_shard(self._shard)
+        query = f"SELECT * FROM events WHERE {where}"
         if target_id is not None:
-            query += " WHERE target_id=? OR session_id=?"
-            params = (target_id, target_id)
+            query += " AND (target_id=? OR session_id=?)"
+            params = (*params, target_id, target_id)
         with self._db.reading() as db:
             rows = db.execute(query + " ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
         return [
@@ -165,17 +157,25 @@ class JournalTables:
             for row in rows
         ]
 
-    @staticmethod
+    def prune_events(self, before: datetime) -> int:
+        """Delete this view's events older than ``before``; how many were deleted."""
+        where, params = in_shard(self._shard)
+        with self._db.transaction() as db:
+            # Stored times are UTC (as the daemon's clock gives them), so the text compares as the instant does.
+            return db.execute(f"DELETE FROM events WHERE time < ? AND {where}",
+                              (_iso(before.astimezone(UTC)), *params)).rowcount
+
     def _append(
-        db: sqlite3.Connection, event: str, escalation: Escalation, detail: Mapping[str, Any] | None, time: datetime
+        self, db: sqlite3.Connection, event: str, escalation: Escalation, detail: Mapping[str, Any] | None,
+        time: datetime,
     ) -> None:
         verdict = escalation.verdict
         db.execute(
             "INSERT INTO events (time, event, escalation_id, target_kind, target_id, session_id, workgroup, policy, "
-            "rule, phase, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "rule, phase, detail, shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_iso(time), event, escalation.escalation_id, verdict.target.kind.value,
              verdict.target.target_id, verdict.target.session_id, verdict.target.workgroup, verdict.policy,
-             verdict.rule, escalation.phase.value, json.dumps(dict(detail or {}), default=str)),
+             verdict.rule, escalation.phase.value, json.dumps(dict(detail or {}), default=str), self._writes_to),
         )
 
 

@@ -3,7 +3,9 @@ episodes, workgroups the daemon disabled.
 
 No DPU-millisecond is counted twice: each session row holds the ``DpuExecutionInMillis`` already counted,
 and a new observation adds only the difference, allocated to the budgets' buckets in the same transaction.
-The methods are synchronous and short; callers run them in a worker thread.
+Counted sessions, the accounting checkpoint and disabled workgroups belong to a shard (built for the root,
+``shard=None``, the tables read every shard's and write the implicit shard's); budget buckets and episodes are
+shared by every shard. The methods are synchronous and short; callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from datetime import datetime
 
 from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.storage.sqlite_db import Database
+from supervisor.storage.sqlite_journal import in_shard
+
+CHECKPOINT_KEY = "spend_checkpoint"
 
 
 def _iso(value: datetime) -> str:
@@ -21,8 +26,14 @@ def _iso(value: datetime) -> str:
 
 
 class LedgerTables:
-    def __init__(self, db: Database) -> None:
+    """The ledger as one shard sees it (``shard``: its scope; None for the root)."""
+
+    def __init__(self, db: Database, shard: str | None = None) -> None:
         self._db = db
+        self._shard = shard
+        self._writes_to = shard or ""
+        # The implicit shard keeps the key older journals have; a named shard's checkpoint is its own.
+        self._checkpoint_key = f"{CHECKPOINT_KEY}:{shard}" if shard else CHECKPOINT_KEY
 
     # -- spend ------------------------------------------------------------------------------------------
 
@@ -42,7 +53,8 @@ class LedgerTables:
         the transaction so the counted total and the buckets always agree.
         """
         with self._db.transaction() as db:
-            row = db.execute("SELECT * FROM session_spend WHERE session_id=?", (session_id,)).fetchone()
+            row = db.execute("SELECT * FROM session_spend WHERE shard=? AND session_id=?",
+                             (self._writes_to, session_id)).fetchone()
             previous = _counted(row) if row else None
             counted = previous.millis if previous else 0
             delta = max(0, millis - counted)
@@ -54,34 +66,39 @@ class LedgerTables:
                         (budget, _iso(bucket_start), usd),
                     )
             db.execute(
-                "INSERT INTO session_spend VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+                "INSERT INTO session_spend (shard, session_id, workgroup, counted_millis, observed_at, ended) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (shard, session_id) DO UPDATE SET "
                 "counted_millis=max(counted_millis, excluded.counted_millis), observed_at=excluded.observed_at, "
                 "ended=max(ended, excluded.ended)",
-                (session_id, workgroup, max(millis, counted), _iso(observed_at), int(ended)),
+                (self._writes_to, session_id, workgroup, max(millis, counted), _iso(observed_at), int(ended)),
             )
         return delta, previous
 
     def mark_ended(self, session_id: str, workgroup: str, time: datetime) -> None:
         with self._db.transaction() as db:
             db.execute(
-                "INSERT INTO session_spend VALUES (?, ?, 0, ?, 1) ON CONFLICT (session_id) DO UPDATE SET ended=1",
-                (session_id, workgroup, _iso(time)),
+                "INSERT INTO session_spend (shard, session_id, workgroup, counted_millis, observed_at, ended) "
+                "VALUES (?, ?, ?, 0, ?, 1) ON CONFLICT (shard, session_id) DO UPDATE SET ended=1",
+                (self._writes_to, session_id, workgroup, _iso(time)),
             )
 
     def open_sessions(self) -> dict[str, Counted]:
         """Sessions counted but not known to have ended."""
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
-            rows = db.execute("SELECT * FROM session_spend WHERE ended=0").fetchall()
+            rows = db.execute(f"SELECT * FROM session_spend WHERE ended=0 AND {where}", params).fetchall()
         return {row["session_id"]: _counted(row) for row in rows}
 
     def counted(self, session_ids: Iterable[str]) -> dict[str, Counted]:
         ids = list(session_ids)
         found: dict[str, Counted] = {}
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 rows = db.execute(
-                    f"SELECT * FROM session_spend WHERE session_id IN ({','.join('?' * len(chunk))})", chunk
+                    f"SELECT * FROM session_spend WHERE session_id IN ({','.join('?' * len(chunk))}) AND {where}",
+                    (*chunk, *params),
                 ).fetchall()
                 found.update({row["session_id"]: _counted(row) for row in rows})
         return found
@@ -102,12 +119,12 @@ class LedgerTables:
     def checkpoint(self) -> datetime | None:
         """When the last complete accounting pass started (ended sessions before it are counted)."""
         with self._db.reading() as db:
-            row = db.execute("SELECT value FROM settings_kv WHERE key='spend_checkpoint'").fetchone()
+            row = db.execute("SELECT value FROM settings_kv WHERE key=?", (self._checkpoint_key,)).fetchone()
         return datetime.fromisoformat(row[0]) if row else None
 
     def set_checkpoint(self, time: datetime) -> None:
         with self._db.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO settings_kv VALUES ('spend_checkpoint', ?)", (_iso(time),))
+            db.execute("INSERT OR REPLACE INTO settings_kv VALUES (?, ?)", (self._checkpoint_key, _iso(time)))
 
     # -- threshold episodes -----------------------------------------------------------------------------
 
@@ -154,26 +171,32 @@ class LedgerTables:
 
     def record_disabled(self, workgroup: str, episode: Episode, time: datetime) -> None:
         with self._db.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO disabled_workgroups VALUES (?, ?, ?, ?, NULL)",
-                       (workgroup, episode.episode_id, episode.budget, _iso(time)))
+            db.execute("INSERT OR IGNORE INTO disabled_workgroups (shard, workgroup, episode_id, budget, disabled_at) "
+                       "VALUES (?, ?, ?, ?, ?)", (self._writes_to, workgroup, episode.episode_id, episode.budget,
+                                                  _iso(time)))
 
     def disabled_in(self, episode_id: int) -> set[str]:
         """Workgroups the daemon disabled (or meant to) for this episode, enabled since or not."""
+        where, params = in_shard(self._shard)
         with self._db.reading() as db:
-            rows = db.execute("SELECT workgroup FROM disabled_workgroups WHERE episode_id=?", (episode_id,)).fetchall()
+            rows = db.execute(f"SELECT workgroup FROM disabled_workgroups WHERE episode_id=? AND {where}",
+                              (episode_id, *params)).fetchall()
         return {row[0] for row in rows}
 
     def forget_disabled(self, workgroup: str, episode_id: int) -> None:
         """The disable call failed: nothing to re-enable for it."""
         with self._db.transaction() as db:
-            db.execute("DELETE FROM disabled_workgroups WHERE workgroup=? AND episode_id=?", (workgroup, episode_id))
+            db.execute("DELETE FROM disabled_workgroups WHERE shard=? AND workgroup=? AND episode_id=?",
+                       (self._writes_to, workgroup, episode_id))
 
     def held_disabled(self) -> dict[str, list[str]]:
         """Workgroup → budgets whose open episode keeps it disabled."""
+        where, params = in_shard(self._shard, "d.shard")
         with self._db.reading() as db:
             rows = db.execute(
                 "SELECT d.workgroup, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
-                "ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NULL"
+                f"ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NULL AND {where}",
+                params,
             ).fetchall()
         held: dict[str, list[str]] = {}
         for row in rows:
@@ -183,10 +206,12 @@ class LedgerTables:
     def releasable(self) -> dict[str, list[tuple[int, str]]]:
         """Workgroup → (episode, budget) of disables whose episode is over and no open episode holds it."""
         held = self.held_disabled()
+        where, params = in_shard(self._shard, "d.shard")
         with self._db.reading() as db:
             rows = db.execute(
                 "SELECT d.workgroup, d.episode_id, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
-                "ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NOT NULL"
+                f"ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NOT NULL AND {where}",
+                params,
             ).fetchall()
         released: dict[str, list[tuple[int, str]]] = {}
         for row in rows:
@@ -198,9 +223,9 @@ class LedgerTables:
         """Every released disable of ``workgroup`` is undone."""
         with self._db.transaction() as db:
             db.execute(
-                "UPDATE disabled_workgroups SET enabled_at=? WHERE workgroup=? AND enabled_at IS NULL "
+                "UPDATE disabled_workgroups SET enabled_at=? WHERE shard=? AND workgroup=? AND enabled_at IS NULL "
                 "AND episode_id IN (SELECT episode_id FROM budget_episodes WHERE closed_at IS NOT NULL)",
-                (_iso(time), workgroup),
+                (_iso(time), self._writes_to, workgroup),
             )
 
 

@@ -34,6 +34,7 @@ CONFIG_FILE = PurePosixPath("/etc/athena-supervisor/config.yaml")
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 NOT_BUILT_IN = {"ServiceMonitor"}
 REPLICAS = 3
+ASSUMED_CLOCK_SKEW = timedelta(seconds=1)  # NTP-synchronised nodes (docs/fleet.md, "Failure modes")
 # Defaults of aws.connect_timeout and aws.read_timeout (supervisor/config/models.py).
 DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT = timedelta(seconds=2), timedelta(seconds=10)
 
@@ -172,6 +173,16 @@ def test_termination_grace_outlasts_a_call_in_flight(pod: Manifest, fleet_config
     # A destructive call lasts at most two attempt timeouts (throttled retries are bounded by one), then the
     # answer is journaled and the leases are released; leave as much again for that.
     assert pod["terminationGracePeriodSeconds"] >= 2 * 2 * (connect + read).total_seconds()
+
+
+def test_the_lease_leaves_an_acting_window_between_renewals(fleet_config: Manifest) -> None:
+    """A holder acts until (renewal sent + lease_duration - margin), margin = clock skew + the longest a
+    destructive call can be in flight (two attempt timeouts); renewals go every lease_duration / 3. The window
+    must outlast that period, or the holder would pause between renewals."""
+    aws = fleet_config["aws"]
+    lease = parse_duration(fleet_config["cluster"]["lease_duration"])
+    call = 2 * (parse_duration(aws["connect_timeout"]) + parse_duration(aws["read_timeout"]))
+    assert lease - ASSUMED_CLOCK_SKEW - call > lease / 3
 
 
 def test_resources_leave_room_for_a_replica_holding_every_shard(container: Manifest) -> None:

@@ -20,10 +20,9 @@ import anyio
 import anyio.to_thread
 import pytest
 from aiohttp import web
-from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from supervisor.core.scheduling import CROSSING_MARGIN
+from tests.moto_in_loop import moto_in_loop
 from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
 
 OFFSET = ms(0.1)
@@ -140,37 +139,10 @@ async def test_webhooks_are_retried_and_counted_while_enforcement_goes_on(
 
 @pytest.fixture
 async def moto_endpoint() -> AsyncIterator[str]:
-    """moto (SNS, SQS, EventBridge) served from this event loop. Each request runs moto's WSGI app in an anyio
-    worker thread, which the virtual-time driver waits for: moto's work (including SNS and EventBridge
+    """moto (SNS, SQS, EventBridge) served from this event loop: its work (including SNS and EventBridge
     delivering to SQS) happens within the virtual instant of the request."""
-    app = DomainDispatcherApplication(create_backend_app)
-
-    async def handle(request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in ("content-length",
-                                                                                   "transfer-encoding")]
-        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
-                                 headers=headers, data=body).get_environ()
-
-        def call() -> tuple[int, list[tuple[str, str]], bytes]:
-            chunks, status, answer_headers = run_wsgi_app(app, environ, buffered=True)
-            return (int(status.split()[0]), [(k, v) for k, v in answer_headers.items()
-                                             if k.lower() not in ("content-length", "transfer-encoding", "connection")],
-                    b"".join(chunks))
-
-        status, answer_headers, payload = await anyio.to_thread.run_sync(call)
-        return web.Response(status=status, headers=answer_headers, body=payload)
-
-    web_app = web.Application(client_max_size=16 * 1024 * 1024)
-    web_app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with moto_in_loop() as endpoint_url:
+        yield endpoint_url
 
 
 async def receive_all(sqs: Any, queue_url: str) -> list[dict[str, Any]]:

@@ -1,0 +1,90 @@
+"""moto in server mode, served from the test's event loop, for virtual-time scenarios.
+
+Each request runs moto's WSGI app in an anyio worker thread, which the virtual-time driver waits for, so
+moto's work happens within the virtual instant of the request. Requests are applied one at a time: DynamoDB
+applies each request to an item atomically (a conditional write's check and its write are one step), which
+moto's in-memory backend does not guarantee when several threads call it at once.
+
+:class:`MotoFrontend` is one way in, for one client: ``cut()`` makes it drop every request without an answer
+(the connection closes, as when a network path to DynamoDB is lost) until ``restore()``; the other
+frontends, and moto's state behind them, are not affected.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from aiohttp import web
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+HOP_BY_HOP = ("content-length", "transfer-encoding", "connection")
+
+
+class Moto:
+    """One moto backend (all services), applying one request at a time."""
+
+    def __init__(self) -> None:
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._lock = threading.Lock()
+
+    def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        with self._lock:
+            chunks, status, headers = run_wsgi_app(self._app, environ, buffered=True)
+            return (int(status.split()[0]), [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP],
+                    b"".join(chunks))
+
+
+class MotoFrontend:
+    """An HTTP endpoint in front of a :class:`Moto`; ``endpoint_url`` once started."""
+
+    def __init__(self, moto: Moto) -> None:
+        self.moto = moto
+        self.endpoint_url = ""
+        self.cut_off = False
+        self.dropped = 0
+
+    def cut(self) -> None:
+        self.cut_off = True
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self.cut_off:
+            self.dropped += 1
+            if request.transport is not None:
+                request.transport.close()  # no answer: the client sees the connection drop
+            raise web.HTTPServiceUnavailable()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
+                                 headers=headers, data=body).get_environ()
+        status, answer_headers, payload = await anyio.to_thread.run_sync(self.moto.call, environ)
+        return web.Response(status=status, headers=answer_headers, body=payload)
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[MotoFrontend]:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.endpoint_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def moto_in_loop() -> AsyncIterator[str]:
+    """One moto, one frontend: its endpoint URL."""
+    async with MotoFrontend(Moto()).serving() as frontend:
+        yield frontend.endpoint_url

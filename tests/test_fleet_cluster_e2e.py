@@ -1,0 +1,260 @@
+"""Replicas sharing account-regions through leases in DynamoDB, in virtual time.
+
+Two or three daemons run in this event loop on one clock, against one emulator (every account-region) and
+one moto (the DynamoDB table), each through its own frontend so that one replica can be cut off from
+DynamoDB while the others are not. Judged from the emulator's audit log and each replica's own metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.abc
+from prometheus_client import CollectorRegistry
+
+from supervisor.config import parse_settings
+from supervisor.core.scheduling import CROSSING_MARGIN
+from supervisor.metrics import Metrics, sum_samples
+from supervisor.service import RunningService, running_service
+from supervisor.storage.dynamodb_setup import ensure_table
+from supervisor.storage.factory import build_storage_gateway
+from tests.daemon_fixtures import SPARK_ENGINE
+from tests.moto_in_loop import Moto, MotoFrontend
+from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
+
+ACCOUNTS = ("111111111111", "222222222222")
+REGIONS = ("us-east-1", "eu-west-1")
+SHARDS = tuple((account, region) for account in ACCOUNTS for region in REGIONS)
+LEASE = timedelta(seconds=6)
+SKEW = timedelta(seconds=1)
+TABLE = "athena-supervisor"
+
+
+def role(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/athena-supervisor"
+
+
+def replica_config(world: VirtualWorld, dynamodb: str, replica: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "aws": {"region": "us-east-1", "endpoint_url": world.emulator.endpoint_url, "max_requests_per_second": 200,
+                "max_attempts": 3, "connect_timeout": "1s", "read_timeout": "2s"},
+        "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
+                     for account in ACCOUNTS],
+        "workgroups": ["etl-*"],
+        "discovery_interval": "250ms",
+        "journal": {"backend": "dynamodb", "table": TABLE, "region": "us-east-1", "endpoint_url": dynamodb},
+        "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "escalation": {"stop_grace": "20s", "terminate_grace": "5s"},
+        "safety": {"max_actions_per_minute": 100, "circuit_breaker_fraction": 1.0},
+        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "3s"}}],
+    }
+    config.update(overrides)
+    return config
+
+
+class Fleet:
+    """The replicas of a test, by name, each with its own DynamoDB frontend."""
+
+    def __init__(self, world: VirtualWorld, moto: Moto, stack: AsyncExitStack,
+                 task_group: anyio.abc.TaskGroup) -> None:
+        self.world = world
+        self._task_group = task_group
+        self.moto = moto
+        self.stack = stack
+        self.services: dict[str, RunningService] = {}
+        self.frontends: dict[str, MotoFrontend] = {}
+        self._stops: dict[str, anyio.Event] = {}
+
+    async def start(self, name: str, **overrides: Any) -> RunningService:
+        frontend = await self.stack.enter_async_context(MotoFrontend(self.moto).serving())
+        self.frontends[name] = frontend
+        settings = parse_settings(replica_config(self.world, frontend.endpoint_url, name, **overrides), environ={})
+        started: list[RunningService] = []
+        ready, stop = anyio.Event(), anyio.Event()
+
+        async def run() -> None:
+            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry()) as service:
+                started.append(service)
+                ready.set()
+                await stop.wait()
+
+        self._task_group.start_soon(run, name=f"replica {name}")
+        await self.world.vt.run_until_set(ready)
+        self.services[name] = started[0]
+        self._stops[name] = stop
+        return started[0]
+
+    async def stop(self, name: str) -> None:
+        """Stop a replica as SIGTERM does: its shards stop, then their leases are released."""
+        self._stops.pop(name).set()
+        self.services.pop(name)
+
+    async def _stop_all(self) -> None:
+        for stop in self._stops.values():
+            stop.set()
+
+    def owners(self) -> dict[tuple[str, str], list[str]]:
+        """Which replicas supervise each shard now (from their shard_owned gauges)."""
+        found: dict[tuple[str, str], list[str]] = {shard: [] for shard in SHARDS}
+        for name, service in self.services.items():
+            for account, region in SHARDS:
+                if sum_samples(service.metrics.registry, "athena_supervisor_shard_owned", account=account,
+                               region=region) == 1:
+                    found[(account, region)].append(name)
+        return found
+
+    def metric(self, name: str, metric: str, **labels: str) -> float:
+        return sum_samples(self.services[name].metrics.registry, metric, **labels)
+
+
+@asynccontextmanager
+async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
+    moto = Moto()
+    async with AsyncExitStack() as stack, anyio.create_task_group() as task_group:
+        setup = await stack.enter_async_context(MotoFrontend(moto).serving())
+        settings = parse_settings(replica_config(world, setup.endpoint_url, "setup"), environ={})
+        async with build_storage_gateway(settings, Metrics(CollectorRegistry())) as gateway:
+            await ensure_table(settings, gateway)
+        result = Fleet(world, moto, stack, task_group)
+        try:
+            yield result
+        finally:
+            await result._stop_all()
+            stopping = anyio.Event()
+            task_group.start_soon(world.vt.run_until_set, stopping)
+            stopping.set()
+
+
+async def members(world: VirtualWorld, stack: AsyncExitStack) -> dict[tuple[str, str], Any]:
+    clients = {}
+    for account, region in SHARDS:
+        client = await stack.enter_async_context(
+            aws_client("athena", world.emulator.endpoint_url, account=account, region=region))
+        await client.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
+        clients[(account, region)] = client
+    return clients
+
+
+async def runaway(athena: Any, on_stop: str = "honour") -> tuple[str, str]:
+    session = await athena.start_session(
+        WorkGroup="etl-a", Description="# sim: start=0s",
+        EngineConfiguration={"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 20, "DefaultExecutorDpuSize": 1})
+    pragma = "# sim: runtime=10m" + (" on_stop=ignore" if on_stop == "ignore" else "")
+    response = await athena.start_calculation_execution(SessionId=session["SessionId"],
+                                                        CodeBlock=f"{pragma}\nspark.range(10).count()")
+    return str(session["SessionId"]), str(response["CalculationExecutionId"])
+
+
+def calls_in(world: VirtualWorld, operation: str, shard: tuple[str, str], **request: str) -> list[Any]:
+    return [call for call in world.calls(operation, **request) if (call.account, call.region) == shard]
+
+
+async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a")
+        await replicas.start("b")
+        await world.vt.run_for(LEASE)
+        owners = replicas.owners()
+        assert all(len(names) == 1 for names in owners.values()), owners
+        assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"]
+        submitted = world.now
+        calculations = {shard: (await runaway(client))[1] for shard, client in athena.items()}
+        await world.vt.run_until(submitted + ms(4))
+        for shard, calculation_id in calculations.items():
+            stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
+            assert times(stops) == [submitted + ms(3) + CROSSING_MARGIN], shard
+            owner = owners[shard][0]
+            assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
+                                   action="stop", outcome="sent") == 1
+        # Stable: nothing moves while both live.
+        changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
+        await world.vt.run_for(60)
+        assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
+        assert replicas.owners() == owners
+
+
+async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_over(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a")
+        await world.vt.run_for(ms(1))
+        assert all(names == ["a"] for names in replicas.owners().values())
+        await replicas.start("b")
+        await world.vt.run_for(LEASE)
+        owners = replicas.owners()
+        assert sorted(names[0] for names in owners.values() if names) == ["a", "a", "b", "b"], owners
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="released") == 2
+        # a leaves (SIGTERM): its shards are released at once, b takes them at its next round.
+        left = world.now
+        await replicas.stop("a")
+        await world.vt.run_for(LEASE / 3 + ms(0.1))
+        assert all(names == ["b"] for names in replicas.owners().values()), replicas.owners()
+        assert world.now - left < LEASE, "released leases move without waiting for their expiry"
+
+
+async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_its_escalation_on_time(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a")
+        await replicas.start("b")
+        await world.vt.run_for(LEASE)
+        shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
+        session_id, _ = await runaway(athena[shard], on_stop="ignore")
+        submitted = world.now
+        stopped_at = submitted + ms(3) + CROSSING_MARGIN
+        await world.vt.run_until(stopped_at + ms(0.5))
+        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
+        # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
+        # expire, and b takes the shard once the lease has expired (plus the clock-skew allowance).
+        cut_at = world.now
+        replicas.frontends["a"].cut()
+        await world.vt.run_until(cut_at + LEASE + SKEW + ms(2.5))
+        assert replicas.owners()[shard] == ["b"]
+        assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (20 s),
+        # without a second Stop.
+        await world.vt.run_until(stopped_at + ms(21))
+        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
+        terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
+        assert len(terminates) == 1
+        assert stopped_at + ms(20) <= terminates[0].time <= stopped_at + ms(20) + ms(1.1)
+        assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
+        assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
+
+
+async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_anything(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
+                                             "calculation": {"max_runtime": "90s"}}])
+        await world.vt.run_for(ms(1))
+        shard = SHARDS[0]
+        _, calculation_id = await runaway(athena[shard])
+        submitted = world.now
+        await world.vt.run_for(ms(35))  # a's watch list is saved (every 30 s)
+        # From now on, listing sessions fails in this account-region: a new owner's sweeps find nothing there.
+        world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
+        await replicas.stop("a")
+        await replicas.start("b", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
+                                             "calculation": {"max_runtime": "90s"}}])
+        await world.vt.run_until(submitted + ms(91))
+        stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
+        assert times(stops) == [submitted + ms(90) + CROSSING_MARGIN]
+        assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1

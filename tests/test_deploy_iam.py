@@ -148,7 +148,7 @@ def test_the_features_grant_exactly_what_the_code_calls() -> None:
 def test_the_gateway_allows_the_union_of_the_features() -> None:
     assert iam.actions_of(iam.FEATURES) == IAM_ACTIONS
     assert not IAM_ACTIONS & UNGRANTED_ACTIONS
-    assert COMPOSITE_ACTIONS == {"dynamodb:TransactWriteItems"}, "a transaction is allowed by its items' actions"
+    assert {"dynamodb:TransactWriteItems"} == COMPOSITE_ACTIONS, "a transaction is allowed by its items' actions"
 
 
 def test_the_dynamodb_journal_grants_are_real_actions_on_the_table() -> None:

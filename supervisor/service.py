@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 
 import anyio
@@ -21,6 +21,7 @@ from supervisor.activities.budgets import Budgets
 from supervisor.activities.checks import Checks
 from supervisor.activities.discovery import Discovery
 from supervisor.activities.enforcement import Enforcement
+from supervisor.activities.retention import Retention
 from supervisor.activities.warnings import Warnings
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import Settings
@@ -35,7 +36,8 @@ from supervisor.http import serving
 from supervisor.metrics import Metrics
 from supervisor.notify import Notifier, notifying
 from supervisor.ratelimit import PriorityRateLimiter
-from supervisor.storage.sqlite import SqliteStorage
+from supervisor.storage import Storage
+from supervisor.storage.factory import open_storage
 
 EXIT_TASK_CRASHED = 1
 # Budget accounting's own share of the API budget: at the lowest priority, while it waits it still gets this
@@ -54,7 +56,7 @@ class TaskCrashed(Exception):
 @dataclass(frozen=True, slots=True)
 class RunningService:
     metrics: Metrics
-    storage: SqliteStorage
+    storage: Storage
     http_url: str
     discovery: Discovery
     checks: Checks
@@ -103,6 +105,11 @@ def void_reason_for(settings: Settings, policies: tuple[Policy, ...]) -> Callabl
     return void_reason
 
 
+def _journal_name(settings: Settings) -> str:
+    journal = settings.journal
+    return str(journal.path) if journal.backend == "sqlite" else f"dynamodb:{journal.table}"
+
+
 async def _supervised(name: str, run: Callable[..., Awaitable[None]], *,
                       task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run a root task; a crash is logged with the task's name and stops the process."""
@@ -121,16 +128,20 @@ async def running_service(
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     events: EventSink | None = None,
-    storage: SqliteStorage | None = None,
+    storage: Storage | None = None,
 ) -> AsyncIterator[RunningService]:
-    """Start the daemon in the current event loop; leaving the block stops it gracefully."""
+    """Start the daemon in the current event loop; leaving the block stops it gracefully.
+
+    ``storage``: the journal to use (the caller closes it); by default the one ``journal`` names, opened here.
+    """
     metrics = Metrics(registry)
-    storage = storage or SqliteStorage(settings.journal.path)
     clock = clock or SystemClock()
     log = structlog.get_logger("supervisor")
     policies = compile_policies(settings)
+    journal: AbstractAsyncContextManager[Storage] = (
+        open_storage(settings, metrics=metrics, clock=clock) if storage is None else nullcontext(storage))
     try:
-        async with build_gateway(settings, metrics, clock=clock) as gateway:
+        async with journal as storage, build_gateway(settings, metrics, clock=clock) as gateway:
             # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
             notifier = Notifier.from_settings(
                 settings, gateway=gateway, metrics=metrics, journal=storage, clock=clock,
@@ -169,6 +180,7 @@ async def running_service(
                 settings=settings, storage=storage, clock=clock, accounting=accounting, enforcement=enforcement,
                 warnings=warnings, inventory=inventory, watched=discovery.watched, metrics=metrics, events=sink,
             ) if accounting is not None else None
+            retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention)
 
             def readiness() -> tuple[bool, str]:
                 reason = discovery.readiness() or enforcement.readiness()
@@ -179,7 +191,7 @@ async def running_service(
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
-                log.info("supervisor.started", http=url, mode=settings.mode, journal=str(settings.journal.path),
+                log.info("supervisor.started", http=url, mode=settings.mode, journal=_journal_name(settings),
                          policies=[policy.name for policy in policies], region=settings.aws.region)
                 # Enforcement first: it loads the claims and resumes open escalations before anything is judged.
                 await task_group.start(_supervised, "enforcement", enforcement.run, name="enforcement")
@@ -189,13 +201,13 @@ async def running_service(
                 if accounting is not None and budgets is not None:
                     await task_group.start(_supervised, "budgets", budgets.run, name="budgets")
                     await task_group.start(_supervised, "accounting", accounting.run, name="accounting")
+                await task_group.start(_supervised, "retention", retention.run, name="retention")
                 try:
                     yield RunningService(metrics, storage, url, discovery, checks, enforcement, accounting, budgets,
                                          notifier)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:
-        storage.close_now()
         log.info("supervisor.stopped")
 
 

@@ -3,6 +3,8 @@
 Public API: :class:`Emulator` (async context manager), :class:`EmulatorThread` (sync, own loop),
 :class:`ControlClient`, the clocks, and the pytest plugin :mod:`athena_spark_emulator.testing`. Faults are
 injected through the control API, the :class:`ControlClient` or ``Emulator.backend`` (docs/emulator.md).
+One emulator serves many accounts and regions: the account comes from the credentials, the region from the
+request's SigV4 scope (:mod:`athena_spark_emulator.callers`).
 
 The package never imports :mod:`supervisor`; the daemon never imports it.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,40 +35,69 @@ def _decode(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-class AuditLog:
-    """Every Athena API call: ``(time, operation, raw body, HTTP status, error type)``, oldest first.
+Entry = tuple[float, str, str, str | None, bytes, int, str | None]
 
-    Bodies are kept as the raw bytes received (cheaper than parsed dicts) and decoded on read.
+
+class AuditLog:
+    """Every API call of every account-region: ``(time, account, region, operation, raw body, HTTP status,
+    error type)``, oldest first.
+
+    Bodies are kept as the raw bytes received (cheaper than parsed dicts) and decoded on read. The number of
+    calls kept per account-region is counted as they come and go, for ``GET /_emulator/state``.
 
     Args:
         max_calls: the most recent calls kept; older ones are dropped.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_counts", "_entries")
 
     def __init__(self, max_calls: int = DEFAULT_MAX_CALLS) -> None:
-        self._entries: deque[tuple[float, str | None, bytes, int, str | None]] = deque(maxlen=max_calls)
+        self._entries: deque[Entry] = deque(maxlen=max_calls)
+        self._counts: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def record(self, time: float, operation: str | None, body: bytes, status: int, error: str | None) -> None:
-        self._entries.append((time, operation, body, status, error))
+    def count(self, account: str | None = None, region: str | None = None) -> int:
+        """How many kept calls are of ``account`` and ``region`` (None: any)."""
+        return sum(count for (entry_account, entry_region), count in self._counts.items()
+                   if account in (None, entry_account) and region in (None, entry_region))
 
-    def clear(self) -> None:
-        self._entries.clear()
+    def record(self, time: float, account: str, region: str, operation: str | None, body: bytes, status: int,
+               error: str | None) -> None:
+        if len(self._entries) == self._entries.maxlen:
+            dropped = self._entries[0]
+            self._counts[(dropped[1], dropped[2])] -= 1
+        self._entries.append((time, account, region, operation, body, status, error))
+        self._counts[(account, region)] += 1
 
-    def entries(self, since: float | None = None, operation: str | None = None) -> list[dict[str, Any]]:
-        """Calls at or after ``since`` (epoch seconds), optionally of one operation, oldest first."""
+    def clear(self, account: str | None = None, region: str | None = None) -> None:
+        """Forget the calls of ``account`` and ``region`` (None: any; both None: every call)."""
+        if account is None and region is None:
+            self._entries.clear()
+            self._counts.clear()
+            return
+        kept = [entry for entry in self._entries if not _matches(entry, account, region)]
+        self._entries = deque(kept, maxlen=self._entries.maxlen)
+        self._counts = Counter((entry[1], entry[2]) for entry in kept)
+
+    def entries(self, since: float | None = None, operation: str | None = None, *, account: str | None = None,
+                region: str | None = None) -> list[dict[str, Any]]:
+        """Calls at or after ``since`` (epoch seconds), optionally of one operation, account and/or region,
+        oldest first."""
         selected = []
         for entry in reversed(self._entries):
             if since is not None and entry[0] < since:
                 break
-            if operation is None or entry[1] == operation:
+            if (operation is None or entry[3] == operation) and _matches(entry, account, region):
                 selected.append(entry)
         selected.reverse()
         return [
-            {"time": iso_millis(time), "operation": op, "request": _decode(body), "status": status,
-             "error": error}
-            for time, op, body, status, error in selected
+            {"time": iso_millis(time), "account": entry_account, "region": entry_region, "operation": op,
+             "request": _decode(body), "status": status, "error": error}
+            for time, entry_account, entry_region, op, body, status, error in selected
         ]
+
+
+def _matches(entry: Entry, account: str | None, region: str | None) -> bool:
+    return account in (None, entry[1]) and region in (None, entry[2])

@@ -1,4 +1,8 @@
-"""One emulated Athena account/region: store, audit log, faults and the services, behind ``call()``."""
+"""One emulated account-region: its store, faults and Athena service, serving its callers' calls.
+
+Every account-region records its calls in the audit log it is given (one log for the whole emulator,
+each entry labelled with the account and region) and answers STS through the shared STS service.
+"""
 
 from __future__ import annotations
 
@@ -6,48 +10,53 @@ import collections
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from athena_spark_emulator import sts
-from athena_spark_emulator.audit import DEFAULT_MAX_CALLS, AuditLog
+from athena_spark_emulator.audit import AuditLog
+from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, Caller
 from athena_spark_emulator.clock import Clock
 from athena_spark_emulator.context import Context
+from athena_spark_emulator.credentials import Keyring
 from athena_spark_emulator.errors import ApiError
 from athena_spark_emulator.fault_controls import FaultControls
 from athena_spark_emulator.faults import Faults, FaultSpec
 from athena_spark_emulator.identity import Identity
 from athena_spark_emulator.injections import Injections
-from athena_spark_emulator.model import load_athena_model
+from athena_spark_emulator.model import load_athena_model, load_sts_model
 from athena_spark_emulator.protocol import audit_operation, decode_body, encode, operation_from_target
+from athena_spark_emulator.roles import Roles
 from athena_spark_emulator.selectors import Resources, request_resources
 from athena_spark_emulator.service import AthenaService
 from athena_spark_emulator.store import Store
+from athena_spark_emulator.sts_service import StsService
 from athena_spark_emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
 
 NO_RESOURCES = Resources()
 
 
 class Backend(FaultControls):
-    """Everything behind the HTTP server; the server and control API are thin adapters over it.
+    """One account-region behind the HTTP server; the server and control API are thin adapters over it.
 
     The fault-injection methods (``set_faults``, ``add_error``, ``override_state``, ``remove_fields`` and
-    their ``clear_*``) come from :class:`~athena_spark_emulator.fault_controls.FaultControls`.
+    their ``clear_*``) come from :class:`~athena_spark_emulator.fault_controls.FaultControls`; they act on
+    this account-region only.
 
     Args:
-        clock: the time source for every derived state.
+        clock: the time source for every derived state (shared by every account-region).
         workgroups: Spark workgroups created at start (and after reset), besides ``primary`` (SQL).
         throttle_tps: a global throttle installed at start (and after reset).
-        account_id / region: used in ARNs.
+        account_id / region: the account-region (in ARNs and audit-log labels).
         faults: the fault registry (inject one with a seeded RNG for reproducible error rates).
-        max_calls: audit-log capacity.
+        audit: the audit log its calls are recorded in (default: its own).
+        sts_service: the STS service (default: its own, with no issued credentials and no role rules).
     """
 
     def __init__(self, *, clock: Clock, workgroups: Sequence[str] = (), throttle_tps: float | None = None,
-                 account_id: str = "123456789012", region: str = "us-east-1", faults: Faults | None = None,
-                 max_calls: int = DEFAULT_MAX_CALLS,
+                 account_id: str = DEFAULT_ACCOUNT, region: str = DEFAULT_REGION, faults: Faults | None = None,
+                 audit: AuditLog | None = None, sts_service: StsService | None = None,
                  logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.clock = clock
         self.account_id = account_id
@@ -59,7 +68,8 @@ class Backend(FaultControls):
         self._log = logger or structlog.get_logger("athena_spark_emulator")
         self.injections = Injections(clock, faults or Faults())
         self.faults = self.injections.faults
-        self.audit = AuditLog(max_calls)
+        self.audit = audit if audit is not None else AuditLog()
+        self.sts_service = sts_service or StsService(Keyring(), Roles(), load_sts_model())
         self.store = Store()
         self.service = self._service()
         self.reset()
@@ -69,14 +79,16 @@ class Backend(FaultControls):
         return AthenaService(context, self._model, logger=self._log)
 
     def reset(self) -> None:
-        """Back to the start state: ``primary`` + initial workgroups, no calls, initial throttle only."""
+        """Back to the start state: ``primary`` + initial workgroups, initial throttle only.
+
+        The audit log is not touched: it belongs to the whole emulator (``Fleet.reset`` clears it).
+        """
         now = self.clock.now()
         self.store = Store()
         self.service = self._service()
         self.store.put_workgroup(new_workgroup(PRIMARY, created_at=now))
         for name in self._initial_workgroups:
             self.store.put_workgroup(new_workgroup(name, created_at=now, configuration=spark_configuration()))
-        self.audit.clear()
         self.injections.clear()
         if self._throttle_tps is not None:
             self.faults.set(None, FaultSpec(throttle_tps=self._throttle_tps), now)
@@ -84,20 +96,27 @@ class Backend(FaultControls):
     def _resources(self, body: dict[str, Any]) -> Resources:
         return request_resources(self.store, body) if self.injections.targeted else NO_RESOURCES
 
-    async def call(self, target: str | None, raw: bytes) -> tuple[int, bytes, str | None]:
+    def _record(self, received: float, operation: str | None, raw: bytes, status: int, error: str | None) -> None:
+        self.audit.record(received, self.account_id, self.region, operation, raw, status, error)
+
+    async def call(self, target: str | None, raw: bytes, caller: Caller | None = None) -> tuple[int, bytes, str | None]:
         """Serve one AWS JSON 1.1 call; return ``(HTTP status, response body, error type or None)``.
 
-        The request is processed after its injected latency: a state change it causes happens then.
+        The request is processed after its injected latency: a state change it causes happens then. A
+        ``caller`` with a refusal (expired or unknown token) is answered that error before any fault.
         """
         received = self.clock.now()
+        identity = caller.identity if caller is not None else self.identity
         try:
+            if caller is not None and caller.refusal is not None:
+                raise caller.refusal
             operation = operation_from_target(target)
             try:
                 body, undecodable = decode_body(raw), None
             except ApiError as failure:  # answered after the faults, like any invalid request
                 body, undecodable = {}, failure
             resources = self._resources(body)
-            await self.injections.before(operation, resources, self.identity)
+            await self.injections.before(operation, resources, identity)
             if undecodable is not None:
                 raise undecodable
             payload = self.service.handle(operation, body, self.clock.now())
@@ -105,29 +124,33 @@ class Backend(FaultControls):
             status, error = 200, None
         except ApiError as failure:
             payload, status, error = failure.body(), failure.status, failure.error_type
-        self.audit.record(received, audit_operation(target), raw, status, error)
+        self._record(received, audit_operation(target), raw, status, error)
         return status, encode(payload), error
 
-    async def call_sts(self, raw: bytes) -> tuple[int, bytes, str | None]:
-        """Serve one STS Query-protocol call (GetCallerIdentity); return ``(status, XML body, error code)``.
+    async def call_sts(self, raw: bytes, caller: Caller | None = None) -> tuple[int, bytes, str | None]:
+        """Serve one STS Query-protocol call; return ``(status, XML body, error code)``.
 
-        The audit log records it like an Athena call, its form fields as the request object.
+        Faults apply only when they name the STS operation. The audit log records it like an Athena call,
+        its form fields as the request object.
         """
         received = self.clock.now()
+        identity = caller.identity if caller is not None else self.identity
         request_id = str(uuid.uuid4())
         form = sts.decode_form(raw)
         try:
+            if caller is not None and caller.refusal is not None:
+                raise caller.refusal
             operation = sts.operation_of(form)
-            await self.injections.before(operation, NO_RESOURCES, self.identity, service="sts")
-            status, body, error = 200, sts.caller_identity(self.identity, request_id), None
+            await self.injections.before(operation, NO_RESOURCES, identity, service="sts")
+            body = self.sts_service.handle(operation, form, identity, self.clock.now(), request_id)
+            status, error = 200, None
         except ApiError as failure:
-            status = failure.status
-            error, body = sts.error_document(failure, request_id)
-        self.audit.record(received, form.get("Action") or None, json.dumps(form).encode(), status, error)
+            status, error, body = sts.error_document(failure, request_id)
+        self._record(received, form.get("Action") or None, json.dumps(form).encode(), status, error)
         return status, body, error
 
     def state(self) -> dict[str, Any]:
-        """A summary for ``GET /_emulator/state``: counts by state, per workgroup, faults and time."""
+        """This account-region's summary: its workgroups, counts by state, its calls and its faults."""
         now = self.clock.now()
         store = self.store
         session_states: collections.Counter[str] = collections.Counter()
@@ -140,7 +163,8 @@ class Backend(FaultControls):
         for calculation_id in store.calculations:
             calculation_states[store.calculation_view(calculation_id, now).state] += 1
         return {
-            "now": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "account": self.account_id,
+            "region": self.region,
             "workgroups": [
                 {"name": record.name, "state": record.state, "engine": record.engine, "tags": record.tags,
                  "sessions": dict(per_workgroup.get(record.name, {}))}
@@ -148,6 +172,6 @@ class Backend(FaultControls):
             ],
             "sessions": {"total": len(store.sessions), "by_state": dict(session_states)},
             "calculations": {"total": len(store.calculations), "by_state": dict(calculation_states)},
-            "calls": len(self.audit),
+            "calls": self.audit.count(self.account_id, self.region),
             "faults": self.injections.to_json(),
         }

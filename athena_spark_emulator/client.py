@@ -1,4 +1,9 @@
-"""A small synchronous client for the control API (used by the pytest fixture, the demo and benches)."""
+"""A small synchronous client for the control API (used by the pytest fixture, the demo and benches).
+
+Every method takes optional keyword-only ``account`` and ``region``: the account-region a fault or populate
+acts on (each defaulting to the emulator's default), or the filters of ``calls``, ``state`` and ``reset``
+(none: every account-region).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ from typing import Any
 
 class ControlError(RuntimeError):
     """The control API answered an error (the message is its ``error``)."""
+
+
+def _query(**values: str | None) -> dict[str, str]:
+    return {key: value for key, value in values.items() if value}
 
 
 class ControlClient:
@@ -39,77 +48,109 @@ class ControlClient:
             detail = error.read().decode("utf-8", "replace")
             raise ControlError(f"{method} {path}: HTTP {error.code}: {detail}") from None
 
-    def calls(self, since: str | None = None, operation: str | None = None) -> list[dict[str, Any]]:
-        """Audit-log entries (oldest first), at or after ``since`` (ISO-8601), optionally of one operation."""
-        query = {key: value for key, value in (("since", since), ("operation", operation)) if value}
+    def calls(self, since: str | None = None, operation: str | None = None, *, account: str | None = None,
+              region: str | None = None) -> list[dict[str, Any]]:
+        """Audit-log entries (oldest first), at or after ``since`` (ISO-8601), optionally of one operation,
+        account and/or region."""
+        query = _query(since=since, operation=operation, account=account, region=region)
         result: list[dict[str, Any]] = self._request("GET", "calls", query=query)["calls"]
         return result
 
     def set_faults(self, operation: str | None = None, *, throttle_tps: float | None = None,
                    burst: float | None = None, error_rate: float | None = None,
-                   latency: str | float | None = None) -> dict[str, Any]:
+                   latency: str | float | None = None, account: str | None = None,
+                   region: str | None = None) -> dict[str, Any]:
         """Install a fault rule for one operation (or globally when ``operation`` is None)."""
         body = {key: value for key, value in (("operation", operation), ("throttle_tps", throttle_tps),
                                              ("burst", burst), ("error_rate", error_rate),
                                              ("latency", latency)) if value is not None}
-        result: dict[str, Any] = self._request("POST", "faults", body)
+        result: dict[str, Any] = self._request("POST", "faults", body, _query(account=account, region=region))
         return result
 
-    def clear_faults(self, operation: str | None = None) -> None:
+    def clear_faults(self, operation: str | None = None, *, account: str | None = None,
+                     region: str | None = None) -> None:
         """Clear one operation's throttle/error-rate/latency rule, or (no operation) every fault of every kind."""
-        self._request("DELETE", "faults", query={"operation": operation} if operation else None)
+        self._request("DELETE", "faults", query=_query(operation=operation, account=account, region=region))
 
-    def faults(self) -> dict[str, Any]:
+    def faults(self, *, account: str | None = None, region: str | None = None) -> dict[str, Any]:
         """Every installed fault: ``global``, ``operations``, ``errors``, ``states``, ``removals``."""
-        result: dict[str, Any] = self._request("GET", "faults")
+        result: dict[str, Any] = self._request("GET", "faults", query=_query(account=account, region=region))
         return result
 
-    def _add(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _add(self, kind: str, body: dict[str, Any], account: str | None, region: str | None) -> dict[str, Any]:
         rule: dict[str, Any] = self._request("POST", f"faults/{kind}",
-                                             {key: value for key, value in body.items() if value is not None})
+                                             {key: value for key, value in body.items() if value is not None},
+                                             _query(account=account, region=region))
         return rule
 
-    def _remove(self, kind: str, rule_id: str | None) -> list[dict[str, Any]]:
-        left: list[dict[str, Any]] = self._request("DELETE", f"faults/{kind}",
-                                                   query={"id": rule_id} if rule_id else None)[kind]
+    def _remove(self, kind: str, rule_id: str | None, account: str | None,
+                region: str | None) -> list[dict[str, Any]]:
+        left: list[dict[str, Any]] = self._request(
+            "DELETE", f"faults/{kind}", query=_query(id=rule_id, account=account, region=region))[kind]
         return left
 
     def add_error(self, error: str, *, operation: str | None = None, session_id: str | None = None,
                   calculation_id: str | None = None, workgroup: str | None = None, message: str | None = None,
-                  count: int | None = None) -> dict[str, Any]:
+                  count: int | None = None, account: str | None = None,
+                  region: str | None = None) -> dict[str, Any]:
         """Answer ``error`` to the calls about a resource (and/or of an operation); returns the rule and its id."""
         return self._add("errors", {"error": error, "operation": operation, "session_id": session_id,
                                     "calculation_id": calculation_id, "workgroup": workgroup, "message": message,
-                                    "count": count})
+                                    "count": count}, account, region)
 
-    def clear_errors(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+    def clear_errors(self, rule_id: str | None = None, *, account: str | None = None,
+                     region: str | None = None) -> list[dict[str, Any]]:
         """Remove one error rule (or all); returns the rules left."""
-        return self._remove("errors", rule_id)
+        return self._remove("errors", rule_id, account, region)
 
-    def override_state(self, state: str, *, session_id: str | None = None,
-                       calculation_id: str | None = None) -> dict[str, Any]:
+    def override_state(self, state: str, *, session_id: str | None = None, calculation_id: str | None = None,
+                       account: str | None = None, region: str | None = None) -> dict[str, Any]:
         """Report ``state`` for one session or calculation in Get*/List* answers; returns the rule."""
-        return self._add("states", {"state": state, "session_id": session_id, "calculation_id": calculation_id})
+        return self._add("states", {"state": state, "session_id": session_id, "calculation_id": calculation_id},
+                         account, region)
 
-    def clear_state_overrides(self, rule_id: str | None = None) -> list[dict[str, Any]]:
-        return self._remove("states", rule_id)
+    def clear_state_overrides(self, rule_id: str | None = None, *, account: str | None = None,
+                              region: str | None = None) -> list[dict[str, Any]]:
+        return self._remove("states", rule_id, account, region)
 
     def remove_fields(self, operation: str, fields: list[str], *, session_id: str | None = None,
-                      calculation_id: str | None = None, workgroup: str | None = None) -> dict[str, Any]:
+                      calculation_id: str | None = None, workgroup: str | None = None,
+                      account: str | None = None, region: str | None = None) -> dict[str, Any]:
         """Drop ``fields`` (dotted paths, list items too) from ``operation``'s answers; returns the rule."""
         return self._add("removals", {"operation": operation, "fields": fields, "session_id": session_id,
-                                      "calculation_id": calculation_id, "workgroup": workgroup})
+                                      "calculation_id": calculation_id, "workgroup": workgroup}, account, region)
 
-    def clear_field_removals(self, rule_id: str | None = None) -> list[dict[str, Any]]:
-        return self._remove("removals", rule_id)
+    def clear_field_removals(self, rule_id: str | None = None, *, account: str | None = None,
+                             region: str | None = None) -> list[dict[str, Any]]:
+        return self._remove("removals", rule_id, account, region)
 
-    def reset(self) -> None:
-        self._request("POST", "reset", {})
+    def reset(self, *, account: str | None = None, region: str | None = None) -> None:
+        """Back to the start state: the account-regions of ``account``/``region``, or (neither) everything."""
+        self._request("POST", "reset", {}, _query(account=account, region=region))
 
-    def state(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "state")
+    def state(self, *, account: str | None = None, region: str | None = None) -> dict[str, Any]:
+        """The summary of the account-regions of ``account``/``region`` (neither: all of them)."""
+        result: dict[str, Any] = self._request("GET", "state", query=_query(account=account, region=region))
         return result
 
-    def populate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "populate", spec)
+    def populate(self, spec: dict[str, Any], *, account: str | None = None,
+                 region: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "populate", spec, _query(account=account, region=region))
+        return result
+
+    def set_role(self, role_arn: str, *, deny: bool = False, external_id: str | None = None) -> dict[str, Any]:
+        """Make AssumeRole of ``role_arn`` refuse every caller (``deny``) or require ``external_id``."""
+        body: dict[str, Any] = {"role_arn": role_arn, "deny": deny}
+        if external_id is not None:
+            body["external_id"] = external_id
+        result: dict[str, Any] = self._request("POST", "roles", body)
+        return result
+
+    def roles(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "roles")["roles"]
+        return result
+
+    def clear_roles(self, role_arn: str | None = None) -> list[dict[str, Any]]:
+        """Remove the rule of one role (or every rule); returns the rules left."""
+        result: list[dict[str, Any]] = self._request("DELETE", "roles", query=_query(role_arn=role_arn))["roles"]
         return result

@@ -1,8 +1,12 @@
-"""The control API under ``/_emulator/`` (JSON): audit log, faults, reset, state and populate.
+"""The control API under ``/_emulator/`` (JSON): audit log, faults, reset, state, populate and roles.
 
 Faults: ``/faults`` (throttling, error rates, latency; ``GET`` shows every kind, bare ``DELETE`` clears every
 kind) and ``/faults/errors``, ``/faults/states``, ``/faults/removals`` (``POST`` one rule, ``GET`` them,
-``DELETE [?id=…]`` one or all).
+``DELETE [?id=…]`` one or all). Roles: ``/roles`` (``POST`` a rule, ``GET`` them, ``DELETE [?role_arn=…]``).
+
+Every route takes ``?account=&region=``. Faults and populate act on that account-region (each defaulting to
+the default one, created on first use); ``calls``, ``state`` and ``reset`` take them as filters (none: every
+account-region).
 
 Control routes are never throttled, never fail by injection and are not recorded in the audit log.
 """
@@ -17,16 +21,20 @@ from aiohttp import web
 
 from athena_spark_emulator.audit import parse_since
 from athena_spark_emulator.backend import Backend
+from athena_spark_emulator.callers import ACCOUNT_ID
 from athena_spark_emulator.fault_controls import KINDS
 from athena_spark_emulator.faults import FaultSpec
+from athena_spark_emulator.fleet import Fleet
 from athena_spark_emulator.populate import PopulateError, populate
+from athena_spark_emulator.roles import RoleRule
 from athena_spark_emulator.rulebook import UnknownRule
+from athena_spark_emulator.signing import REGION_NAME
 
 PREFIX = "/_emulator"
 
 
-def _bad_request(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -36,15 +44,25 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return json.loads(raw)
     except ValueError as error:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid JSON: {error}"}),
-                                 content_type="application/json") from None
+        raise _bad_request(f"invalid JSON: {error}") from None
+
+
+def _scope(request: web.Request) -> tuple[str | None, str | None]:
+    """``account`` and ``region`` of the query string (None when absent); raise 400 when malformed."""
+    account = request.query.get("account") or None
+    region = request.query.get("region") or None
+    if account is not None and ACCOUNT_ID.fullmatch(account) is None:
+        raise _bad_request(f"account: expected 12 digits, got {account!r}")
+    if region is not None and REGION_NAME.fullmatch(region) is None:
+        raise _bad_request(f"region: expected a region name such as us-east-1, got {region!r}")
+    return account, region
 
 
 class ControlApi:
-    """aiohttp handlers over a :class:`Backend`."""
+    """aiohttp handlers over a :class:`Fleet`."""
 
-    def __init__(self, backend: Backend, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
-        self._backend = backend
+    def __init__(self, fleet: Fleet, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
+        self._fleet = fleet
         self._log = logger or structlog.get_logger("athena_spark_emulator")
 
     def routes(self) -> list[web.RouteDef]:
@@ -61,78 +79,118 @@ class ControlApi:
             web.post(f"{PREFIX}/reset", self.reset),
             web.get(f"{PREFIX}/state", self.state),
             web.post(f"{PREFIX}/populate", self.populate),
+            web.get(f"{PREFIX}/roles", self.get_roles),
+            web.post(f"{PREFIX}/roles", self.set_role),
+            web.delete(f"{PREFIX}/roles", self.remove_roles),
         ]
 
+    def _backend(self, request: web.Request) -> Backend:
+        """The account-region a fault or populate request acts on."""
+        return self._fleet.backend(*_scope(request))
+
     async def calls(self, request: web.Request) -> web.Response:
+        account, region = _scope(request)
         since_text = request.query.get("since")
         try:
             since = parse_since(since_text) if since_text else None
         except ValueError:
-            return _bad_request(f"since: not an ISO-8601 instant: {since_text!r}")
+            raise _bad_request(f"since: not an ISO-8601 instant: {since_text!r}") from None
         operation = request.query.get("operation") or None
-        return web.json_response({"calls": self._backend.audit.entries(since, operation)})
+        entries = self._fleet.audit.entries(since, operation, account=account, region=region)
+        return web.json_response({"calls": entries})
 
     async def get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self._backend.injections.to_json())
+        return web.json_response(self._backend(request).injections.to_json())
 
     async def set_faults(self, request: web.Request) -> web.Response:
+        backend = self._backend(request)
         body = await _json_body(request)
         if not isinstance(body, dict):
-            return _bad_request("expected a JSON object")
+            raise _bad_request("expected a JSON object")
         operation = body.get("operation")
         if operation is not None and not isinstance(operation, str):
-            return _bad_request("operation must be a string")
+            raise _bad_request("operation must be a string")
         try:
             spec = FaultSpec.from_json(body)
         except ValueError as error:
-            return _bad_request(str(error))
-        self._backend.faults.set(operation, spec, self._backend.clock.now())
-        self._log.info("emulator.faults_set", operation=operation, **spec.to_json())
-        return web.json_response(self._backend.injections.to_json())
+            raise _bad_request(str(error)) from None
+        backend.faults.set(operation, spec, backend.clock.now())
+        self._log.info("emulator.faults_set", account=backend.account_id, region=backend.region,
+                       operation=operation, **spec.to_json())
+        return web.json_response(backend.injections.to_json())
 
     async def clear_faults(self, request: web.Request) -> web.Response:
+        backend = self._backend(request)
         operation = request.query.get("operation")
-        self._log.info("emulator.faults_cleared", operation=operation)
-        return web.json_response(self._backend.clear_faults(operation))
+        self._log.info("emulator.faults_cleared", account=backend.account_id, region=backend.region,
+                       operation=operation)
+        return web.json_response(backend.clear_faults(operation))
 
     async def get_rules(self, request: web.Request) -> web.Response:
         kind = request.path.rsplit("/", 1)[-1]
-        return web.json_response({kind: self._backend.injections.to_json()[kind]})
+        return web.json_response({kind: self._backend(request).injections.to_json()[kind]})
 
     async def add_rule(self, request: web.Request) -> web.Response:
+        backend = self._backend(request)
         kind = request.path.rsplit("/", 1)[-1]
         body = await _json_body(request)
         try:
-            rule = self._backend.install(kind, body)
+            rule = backend.install(kind, body)
         except ValueError as error:
-            return _bad_request(str(error))
-        self._log.info("emulator.fault_added", kind=kind, **rule)
+            raise _bad_request(str(error)) from None
+        self._log.info("emulator.fault_added", account=backend.account_id, region=backend.region, kind=kind,
+                       **rule)
         return web.json_response(rule)
 
     async def remove_rules(self, request: web.Request) -> web.Response:
+        backend = self._backend(request)
         kind = request.path.rsplit("/", 1)[-1]
         rule_id = request.query.get("id") or None
         try:
-            left = self._backend.uninstall(kind, rule_id)
+            left = backend.uninstall(kind, rule_id)
         except UnknownRule:
             return web.json_response({"error": f"no {kind} rule with id {rule_id!r}"}, status=404)
-        self._log.info("emulator.fault_removed", kind=kind, id=rule_id)
+        self._log.info("emulator.fault_removed", account=backend.account_id, region=backend.region, kind=kind,
+                       id=rule_id)
         return web.json_response({kind: left})
 
     async def reset(self, request: web.Request) -> web.Response:
-        self._backend.reset()
-        self._log.info("emulator.reset")
+        account, region = _scope(request)
+        self._fleet.reset(account, region)
+        self._log.info("emulator.reset", account=account, region=region)
         return web.json_response({"reset": True})
 
     async def state(self, request: web.Request) -> web.Response:
-        return web.json_response(self._backend.state())
+        return web.json_response(self._fleet.state(*_scope(request)))
 
     async def populate(self, request: web.Request) -> web.Response:
+        backend = self._backend(request)
         body = await _json_body(request)
         try:
-            created = populate(self._backend.store, body, self._backend.clock.now())
+            created = populate(backend.store, body, backend.clock.now())
         except PopulateError as error:
-            return _bad_request(str(error))
-        self._log.info("emulator.populated", workgroups=len(created["workgroups"]),
-                       sessions=len(created["sessions"]))
+            raise _bad_request(str(error)) from None
+        self._log.info("emulator.populated", account=backend.account_id, region=backend.region,
+                       workgroups=len(created["workgroups"]), sessions=len(created["sessions"]))
         return web.json_response(created)
+
+    async def get_roles(self, request: web.Request) -> web.Response:
+        return web.json_response({"roles": self._fleet.roles.to_json()})
+
+    async def set_role(self, request: web.Request) -> web.Response:
+        try:
+            rule = RoleRule.from_json(await _json_body(request))
+        except ValueError as error:
+            raise _bad_request(str(error)) from None
+        self._fleet.roles.put(rule)
+        self._log.info("emulator.role_set", **rule.to_json())
+        return web.json_response(rule.to_json())
+
+    async def remove_roles(self, request: web.Request) -> web.Response:
+        role_arn = request.query.get("role_arn") or None
+        try:
+            self._fleet.roles.remove(role_arn)
+        except KeyError:
+            return web.json_response({"error": f"no rule for role {role_arn!r}"}, status=404)
+        self._log.info("emulator.role_removed", role_arn=role_arn)
+        return web.json_response({"roles": self._fleet.roles.to_json()})

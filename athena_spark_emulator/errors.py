@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 CLIENT_ERROR = 400
+FORBIDDEN = 403  # STS's authentication and authorization errors (AccessDenied, ExpiredToken…)
 SERVER_ERROR = 500
 
 

@@ -89,6 +89,10 @@ class Faults:
         self._specs: dict[str | None, FaultSpec] = {}
         self._buckets: dict[str | None, TokenBucket] = {}
 
+    def spawn(self) -> Faults:
+        """An empty registry drawing on the same random source (for another account-region)."""
+        return Faults(self._rng)
+
     def set(self, operation: str | None, spec: FaultSpec, now: float) -> None:
         self._specs[operation] = spec
         self._buckets.pop(operation, None)

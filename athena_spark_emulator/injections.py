@@ -1,10 +1,10 @@
-"""Every fault injected into one emulator, and where each one acts on a call.
+"""Every fault injected into one account-region, and where each one acts on a call.
 
 Order for one call: wait the latency (the request is processed after it, so a state change it causes
 happens at arrival + latency), take throttle tokens, roll the error rate, check the error rules; then the
 service answers (state overrides act inside the handlers, on what Get*/List* report); then field removals
 edit the answer. Global throttle/latency/error-rate rules act on Athena operations only; per-operation
-rules and error rules may also name ``GetCallerIdentity`` (STS).
+rules and error rules may also name an STS operation (``GetCallerIdentity``, ``AssumeRole``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from athena_spark_emulator.state_overrides import StateOverrides
 
 
 class Injections:
-    """The fault registries of one emulator.
+    """The fault registries of one account-region.
 
     Args:
         clock: latency waits on its ``sleep`` when it has one (virtual time), else in real time.

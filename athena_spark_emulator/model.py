@@ -1,4 +1,4 @@
-"""botocore's ``athena`` service model, loaded once per emulator and shared read-only."""
+"""botocore's ``athena`` and ``sts`` service models, loaded once per process and shared read-only."""
 
 from __future__ import annotations
 
@@ -12,3 +12,9 @@ import botocore.session
 def load_athena_model() -> Any:
     """Return botocore's ``ServiceModel`` for Athena (the source of truth for shapes and operations)."""
     return botocore.session.get_session().get_service_model("athena")
+
+
+@functools.lru_cache(maxsize=1)
+def load_sts_model() -> Any:
+    """Return botocore's ``ServiceModel`` for STS (AssumeRole's input and output shapes)."""
+    return botocore.session.get_session().get_service_model("sts")

@@ -11,9 +11,11 @@ from aiohttp import web
 
 from athena_spark_emulator import sts
 from athena_spark_emulator.backend import Backend
+from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION
 from athena_spark_emulator.clock import Clock, SystemClock
 from athena_spark_emulator.control import PREFIX, ControlApi
 from athena_spark_emulator.faults import Faults
+from athena_spark_emulator.fleet import Fleet
 from athena_spark_emulator.protocol import CONTENT_TYPE
 
 
@@ -25,25 +27,36 @@ class Emulator:
     Args:
         host: the loopback address to bind.
         port: the TCP port (0 picks a free one).
-        workgroups: Spark workgroups (``PySpark engine version 3``, ENABLED) created at start.
-        throttle_tps: throttle every operation to this many requests/s (global fault).
-        account_id / region: used in ARNs.
+        workgroups: Spark workgroups (``PySpark engine version 3``, ENABLED) of the default account-region.
+        throttle_tps: throttle every operation to this many requests/s (global fault of every account-region).
+        account_id / region: the default account-region: requests whose credentials name no account belong
+            to the default account, requests without a SigV4 scope to the default region.
         clock: time source (default wall clock); see :class:`~athena_spark_emulator.clock.ManualClock`. With
             an ``async sleep(seconds)`` method, injected latency waits on it (virtual time).
         faults: fault registry (inject one with a seeded RNG for reproducible error rates).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, workgroups: Sequence[str] = (),
-                 throttle_tps: float | None = None, account_id: str = "123456789012",
-                 region: str = "us-east-1", clock: Clock | None = None, faults: Faults | None = None,
+                 throttle_tps: float | None = None, account_id: str = DEFAULT_ACCOUNT,
+                 region: str = DEFAULT_REGION, clock: Clock | None = None, faults: Faults | None = None,
                  logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.host = host
         self.port = port
+        self.account_id = account_id
+        self.region = region
         self._log = logger or structlog.get_logger("athena_spark_emulator")
-        self.backend = Backend(clock=clock or SystemClock(), workgroups=workgroups,
-                               throttle_tps=throttle_tps, account_id=account_id, region=region,
-                               faults=faults, logger=self._log)
+        self.fleet = Fleet(clock=clock or SystemClock(), account_id=account_id, region=region,
+                           workgroups=workgroups, throttle_tps=throttle_tps, faults=faults, logger=self._log)
         self._runner: web.AppRunner | None = None
+
+    @property
+    def backend(self) -> Backend:
+        """The default account-region (store, faults; ``backend.audit`` is the whole emulator's audit log)."""
+        return self.fleet.default
+
+    def backend_for(self, account: str | None = None, region: str | None = None) -> Backend:
+        """An account-region (each defaults to the default one), created on first use."""
+        return self.fleet.backend(account, region)
 
     @property
     def endpoint_url(self) -> str:
@@ -56,17 +69,19 @@ class Emulator:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([web.post("/", self._api)])
-        app.add_routes(ControlApi(self.backend, logger=self._log).routes())
+        app.add_routes(ControlApi(self.fleet, logger=self._log).routes())
         return app
 
     async def _api(self, request: web.Request) -> web.Response:
         """``POST /``: Athena (AWS JSON 1.1, ``X-Amz-Target``) or STS (Query protocol, a form body)."""
         raw = await request.read()
-        target = request.headers.get("X-Amz-Target")
+        headers = request.headers
+        target = headers.get("X-Amz-Target")
+        authorization, token = headers.get("Authorization"), headers.get("X-Amz-Security-Token")
         if target is None and request.content_type == sts.FORM_CONTENT_TYPE:
-            status, body, _ = await self.backend.call_sts(raw)
+            status, body, _ = await self.fleet.call_sts(raw, authorization=authorization, security_token=token)
             return web.Response(body=body, status=status, content_type=sts.XML_CONTENT_TYPE)
-        status, body, _ = await self.backend.call(target, raw)
+        status, body, _ = await self.fleet.call(target, raw, authorization=authorization, security_token=token)
         return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                             headers={"x-amzn-RequestId": str(uuid.uuid4())})
 

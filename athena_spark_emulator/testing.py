@@ -2,7 +2,8 @@
 
 Fixtures:
     emulator: a fresh thread-backed emulator per test; an :class:`EmulatorHandle` with ``endpoint_url``,
-        ``control_url`` and the :class:`~athena_spark_emulator.client.ControlClient` methods.
+        ``control_url`` and the :class:`~athena_spark_emulator.client.ControlClient` methods; its clients
+        may act as another account and/or region (``boto3_client(account=..., region=...)``).
     emulator_factory: ``emulator_factory(**Emulator kwargs)`` starts more (e.g. with a ManualClock); all
         are stopped after the test.
     emulator_clock / manual_emulator: a ManualClock and an emulator driven by it (workgroup ``spark``).
@@ -11,7 +12,7 @@ Fixtures:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -29,25 +30,45 @@ class EmulatorHandle(ControlClient):
         super().__init__(thread.control_url)
         self.thread = thread
         self.endpoint_url = thread.endpoint_url
+        self.account_id = thread.account_id
+        self.region = thread.region
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``boto3.client("athena", **...)`` / aiobotocore ``create_client``."""
-        return {"endpoint_url": self.endpoint_url, "region_name": "us-east-1",
-                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    def client_kwargs(self, *, account: str | None = None, region: str | None = None,
+                      credentials: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client("athena", **...)`` / aiobotocore ``create_client``.
 
-    def boto3_client(self, *, parameter_validation: bool = True, check_shapes: bool = True) -> Any:
-        """A boto3 Athena client on this emulator, without retries (errors surface at once).
+        Args:
+            account: sign with this 12-digit access key id, so calls land in that account (default: an
+                access key that maps to the emulator's default account).
+            region: sign for this region (default: the emulator's default region).
+            credentials: sign with these (``AccessKeyId``, ``SecretAccessKey``, ``SessionToken``, as
+                AssumeRole answers them) instead; they decide the account.
+        """
+        kwargs = {"endpoint_url": self.endpoint_url, "region_name": region or self.region,
+                  "aws_access_key_id": account or "testing", "aws_secret_access_key": "testing"}
+        if credentials is not None:
+            kwargs.update(aws_access_key_id=credentials["AccessKeyId"],
+                          aws_secret_access_key=credentials["SecretAccessKey"],
+                          aws_session_token=credentials["SessionToken"])
+        return kwargs
+
+    def boto3_client(self, service: str = "athena", *, parameter_validation: bool = True, check_shapes: bool = True,
+                     account: str | None = None, region: str | None = None,
+                     credentials: Mapping[str, Any] | None = None) -> Any:
+        """A boto3 client (Athena, or ``sts``) on this emulator, without retries (errors surface at once).
 
         With ``check_shapes`` every successful response is checked against botocore's output shape.
+        ``account``, ``region`` and ``credentials`` are those of :meth:`client_kwargs`.
         """
         import boto3
         from botocore.config import Config
 
-        client = boto3.client("athena", config=Config(
+        client = boto3.client(service, config=Config(
             parameter_validation=parameter_validation, retries={"mode": "standard", "total_max_attempts": 1},
-        ), **self.client_kwargs())
+        ), **self.client_kwargs(account=account, region=region, credentials=credentials))
         if check_shapes:
-            client.meta.events.register("after-call.athena", check_after_call)
+            client.meta.events.register(f"after-call.{client.meta.service_model.service_id.hyphenize()}",
+                                        check_after_call)
         return client
 
 

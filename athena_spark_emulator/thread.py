@@ -33,6 +33,14 @@ class EmulatorThread:
     def control_url(self) -> str:
         return self._require().control_url
 
+    @property
+    def account_id(self) -> str:
+        return self._require().account_id
+
+    @property
+    def region(self) -> str:
+        return self._require().region
+
     def _require(self) -> Emulator:
         if self.emulator is None:
             raise RuntimeError("the emulator thread is not started")

@@ -90,7 +90,8 @@ class AwsCallError(Exception):
         self.operation = operation
         self.code = code
         self.message = message
-        # As in aws_api_calls_total: throttled, client_error, server_error, network_error, condition_failed.
+        # As in aws_api_calls_total (throttled, client_error, server_error, network_error, condition_failed), or
+        # not_sent (a destructive call not started: this replica's lease may expire first).
         self.outcome = outcome
         self.reasons = reasons
 
@@ -227,6 +228,9 @@ class Gateway:
         self._log = logger or structlog.get_logger("supervisor.gateway")
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str, str | None], Any] = {}
+        # Set by a replica for the shards it leases: while it says False, no call that must not reach AWS twice
+        # (the destructive ones) starts an attempt, because another replica may own the shard by then.
+        self.may_send: Callable[[], bool] = lambda: True
 
     async def __aenter__(self) -> Gateway:
         await self._stack.__aenter__()
@@ -328,6 +332,9 @@ class Gateway:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if not repeatable and not self.may_send():
+                        raise AwsCallError(operation, "LeaseExpiring", "this replica's lease of the account-region "
+                                           "may expire before the call is sent; not sent", "not_sent")
                     return await self._attempt(operation, method, request, priority)
         except ClientError as error:
             details = error.response.get("Error", {})

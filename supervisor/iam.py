@@ -75,6 +75,11 @@ NOTIFY_SNS = Feature("notifications_sns", "only with an sns notification channel
                      (Grant("NotifySnsTopic", ("sns:Publish",), SNS_TOPIC_ARN),))
 NOTIFY_EVENTBRIDGE = Feature("notifications_eventbridge", "only with an eventbridge notification channel",
                              (Grant("NotifyEventBus", ("events:PutEvents",), EVENT_BUS_ARN),))
+MEMBER_ROLE_ARN = "arn:aws:iam::*:role/${MemberRoleName}"
+ASSUME_MEMBER_ROLES = Feature(
+    "assume_member_roles", "only with accounts that name a role_arn (the role is assumed through STS)",
+    (Grant("AssumeMemberAccountRoles", ("sts:AssumeRole",), MEMBER_ROLE_ARN),),
+)
 EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an operator's role, not the daemon's)", (
     Grant("ListWorkgroups", ("athena:ListWorkGroups",), "*"),
     Grant("ReadSparkWorkgroups", (
@@ -95,9 +100,10 @@ SETUP_DYNAMODB = Feature(
                                   "dynamodb:DescribeTimeToLive"), JOURNAL_TABLE_ARN),),
 )
 
-FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EXPLAIN,
-                                 JOURNAL_DYNAMODB, SETUP_DYNAMODB)
-DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE)
+FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
+                                 ASSUME_MEMBER_ROLES, EXPLAIN, JOURNAL_DYNAMODB, SETUP_DYNAMODB)
+DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
+                                        ASSUME_MEMBER_ROLES)
 POLICY_FILES: dict[str, tuple[Feature, ...]] = {
     "policy.json": DAEMON_FEATURES,
     "explain-policy.json": (EXPLAIN,),
@@ -124,6 +130,7 @@ def features_for(settings: Settings) -> tuple[Feature, ...]:
     channels = {channel.type for channel in settings.notifications}
     optional = {BUDGETS_DISABLE_WORKGROUP: "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
                 NOTIFY_EVENTBRIDGE: "eventbridge" in channels,
+                ASSUME_MEMBER_ROLES: any(account.role_arn for account in settings.accounts),
                 JOURNAL_DYNAMODB: settings.journal.backend == "dynamodb"}
     return (DAEMON, *(feature for feature, used in optional.items() if used))
 

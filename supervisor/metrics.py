@@ -1,58 +1,109 @@
 """Prometheus instruments of the daemon, created on an injected registry (no global REGISTRY).
 
 Label values are bounded: operation names, policy/budget/rule names from the config, workgroup names,
-fixed outcome words. Session and calculation ids are never labels.
+account ids and regions from the config, fixed outcome words. Session and calculation ids are never labels.
+
+Every instrument that concerns a target or an account-region (a shard) carries ``account`` and ``region``
+labels first. A :class:`Metrics` is a view bound to one shard's label values (:meth:`Metrics.for_shard`), so
+the activities of a shard label their samples without knowing about shards: ``metrics.actions.labels(action,
+policy, outcome)`` and ``metrics.last_discovery.set(t)`` fill in the account and region. The root view (no
+shard: notifications, the journal's own calls) has both empty.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from supervisor.core.fleet import Shard
+
 PREFIX = "athena_supervisor"
+SHARD_LABELS = ("account", "region")
 
 # Crossing → Stop/Terminate sent; the interesting range is tens of milliseconds to minutes.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-class Metrics:
-    """All instruments, registered on ``registry``."""
+@dataclass(frozen=True, slots=True)
+class ShardCounter:
+    """A counter family with the shard's label values filled in."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+    family: Counter
+    shard: tuple[str, str]
+
+    def labels(self, *values: str) -> Counter:
+        return self.family.labels(*self.shard, *values)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.family.labels(*self.shard).inc(amount)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardGauge:
+    """A gauge family with the shard's label values filled in."""
+
+    family: Gauge
+    shard: tuple[str, str]
+
+    def labels(self, *values: str) -> Gauge:
+        return self.family.labels(*self.shard, *values)
+
+    def set(self, value: float) -> None:
+        self.family.labels(*self.shard).set(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHistogram:
+    """A histogram family with the shard's label values filled in."""
+
+    family: Histogram
+    shard: tuple[str, str]
+
+    def observe(self, value: float) -> None:
+        self.family.labels(*self.shard).observe(value)
+
+
+class Families:
+    """The instruments themselves, registered once on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        shard = SHARD_LABELS
         self.actions = Counter(
             f"{PREFIX}_actions", "Enforcement actions by action, policy and outcome "
             "(sent, dry_run, notified, error).",
-            ("action", "policy", "outcome"), registry=r,
+            (*shard, "action", "policy", "outcome"), registry=r,
         )
         self.violations = Counter(
             f"{PREFIX}_violations", "Limit crossings detected, by policy and rule.",
-            ("policy", "rule"), registry=r,
+            (*shard, "policy", "rule"), registry=r,
         )
         self.warnings = Counter(
             f"{PREFIX}_warnings", "Crossings predicted within notify_before, by policy and rule.",
-            ("policy", "rule"), registry=r,
+            (*shard, "policy", "rule"), registry=r,
         )
         self.escalations = Counter(
             f"{PREFIX}_escalations", "Escalation steps and results: escalated (stop ignored, terminating), "
             "failed (session alive after terminate_grace), and the final outcomes stopped, terminated, completed, "
             "calculation_failed, gone, voided.",
-            ("outcome",), registry=r,
+            (*shard, "outcome"), registry=r,
         )
         self.escalations_in_flight = Gauge(
-            f"{PREFIX}_escalations_in_flight", "Escalations not yet settled.", registry=r,
+            f"{PREFIX}_escalations_in_flight", "Escalations not yet settled.", labelnames=shard, registry=r,
         )
         self.active_sessions = Gauge(
-            f"{PREFIX}_active_sessions", "Active sessions in watched workgroups.", ("workgroup",), registry=r,
+            f"{PREFIX}_active_sessions", "Active sessions in watched workgroups.", (*shard, "workgroup"), registry=r,
         )
         self.active_calculations = Gauge(
             f"{PREFIX}_active_calculations", "Live calculations in watched workgroups.",
-            ("workgroup",), registry=r,
+            (*shard, "workgroup"), registry=r,
         )
         self.estimated_cost = Counter(
             f"{PREFIX}_estimated_cost_usd",
             "Estimated cost of DPU time in workgroups covered by a budget (counted by budget accounting), USD.",
-            ("workgroup",), registry=r,
+            (*shard, "workgroup"), registry=r,
         )
         self.budget_spent = Gauge(
             f"{PREFIX}_budget_spent_usd", "Spend in the current budget period, USD.", ("budget",), registry=r,
@@ -70,53 +121,114 @@ class Metrics:
         )
         self.aws_api_calls = Counter(
             f"{PREFIX}_aws_api_calls", "AWS API call attempts by operation and outcome "
-            "(success, throttled, client_error, server_error, network_error).",
-            ("operation", "outcome"), registry=r,
+            "(success, throttled, client_error, server_error, network_error, condition_failed).",
+            (*shard, "operation", "outcome"), registry=r,
         )
         self.enforcement_lag = Histogram(
             f"{PREFIX}_enforcement_lag_seconds", "Limit crossing to Stop/Terminate call sent, seconds.",
-            buckets=LAG_BUCKETS, registry=r,
+            buckets=LAG_BUCKETS, labelnames=shard, registry=r,
         )
         self.last_discovery = Gauge(
             f"{PREFIX}_last_discovery_timestamp_seconds", "Unix time of the last completed discovery sweep.",
-            registry=r,
+            labelnames=shard, registry=r,
         )
         self.unknown_states = Counter(
             f"{PREFIX}_unknown_states",
             "Targets reported in a state this version does not know; never acted on.",
-            ("kind",), registry=r,
+            (*shard, "kind"), registry=r,
         )
         self.held_actions = Counter(
             f"{PREFIX}_held_actions", "Destructive actions held back by a safety rail, by reason.",
-            ("reason",), registry=r,
+            (*shard, "reason"), registry=r,
         )
         self.enforcement_failing = Gauge(
             f"{PREFIX}_enforcement_failing", "1 while the last destructive call of this operation failed "
             "(it is retried with backoff); /readyz reports degraded meanwhile.",
-            ("operation",), registry=r,
+            (*shard, "operation"), registry=r,
         )
         self.malformed_items = Counter(
             f"{PREFIX}_malformed_items", "Listed items skipped because a required field (an id) was missing.",
-            ("operation",), registry=r,
+            (*shard, "operation"), registry=r,
         )
         self.unjudgeable_targets = Counter(
             f"{PREFIX}_unjudgeable_targets", "Targets a limit could not be judged for, because the API answer "
             "lacked a field (counted once per target and field; the other limits still apply).",
-            ("kind", "field"), registry=r,
+            (*shard, "kind", "field"), registry=r,
         )
         self.listing_failures = Counter(
             f"{PREFIX}_listing_failures", "Discovery listings that failed after retries (the rest of the sweep "
-            "goes on; the next sweep retries).", ("operation",), registry=r,
+            "goes on; the next sweep retries).", (*shard, "operation"), registry=r,
         )
         self.skipped_workgroups = Gauge(
             f"{PREFIX}_skipped_workgroups", "Workgroups not watched, by reason: out_of_scope, not_spark, "
             "exempt_workgroup, disabled, tags_unknown (its exemption tags could not be read: not enforced).",
-            ("reason",), registry=r,
+            (*shard, "reason"), registry=r,
         )
         self.circuit_breaker_open = Gauge(
             f"{PREFIX}_circuit_breaker_open", "1 while the circuit breaker holds destructive actions.",
+            labelnames=shard, registry=r,
+        )
+        self.shard_owned = Gauge(
+            f"{PREFIX}_shard_owned", "1 while this process supervises the account-region (holds its lease, "
+            "or runs alone), else 0.", labelnames=shard, registry=r,
+        )
+        self.shard_credentials_failing = Gauge(
+            f"{PREFIX}_shard_credentials_failing", "1 while the account-region's role cannot be assumed (retried "
+            "with backoff; nothing is supervised there meanwhile).", labelnames=shard, registry=r,
+        )
+        self.lease_changes = Counter(
+            f"{PREFIX}_lease_changes", "Shard lease changes of this replica: acquired, released (rebalancing or "
+            "shutdown), lost (not renewed in time, or taken), refused (held by another replica).",
+            ("outcome",), registry=r,
+        )
+        self.replicas = Gauge(
+            f"{PREFIX}_replicas", "Live replicas this replica sees in the cluster (heartbeats in the table).",
             registry=r,
         )
+
+
+class Metrics:
+    """The instruments as one shard's activities use them (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, shard: Shard | None = None,
+                 families: Families | None = None) -> None:
+        self.families = families if families is not None else Families(
+            registry if registry is not None else CollectorRegistry())
+        self.registry = self.families.registry
+        self.shard = shard
+        f, labels = self.families, shard.labels if shard is not None else ("", "")
+        self.actions = ShardCounter(f.actions, labels)
+        self.violations = ShardCounter(f.violations, labels)
+        self.warnings = ShardCounter(f.warnings, labels)
+        self.escalations = ShardCounter(f.escalations, labels)
+        self.escalations_in_flight = ShardGauge(f.escalations_in_flight, labels)
+        self.active_sessions = ShardGauge(f.active_sessions, labels)
+        self.active_calculations = ShardGauge(f.active_calculations, labels)
+        self.estimated_cost = ShardCounter(f.estimated_cost, labels)
+        self.budget_spent = f.budget_spent
+        self.budget_limit = f.budget_limit
+        self.budget_forecast = f.budget_forecast
+        self.notifications = f.notifications
+        self.aws_api_calls = ShardCounter(f.aws_api_calls, labels)
+        self.enforcement_lag = ShardHistogram(f.enforcement_lag, labels)
+        self.last_discovery = ShardGauge(f.last_discovery, labels)
+        self.unknown_states = ShardCounter(f.unknown_states, labels)
+        self.held_actions = ShardCounter(f.held_actions, labels)
+        self.enforcement_failing = ShardGauge(f.enforcement_failing, labels)
+        self.malformed_items = ShardCounter(f.malformed_items, labels)
+        self.unjudgeable_targets = ShardCounter(f.unjudgeable_targets, labels)
+        self.listing_failures = ShardCounter(f.listing_failures, labels)
+        self.skipped_workgroups = ShardGauge(f.skipped_workgroups, labels)
+        self.circuit_breaker_open = ShardGauge(f.circuit_breaker_open, labels)
+
+        self.shard_owned = ShardGauge(f.shard_owned, labels)
+        self.shard_credentials_failing = ShardGauge(f.shard_credentials_failing, labels)
+        self.lease_changes = f.lease_changes
+        self.replicas = f.replicas
+
+    def for_shard(self, shard: Shard) -> Metrics:
+        """The same instruments, labelled with ``shard``'s account and region."""
+        return Metrics(shard=shard, families=self.families)
 
 
 SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -128,3 +240,14 @@ def exported_metric_names(metrics: Metrics) -> frozenset[str]:
     for family in metrics.registry.collect():
         names.update(family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",)))
     return frozenset(names)
+
+
+def sum_samples(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels`` (0 when there are none): a total over
+    the labels left out, e.g. over every account and region."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                total += sample.value
+    return total

@@ -35,6 +35,7 @@ EXAMPLES = {
     "WorkgroupPrefix": "spark-",
     "NotificationTopic": "athena-supervisor",
     "EventBus": "athena-supervisor",
+    "MemberRoleName": "athena-supervisor",
 }
 WORKGROUP_ARN = "arn:aws:athena:${Region}:${Account}:workgroup/${WorkgroupPrefix}*"
 SERVICES = ("athena", "sns", "events", "sts", "dynamodb")  # botocore model name == IAM action prefix for these
@@ -297,7 +298,12 @@ def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path) -> Non
     analyzed = parliament.analyze_policy_string(text, include_community_auditors=True)
     problems: list[str] = []
     accepted_seen: set[tuple[str, str, str]] = set()
-    for finding in map(parliament.enhance_finding, analyzed.findings):
+    # Handing out credentials is what sts:AssumeRole is for (on the member roles only); parliament's community
+    # auditor flags it with an issue its own catalogue does not know, so it is accepted before enhancing.
+    assume_role = {"actions": ["sts:assumerole"], "filepath": None}
+    findings = [finding for finding in analyzed.findings
+                if not (finding.issue == "CREDENTIALS_EXPOSURE" and finding.location == assume_role)]
+    for finding in map(parliament.enhance_finding, findings):
         details = finding.detail if isinstance(finding.detail, list) else [finding.detail]
         keys = {(finding.issue, d.get("action", ""), d.get("required_format", ""))
                 for d in details if isinstance(d, dict)}

@@ -27,7 +27,7 @@ from athena_spark_emulator.populate import populate
 from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.clock import ManualClock
 from supervisor.gateway import IAM_ACTIONS, WAIT_INITIAL, WAIT_JITTER, AwsCallError, Gateway, Priority
-from supervisor.metrics import Metrics
+from supervisor.metrics import Metrics, sum_samples
 from supervisor.ratelimit import PriorityRateLimiter
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
 
@@ -77,9 +77,8 @@ async def world() -> AsyncIterator[World]:
 
 
 def calls(gateway: Gateway, operation: str, outcome: str) -> float:
-    value = gateway.metrics.registry.get_sample_value(
-        "athena_supervisor_aws_api_calls_total", {"operation": operation, "outcome": outcome})
-    return value or 0.0
+    return sum_samples(gateway.metrics.registry, "athena_supervisor_aws_api_calls_total", operation=operation,
+                       outcome=outcome)
 
 
 def assert_backoffs(attempts: list[datetime]) -> None:

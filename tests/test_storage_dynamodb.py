@@ -21,6 +21,7 @@ from supervisor.core.budgets import Counted
 from supervisor.core.escalation import Step, Timing
 from supervisor.core.fleet import Shard, WatchEntry
 from supervisor.core.model import Origin, TargetKind, TargetRef, Verdict
+from supervisor.metrics import sum_samples
 from supervisor.storage import Storage
 from supervisor.storage.factory import lease_store
 from tests.dynamodb_fixtures import create_table, dynamodb_settings, dynamodb_storage, new_table_name
@@ -88,8 +89,7 @@ def verdict(target_id: str = "c1") -> Verdict:
 
 
 def calls(registry: CollectorRegistry, operation: str, outcome: str) -> float:
-    return registry.get_sample_value("athena_supervisor_aws_api_calls_total",
-                                     {"operation": operation, "outcome": outcome}) or 0.0
+    return sum_samples(registry, "athena_supervisor_aws_api_calls_total", operation=operation, outcome=outcome)
 
 
 async def test_events_and_settled_records_carry_ttl_and_open_ones_do_not(storage: Storage, items: Items) -> None:

@@ -24,10 +24,12 @@ from aiobotocore.session import AioSession, get_session
 from prometheus_client import CollectorRegistry
 
 from athena_spark_emulator import Emulator, Faults, FaultSpec
+from athena_spark_emulator.roles import RoleRule
 from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
 from supervisor.config import parse_settings
 from supervisor.events import EventSink
+from supervisor.metrics import sum_samples
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
@@ -47,6 +49,8 @@ class Call:
     request: dict[str, Any]
     status: int
     error: str | None
+    account: str = ACCOUNT_ID
+    region: str = REGION
 
 
 def times(calls: list[Call]) -> list[datetime]:
@@ -115,10 +119,10 @@ class VirtualWorld:
         return run()
 
     def metric(self, name: str, **labels: str) -> float:
-        """A sample of the running daemon's registry (0 when absent)."""
+        """The sum of the running daemon's samples ``name`` whose labels include ``labels`` (0 when absent):
+        a test names the labels it is about (account and region are on most metrics)."""
         assert self.service is not None, "the daemon is not running"
-        value = self.service.metrics.registry.get_sample_value(name, labels)
-        return value or 0.0
+        return sum_samples(self.service.metrics.registry, name, **labels)
 
     # -- the emulator -----------------------------------------------------------------------------------
 
@@ -129,12 +133,20 @@ class VirtualWorld:
         return [
             call for call in (
                 Call(datetime.fromisoformat(entry["time"].replace("Z", "+00:00")), entry["operation"],
-                     entry["request"] if isinstance(entry["request"], dict) else {}, entry["status"], entry["error"])
+                     entry["request"] if isinstance(entry["request"], dict) else {}, entry["status"], entry["error"],
+                     entry["account"], entry["region"])
                 for entry in self.emulator.backend.audit.entries(operation=operation)
             )
             if (status is None or call.status == status) and (error is None or call.error == error)
             and all(call.request.get(k) == v for k, v in request.items())
         ]
+
+    def set_role(self, role_arn: str, *, deny: bool = False, external_id: str | None = None) -> None:
+        """A role rule of the emulator's STS: refuse ``role_arn``, or require ``external_id``."""
+        self.emulator.fleet.roles.put(RoleRule(role_arn, deny=deny, external_id=external_id))
+
+    def clear_roles(self, role_arn: str | None = None) -> None:
+        self.emulator.fleet.roles.remove(role_arn)
 
     def set_faults(self, operation: str | None = None, **spec: Any) -> None:
         """Install a fault rule (``throttle_tps``, ``burst``, ``error_rate``, ``latency``) at the current instant."""
@@ -195,11 +207,13 @@ def _test_client_session() -> AioSession:
     return get_session()
 
 
-def aws_client(service: str, endpoint_url: str) -> AbstractAsyncContextManager[Any]:
+def aws_client(service: str, endpoint_url: str, *, account: str | None = None,
+               region: str = REGION) -> AbstractAsyncContextManager[Any]:
     """``async with aws_client("sqs", url) as sqs:`` — an aiobotocore client for the test's own calls (one
-    attempt, responses checked by botocore's parser), in this event loop like the servers it talks to."""
+    attempt, responses checked by botocore's parser), in this event loop like the servers it talks to. With
+    ``account``, it signs with that 12-digit access key: the emulator's rule for "a caller in that account"."""
     client: AbstractAsyncContextManager[Any] = _test_client_session().create_client(
-        service, endpoint_url=endpoint_url, region_name=REGION, aws_access_key_id="testing",
+        service, endpoint_url=endpoint_url, region_name=region, aws_access_key_id=account or "testing",
         aws_secret_access_key="testing", config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
     )
     return client

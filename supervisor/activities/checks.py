@@ -24,8 +24,17 @@ import structlog
 
 from supervisor import athena
 from supervisor.clock import Clock
+from supervisor.core.fleet import WatchEntry
 from supervisor.core.inventory import Inventory
-from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, TargetKey, TargetKind, Verdict
+from supervisor.core.model import (
+    CalculationSnapshot,
+    Evaluation,
+    SessionSnapshot,
+    TargetKey,
+    TargetKind,
+    TargetRef,
+    Verdict,
+)
 from supervisor.core.policy import (
     Policy,
     evaluate_calculation,
@@ -37,6 +46,7 @@ from supervisor.core.policy import (
 from supervisor.core.scheduling import CheckKind, Deadlines, next_look
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
+from supervisor.storage import Storage
 
 from .enforcement import Enforcement
 from .warnings import Notice, Warnings
@@ -48,6 +58,9 @@ FAILED_CHECK_RETRY = timedelta(seconds=1)
 FAILED_CHECK_RETRY_MAX = timedelta(minutes=1)
 # A target whose fresh look showed a state this version does not know is looked at again this late.
 UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
+# The watch list (every scheduled look) is saved at most this often, when it changed: a restarted daemon, or
+# the next owner of the shard, resumes from it instead of waiting for a full sweep.
+WATCH_SAVE_INTERVAL = timedelta(seconds=30)
 
 
 class Checks:
@@ -62,10 +75,12 @@ class Checks:
         policies: Sequence[Policy],
         dpu_hour_usd: float,
         metrics: Metrics,
+        storage: Storage | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.gateway = gateway
         self.clock = clock
+        self.storage = storage
         self.inventory = inventory
         self.enforcement = enforcement
         self.warnings = warnings
@@ -83,6 +98,9 @@ class Checks:
         self._not_before: dict[TargetKey, datetime] = {}
         self._failed_looks: dict[TargetKey, int] = {}  # consecutive failed fresh looks
         self._last_listed: dict[TargetKey, str] = {}  # the state each target was last listed in
+        # Targets resumed from the saved watch list and not yet seen again: what a first look needs.
+        self._resumed: dict[TargetKey, TargetRef] = {}
+        self._saved_watch: list[WatchEntry] | None = None
 
     # -- judging ------------------------------------------------------------------------------------------
 
@@ -171,6 +189,7 @@ class Checks:
 
     def forget(self, key: TargetKey) -> None:
         self.deadlines.cancel(key)
+        self._resumed.pop(key, None)
         self._not_before.pop(key, None)
         self._unknown_reported.discard(key)
         self._unjudgeable.pop(key, None)
@@ -193,9 +212,71 @@ class Checks:
                                 error=repr(error))
             self._retry(key, CheckKind.CROSSING)
 
+    # -- the watch list ---------------------------------------------------------------------------------------
+
+    def watch_entries(self) -> list[WatchEntry]:
+        """Every scheduled look, as saved for a restart or the next owner of the shard."""
+        entries = []
+        for key, when, _kind in self.deadlines.entries():
+            ref = self._ref_of(key)
+            if ref is not None:
+                entries.append(WatchEntry(ref, when))
+        return entries
+
+    def _ref_of(self, key: TargetKey) -> TargetRef | None:
+        if key in self._resumed:
+            return self._resumed[key]
+        if key.kind is TargetKind.CALCULATION:
+            calculation = self.inventory.calculations.get(key.target_id)
+            return TargetRef.of_calculation(calculation) if calculation else None
+        session = self.inventory.sessions.get(key.target_id)
+        return TargetRef.of_session(session) if session else None
+
+    async def _resume(self) -> None:
+        """Schedule the looks of the saved watch list: each target is looked at afresh at its deadline, before
+        the first sweep lists it again."""
+        if self.storage is None:
+            return
+        try:
+            entries = await self.storage.watch()
+        except Exception as error:  # no watch list: the first sweep finds everything, as before
+            self._log.error("checks.resume_failed", error=repr(error))
+            return
+        for entry in entries:
+            key = entry.target.key
+            if self.enforcement.is_claimed(key) or key in self.deadlines:
+                continue
+            self._resumed[key] = entry.target
+            self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING)
+        self._saved_watch = entries
+        if entries:
+            self._log.info("checks.resumed", targets=len(entries))
+
+    async def _save_watch_periodically(self) -> None:
+        while True:
+            await self.clock.sleep(WATCH_SAVE_INTERVAL.total_seconds())
+            await self.save_watch()
+
+    async def save_watch(self) -> None:
+        """Save the watch list if it changed since the last save (a failure is logged; the next one retries)."""
+        if self.storage is None:
+            return
+        entries = self.watch_entries()
+        if entries == self._saved_watch:
+            return
+        try:
+            await self.storage.save_watch(entries)
+        except Exception as error:
+            self._log.warning("checks.watch_save_failed", error=repr(error))
+            return
+        self._saved_watch = entries
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._resume()
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
+            if self.storage is not None:
+                task_group.start_soon(self._save_watch_periodically)
             task_status.started()
             while True:
                 self._wakeup = anyio.Event()
@@ -244,6 +325,8 @@ class Checks:
 
     async def _look(self, key: TargetKey, priority: Priority) -> bool:
         """Fetch the target afresh into the inventory; False when it is no longer known or in an unknown state."""
+        if key in self._resumed:
+            return await self._look_resumed(key, self._resumed[key], priority)
         if key.kind is TargetKind.CALCULATION:
             calculation = self.inventory.calculations.get(key.target_id)
             if calculation is None:
@@ -274,6 +357,21 @@ class Checks:
             return False
         self._not_before.pop(key, None)
         return True
+
+    async def _look_resumed(self, key: TargetKey, ref: TargetRef, priority: Priority) -> bool:
+        """A first look at a target known only from the saved watch list: it and its session (GetSession, for
+        the exemption marker), unless a sweep has listed them meanwhile."""
+        if ref.session_id not in self.inventory.sessions:
+            session = await athena.get_session(self.gateway, ref.session_id, ref.workgroup, self.clock,
+                                               priority=priority, statistics=True)
+            self.inventory.put_session(session)
+        if key.kind is TargetKind.CALCULATION and key.target_id not in self.inventory.calculations:
+            self.inventory.put_calculation(await athena.get_calculation(
+                self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
+        self._resumed.pop(key, None)
+        snapshot = (self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
+                    else self.inventory.sessions.get(key.target_id))
+        return snapshot is not None and snapshot.state is not None
 
     # -- what discovery and checks both report ----------------------------------------------------------
 

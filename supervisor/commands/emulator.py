@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 from typing import Any
@@ -30,7 +31,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workgroup", action="append", default=[], metavar="NAME",
                         help="create a Spark workgroup at start (repeatable)")
     parser.add_argument("--throttle-tps", type=positive_number, default=None, metavar="N",
-                        help="throttle every operation to N requests/s")
+                        help="throttle every operation to N requests/s (in every account-region)")
+    parser.add_argument("--account", type=account_id, default="123456789012", metavar="ID",
+                        help="the default account: of credentials that name none (default 123456789012)")
+    parser.add_argument("--region", type=region_name, default="us-east-1", metavar="NAME",
+                        help="the default region: of requests without a SigV4 scope (default us-east-1)")
     parser.set_defaults(func=run)
 
 
@@ -43,6 +48,20 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} out of range: use 0-65535 (0 picks a free port)")
     return port
+
+
+def account_id(text: str) -> str:
+    """An argparse type: an AWS account id, 12 digits."""
+    if not re.fullmatch(r"\d{12}", text):
+        raise argparse.ArgumentTypeError(f"not an AWS account id (12 digits): {text!r}")
+    return text
+
+
+def region_name(text: str) -> str:
+    """An argparse type: a region name such as ``us-east-1`` (lower-case letters, digits and dashes)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"not a region name such as us-east-1: {text!r}")
+    return text
 
 
 def positive_number(text: str) -> float:
@@ -80,10 +99,11 @@ async def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with Emulator(host=args.host, port=args.port, workgroups=tuple(args.workgroup),
-                        throttle_tps=args.throttle_tps, logger=logger) as emulator:
+                        throttle_tps=args.throttle_tps, account_id=args.account, region=args.region,
+                        logger=logger) as emulator:
         ready = {"event": "emulator.ready", "endpoint_url": emulator.endpoint_url,
                  "control_url": emulator.control_url, "workgroups": ["primary", *args.workgroup],
-                 "throttle_tps": args.throttle_tps}
+                 "throttle_tps": args.throttle_tps, "account": args.account, "region": args.region}
         print(json.dumps(ready), flush=True)
         await stop.wait()
         logger.info("emulator.stopping")

@@ -40,13 +40,36 @@ from supervisor.config.types import (
     Text,
     check_globs,
 )
+from supervisor.core.fleet import Shard
 from supervisor.durations import parse_duration
 
 __all__ = [
-    "AwsSettings", "BudgetAction", "BudgetConfig", "BudgetThreshold", "CalculationLimits", "Duration",
-    "EscalationSettings", "EventBridgeChannel", "EventName", "HttpSettings", "JournalSettings", "LogLevel",
-    "Mode", "NotificationChannel", "PeriodKind", "PolicyAction", "PolicyConfig", "PricingSettings",
-    "SafetySettings", "SessionLimits", "Settings", "Severity", "SnsChannel", "WebhookChannel",
+    "AccountSettings",
+    "AwsSettings",
+    "BudgetAction",
+    "BudgetConfig",
+    "BudgetThreshold",
+    "CalculationLimits",
+    "ClusterSettings",
+    "Duration",
+    "EscalationSettings",
+    "EventBridgeChannel",
+    "EventName",
+    "HttpSettings",
+    "JournalSettings",
+    "LogLevel",
+    "Mode",
+    "NotificationChannel",
+    "PeriodKind",
+    "PolicyAction",
+    "PolicyConfig",
+    "PricingSettings",
+    "SafetySettings",
+    "SessionLimits",
+    "Settings",
+    "Severity",
+    "SnsChannel",
+    "WebhookChannel",
 ]
 
 
@@ -176,6 +199,78 @@ class SafetySettings(StrictModel):
     circuit_breaker_min_targets: Count = Field(default=10, ge=1)
 
 
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+
+
+class AccountSettings(StrictModel):
+    """One member account: supervised in each of ``regions`` (default: ``aws.region``), with the credentials of
+    ``role_arn`` when set (assumed through STS, refreshed before they expire), else the daemon's own."""
+
+    account_id: AccountId
+    role_arn: Text | None = None
+    external_id: Text | None = None
+    regions: tuple[Text, ...] = ()
+
+    @field_validator("role_arn")
+    @classmethod
+    def _check_role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise FieldProblem("not an IAM role ARN", "write arn:aws:iam::<12-digit account>:role/<name>")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, region in enumerate(value):
+            if region in value[:index]:
+                raise FieldProblem("duplicate region", "list each region once", subpath=(index,), value=region)
+        return value
+
+    @_model_validator(mode="after")
+    def _role_in_this_account(self) -> AccountSettings:
+        if self.role_arn is not None:
+            match = _ROLE_ARN.match(self.role_arn)
+            if match is not None and match.group(1) != self.account_id:
+                raise FieldProblem(
+                    "role_arn is in another account",
+                    f"the role must be in account {self.account_id} (it is in {match.group(1)}); "
+                    "use the role the member account grants the supervisor", subpath=("role_arn",),
+                    value=self.role_arn)
+        if self.external_id is not None and self.role_arn is None:
+            # The value is never shown: an external id is a shared secret.
+            raise FieldProblem("external_id without role_arn", "set role_arn, or remove external_id",
+                               subpath=("external_id",))
+        return self
+
+
+MIN_LEASE_DURATION = timedelta(seconds=3)
+
+
+class ClusterSettings(StrictModel):
+    """Replicas that share the shards through leases in the DynamoDB journal (``docs/fleet.md``)."""
+
+    lease_duration: Duration = timedelta(seconds=15)
+    # The most two replicas' clocks may disagree; a replica stops acting this much (plus a call timeout)
+    # before its lease could have expired, and takes an expired lease only this much after its expiry.
+    max_clock_skew: Duration = timedelta(seconds=1)
+    # Default: the host name and process id (unique per pod/process; a restarted process is a new replica).
+    replica_id: Text | None = None
+
+    @field_validator("lease_duration")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        if value < MIN_LEASE_DURATION:
+            raise FieldProblem("too short", "must be at least 3s (leases are renewed every third of it)")
+        return value
+
+
+def _check_selectors(value: tuple[str, ...], what: str) -> tuple[str, ...]:
+    for index, item in enumerate(value):
+        if item in value[:index]:
+            raise FieldProblem(f"duplicate {what}", f"list each {what} once", subpath=(index,), value=item)
+    return value
+
+
 # --- policies ----------------------------------------------------------------------------------------
 
 
@@ -202,6 +297,9 @@ class SessionLimits(StrictModel):
 class PolicyConfig(StrictModel):
     name: Text
     workgroups: tuple[str, ...] = ("*",)
+    # Empty: every account / region supervised.
+    accounts: tuple[AccountId, ...] = ()
+    regions: tuple[Text, ...] = ()
     calculation: CalculationLimits | None = None
     session: SessionLimits | None = None
     action: PolicyAction = "stop"
@@ -212,6 +310,20 @@ class PolicyConfig(StrictModel):
     @classmethod
     def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_globs(value)
+
+    @field_validator("accounts")
+    @classmethod
+    def _check_accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "account")
+
+    @field_validator("regions")
+    @classmethod
+    def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "region")
+
+    def applies_to(self, shard: Shard) -> bool:
+        """Whether this policy's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
+        return _selects(self.accounts, self.regions, shard)
 
     @_model_validator(mode="after")
     def _has_a_limit(self) -> PolicyConfig:
@@ -245,6 +357,9 @@ class BudgetThreshold(StrictModel):
 class BudgetConfig(StrictModel):
     name: Text
     workgroups: tuple[str, ...] = ("*",)
+    # Empty: every account / region supervised. A budget's spend is summed over every shard it selects.
+    accounts: tuple[AccountId, ...] = ()
+    regions: tuple[Text, ...] = ()
     period: str
     timezone: str = "UTC"
     limit_usd: Number = Field(gt=0)
@@ -255,6 +370,20 @@ class BudgetConfig(StrictModel):
     @classmethod
     def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_globs(value)
+
+    @field_validator("accounts")
+    @classmethod
+    def _check_accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "account")
+
+    @field_validator("regions")
+    @classmethod
+    def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "region")
+
+    def applies_to(self, shard: Shard) -> bool:
+        """Whether this budget's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
+        return _selects(self.accounts, self.regions, shard)
 
     @field_validator("period")
     @classmethod
@@ -325,6 +454,10 @@ class BudgetConfig(StrictModel):
 # --- the whole file ----------------------------------------------------------------------------------
 
 
+def _selects(accounts: tuple[str, ...], regions: tuple[str, ...], shard: Shard) -> bool:
+    return (not accounts or shard.account_id in accounts) and (not regions or shard.region in regions)
+
+
 def _unique_names(value: tuple[Any, ...], what: str, key: str) -> None:
     seen: dict[str, int] = {}
     for index, item in enumerate(value):
@@ -336,6 +469,8 @@ def _unique_names(value: tuple[Any, ...], what: str, key: str) -> None:
 
 class Settings(StrictModel):
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    accounts: tuple[AccountSettings, ...] = ()
+    cluster: ClusterSettings | None = None
     workgroups: tuple[str, ...] = ("*",)
     mode: Mode = "enforce"
     discovery_interval: Duration = timedelta(seconds=10)
@@ -365,6 +500,64 @@ class Settings(StrictModel):
     def _unique_budgets(cls, value: tuple[BudgetConfig, ...]) -> tuple[BudgetConfig, ...]:
         _unique_names(value, "budget", "budgets")
         return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, value: tuple[AccountSettings, ...]) -> tuple[AccountSettings, ...]:
+        seen: dict[str, int] = {}
+        for index, account in enumerate(value):
+            if account.account_id in seen:
+                raise FieldProblem("duplicate account", f"already listed as accounts[{seen[account.account_id]}]; "
+                                   "list each account once, with all its regions",
+                                   subpath=(index, "account_id"), value=account.account_id)
+            seen[account.account_id] = index
+        return value
+
+    @_model_validator(mode="after")
+    def _selectors_name_supervised_shards(self) -> Settings:
+        shards = self.shards()
+        known_accounts = sorted({shard.account_id for shard in shards if shard.account_id})
+        known_regions = sorted({shard.region for shard in shards})
+        selectors: list[tuple[str, int, PolicyConfig | BudgetConfig]] = [
+            *(("policies", index, policy) for index, policy in enumerate(self.policies)),
+            *(("budgets", index, budget) for index, budget in enumerate(self.budgets)),
+        ]
+        for key, index, item in selectors:
+            if item.accounts or item.regions:
+                for position, account in enumerate(item.accounts):
+                    if account not in known_accounts:
+                        hint = (f"supervised accounts: {', '.join(known_accounts)}" if known_accounts else
+                                "list the account under accounts: (or set aws.account_id)")
+                        raise FieldProblem("account is not supervised", hint,
+                                           subpath=(key, index, "accounts", position), value=account)
+                for position, region in enumerate(item.regions):
+                    if region not in known_regions:
+                        raise FieldProblem("region is not supervised", join_hints(
+                            f"supervised regions: {', '.join(known_regions)}", suggest(region, known_regions)),
+                            subpath=(key, index, "regions", position), value=region)
+        return self
+
+    def shards(self) -> tuple[Shard, ...]:
+        """Every account-region to supervise, in config order: one per region of each of ``accounts``, or the
+        implicit shard (the credentials' account in ``aws.region``) when ``accounts`` is absent."""
+        if not self.accounts:
+            return (Shard(self.aws.account_id or "", self.aws.region, implicit=True),)
+        return tuple(Shard(account.account_id, region)
+                     for account in self.accounts for region in (account.regions or (self.aws.region,)))
+
+    def account_for(self, shard: Shard) -> AccountSettings | None:
+        """The ``accounts`` entry of ``shard`` (None for the implicit shard)."""
+        return next((account for account in self.accounts if account.account_id == shard.account_id), None)
+
+    def for_shard(self, shard: Shard) -> Settings:
+        """These settings as one shard's activities see them: its region and account, and only the policies and
+        budgets that select it (a budget keeps its name, so its spend is still summed over every shard)."""
+        aws = self.aws.model_copy(update={"region": shard.region, "account_id": shard.account_id or None})
+        return self.model_copy(update={
+            "aws": aws,
+            "policies": tuple(policy for policy in self.policies if policy.applies_to(shard)),
+            "budgets": tuple(budget for budget in self.budgets if budget.applies_to(shard)),
+        })
 
     def watches(self, workgroup: str) -> bool:
         """Whether the top-level ``workgroups`` globs include ``workgroup``."""

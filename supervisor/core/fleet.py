@@ -9,6 +9,8 @@ lost its lease cannot claim anything even if it has not noticed yet.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -81,3 +83,59 @@ def acting_deadline(renewal_sent_at: datetime, duration: timedelta, margin: time
     ``margin`` (clock skew + the longest call in flight) before it keeps the two owners' action windows apart.
     """
     return renewal_sent_at + duration - margin
+
+
+def quotas(shard_count: int, replicas: Sequence[str]) -> dict[str, int]:
+    """How many shards each live replica should hold: an even spread, the first ``shard_count % n`` replicas
+    (in sorted order) one more. Every replica computes the same answer from the same live set."""
+    ordered = sorted(set(replicas))
+    if not ordered:
+        return {}
+    base, extra = divmod(shard_count, len(ordered))
+    return {replica: base + (1 if index < extra else 0) for index, replica in enumerate(ordered)}
+
+
+def preference(replica: str, shard_scope: str) -> int:
+    """Rendezvous score of ``replica`` for a shard: replicas prefer different shards, so two replicas rarely
+    race for the same free lease, and a replica gives up the shards it prefers least."""
+    digest = hashlib.blake2b(f"{replica}|{shard_scope}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePlan:
+    """What a replica does with the shard leases this round."""
+
+    acquire: tuple[str, ...] = ()
+    release: tuple[str, ...] = ()
+
+
+def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease], live: Sequence[str],
+                now: datetime, *, skew: timedelta, orphan_after: timedelta) -> LeasePlan:
+    """The leases ``me`` should take and give up, given every lease as stored and the live replicas.
+
+    - A lease is *held* by its owner until its expiry; it is *free* when absent, or expired for longer than
+      ``skew`` (the owner's clock may be behind ours by that much).
+    - ``me`` holds up to its quota (:func:`quotas` over the live replicas and itself): it takes free shards it
+      prefers most while under, and releases the ones it prefers least while over (only then, so a shard never
+      moves without need).
+    - A shard free for longer than ``orphan_after`` past its expiry is taken even above the quota: a live
+      replica that should have taken it did not (it is stuck, or its heartbeat outlives its work).
+    """
+    quota = quotas(len(shard_scopes), [*live, me])[me]
+    mine = sorted((scope for scope in shard_scopes
+                   if (lease := leases.get(scope)) is not None and lease.owner == me and lease.expires_at > now),
+                  key=lambda scope: preference(me, scope), reverse=True)
+    if len(mine) > quota:
+        return LeasePlan(release=tuple(mine[quota:]))
+
+    def free(scope: str) -> bool:
+        lease = leases.get(scope)
+        return lease is None or lease.expires_at < now - skew
+
+    candidates = sorted((scope for scope in shard_scopes if scope not in mine and free(scope)),
+                        key=lambda scope: preference(me, scope), reverse=True)
+    wanted = list(candidates[:max(0, quota - len(mine))])
+    orphans = [scope for scope in candidates[len(wanted):]
+               if (lease := leases.get(scope)) is not None and lease.expires_at < now - skew - orphan_after]
+    return LeasePlan(acquire=tuple(wanted + orphans))

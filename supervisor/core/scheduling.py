@@ -81,6 +81,9 @@ class Deadlines:
     def __len__(self) -> int:
         return len(self._current)
 
+    def __contains__(self, key: TargetKey) -> bool:
+        return key in self._current
+
     def schedule(self, key: TargetKey, when: datetime, kind: CheckKind) -> bool:
         """Schedule ``key`` at ``when``; True if this is now the earliest deadline overall."""
         existing = self._current.get(key)
@@ -93,6 +96,11 @@ class Deadlines:
 
     def cancel(self, key: TargetKey) -> None:
         self._current.pop(key, None)
+
+    def entries(self) -> list[tuple[TargetKey, datetime, CheckKind]]:
+        """Every scheduled look, earliest first."""
+        return sorted(((entry.key, entry.when, entry.kind) for entry in self._current.values()),
+                      key=lambda item: item[1])
 
     def _drop_superseded(self) -> None:
         while self._heap and self._current.get(self._heap[0].key) is not self._heap[0]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
@@ -144,6 +144,7 @@ class Storage(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class LeaseStore(Protocol):
     """Shard leases and replica heartbeats in the shared store (DynamoDB). Expiry instants are written by
     the caller from its own clock; every change is a conditional write."""

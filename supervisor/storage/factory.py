@@ -82,5 +82,6 @@ async def open_storage(settings: Settings, *, metrics: Metrics, clock: Clock | N
 
 
 def lease_store(storage: Storage) -> LeaseStore | None:
-    """The shard leases of ``storage``: the DynamoDB table's; None for SQLite (one process owns every shard)."""
-    return storage.leases if isinstance(storage, DynamoDbStorage) else None
+    """``storage`` as the store of shard leases: the DynamoDB table is one; None for SQLite (one process owns
+    every shard of its file)."""
+    return storage if isinstance(storage, LeaseStore) else None

@@ -1,0 +1,228 @@
+"""Replicas sharing the shards: this replica's leases in the shared store, and a shard host for each.
+
+Every round (a third of ``lease_duration``, or sooner when another replica's lease is due to expire) the
+replica says it is alive, renews the leases it holds, reads every lease and the live replicas, and follows
+:func:`~supervisor.core.fleet.plan_leases`: it takes free shards up to its quota and gives up the ones above.
+
+The invariant, at most one replica sends a destructive call for a shard at any instant, holds because:
+
+- a lease is taken only after it expired by the taker's clock minus ``max_clock_skew``;
+- the holder stops sending at ``renewal sent + lease_duration − (max_clock_skew + connect timeout)`` by its
+  own clock (:func:`~supervisor.core.fleet.acting_deadline`): its gateway starts no destructive attempt past
+  that instant, a watchdog stops the shard's activities there if no renewal extended it, and a renewal
+  counts from when its request was sent, not answered;
+- every claim and intent is a conditional write carrying the lease's fencing token, so a holder that missed
+  its loss cannot claim anything once another replica took the shard.
+
+A shard given up (rebalancing, shutdown) is stopped first, its in-flight calls finished, and only then
+released, so the next owner may start at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.abc
+import structlog
+
+from supervisor.clock import Clock
+from supervisor.core.fleet import Lease, Shard, acting_deadline, plan_leases
+from supervisor.metrics import Metrics
+from supervisor.shard import ShardHost
+from supervisor.storage import LeaseStore
+
+# A replica that cannot reach the store retries its round after this long (and its acting deadlines stop
+# its shards meanwhile).
+STORE_RETRY = timedelta(seconds=1)
+RELEASE_TIMEOUT = timedelta(seconds=5)
+
+
+def default_replica_id() -> str:
+    """The host name and process id: unique per pod or process (a restarted process is a new replica)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    deadline: datetime
+    host: ShardHost
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Cluster:
+    """Holds this replica's shard leases and runs a :class:`~supervisor.shard.ShardHost` for each.
+
+    Args:
+        host_for: builds the host of a shard for a lease; its ``may_send`` tells whether a destructive call
+            may still start.
+        call_margin: the longest a destructive call may take to reach AWS once started (the connect
+            timeout): the holder stops this long plus ``skew`` before its lease could expire.
+    """
+
+    def __init__(self, *, store: LeaseStore, replica: str, shards: Sequence[Shard], lease_duration: timedelta,
+                 skew: timedelta, call_margin: timedelta, clock: Clock, metrics: Metrics,
+                 host_for: Callable[[Shard, Lease, Callable[[], bool]], ShardHost],
+                 logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
+        self.store = store
+        self.replica = replica
+        self.shards = {shard.scope: shard for shard in shards}
+        self.lease_duration = lease_duration
+        self.skew = skew
+        self.margin = skew + call_margin
+        self.clock = clock
+        self.metrics = metrics
+        self.host_for = host_for
+        self.held: dict[str, _Held] = {}
+        self.problem: str | None = None
+        self._log = logger or structlog.get_logger("supervisor.cluster")
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._foreign_expiries: list[datetime] = []
+
+    @property
+    def hosts(self) -> dict[Shard, ShardHost]:
+        return {self.shards[scope]: held.host for scope, held in self.held.items()}
+
+    def readiness(self) -> str | None:
+        """Why this replica is not ready: the store is unreachable, or a shard it holds is not."""
+        if self.problem is not None:
+            return self.problem
+        for held in self.held.values():
+            reason = held.host.readiness()
+            if reason is not None:
+                return f"{held.host.shard}: {reason}"
+        return None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold leases until cancelled; then stop every shard and release its lease for the next owner."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                next_round = await self._round()
+                task_status.started()
+                while True:
+                    await self.clock.sleep_until(next_round)
+                    next_round = await self._round()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._release_all()
+                task_group.cancel_scope.cancel()
+
+    # -- one round ------------------------------------------------------------------------------------------
+
+    async def _round(self) -> datetime:
+        """One round; returns when the next one is due."""
+        sent_at = self.clock.now()
+        try:
+            await self.store.heartbeat(self.replica, sent_at + self.lease_duration)
+            for scope in list(self.held):
+                await self._renew(scope, sent_at)
+            leases = {lease.shard_scope: lease for lease in await self.store.leases()}
+            live = await self.store.live_replicas(self.clock.now())
+        except Exception as error:  # the store unreachable or throttling: the acting deadlines protect us
+            self.problem = f"the lease store cannot be reached ({type(error).__name__})"
+            self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
+            return self.clock.now() + STORE_RETRY
+        self.problem = None
+        self.metrics.replicas.set(len(set(live) | {self.replica}))
+        now = self.clock.now()
+        plan = plan_leases(self.replica, list(self.shards), leases, live, now, skew=self.skew,
+                           orphan_after=self.lease_duration)
+        for scope in plan.release:
+            await self._release(scope, reason="rebalance")
+        for scope in plan.acquire:
+            await self._acquire(scope)
+        return self._next_round_at(leases, now)
+
+    def _next_round_at(self, leases: dict[str, Lease], now: datetime) -> datetime:
+        """A third of the lease duration from now, or just after another replica's lease becomes free (so a
+        dead replica's shards move within ``lease_duration + skew`` of its last renewal)."""
+        due = now + self.lease_duration / 3
+        for scope, lease in leases.items():
+            if scope in self.shards and lease.owner != self.replica:
+                free_at = lease.expires_at + self.skew + timedelta(milliseconds=1)
+                if now < free_at < due:
+                    due = free_at
+        return due
+
+    async def _renew(self, scope: str, sent_at: datetime) -> None:
+        held = self.held[scope]
+        renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
+        if renewed is None:
+            self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
+            self.metrics.lease_changes.labels("lost").inc()
+            await self._stop(scope)
+            return
+        held.lease = renewed
+        held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
+
+    async def _acquire(self, scope: str) -> None:
+        now = self.clock.now()
+        lease = await self.store.acquire(scope, self.replica, expires_at=now + self.lease_duration,
+                                         expired_before=now - self.skew)
+        if lease is None:
+            self.metrics.lease_changes.labels("refused").inc()
+            return
+        shard = self.shards[scope]
+        deadline = acting_deadline(now, self.lease_duration, self.margin)
+        held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope)))
+        self.held[scope] = held
+        self.metrics.lease_changes.labels("acquired").inc()
+        self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
+        assert self._task_group is not None
+        await self._task_group.start(self._host, held)
+
+    def _may_send(self, scope: str) -> bool:
+        held = self.held.get(scope)
+        return held is not None and self.clock.now() < held.deadline
+
+    async def _host(self, held: _Held, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run a shard's host until it is stopped, or until its acting deadline passes without a renewal."""
+        try:
+            with held.scope:
+                async with anyio.create_task_group() as task_group:
+                    await task_group.start(held.host.run)
+                    task_status.started()
+                    while True:
+                        await self.clock.sleep_until(held.deadline)
+                        if self.clock.now() >= held.deadline:
+                            break
+                    self._log.error("cluster.acting_deadline_passed", shard=str(held.host.shard),
+                                    deadline=held.deadline.isoformat())
+                    self.metrics.lease_changes.labels("lost").inc()
+                    task_group.cancel_scope.cancel()
+        finally:
+            if self.held.get(held.lease.shard_scope) is held:
+                del self.held[held.lease.shard_scope]
+            held.stopped.set()
+
+    async def _stop(self, scope: str) -> Lease | None:
+        """Stop a shard's activities (in-flight destructive calls finish first: they are shielded)."""
+        held = self.held.pop(scope, None)
+        if held is None:
+            return None
+        held.scope.cancel()
+        await held.stopped.wait()
+        return held.lease
+
+    async def _release(self, scope: str, *, reason: str) -> None:
+        lease = await self._stop(scope)
+        if lease is None:
+            return
+        await self.store.release(lease)
+        self.metrics.lease_changes.labels("released").inc()
+        self._log.info("cluster.lease_released", shard=str(self.shards[scope]), reason=reason, token=lease.token)
+
+    async def _release_all(self) -> None:
+        with anyio.move_on_after(RELEASE_TIMEOUT.total_seconds()):
+            for scope in list(self.held):
+                try:
+                    await self._release(scope, reason="shutdown")
+                except Exception as error:  # the store is gone: the lease simply expires
+                    self._log.warning("cluster.release_failed", shard=str(self.shards[scope]), error=repr(error))

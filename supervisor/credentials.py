@@ -1,0 +1,86 @@
+"""Credentials of a member account: its role, assumed through STS and refreshed before it expires.
+
+botocore's refreshable credentials do the refreshing (15 minutes before the expiry, or at the latest 10
+minutes before, on every signed request); they read the time from the injected clock, so virtual-time tests
+see the same refreshes a real process would. The AssumeRole call itself goes through the daemon's own
+gateway (its rate limiter, retries and call metrics).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiobotocore.credentials import AioCredentialResolver, AioRefreshableCredentials
+from aiobotocore.session import AioSession
+from botocore.credentials import CredentialProvider
+
+from supervisor.clock import Clock
+from supervisor.gateway import Gateway, Priority
+
+ROLE_SESSION_DURATION = timedelta(hours=1)
+# Role session names allow [\w+=,.@-]{2,64}; the name shows in the member account's CloudTrail.
+ROLE_SESSION_NAME = "athena-supervisor"
+
+
+class _Loaded(CredentialProvider):  # type: ignore[misc]  # aiobotocore is untyped
+    """A credential provider that hands out credentials obtained beforehand."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "athena-supervisor-assume-role"
+
+    def __init__(self, credentials: AioRefreshableCredentials) -> None:
+        self._credentials = credentials
+
+    async def load(self) -> AioRefreshableCredentials:
+        return self._credentials
+
+
+class AssumedRole:
+    """The credentials of ``role_arn``, assumed with the daemon's own credentials through ``gateway``."""
+
+    def __init__(self, *, gateway: Gateway, clock: Clock, role_arn: str, external_id: str | None = None,
+                 duration: timedelta = ROLE_SESSION_DURATION, session_name: str = ROLE_SESSION_NAME) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.role_arn = role_arn
+        self._external_id = external_id
+        self._duration = duration
+        self._session_name = session_name
+
+    async def fetch(self) -> dict[str, Any]:
+        """One AssumeRole call; botocore's refreshable-credentials metadata.
+
+        Raises:
+            AwsCallError: the role could not be assumed (AccessDenied, a wrong external id, STS unreachable).
+        """
+        params: dict[str, Any] = {"RoleArn": self.role_arn, "RoleSessionName": self._session_name,
+                                  "DurationSeconds": int(self._duration.total_seconds())}
+        if self._external_id is not None:
+            params["ExternalId"] = self._external_id
+        # Enforcement priority: every call of the account, its destructive calls too, waits on these.
+        answer = await self.gateway.call("AssumeRole", params, service="sts", priority=Priority.ENFORCE)
+        credentials = answer["Credentials"]
+        expiration = credentials["Expiration"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiration.isoformat() if isinstance(expiration, datetime) else str(expiration),
+        }
+
+    async def session(self) -> AioSession:
+        """An aiobotocore session signing with the role's credentials (assumed now, refreshed when due).
+
+        Raises:
+            AwsCallError: the role could not be assumed.
+        """
+        metadata = await self.fetch()
+        credentials = AioRefreshableCredentials(
+            access_key=metadata["access_key"], secret_key=metadata["secret_key"], token=metadata["token"],
+            expiry_time=AioRefreshableCredentials._expiry_datetime(metadata["expiry_time"]),
+            refresh_using=self.fetch, method="assume-role", time_fetcher=self.clock.now,
+        )
+        session = AioSession()
+        session.register_component("credential_provider", AioCredentialResolver([_Loaded(credentials)]))
+        return session

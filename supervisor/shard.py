@@ -1,0 +1,293 @@
+"""One account-region (a shard): its credentials, gateway and activities, started and stopped as a unit.
+
+:func:`shard_runtime` builds a shard's collaborators (the same graph the single-account daemon always had);
+:class:`ShardHost` keeps one shard supervised: it obtains the shard's credentials (assuming its role, retried
+with backoff while that fails, reported on ``/readyz`` and in metrics) and runs its activities until it is
+cancelled (shutdown, or the shard's lease moving to another replica). One shard failing never stops another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import anyio
+import anyio.abc
+import structlog
+from aiobotocore.session import AioSession
+
+from supervisor.activities.accounting import Accounting
+from supervisor.activities.budgets import Budgets
+from supervisor.activities.checks import Checks
+from supervisor.activities.discovery import Discovery
+from supervisor.activities.enforcement import Enforcement
+from supervisor.activities.warnings import Warnings
+from supervisor.clock import Clock, SystemClock
+from supervisor.config import Settings
+from supervisor.core.escalation import Timing
+from supervisor.core.fleet import Fence, Shard
+from supervisor.core.inventory import Inventory
+from supervisor.core.model import Origin, Verdict
+from supervisor.core.policy import Policy, compile_policies
+from supervisor.core.safety import SafetyRails
+from supervisor.credentials import AssumedRole
+from supervisor.events import EventSink
+from supervisor.gateway import AwsCallError, Gateway, Priority
+from supervisor.metrics import Metrics
+from supervisor.ratelimit import PriorityRateLimiter
+from supervisor.storage import Storage
+
+# Budget accounting's own share of the API budget: at the lowest priority, while it waits it still gets this
+# share of the calls, taken from discovery's (never from enforcement, verification or notifications).
+ACCOUNTING_SHARE = 0.2
+CREDENTIALS_RETRY_INITIAL = timedelta(seconds=1)
+CREDENTIALS_RETRY_MAX = timedelta(minutes=5)
+
+
+class TaskCrashed(Exception):
+    """A root task of the daemon ended with an error; the process stops."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(f"task {name!r} crashed: {error!r}")
+        self.name = name
+
+
+async def supervised(name: str, run: Callable[..., Awaitable[None]], *,
+                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run a root task; a crash is logged with the task's name and stops the process."""
+    try:
+        await run(task_status=task_status)
+    except Exception as error:
+        if _already_reported(error):
+            raise
+        structlog.get_logger("supervisor").critical("supervisor.task_crashed", task=name, error=repr(error),
+                                                    exc_info=True)
+        raise TaskCrashed(name, error) from error
+
+
+def _already_reported(error: Exception) -> bool:
+    """A nested task crashed (a shard's activity): it was logged with its own name where it happened."""
+    if isinstance(error, ExceptionGroup):
+        return error.split(TaskCrashed)[1] is None
+    return isinstance(error, TaskCrashed)
+
+
+def build_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None = None,
+                  session: AioSession | None = None) -> Gateway:
+    """The gateway the settings describe (one per shard: its own rate limiter and credentials)."""
+    aws = settings.aws
+    clock = clock or SystemClock()
+    rate = aws.max_requests_per_second
+    return Gateway(
+        region=aws.region,
+        endpoint_url=str(aws.endpoint_url) if aws.endpoint_url else None,
+        sts_endpoint_url=aws.effective_sts_endpoint_url,
+        profile=aws.profile if session is None else None,
+        max_attempts=aws.max_attempts,
+        metrics=metrics,
+        # A burst of one second's worth keeps us under a server-side bucket of the same rate.
+        limiter=PriorityRateLimiter(rate, burst=max(1.0, rate), clock=clock,
+                                    shares={Priority.ACCOUNT: ACCOUNTING_SHARE}, protected=Priority.NOTIFY),
+        clock=clock,
+        connect_timeout=aws.connect_timeout,
+        read_timeout=aws.read_timeout,
+        session=session,
+    )
+
+
+def void_reason_for(settings: Settings, policies: tuple[Policy, ...]) -> Callable[[Verdict], str | None]:
+    """Why a journaled escalation that never sent anything must not go on under the current config."""
+
+    def void_reason(verdict: Verdict) -> str | None:
+        if verdict.origin is Origin.BUDGET:
+            if not any(budget.name == verdict.policy for budget in settings.budgets):
+                return f"budget {verdict.policy!r} is no longer configured"
+            return "dry-run mode is on" if settings.mode == "dry-run" else None
+        policy = next((p for p in policies if p.name == verdict.policy), None)
+        if policy is None:
+            return f"policy {verdict.policy!r} is no longer configured"
+        if policy.mode == "dry-run":
+            return f"policy {verdict.policy!r} is now in dry-run mode"
+        return None
+
+    return void_reason
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRuntime:
+    """The activities of one shard, wired together."""
+
+    shard: Shard
+    settings: Settings
+    gateway: Gateway
+    storage: Storage
+    metrics: Metrics
+    inventory: Inventory
+    discovery: Discovery
+    checks: Checks
+    enforcement: Enforcement
+    warnings: Warnings
+    accounting: Accounting | None
+    budgets: Budgets | None
+
+    def readiness(self) -> str | None:
+        return self.discovery.readiness() or self.enforcement.readiness()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start every activity (enforcement first: it loads the claims and resumes open escalations before
+        anything is judged) and run until cancelled."""
+        suffix = "" if self.shard.implicit else f"[{self.shard}]"
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
+            await task_group.start(supervised, f"warnings{suffix}", self.warnings.run)
+            await task_group.start(supervised, f"checks{suffix}", self.checks.run)
+            await task_group.start(supervised, f"discovery{suffix}", self.discovery.run)
+            if self.accounting is not None and self.budgets is not None:
+                await task_group.start(supervised, f"budgets{suffix}", self.budgets.run)
+                await task_group.start(supervised, f"accounting{suffix}", self.accounting.run)
+            task_status.started()
+
+
+@asynccontextmanager
+async def shard_runtime(
+    shard: Shard, settings: Settings, *, storage: Storage, metrics: Metrics, clock: Clock,
+    events: EventSink | None, session: AioSession | None = None, fence: Fence | None = None,
+    may_send: Callable[[], bool] | None = None,
+) -> AsyncIterator[ShardRuntime]:
+    """Build ``shard``'s collaborators from the process-wide ``settings``; the gateway closes on exit.
+
+    ``fence`` and ``may_send`` come with a lease (a replica of a cluster): claims and intents are fenced
+    writes, and no destructive call starts while ``may_send`` says False."""
+    settings = settings.for_shard(shard)
+    metrics = metrics.for_shard(shard)
+    storage = storage.for_shard(shard, fence)
+    policies = compile_policies(settings)
+    async with build_gateway(settings, metrics, clock=clock, session=session) as gateway:
+        if may_send is not None:
+            gateway.may_send = may_send
+        inventory = Inventory()
+        rails = SafetyRails(
+            max_actions_per_minute=settings.safety.max_actions_per_minute,
+            breaker_fraction=settings.safety.circuit_breaker_fraction,
+            breaker_min_targets=settings.safety.circuit_breaker_min_targets,
+            active_sessions=inventory.active_sessions,
+        )
+        enforcement = Enforcement(
+            gateway=gateway, storage=storage, metrics=metrics, clock=clock, rails=rails, events=events,
+            timing=Timing(
+                stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
+                retry_backoff_max=settings.escalation.retry_backoff_max,
+                in_flight_window=gateway.in_flight_window,
+            ),
+            void_reason=void_reason_for(settings, policies),
+        )
+        warnings = Warnings(storage=storage, metrics=metrics, clock=clock, events=events)
+        checks = Checks(
+            gateway=gateway, clock=clock, inventory=inventory, enforcement=enforcement, warnings=warnings,
+            policies=policies, dpu_hour_usd=settings.pricing.price_for(shard.region), metrics=metrics,
+            storage=storage,
+        )
+        discovery = Discovery(
+            settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
+            policies=policies, metrics=metrics,
+        )
+        accounting = Accounting(
+            settings=settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory,
+            watched=discovery.watched, metrics=metrics, discovered=discovery.first_sweep,
+        ) if settings.budgets else None
+        budgets = Budgets(
+            settings=settings, storage=storage, clock=clock, accounting=accounting, enforcement=enforcement,
+            warnings=warnings, inventory=inventory, watched=discovery.watched, metrics=metrics, events=events,
+        ) if accounting is not None else None
+        yield ShardRuntime(shard, settings, gateway, storage, metrics, inventory, discovery, checks, enforcement,
+                           warnings, accounting, budgets)
+
+
+@dataclass
+class ShardHost:
+    """Keeps one shard supervised: credentials first (retried with backoff), then its activities.
+
+    ``runtime`` is set while the activities run; ``problem`` says why they do not (the role cannot be
+    assumed).
+    """
+
+    shard: Shard
+    settings: Settings
+    storage: Storage
+    metrics: Metrics
+    clock: Clock
+    events: EventSink | None
+    sts: Gateway
+    fence: Fence | None = None
+    may_send: Callable[[], bool] | None = None
+    runtime: ShardRuntime | None = None
+    problem: str | None = None
+    _log: structlog.typing.FilteringBoundLogger = field(
+        default_factory=lambda: structlog.get_logger("supervisor.shard"))
+
+    def readiness(self) -> str | None:
+        if self.problem is not None:
+            return self.problem
+        if self.runtime is None:
+            return "not started yet"
+        return self.runtime.readiness()
+
+    async def _session(self, on_failure: Callable[[], None]) -> AioSession | None:
+        """The session of the shard's role (None: the daemon's own credentials), once it could be assumed;
+        ``on_failure`` is called after each failed attempt."""
+        account = self.settings.account_for(self.shard)
+        if account is None or account.role_arn is None:
+            return None
+        role = AssumedRole(gateway=self.sts, clock=self.clock, role_arn=account.role_arn,
+                           external_id=account.external_id)
+        metrics = self.metrics.for_shard(self.shard)
+        backoff = CREDENTIALS_RETRY_INITIAL
+        while True:
+            try:
+                session = await role.session()
+            except AwsCallError as error:
+                self.problem = f"{self.shard}: cannot assume {account.role_arn} ({error.code})"
+                metrics.shard_credentials_failing.set(1)
+                self._log.error("shard.credentials_failing", role_arn=account.role_arn, error=error.code,
+                                retry_in=backoff.total_seconds())
+                on_failure()
+                await self.clock.sleep(backoff.total_seconds())
+                backoff = min(backoff * 2, CREDENTIALS_RETRY_MAX)
+                continue
+            if self.problem is not None:
+                self._log.info("shard.credentials_restored", role_arn=account.role_arn)
+            self.problem = None
+            metrics.shard_credentials_failing.set(0)
+            return session
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Supervise the shard until cancelled. ``task_status`` is reported once its activities run, or after
+        the first failure to assume its role (so one account's broken role never delays another's start)."""
+        metrics = self.metrics.for_shard(self.shard)
+        reported = False
+
+        def report() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started()
+
+        context = {} if self.shard.implicit else {"account": self.shard.account_id, "region": self.shard.region}
+        with structlog.contextvars.bound_contextvars(**context):
+            try:
+                session = await self._session(report)
+                async with (
+                    shard_runtime(self.shard, self.settings, storage=self.storage, metrics=self.metrics,
+                                  clock=self.clock, events=self.events, session=session,
+                                  fence=self.fence, may_send=self.may_send) as runtime,
+                    anyio.create_task_group() as task_group,
+                ):
+                    await task_group.start(runtime.run)
+                    self.runtime = runtime
+                    metrics.shard_owned.set(1)
+                    report()
+            finally:
+                self.runtime = None
+                metrics.shard_owned.set(0)

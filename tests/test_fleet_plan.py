@@ -1,0 +1,88 @@
+"""The pure lease plan: even quotas, stable assignments, orphans taken, and the acting deadline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from supervisor.core.fleet import Lease, acting_deadline, plan_leases, quotas
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+SKEW = timedelta(seconds=1)
+DURATION = timedelta(seconds=15)
+SHARDS = [f"11111111111{n}/us-east-1" for n in range(6)]
+
+
+def lease(scope: str, owner: str, expires_in: float, token: int = 1) -> Lease:
+    return Lease(scope, owner, token, NOW + timedelta(seconds=expires_in))
+
+
+def plan(me: str, leases: dict[str, Lease], live: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    result = plan_leases(me, SHARDS, leases, live, NOW, skew=SKEW, orphan_after=DURATION)
+    return result.acquire, result.release
+
+
+def test_quotas_spread_evenly_and_agree_between_replicas() -> None:
+    assert quotas(6, ["c", "a", "b"]) == {"a": 2, "b": 2, "c": 2}
+    assert quotas(6, ["a", "b", "c", "d"]) == {"a": 2, "b": 2, "c": 1, "d": 1}
+    assert quotas(12, ["a"]) == {"a": 12}
+    assert quotas(1, ["b", "a"]) == {"a": 1, "b": 0}
+    assert quotas(3, []) == {}
+
+
+def test_a_lone_replica_takes_every_shard() -> None:
+    acquire, release = plan("a", {}, ["a"])
+    assert sorted(acquire) == sorted(SHARDS) and release == ()
+
+
+def test_three_replicas_split_six_shards_without_overlap() -> None:
+    leases: dict[str, Lease] = {}
+    for replica in ("a", "b", "c"):
+        acquire, _ = plan(replica, leases, ["a", "b", "c"])
+        for scope in acquire:
+            assert scope not in leases
+            leases[scope] = lease(scope, replica, 15)
+    owners = [lease.owner for lease in leases.values()]
+    assert sorted(owners) == ["a", "a", "b", "b", "c", "c"]
+    for replica in ("a", "b", "c"):  # stable: nobody moves anything once spread
+        assert plan(replica, leases, ["a", "b", "c"]) == ((), ())
+
+
+def test_a_joining_replica_gets_its_share_from_the_others() -> None:
+    leases = {scope: lease(scope, "a", 15) for scope in SHARDS}
+    acquire, release = plan("a", leases, ["a", "b"])
+    assert acquire == () and len(release) == 3
+    assert plan("b", leases, ["a", "b"]) == ((), ())  # held: b waits for a's releases
+    for scope in release:
+        del leases[scope]
+    acquire, _ = plan("b", leases, ["a", "b"])
+    assert sorted(acquire) == sorted(release)
+
+
+def test_a_held_lease_is_never_taken_and_an_expired_one_only_after_the_skew() -> None:
+    leases = {scope: lease(scope, "a", 15) for scope in SHARDS[:3]}
+    leases |= {scope: lease(scope, "dead", -0.5) for scope in SHARDS[3:]}  # expired, within the skew
+    acquire, _ = plan("b", leases, ["a", "b"])
+    assert acquire == ()
+    leases |= {scope: lease(scope, "dead", -1.5) for scope in SHARDS[3:]}
+    acquire, _ = plan("b", leases, ["a", "b"])
+    assert sorted(acquire) == sorted(SHARDS[3:])
+
+
+def test_orphans_are_taken_above_the_quota_once_nobody_took_them() -> None:
+    leases = {scope: lease(scope, "a", 15) for scope in SHARDS[:3]}
+    leases |= {scope: lease(scope, "stuck", -5) for scope in SHARDS[3:]}
+    # "stuck" still heartbeats (its quota is 3), so "a" at its quota leaves them to it for a while ...
+    assert plan("a", leases, ["a", "stuck"]) == ((), ())
+    # ... but not for ever.
+    leases |= {scope: lease(scope, "stuck", -17) for scope in SHARDS[3:]}
+    acquire, _ = plan("a", leases, ["a", "stuck"])
+    assert sorted(acquire) == sorted(SHARDS[3:])
+
+
+def test_the_holder_stops_acting_before_anyone_else_may_start() -> None:
+    renewed_at = NOW
+    margin = SKEW + timedelta(seconds=2)  # skew + connect timeout
+    stop = acting_deadline(renewed_at, DURATION, margin)
+    # The earliest instant another replica may take the lease, by a clock up to SKEW ahead of ours.
+    earliest_takeover_by_our_clock = renewed_at + DURATION + SKEW - SKEW
+    assert stop + timedelta(seconds=2) <= earliest_takeover_by_our_clock

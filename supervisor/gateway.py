@@ -32,7 +32,7 @@ from tenacity.stop import stop_base
 
 from supervisor import __version__
 from supervisor.clock import Clock, SystemClock
-from supervisor.iam import FEATURES, OPERATION_ACTIONS, actions_of
+from supervisor.iam import AUTHORIZED_BY, FEATURES, actions_of
 from supervisor.metrics import Metrics
 from supervisor.ratelimit import PriorityRateLimiter
 
@@ -46,7 +46,7 @@ UNGRANTED_ACTIONS: frozenset[str] = frozenset({"sts:GetCallerIdentity"})
 # Operations IAM authorises by the actions of their parts (a DynamoDB transaction: its items' actions): allowed
 # when every one of those is.
 COMPOSITE_ACTIONS: frozenset[str] = frozenset(
-    operation for operation, needs in OPERATION_ACTIONS.items() if needs <= IAM_ACTIONS)
+    operation for operation, needs in AUTHORIZED_BY.items() if needs <= IAM_ACTIONS)
 
 THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "ThrottlingException", "Throttling", "ThrottledException",

@@ -2,14 +2,14 @@
 
 A :class:`Feature` is something the code does that needs AWS permissions (the daemon's discovery and
 enforcement, a budget's ``disable_workgroup``, a notification channel, the read-only ``explain`` and
-``budgets`` commands); each of its :class:`Grant` s becomes one policy statement. The gateway may call
-exactly the union of all features' actions (``supervisor.gateway.IAM_ACTIONS``), and
-``tests/test_deploy_iam.py`` checks that union against the operation names the source calls, so an unused
-grant and an ungranted call both fail.
+``budgets`` commands, a fleet's DynamoDB table and member roles); each of its :class:`Grant` s becomes one
+policy statement. The gateway may call exactly the union of all features' actions
+(``supervisor.gateway.IAM_ACTIONS``), and ``tests/test_deploy_iam.py`` checks that union against the operation
+names the source calls, so an unused grant and an ungranted call both fail.
 
 Regenerate the committed policies after a change here::
 
-    python -m supervisor.iam --write deploy/iam     # deploy/iam/policy.json and explain-policy.json
+    python -m supervisor.iam --write deploy/iam     # deploy/iam/*.json (POLICY_FILES)
     python -m supervisor.iam --check deploy/iam     # exit 1 when a committed file is stale
     python -m supervisor.iam --config config.yaml   # the daemon's policy for the features a config uses
     python -m supervisor.iam --explain              # the read-only policy of explain/budgets
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 WORKGROUP_ARN = "arn:aws:athena:${Region}:${Account}:workgroup/${WorkgroupPrefix}*"
 SNS_TOPIC_ARN = "arn:aws:sns:${Region}:${Account}:${NotificationTopic}"
 EVENT_BUS_ARN = "arn:aws:events:${Region}:${Account}:event-bus/${EventBus}"
-JOURNAL_TABLE_ARN = "arn:aws:dynamodb:${Region}:${Account}:table/${JournalTable}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +74,6 @@ NOTIFY_SNS = Feature("notifications_sns", "only with an sns notification channel
                      (Grant("NotifySnsTopic", ("sns:Publish",), SNS_TOPIC_ARN),))
 NOTIFY_EVENTBRIDGE = Feature("notifications_eventbridge", "only with an eventbridge notification channel",
                              (Grant("NotifyEventBus", ("events:PutEvents",), EVENT_BUS_ARN),))
-MEMBER_ROLE_ARN = "arn:aws:iam::*:role/${MemberRoleName}"
-ASSUME_MEMBER_ROLES = Feature(
-    "assume_member_roles", "only with accounts that name a role_arn (the role is assumed through STS)",
-    (Grant("AssumeMemberAccountRoles", ("sts:AssumeRole",), MEMBER_ROLE_ARN),),
-)
 EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an operator's role, not the daemon's)", (
     Grant("ListWorkgroups", ("athena:ListWorkGroups",), "*"),
     Grant("ReadSparkWorkgroups", (
@@ -88,36 +82,70 @@ EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an ope
     ), WORKGROUP_ARN),
 ))
 
-JOURNAL_DYNAMODB = Feature("journal_dynamodb", "only with journal.backend dynamodb (the shared journal table)", (
-    Grant("JournalTable", (
-        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
-    ), JOURNAL_TABLE_ARN),
-))
-SETUP_DYNAMODB = Feature(
-    "setup_dynamodb", "the setup-dynamodb command, once per table (an operator's role, not the daemon's)",
-    (Grant("CreateJournalTable", ("dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTimeToLive",
-                                  "dynamodb:DescribeTimeToLive"), JOURNAL_TABLE_ARN),),
-)
 
-FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
-                                 ASSUME_MEMBER_ROLES, EXPLAIN, JOURNAL_DYNAMODB, SETUP_DYNAMODB)
-DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE,
-                                        ASSUME_MEMBER_ROLES)
+# --- fleet: many accounts and regions, replicas sharing one DynamoDB table (docs/fleet.md) -----------------
+# Kept in one block so the fleet branches (storage, accounts, deploy) merge here without conflicts. The Athena
+# grants of a member account are DAEMON's and BUDGETS_DISABLE_WORKGROUP's, carried by the role the supervisor
+# assumes there (deploy/cloudformation/member-role.yaml); the supervisor's own role needs only what follows.
+JOURNAL_TABLE_ARN = "arn:aws:dynamodb:${TableRegion}:${Account}:table/${Table}"
+MEMBER_ROLE_ARN = "arn:aws:iam::*:role/${MemberRole}"
+
+FLEET_STORAGE = Feature(
+    "fleet_storage",
+    "journal.backend: dynamodb (journal, claims, intents, shard leases and watch lists in one table)",
+    (Grant("JournalTable", (
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem", "dynamodb:Query",
+        "dynamodb:ConditionCheckItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
+        "dynamodb:DescribeTimeToLive",
+    ), JOURNAL_TABLE_ARN),),
+)
+FLEET_ACCOUNTS = Feature("fleet_accounts", "accounts with a role_arn: the member role assumed in each (sts:AssumeRole)",
+                         (Grant("AssumeMemberRoles", ("sts:AssumeRole",), MEMBER_ROLE_ARN),))
+FLEET_SETUP = Feature(
+    "fleet_setup",
+    "athena-supervisor setup-dynamodb, once (an operator's role, not the daemon's): create the table, turn TTL on",
+    (Grant("CreateJournalTable", (
+        "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTimeToLive", "dynamodb:DescribeTimeToLive",
+    ), JOURNAL_TABLE_ARN),),
+)
+FLEET_FEATURES: tuple[Feature, ...] = (FLEET_STORAGE, FLEET_ACCOUNTS, FLEET_SETUP)
+AUTHORIZED_BY: dict[str, frozenset[str]] = {
+    "dynamodb:TransactWriteItems": frozenset({"dynamodb:ConditionCheckItem", "dynamodb:PutItem",
+                                              "dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
+    "dynamodb:TransactGetItems": frozenset({"dynamodb:GetItem"}),
+}
+"""Operations that IAM has no action for: each is authorized by the actions of its items instead."""
+
+
+def fleet_features_for(settings: Settings) -> tuple[Feature, ...]:
+    """The fleet features a configuration uses (read defensively: older configs have no fleet keys)."""
+    backend = getattr(settings.journal, "backend", "sqlite")
+    accounts = getattr(settings, "accounts", None) or ()
+    assumed = any(getattr(account, "role_arn", None) for account in accounts)
+    return tuple(feature for feature, used in ((FLEET_STORAGE, backend == "dynamodb"), (FLEET_ACCOUNTS, assumed))
+                 if used)
+
+
+def watches_the_credentials_account(settings: Settings) -> bool:
+    """Whether the daemon calls Athena with its own credentials (no accounts, or one without a role_arn)."""
+    accounts = getattr(settings, "accounts", None) or ()
+    return not accounts or any(not getattr(account, "role_arn", None) for account in accounts)
+
+
+# --- end of the fleet block ----------------------------------------------------------------------------------
+
+FEATURES: tuple[Feature, ...] = (
+    DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EXPLAIN, *FLEET_FEATURES)
+DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE)
 POLICY_FILES: dict[str, tuple[Feature, ...]] = {
     "policy.json": DAEMON_FEATURES,
     "explain-policy.json": (EXPLAIN,),
+    "fleet-policy.json": (FLEET_STORAGE, FLEET_ACCOUNTS, NOTIFY_SNS, NOTIFY_EVENTBRIDGE),
+    "fleet-setup-policy.json": (FLEET_SETUP,),
 }
 """File name under ``deploy/iam/`` -> the features it grants. The DynamoDB journal is optional: its grant comes
 with ``--config`` for a config that uses it."""
-
-OPERATION_ACTIONS: dict[str, frozenset[str]] = {
-    "dynamodb:TransactWriteItems": frozenset({"dynamodb:ConditionCheckItem", "dynamodb:PutItem",
-                                              "dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
-}
-"""Operations IAM authorises by other actions (no action has their name): a transaction needs the action of
-each of its items."""
-
 
 def actions_of(features: Iterable[Feature]) -> frozenset[str]:
     """Every action granted to ``features`` (``service:Operation``)."""
@@ -125,14 +153,16 @@ def actions_of(features: Iterable[Feature]) -> frozenset[str]:
 
 
 def features_for(settings: Settings) -> tuple[Feature, ...]:
-    """The daemon features a configuration uses: the core, plus each optional one it needs."""
+    """The features the daemon's own credentials need for a configuration: the core and the budgets' Athena
+    grants unless every account is reached through an assumed role (whose member role carries them), each
+    notification channel it uses, and the fleet's features."""
     actions = {threshold.action for budget in settings.budgets for threshold in budget.thresholds}
     channels = {channel.type for channel in settings.notifications}
-    optional = {BUDGETS_DISABLE_WORKGROUP: "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
-                NOTIFY_EVENTBRIDGE: "eventbridge" in channels,
-                ASSUME_MEMBER_ROLES: any(account.role_arn for account in settings.accounts),
-                JOURNAL_DYNAMODB: settings.journal.backend == "dynamodb"}
-    return (DAEMON, *(feature for feature, used in optional.items() if used))
+    own = watches_the_credentials_account(settings)
+    optional = {BUDGETS_DISABLE_WORKGROUP: own and "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
+                NOTIFY_EVENTBRIDGE: "eventbridge" in channels}
+    core = (DAEMON,) if own else ()
+    return (*core, *(feature for feature, used in optional.items() if used), *fleet_features_for(settings))
 
 
 def policy_document(features: Iterable[Feature]) -> dict[str, Any]:
@@ -182,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m supervisor.iam",
         description="Generate the IAM policies of athena-supervisor from the AWS actions of each feature.")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="DIR", type=Path, help="write policy.json and explain-policy.json")
+    group.add_argument("--write", metavar="DIR", type=Path, help="write every policy file (policy.json, ...)")
     group.add_argument("--check", metavar="DIR", type=Path, help="exit 1 if the files in DIR are stale")
     group.add_argument("--config", metavar="FILE", help="print the daemon's policy for this config's features")
     group.add_argument("--explain", action="store_true", help="print the read-only policy of explain/budgets")

@@ -33,3 +33,14 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(name)
     return names
+
+
+# The fleet's metrics (docs/fleet.md, "Metrics"), with their labels: the alert rules and the dashboard rely on
+# them.
+FLEET_METRICS: dict[str, tuple[str, ...]] = {
+    "athena_supervisor_shard_owned": ("account", "region"),
+    "athena_supervisor_shard_credentials_failing": ("account", "region"),
+    "athena_supervisor_lease_changes_total": ("outcome",),
+}
+# Metrics of a target gain these labels in a fleet (its shard); the rules and panels must not drop them.
+SHARD_LABELS = ("account", "region")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from supervisor.metrics import Metrics, exported_metric_names
-from tests.deploy_promql import metric_names
+from tests.deploy_promql import FLEET_METRICS, SHARD_LABELS, metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
@@ -119,3 +119,56 @@ def test_counters_are_never_graphed_raw(dashboard: dict[str, Any]) -> None:
         for name in metric_names(expr):
             if name.endswith(("_total", "_bucket", "_sum", "_count")):
                 assert re.search(rf"(rate|increase)\(\s*{name}\b", expr), f"{title}: wrap {name} in rate()"
+
+
+# --- fleets: account and region ------------------------------------------------------------------------------
+
+# Metrics of things that happen in a shard (an account-region); budgets, notifications and lease changes span
+# shards.
+SHARD_METRICS = frozenset({
+    "athena_supervisor_active_sessions", "athena_supervisor_active_calculations",
+    "athena_supervisor_estimated_cost_usd_total", "athena_supervisor_last_discovery_timestamp_seconds",
+    "athena_supervisor_escalations_in_flight", "athena_supervisor_circuit_breaker_open",
+    "athena_supervisor_actions_total", "athena_supervisor_violations_total", "athena_supervisor_warnings_total",
+    "athena_supervisor_escalations_total", "athena_supervisor_held_actions_total",
+    "athena_supervisor_enforcement_lag_seconds_bucket", "athena_supervisor_enforcement_lag_seconds_sum",
+    "athena_supervisor_enforcement_lag_seconds_count", "athena_supervisor_unknown_states_total",
+    "athena_supervisor_aws_api_calls_total", "athena_supervisor_shard_owned",
+    "athena_supervisor_shard_credentials_failing",
+})
+SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?")
+
+
+def test_account_and_region_variables(dashboard: dict[str, Any]) -> None:
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    for label in SHARD_LABELS:
+        variable = variables[label]
+        match = LABEL_VALUES.match(variable["query"]["query"])
+        assert match and match.group(2) == label, variable["query"]
+        # "All" must also match series without the label (one process, no fleet): .* matches the empty value.
+        assert variable["includeAll"] is True and variable["allValue"] == ".*" and variable["multi"] is True
+    assert '$account' in variables["region"]["query"]["query"], "regions of the chosen accounts"
+
+
+def test_every_shard_metric_is_filtered_by_account_and_region(dashboard: dict[str, Any]) -> None:
+    for title, expr in queries(dashboard):
+        for match in SELECTOR.finditer(expr):
+            if match.group(1) not in SHARD_METRICS:
+                continue
+            matchers = match.group(2) or ""
+            for label in SHARD_LABELS:
+                assert f'{label}=~"${label}"' in matchers, f"{title}: {match.group(1)} not filtered by ${label}"
+
+
+def test_per_workgroup_panels_tell_shards_apart(dashboard: dict[str, Any]) -> None:
+    """Two accounts may have workgroups of the same name."""
+    for title, expr in queries(dashboard):
+        for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            if "workgroup" in labels:
+                assert set(SHARD_LABELS) <= labels, f"{title}: by ({grouping})"
+
+
+def test_the_fleet_row_shows_ownership_credentials_and_lease_changes(dashboard: dict[str, Any]) -> None:
+    read = {name for _, expr in queries(dashboard) for name in metric_names(expr)}
+    assert set(FLEET_METRICS) <= read

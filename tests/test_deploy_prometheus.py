@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 from supervisor.metrics import Metrics, exported_metric_names
-from tests.deploy_promql import metric_names
+from tests.deploy_promql import FLEET_METRICS, metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yaml"
+FLEET_DOC = REPO / "docs" / "fleet.md"
 SERVICE = REPO / "deploy" / "kubernetes" / "service.yaml"
 # Series Prometheus itself makes, not the daemon.
 PROMETHEUS_SERIES = frozenset({"up"})
@@ -85,17 +86,50 @@ def test_the_issue_s_alerts_are_all_there() -> None:
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules()}
     joined = "\n".join(exprs.values())
     for fragment in (
-        'increase(athena_supervisor_escalations_total{outcome="failed"}[10m]) > 0',
-        "time() - athena_supervisor_last_discovery_timestamp_seconds > 300",
+        'sum by (job, account, region) (increase(athena_supervisor_escalations_total{outcome="failed"}[10m])) > 0',
+        "time() - max by (job, account, region) (athena_supervisor_last_discovery_timestamp_seconds",
         "absent(athena_supervisor_",
         'up{job="athena-supervisor"} == 0',
-        'rate(athena_supervisor_aws_api_calls_total{outcome="throttled"}[5m])',
-        "athena_supervisor_budget_spent_usd / athena_supervisor_budget_limit_usd > 0.8",
+        'sum by (job, account, region) (rate(athena_supervisor_aws_api_calls_total{outcome="throttled"}[5m]))',
+        "max by (job, budget) (athena_supervisor_budget_spent_usd) / max by (job, budget) "
+        "(athena_supervisor_budget_limit_usd) > 0.8",
         "histogram_quantile(0.99,",
         "athena_supervisor_circuit_breaker_open",
         "athena_supervisor_notifications_total",
+        # fleets
+        "sum by (job, account, region) (athena_supervisor_shard_owned",
+        "athena_supervisor_shard_credentials_failing",
+        "athena_supervisor_lease_changes_total",
     ):
         assert fragment in joined, fragment
+
+
+def test_aggregations_keep_the_shard() -> None:
+    """A rule that aggregates a metric of targets keeps account and region, so a fleet alerts per shard."""
+    per_target = {
+        "athena_supervisor_escalations_total", "athena_supervisor_enforcement_lag_seconds_bucket",
+        "athena_supervisor_enforcement_failing", "athena_supervisor_skipped_workgroups",
+        "athena_supervisor_circuit_breaker_open", "athena_supervisor_held_actions_total",
+        "athena_supervisor_aws_api_calls_total", "athena_supervisor_last_discovery_timestamp_seconds",
+        "athena_supervisor_shard_owned", "athena_supervisor_shard_credentials_failing",
+    }
+    for rule in rules():
+        expr = " ".join(rule["expr"].split())
+        if not metric_names(expr) & per_target or rule["alert"] == "AthenaSupervisorLeaseChurn":
+            continue
+        for grouping in re.findall(r"\b(?:sum|max|min|avg|group) by \(([^)]*)\)", expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert {"account", "region"} <= labels, f"{rule['alert']}: by ({grouping}) drops the shard"
+
+
+def test_fleet_metrics_are_documented() -> None:
+    doc = FLEET_DOC.read_text(encoding="utf-8")
+    section = doc[doc.index("\n## Metrics\n"):]
+    section = section[:section.find("\n## ", 1)]
+    for name, labels in FLEET_METRICS.items():
+        assert f"`{name}`" in section, f"docs/fleet.md's Metrics section lacks {name}"
+        for label in labels:
+            assert f"`{label}`" in section, label
 
 
 def test_rules_are_labelled_and_annotated() -> None:

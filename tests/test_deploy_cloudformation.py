@@ -1,0 +1,326 @@
+"""deploy/cloudformation/: every template passes cfn-lint, and the two IAM roles of a fleet grant exactly what
+supervisor/iam.py says (the member role: the daemon's Athena actions on the account's workgroups; the
+supervisor's role: the journal table and the member roles), stay clean under parliament once instantiated,
+and suit a StackSet (no account, region or partition written in them).
+
+Templates are read with cfn-lint's own YAML loader (it knows the ``!Sub``-style tags) and instantiated by a
+small evaluator of the intrinsic functions they use (``Ref``, ``Fn::Sub``, ``Fn::If``, ``Fn::Join``,
+``Fn::Equals``, ``Fn::Not``, ``Fn::GetAtt``) for a given set of parameters, as CloudFormation would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import parliament
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+from cfnlint.decode import decode
+
+from supervisor import iam
+from tests.test_deploy_iam import (
+    ACCEPTED_FINDINGS,
+    COMMUNITY_CONFIG,
+    EXAMPLES,
+    PLACEHOLDER,
+    SEVERITIES,
+    resource_types,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CFN_DIR = REPO / "deploy" / "cloudformation"
+MEMBER_ROLE = CFN_DIR / "member-role.yaml"
+SUPERVISOR_ROLE = CFN_DIR / "supervisor-role.yaml"
+PSEUDO = {"AWS::Partition": "aws", "AWS::AccountId": "123456789012", "AWS::Region": "us-east-1",
+          "AWS::StackName": "stack", "AWS::URLSuffix": "amazonaws.com"}
+SUPERVISOR_ROLE_ARN = "arn:aws:iam::123456789012:role/athena-supervisor-fleet"
+OIDC = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+LINT_REGIONS = ["us-east-1", "eu-west-1"]
+
+Template = dict[str, Any]
+NO_VALUE = object()
+
+
+def templates() -> list[Path]:
+    """Every template in deploy/cloudformation/, whoever wrote it (the table's comes from the storage work)."""
+    return sorted(CFN_DIR.glob("*.yaml"))
+
+
+def load(path: Path) -> Template:
+    template, errors = decode(str(path))
+    assert not errors, [str(error) for error in errors]
+    assert isinstance(template, dict)
+    return template
+
+
+def instantiate(template: Template, **parameters: str) -> Template:
+    """``Resources`` and ``Outputs`` as CloudFormation would create them with ``parameters`` (else defaults)."""
+    declared = template.get("Parameters", {})
+    unknown = set(parameters) - set(declared)
+    assert not unknown, f"no such parameters: {sorted(unknown)}"
+    values: dict[str, Any] = dict(PSEUDO)
+    for name, spec in declared.items():
+        value = parameters.get(name, spec.get("Default"))
+        assert value is not None, f"parameter {name} has no default: pass it"
+        values[name] = value.split(",") if spec["Type"] == "CommaDelimitedList" else value
+    conditions = template.get("Conditions", {})
+
+    def condition(name: str) -> bool:
+        return bool(resolve(conditions[name]))
+
+    def substitute(text: str, variables: dict[str, Any]) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if "." in name:  # ${Logical.Attribute}
+                return f"<{name}>"
+            value = variables[name] if name in variables else values[name]
+            assert isinstance(value, str), f"${{{name}}} is not a string"
+            return value
+
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
+
+    functions: dict[str, Callable[[Any], Any]] = {
+        "Ref": lambda name: NO_VALUE if name == "AWS::NoValue" else values.get(name, f"<{name}>"),
+        "Fn::Sub": lambda arg: (substitute(arg, {}) if isinstance(arg, str)
+                                else substitute(arg[0], {k: resolve(v) for k, v in arg[1].items()})),
+        "Fn::If": lambda arg: resolve(arg[1] if condition(arg[0]) else arg[2]),
+        "Fn::Join": lambda arg: arg[0].join(resolve(arg[1])),
+        "Fn::Equals": lambda arg: resolve(arg[0]) == resolve(arg[1]),
+        "Fn::Not": lambda arg: not resolve(arg[0]),
+        "Fn::And": lambda arg: all(resolve(item) for item in arg),
+        "Fn::Or": lambda arg: any(resolve(item) for item in arg),
+        "Condition": condition,
+        "Fn::GetAtt": lambda arg: f"<{'.'.join(arg) if isinstance(arg, list) else arg}>",
+    }
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1:
+                ((key, argument),) = node.items()
+                if key in functions:
+                    return functions[key](argument)
+                assert not key.startswith("Fn::"), f"{key}: not evaluated here"
+            resolved = {key: resolve(value) for key, value in node.items()}
+            return {key: value for key, value in resolved.items() if value is not NO_VALUE}
+        if isinstance(node, list):
+            return [item for item in (resolve(item) for item in node) if item is not NO_VALUE]
+        return node
+
+    return {"Resources": resolve(dict(template["Resources"])), "Outputs": resolve(dict(template.get("Outputs", {})))}
+
+
+def the_role(instance: Template) -> dict[str, Any]:
+    (role,) = [resource for resource in instance["Resources"].values() if resource["Type"] == "AWS::IAM::Role"]
+    properties: dict[str, Any] = role["Properties"]
+    return properties
+
+
+def permissions(role: dict[str, Any]) -> dict[str, Any]:
+    (policy,) = role["Policies"]
+    document: dict[str, Any] = policy["PolicyDocument"]
+    return document
+
+
+def trust(role: dict[str, Any]) -> dict[str, Any]:
+    document = role["AssumeRolePolicyDocument"]
+    parsed: dict[str, Any] = json.loads(document) if isinstance(document, str) else document
+    return parsed
+
+
+def grants(document: dict[str, Any]) -> dict[str, tuple[frozenset[str], str]]:
+    """Sid -> (actions, resource) of every statement."""
+    result = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        result[statement["Sid"]] = (frozenset(actions), statement["Resource"])
+    return result
+
+
+def generated(features: tuple[iam.Feature, ...], **placeholders: str) -> dict[str, tuple[frozenset[str], str]]:
+    """supervisor.iam's statements for ``features``, their ${Placeholders} given example values."""
+    values = {**EXAMPLES, "Account": PSEUDO["AWS::AccountId"], **placeholders}
+    text = PLACEHOLDER.sub(lambda match: values[match.group(1)], json.dumps(iam.policy_document(features)))
+    return grants(json.loads(text))
+
+
+def parliament_problems(document: dict[str, Any]) -> list[str]:
+    parliament.override_config(str(COMMUNITY_CONFIG))
+    analyzed = parliament.analyze_policy_string(json.dumps(document), include_community_auditors=True)
+    problems = []
+    for finding in map(parliament.enhance_finding, analyzed.findings):
+        details = finding.detail if isinstance(finding.detail, list) else [finding.detail]
+        details = [*details, finding.location] if not any(isinstance(d, dict) for d in details) else details
+        keys = {(finding.issue, d.get("action") or ",".join(d.get("actions", [])), d.get("required_format", ""))
+                for d in details if isinstance(d, dict)}
+        if keys and keys <= ACCEPTED_FINDINGS:
+            continue
+        if finding.issue.startswith("UNKNOWN_") or SEVERITIES.index(finding.severity) >= SEVERITIES.index("MEDIUM"):
+            problems.append(f"{finding.severity} {finding.issue}: {finding.detail} at {finding.location}")
+    return problems
+
+
+# --- every template ---------------------------------------------------------------------------------------------
+
+
+def test_the_fleet_s_templates_are_there() -> None:
+    assert {MEMBER_ROLE, SUPERVISOR_ROLE} <= set(templates())
+
+
+@pytest.mark.parametrize("path", templates(), ids=lambda path: path.name)
+def test_cfn_lint_finds_nothing(path: Path) -> None:
+    matches = lint_file(path, config=ManualArgs(regions=LINT_REGIONS))
+    assert not matches, "\n".join(str(match) for match in matches)
+
+
+def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
+    """Guard: the linter must see what we claim it checks (here a misspelt resource type and a bad Ref)."""
+    text = MEMBER_ROLE.read_text(encoding="utf-8")
+    for (old, new), rule in (
+        (("Type: AWS::IAM::Role", "Type: AWS::IAM::Rol"), "E3006"),
+        (("!Ref SupervisorRoleArn", "!Ref SupervisorRole"), "E1020"),
+    ):
+        broken = tmp_path / f"{rule}.yaml"
+        broken.write_text(text.replace(old, new), encoding="utf-8")
+        rules = {match.rule.id for match in lint_file(broken, config=ManualArgs(regions=LINT_REGIONS))}
+        assert rule in rules, f"{old} -> {new}: {rules}"
+
+
+@pytest.mark.parametrize("path", templates(), ids=lambda path: path.name)
+def test_templates_write_no_account_region_or_partition(path: Path) -> None:
+    """A StackSet deploys one template everywhere: accounts, regions and partitions come from pseudo
+    parameters and parameters, never from literals (comments and parameter descriptions aside)."""
+    template = load(path)
+    literals: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str):
+            literals.append(node)
+
+    walk({"Resources": template["Resources"], "Outputs": template.get("Outputs", {})})
+    for text in literals:
+        assert not re.search(r"(?<!\d)\d{12}(?!\d)", text), f"{path.name}: an account id in {text!r}"
+        assert not re.search(r"\b[a-z]{2}-[a-z]+-\d\b", text), f"{path.name}: a region in {text!r}"
+        assert not re.search(r"arn:aws(-[a-z-]+)?:", text), f"{path.name}: a partition in {text!r}"
+
+
+# --- the member role ------------------------------------------------------------------------------------------
+
+
+def athena_grants(**placeholders: str) -> dict[str, tuple[frozenset[str], str]]:
+    return generated((iam.DAEMON, iam.BUDGETS_DISABLE_WORKGROUP), **placeholders)
+
+
+def test_member_role_grants_the_daemon_s_athena_actions_on_the_account_s_workgroups() -> None:
+    role = the_role(instantiate(load(MEMBER_ROLE), SupervisorRoleArn=SUPERVISOR_ROLE_ARN,
+                                AllowDisableWorkgroup="true", WorkgroupPrefix="spark-"))
+    # One role serves every region of the account: the workgroup ARNs' region is a wildcard.
+    assert grants(permissions(role)) == athena_grants(Region="*", WorkgroupPrefix="spark-")
+
+
+def test_member_role_athena_actions_are_iam_py_s() -> None:
+    text = MEMBER_ROLE.read_text(encoding="utf-8")
+    written = set(re.findall(r"\b(athena:\w+)", text))
+    assert written == iam.actions_of([iam.DAEMON, iam.BUDGETS_DISABLE_WORKGROUP])
+
+
+@pytest.mark.parametrize(("parameters", "absent"), [
+    ({}, {"DisableWorkgroupForBudgets"}),
+    ({"AllowEnforcement": "false"}, {"DisableWorkgroupForBudgets", "EnforceOnSparkWorkgroups"}),
+    ({"AllowDisableWorkgroup": "true"}, set()),
+], ids=["default", "watch-only", "disable-workgroup"])
+def test_member_role_grants_only_what_is_asked(parameters: dict[str, str], absent: set[str]) -> None:
+    role = the_role(instantiate(load(MEMBER_ROLE), SupervisorRoleArn=SUPERVISOR_ROLE_ARN, **parameters))
+    expected = {sid: grant for sid, grant in athena_grants(Region="*", WorkgroupPrefix="").items()
+                if sid not in absent}
+    assert grants(permissions(role)) == expected
+
+
+def test_member_role_can_be_held_to_the_watched_regions() -> None:
+    role = the_role(instantiate(load(MEMBER_ROLE), SupervisorRoleArn=SUPERVISOR_ROLE_ARN,
+                                Regions="us-east-1,eu-west-1"))
+    for statement in permissions(role)["Statement"]:
+        assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["us-east-1", "eu-west-1"]}}
+    role = the_role(instantiate(load(MEMBER_ROLE), SupervisorRoleArn=SUPERVISOR_ROLE_ARN))
+    assert not any("Condition" in statement for statement in permissions(role)["Statement"])
+
+
+@pytest.mark.parametrize("external_id", ["", "athena-supervisor"])
+def test_member_role_trusts_only_the_supervisor_s_role(external_id: str) -> None:
+    role = the_role(instantiate(load(MEMBER_ROLE), SupervisorRoleArn=SUPERVISOR_ROLE_ARN, ExternalId=external_id))
+    (statement,) = trust(role)["Statement"]
+    assert statement["Principal"] == {"AWS": SUPERVISOR_ROLE_ARN}
+    assert statement["Action"] == "sts:AssumeRole"
+    if external_id:
+        assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": external_id}}
+    else:
+        assert "Condition" not in statement
+
+
+def test_member_role_is_named_as_the_fleet_policy_assumes() -> None:
+    template = load(MEMBER_ROLE)
+    assert template["Parameters"]["RoleName"]["Default"] == EXAMPLES["MemberRole"]
+    assert load(SUPERVISOR_ROLE)["Parameters"]["MemberRoleName"]["Default"] == EXAMPLES["MemberRole"]
+    role = the_role(instantiate(template, SupervisorRoleArn=SUPERVISOR_ROLE_ARN))
+    assert role["RoleName"] == EXAMPLES["MemberRole"]
+    assert role["MaxSessionDuration"] == 3600
+
+
+# --- the supervisor's role --------------------------------------------------------------------------------------
+
+
+def test_supervisor_role_grants_the_fleet_policy() -> None:
+    instance = instantiate(load(SUPERVISOR_ROLE), OidcProvider=OIDC)
+    expected = generated((iam.FLEET_STORAGE, iam.FLEET_ACCOUNTS), TableRegion="us-east-1")
+    assert grants(permissions(the_role(instance))) == expected
+
+
+def test_supervisor_role_optional_grants() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:athena-supervisor"
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/athena-supervisor"
+    instance = instantiate(load(SUPERVISOR_ROLE), OidcProvider=OIDC, TableRegion="eu-west-1",
+                           AllowTableSetup="true", NotificationTopicArn=topic, EventBusArn=bus)
+    expected = generated((iam.FLEET_STORAGE, iam.FLEET_ACCOUNTS, iam.FLEET_SETUP), TableRegion="eu-west-1")
+    expected["CreateJournalTable"] = generated((iam.FLEET_SETUP,), TableRegion="eu-west-1")["CreateJournalTable"]
+    expected |= generated((iam.NOTIFY_SNS, iam.NOTIFY_EVENTBRIDGE), Region="us-east-1")
+    assert grants(permissions(the_role(instance))) == expected
+
+
+def test_supervisor_role_trusts_the_service_account_or_pod_identity() -> None:
+    role = the_role(instantiate(load(SUPERVISOR_ROLE), OidcProvider=OIDC))
+    (statement,) = trust(role)["Statement"]
+    assert statement["Principal"] == {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{OIDC}"}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Condition"] == {"StringEquals": {
+        f"{OIDC}:sub": "system:serviceaccount:athena-supervisor:athena-supervisor", f"{OIDC}:aud": "sts.amazonaws.com"}}
+    (statement,) = trust(the_role(instantiate(load(SUPERVISOR_ROLE))))["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert set(statement["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
+
+
+# --- both roles, instantiated, under parliament -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "parameters"), [
+    (MEMBER_ROLE, {"SupervisorRoleArn": SUPERVISOR_ROLE_ARN, "AllowDisableWorkgroup": "true",
+                   "Regions": "us-east-1,eu-west-1", "ExternalId": "x"}),
+    (SUPERVISOR_ROLE, {"OidcProvider": OIDC, "AllowTableSetup": "true",
+                       "NotificationTopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                       "EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/b"}),
+], ids=["member-role", "supervisor-role"])
+def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path, parameters: dict[str, str]) -> None:
+    document = permissions(the_role(instantiate(load(path), **parameters)))
+    assert not parliament_problems(document)
+    for statement in document["Statement"]:
+        for action in statement["Action"]:
+            assert (statement["Resource"] == "*") != bool(resource_types(action)), action

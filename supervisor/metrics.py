@@ -121,7 +121,7 @@ class Families:
         )
         self.aws_api_calls = Counter(
             f"{PREFIX}_aws_api_calls", "AWS API call attempts by operation and outcome "
-            "(success, throttled, client_error, server_error, network_error).",
+            "(success, throttled, client_error, server_error, network_error, condition_failed).",
             (*shard, "operation", "outcome"), registry=r,
         )
         self.enforcement_lag = Histogram(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -23,6 +23,7 @@ from supervisor.activities.budgets import Budgets
 from supervisor.activities.checks import Checks
 from supervisor.activities.discovery import Discovery
 from supervisor.activities.enforcement import Enforcement
+from supervisor.activities.retention import Retention
 from supervisor.clock import Clock, SystemClock
 from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
@@ -41,6 +42,7 @@ from supervisor.shard import (
     void_reason_for,
 )
 from supervisor.storage import LeaseStore, Storage
+from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
 
 __all__ = ["ACCOUNTING_SHARE", "EXIT_TASK_CRASHED", "RunningService", "TaskCrashed", "build_gateway",
@@ -117,16 +119,20 @@ async def running_service(
     events: EventSink | None = None,
     storage: Storage | None = None,
 ) -> AsyncIterator[RunningService]:
-    """Start the daemon in the current event loop; leaving the block stops it gracefully."""
+    """Start the daemon in the current event loop; leaving the block stops it gracefully.
+
+    ``storage``: the journal (closed when the daemon stops); by default the one ``journal`` names, opened here.
+    """
     metrics = Metrics(registry)
-    storage = storage or SqliteStorage(settings.journal.path)
-    if settings.cluster is not None and not isinstance(storage, LeaseStore):
-        raise TypeError("cluster: needs a storage that holds leases (journal.backend: dynamodb)")
     clock = clock or SystemClock()
     log = structlog.get_logger("supervisor")
+    journal: AbstractAsyncContextManager[Storage] = (
+        open_storage(settings, metrics=metrics, clock=clock) if storage is None else _closing(storage))
     try:
         # The daemon's own credentials: STS (assuming member roles, the account id) and notifications.
-        async with build_gateway(settings, metrics, clock=clock) as own_gateway:
+        async with journal as storage, build_gateway(settings, metrics, clock=clock) as own_gateway:
+            if settings.cluster is not None and not isinstance(storage, LeaseStore):
+                raise TypeError("cluster: needs a storage that holds leases (journal.backend: dynamodb)")
             # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
             notifier = Notifier.from_settings(
                 settings, gateway=own_gateway, metrics=metrics, journal=storage, clock=clock,
@@ -154,7 +160,7 @@ async def running_service(
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
-                log.info("supervisor.started", http=url, mode=settings.mode, journal=str(settings.journal.path),
+                log.info("supervisor.started", http=url, mode=settings.mode, journal=_journal_name(settings),
                          policies=[policy.name for policy in settings.policies], region=settings.aws.region,
                          shards=[str(shard) for shard in hosts] if not settings.shards()[0].implicit else None)
                 for shard, host in hosts.items():
@@ -162,17 +168,32 @@ async def running_service(
                     await task_group.start(supervised, name, host.run, name=name)
                 if cluster is not None:
                     await task_group.start(supervised, "cluster", cluster.run, name="cluster")
+                retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention)
+                await task_group.start(supervised, "retention", retention.run, name="retention")
                 try:
                     yield RunningService(metrics, storage, url, hosts, notifier, cluster)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:
+        log.info("supervisor.stopped")
+
+
+@asynccontextmanager
+async def _closing(storage: Storage) -> AsyncIterator[Storage]:
+    """A storage handed in by the caller, closed when the daemon stops, as one it opened itself."""
+    try:
+        yield storage
+    finally:
         if isinstance(storage, SqliteStorage):
-            storage.close_now()
+            storage.close_now()  # synchronous: it must happen even when the daemon stops by cancellation
         else:
             with anyio.CancelScope(shield=True):
                 await storage.close()
-        log.info("supervisor.stopped")
+
+
+def _journal_name(settings: Settings) -> str:
+    journal = settings.journal
+    return str(journal.path) if journal.backend == "sqlite" else f"dynamodb:{journal.table}"
 
 
 async def run_until_signalled(settings: Settings) -> int:

@@ -8,8 +8,9 @@ stderr and exits 2, without a traceback. The checks:
   the shape of a region is accepted, since the endpoint decides;
 - the profile (``aws.profile``, else ``AWS_PROFILE``/``AWS_DEFAULT_PROFILE``) is in the AWS config or
   credentials file;
-- the journal: its directory exists and takes files, and the file (if any) is a sound, writable journal of a
-  known schema (:mod:`supervisor.storage.sqlite_check`);
+- the journal: with SQLite, its directory exists and takes files, and the file (if any) is a sound, writable
+  journal of a known schema (:mod:`supervisor.storage.sqlite_check`); a DynamoDB table is not looked at here
+  (that takes the network; a missing table is reported by the first call, naming setup-dynamodb);
 - the HTTP address resolves and can be bound.
 
 Credentials and the network are not checked: the daemon reports them on ``/readyz`` and keeps trying.
@@ -68,7 +69,7 @@ def startup_problems(settings: Settings, *, environ: Mapping[str, str] | None = 
     checks: tuple[Callable[[], None], ...] = (
         lambda: check_region(settings.aws, environ=environ),
         lambda: check_profile(settings.aws, environ=environ),
-        lambda: check_journal(settings.journal.path),
+        lambda: check_journal(settings.journal.path) if settings.journal.backend == "sqlite" else None,
         lambda: check_bind(settings.http.host, settings.http.port),
     )
     problems: list[StartupError] = []

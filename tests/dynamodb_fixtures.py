@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiobotocore.session import get_session
 from moto.server import DomainDispatcherApplication, create_backend_app
 from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -68,6 +69,11 @@ def moto_dynamodb() -> Iterator[str]:
         server.stop()
 
 
+# One aiobotocore session for every gateway of the tests: a session loads botocore's service models once
+# (a new one takes ~0.2 s to make its first DynamoDB client, a known one ~15 ms).
+AWS_SESSION = get_session()
+
+
 def dynamodb_settings(endpoint_url: str, table: str, **journal: Any) -> Settings:
     return parse_settings({"aws": {"region": REGION, "max_attempts": 2},
                            "journal": {"backend": "dynamodb", "table": table, "endpoint_url": endpoint_url,
@@ -81,12 +87,13 @@ def new_table_name() -> str:
 async def create_table(settings: Settings) -> list[str]:
     """Create the settings' journal table as setup-dynamodb does."""
     clock = SystemClock()
-    async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=clock) as gateway:
+    async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=clock,
+                                     session=AWS_SESSION) as gateway:
         return await ensure_table(journal_table(settings, gateway), clock)
 
 
 @asynccontextmanager
 async def dynamodb_storage(settings: Settings, registry: CollectorRegistry | None = None) -> AsyncIterator[Storage]:
     """One replica's storage on the settings' table (its own gateway, as a separate process has)."""
-    async with open_storage(settings, metrics=Metrics(registry or CollectorRegistry())) as storage:
+    async with open_storage(settings, metrics=Metrics(registry or CollectorRegistry()), session=AWS_SESSION) as storage:
         yield storage

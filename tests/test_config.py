@@ -126,6 +126,24 @@ def test_demo_yaml_matches_the_demo_script() -> None:
         ({"journal": {"path": 5}}, "c.yaml: journal.path: wrong type; got 5; expected a file path"),
         ({"journal": {"path": ""}}, "c.yaml: journal.path: must not be empty; got ''; write a file path"),
         ({"journal": {"path": "  "}}, "c.yaml: journal.path: must not be empty; got '  '"),
+        ({"journal": {"backend": "dynamo"}}, "c.yaml: journal.backend: not an accepted value; got 'dynamo'; "
+         "accepted values: sqlite, dynamodb; did you mean 'dynamodb'?"),
+        ({"journal": {"backend": "dynamodb"}}, "c.yaml: journal.table: missing required key; backend dynamodb "
+         "needs the table's name, e.g. table: athena-supervisor (create it with athena-supervisor setup-dynamodb"),
+        ({"journal": {"backend": "dynamodb", "table": "athena supervisor"}},
+         "c.yaml: journal.table: not a DynamoDB table name; got 'athena supervisor'; use 3-255 letters, digits"),
+        ({"journal": {"backend": "dynamodb", "table": "athena-supervisor", "path": "j.db"}},
+         "c.yaml: journal.path: not used with backend dynamodb (the journal is the DynamoDB table); got 'j.db'; "
+         "remove journal.path, or set journal.backend: sqlite"),
+        ({"journal": {"table": "athena-supervisor"}}, "c.yaml: journal.table: only used with backend dynamodb; "
+         "got 'athena-supervisor'; remove journal.table, or set journal.backend: dynamodb"),
+        ({"journal": {"region": "eu-west-1"}}, "c.yaml: journal.region: only used with backend dynamodb"),
+        ({"journal": {"endpoint_url": "http://localhost:8000"}},
+         "c.yaml: journal.endpoint_url: only used with backend dynamodb"),
+        ({"journal": {"backend": "dynamodb", "table": "athena-supervisor", "endpoint_url": "localhost:8000"}},
+         "c.yaml: journal.endpoint_url: not an http(s) URL; got 'localhost:8000'"),
+        ({"journal": {"retention": "12h"}}, "c.yaml: journal.retention: too short; got '12h'; must be at least 1d"),
+        ({"journal": {"retention": 90}}, "c.yaml: journal.retention: a number without a unit is not a duration"),
         ({"aws": {"account_id": "1234"}},
          "c.yaml: aws.account_id: not an AWS account id; got '1234'; write the 12-digit account number in quotes"),
         ({"aws": {"account_id": 1234}}, "c.yaml: aws.account_id: not an AWS account id; got 1234"),
@@ -469,6 +487,25 @@ def test_absolute_and_memory_journal_paths_are_kept(tmp_path: Path) -> None:
     assert settings.journal.path == absolute
     memory = load_settings(write(tmp_path, "journal: {path: ':memory:'}\n"), environ={}).journal.path
     assert str(memory) == ":memory:"
+
+
+def test_the_journal_is_sqlite_for_90_days_unless_told_otherwise() -> None:
+    journal = parse_settings({}, environ={}).journal
+    assert (journal.backend, journal.retention, journal.table, journal.endpoint_url) == (
+        "sqlite", timedelta(days=90), None, None)
+
+
+def test_a_dynamodb_journal_defaults_to_the_aws_region() -> None:
+    settings = parse_settings({"aws": {"region": "eu-west-1", "endpoint_url": "http://athena.local:4566"},
+                               "journal": {"backend": "dynamodb", "table": "athena-supervisor", "retention": "30d"}},
+                              environ={})
+    journal = settings.journal
+    assert (journal.table, journal.retention, journal.endpoint_url) == (
+        "athena-supervisor", timedelta(days=30), None), "never Athena's endpoint"
+    assert journal.dynamodb_region(settings.aws) == "eu-west-1"
+    other = parse_settings({"journal": {"backend": "dynamodb", "table": "t-1", "region": "us-west-2",
+                                        "endpoint_url": "http://127.0.0.1:8000"}}, environ={})
+    assert other.journal.dynamodb_region(other.aws) == "us-west-2"
 
 
 def test_parse_settings_leaves_relative_journal_path_alone() -> None:

@@ -13,11 +13,106 @@ import pytest
 from supervisor.core import escalation as machine
 from supervisor.core.budgets import Counted
 from supervisor.core.escalation import Step, Timing
+from supervisor.core.fleet import Shard
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
 from supervisor.storage.sqlite import SqliteStorage
 from supervisor.storage.sqlite_db import SCHEMA_VERSION, SchemaTooNew
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+# The journal schema of version 3 (athena-supervisor before shards), as it was released.
+SCHEMA_3 = """
+CREATE TABLE IF NOT EXISTS escalations (
+    escalation_id TEXT PRIMARY KEY,
+    target_key TEXT NOT NULL UNIQUE,
+    target_kind TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    workgroup TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    observed REAL NOT NULL,
+    limit_value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    crossed_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    next_step_at TEXT NOT NULL,
+    stop_intent_at TEXT,
+    stop_sent_at TEXT,
+    terminate_intent_at TEXT,
+    terminate_sent_at TEXT,
+    terminate_attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    updated_at TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'policy',
+    intent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS escalations_open ON escalations (phase) WHERE phase != 'done';
+CREATE INDEX IF NOT EXISTS escalations_session ON escalations (session_id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    event TEXT NOT NULL,
+    escalation_id TEXT,
+    target_kind TEXT,
+    target_id TEXT,
+    session_id TEXT,
+    workgroup TEXT,
+    policy TEXT,
+    rule TEXT,
+    phase TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_target ON events (target_id);
+CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
+CREATE TABLE IF NOT EXISTS notices (
+    notice_key TEXT PRIMARY KEY,
+    time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_spend (
+    session_id TEXT PRIMARY KEY,
+    workgroup TEXT NOT NULL,
+    counted_millis INTEGER NOT NULL,
+    observed_at TEXT NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS session_spend_open ON session_spend (ended) WHERE ended = 0;
+CREATE TABLE IF NOT EXISTS budget_spend (
+    budget TEXT NOT NULL,
+    bucket_start TEXT NOT NULL,
+    usd REAL NOT NULL,
+    PRIMARY KEY (budget, bucket_start)
+);
+CREATE TABLE IF NOT EXISTS budget_episodes (
+    episode_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    budget TEXT NOT NULL,
+    at_percent REAL NOT NULL,
+    action TEXT NOT NULL,
+    period_key TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    spent_usd REAL NOT NULL,
+    closed_at TEXT,
+    UNIQUE (budget, at_percent, period_key)
+);
+CREATE TABLE IF NOT EXISTS disabled_workgroups (
+    workgroup TEXT NOT NULL,
+    episode_id INTEGER NOT NULL,
+    budget TEXT NOT NULL,
+    disabled_at TEXT NOT NULL,
+    enabled_at TEXT,
+    PRIMARY KEY (workgroup, episode_id)
+);
+CREATE TABLE IF NOT EXISTS settings_kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
 TIMING = Timing(stop_grace=timedelta(seconds=30), terminate_grace=timedelta(seconds=60))
 
 
@@ -170,3 +265,78 @@ async def test_a_scratch_copy_is_independent(tmp_path: Path) -> None:
     assert await storage.checkpoint() == T0
     scratch.close_now()
     await storage.close()
+
+
+def write_schema_3_journal(path: Path) -> None:
+    """A journal as version 3 left it: an open escalation, a settled one, events, a notice, counted spend, an
+    open episode with a disabled workgroup, and the accounting checkpoint."""
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_3)
+    iso = "2026-11-25T12:00:00.000000+00:00"
+    for escalation_id, key, target, phase in (("e1", "calculation:c1", "c1", "stop_requested"),
+                                              ("e2", "calculation:c2", "c2", "done")):
+        db.execute(
+            "INSERT INTO escalations VALUES (?, ?, 'calculation', ?, 's1', 'etl-a', 'p', 'max_runtime', 1801.5, "
+            "1800.0, 'seconds', ?, ?, 'stop', 'enforce', ?, ?, ?, ?, ?, NULL, NULL, 0, 0, NULL, ?, 'policy', NULL)",
+            (escalation_id, key, target, iso, iso, phase, iso, iso, iso, iso, iso))
+    db.execute("INSERT INTO events (time, event, escalation_id, target_kind, target_id, session_id, workgroup, "
+               "policy, rule, phase, detail) VALUES (?, 'stop.sent', 'e1', 'calculation', 'c1', 's1', 'etl-a', 'p', "
+               "'max_runtime', 'stop_requested', '{\"state\": \"CANCELING\"}')", (iso,))
+    db.execute("INSERT INTO notices VALUES ('warning:calculation:c1:max_runtime', ?)", (iso,))
+    db.execute("INSERT INTO session_spend VALUES ('s1', 'etl-a', 5000, ?, 0)", (iso,))
+    db.execute("INSERT INTO budget_spend VALUES ('b', ?, 1.25)", (iso,))
+    db.execute("INSERT INTO budget_episodes (budget, at_percent, action, period_key, opened_at, spent_usd) "
+               "VALUES ('b', 100, 'disable_workgroup', '2026-11-25', ?, 10.0)", (iso,))
+    db.execute("INSERT INTO disabled_workgroups VALUES ('etl-a', 1, 'b', ?, NULL)", (iso,))
+    db.execute("INSERT INTO settings_kv VALUES ('spend_checkpoint', ?)", (iso,))
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+
+
+async def test_a_schema_3_journal_keeps_everything_in_the_implicit_shard(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    write_schema_3_journal(path)
+    storage = SqliteStorage(path)
+    for view in (storage, storage.for_shard(Shard("", "us-east-1", implicit=True))):
+        (escalation,) = await view.open_escalations()
+        assert (escalation.escalation_id, escalation.phase.value, escalation.verdict.observed) == (
+            "e1", "stop_requested", 1801.5)
+        assert await view.claimed_targets() == {TargetKey.calculation("c1"), TargetKey.calculation("c2")}
+        (event,) = await view.recent_events(10)
+        assert (event.event, event.detail) == ("stop.sent", {"state": "CANCELING"})
+        assert set(await view.open_sessions()) == {"s1"}
+        assert await view.checkpoint() == T0
+        assert await view.disabled_in(1) == {"etl-a"}
+    assert not await storage.mark_once("warning:calculation:c1:max_runtime", T0)
+    assert await storage.spent("b", T0, T0 + timedelta(days=1)) == 1.25
+    (episode,) = await storage.open_episodes("b")
+    assert (episode.episode_id, episode.period_key) == (1, "2026-11-25")
+    # The old records are the implicit shard's: a named shard starts empty and claims its own targets.
+    named = storage.for_shard(Shard("111111111111", "us-east-1"))
+    assert await named.claimed_targets() == set() and await named.checkpoint() is None
+    assert await named.claim(machine.begin(verdict("c1"), "e9", T0), "decision", {})
+    assert not await storage.claim(machine.begin(verdict("c1"), "e10", T0), "decision", {})
+    await storage.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("SELECT DISTINCT shard FROM session_spend").fetchall() == [("",)]
+    assert {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"watch"}
+    db.close()
+
+
+async def test_a_failed_migration_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
+    """The migration is one transaction: a journal it cannot migrate stays at its version, rows intact."""
+    path = tmp_path / "v3.db"
+    write_schema_3_journal(path)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE escalations_before_v4 (x)")  # in the way of the rebuild of escalations
+    db.commit()
+    db.close()
+    with pytest.raises(sqlite3.OperationalError, match="escalations_before_v4"):
+        SqliteStorage(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT COUNT(*) FROM escalations").fetchone()[0] == 2
+    assert "shard" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    db.close()

@@ -27,7 +27,7 @@ from supervisor.core.inventory import Inventory
 from supervisor.gateway import AwsCallError, Gateway
 from supervisor.metrics import Metrics
 from supervisor.service import build_gateway
-from supervisor.startup import check_aws, check_journal
+from supervisor.startup import StartupError, check_aws, check_journal
 from supervisor.storage.sqlite import SqliteStorage
 
 
@@ -62,8 +62,13 @@ def open_storage(settings: Settings) -> SqliteStorage:
     """The daemon's journal if it exists, else an empty throwaway one (nothing is created on disk).
 
     Raises:
-        StartupError: the file is not a usable journal.
+        StartupError: the file is not a usable journal, or the journal is a DynamoDB table (these previews
+            compute on a scratch copy of an SQLite journal).
     """
+    if settings.journal.backend != "sqlite":
+        raise StartupError(f"journal.backend {settings.journal.backend}: budgets and explain read an SQLite journal "
+                           "only so far (they compute on a scratch copy of it); use athena-supervisor journal "
+                           "--config FILE for the table's events")
     path = settings.journal.path
     if str(path) != ":memory:" and not Path(path).exists():
         return SqliteStorage(":memory:")

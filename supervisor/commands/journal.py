@@ -1,4 +1,5 @@
-"""``athena-supervisor journal``: recent decisions and actions from the journal."""
+"""``athena-supervisor journal``: recent decisions and actions from the journal (the SQLite file, or with
+``--config`` naming ``journal.backend: dynamodb``, the DynamoDB table: every shard's events, newest first)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+from prometheus_client import CollectorRegistry
+
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
+from supervisor.config import Settings
+from supervisor.gateway import AwsCallError
+from supervisor.metrics import Metrics
 from supervisor.startup import check_journal
 from supervisor.storage import JournalEntry
+from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
 
 DEFAULT_PATH = Path("./athena-supervisor.db")
@@ -42,8 +50,14 @@ def _summary(entry: JournalEntry) -> str:
     return " ".join(parts)
 
 
+async def _from_dynamodb(settings: Settings, limit: int, target: str | None) -> list[JournalEntry]:
+    async with open_storage(settings, metrics=Metrics(CollectorRegistry())) as storage:
+        return await storage.recent_events(limit, target_id=target)
+
+
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else DEFAULT_PATH
+    settings = None
     if args.config:
         settings = load_settings_or_report(args.config)
         if settings is None:
@@ -52,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print(f"--limit: must be at least 1; got {args.limit}", file=sys.stderr)
         return 2
+    if settings is not None and settings.journal.backend == "dynamodb":
+        try:
+            entries = anyio.run(_from_dynamodb, settings, args.limit, args.target)
+        except AwsCallError as error:
+            print(f"cannot read the journal: {error}", file=sys.stderr)
+            return 2
+        return _show(entries, as_json=args.json)
     if str(path) != ":memory:" and not Path(path).exists():
         print(f"{path}: no journal here yet; start the daemon first or pass --config/--path", file=sys.stderr)
         return 2
@@ -61,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         entries = storage.journal.recent_events(args.limit, target_id=args.target)
     finally:
         storage.close_now()
-    if args.json:
+    return _show(entries, as_json=args.json)
+
+
+def _show(entries: list[JournalEntry], *, as_json: bool) -> int:
+    if as_json:
         for entry in entries:
             print(json.dumps(entry.as_dict()))
         return 0

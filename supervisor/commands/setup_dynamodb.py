@@ -18,6 +18,7 @@ from supervisor.clock import SystemClock
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.config import Settings
 from supervisor.gateway import AwsCallError
+from supervisor.logs import configure_logging
 from supervisor.metrics import Metrics
 from supervisor.redaction import redact_text, redact_url
 from supervisor.startup import check_profile
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
               "journal.backend: dynamodb (set it and journal.table)", file=sys.stderr)
         return EXIT_FAILED
     check_profile(settings.aws)
+    configure_logging("error")  # the gateway's retry lines would interleave with the lines that matter here
     where = f"table {journal.table} in {journal.dynamodb_region(settings.aws)}" + (
         f" at {redact_url(journal.endpoint_url)}" if journal.endpoint_url else "")
     try:

@@ -1,5 +1,5 @@
 """The shared storage: one DynamoDB table for every replica of a fleet, implementing
-:class:`~supervisor.storage.Storage` (and, as :attr:`DynamoDbStorage.leases`, :class:`~supervisor.storage.LeaseStore`).
+:class:`~supervisor.storage.Storage` and :class:`~supervisor.storage.LeaseStore`.
 
 The concerns live in their modules, over one :class:`~supervisor.storage.dynamodb_table.Table` (every call
 through the gateway): :mod:`~supervisor.storage.dynamodb_journal` (claims, escalations, events, notices),
@@ -22,7 +22,7 @@ from typing import Any
 
 from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
-from supervisor.core.fleet import Fence, Shard, WatchEntry
+from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
 from supervisor.storage.dynamodb_journal import DynamoJournal, mark_once
 from supervisor.storage.dynamodb_leases import DynamoLeases
@@ -55,7 +55,7 @@ class DynamoDbStorage:
         self.retention = retention
         self.shard_scope = _shard
         self.fence = _fence
-        self.leases = DynamoLeases(table)
+        self._leases = DynamoLeases(table)
         self._registry = _registry or ShardRegistry(table, retention)
         self._own = _ShardView(table, self._registry, _shard or "", _fence)
         self._budgets = DynamoBudgets(table)
@@ -181,3 +181,24 @@ class DynamoDbStorage:
 
     async def mark_enabled(self, workgroup: str, time: datetime) -> None:
         await self._own.ledger.mark_enabled(workgroup, time)
+
+    # -- shard leases and heartbeats (LeaseStore) --------------------------------------------------------------
+
+    async def heartbeat(self, replica: str, expires_at: datetime) -> None:
+        await self._leases.heartbeat(replica, expires_at)
+
+    async def live_replicas(self, now: datetime) -> list[str]:
+        return await self._leases.live_replicas(now)
+
+    async def leases(self) -> list[Lease]:
+        return await self._leases.leases()
+
+    async def acquire(self, shard_scope: str, replica: str, *, expires_at: datetime,
+                      expired_before: datetime) -> Lease | None:
+        return await self._leases.acquire(shard_scope, replica, expires_at=expires_at, expired_before=expired_before)
+
+    async def renew(self, lease: Lease, *, expires_at: datetime) -> Lease | None:
+        return await self._leases.renew(lease, expires_at=expires_at)
+
+    async def release(self, lease: Lease) -> None:
+        await self._leases.release(lease)

@@ -116,9 +116,20 @@ class Table:
         self.endpoint_url = endpoint_url
 
     async def call(self, operation: str, params: Mapping[str, Any], priority: Priority) -> dict[str, Any]:
-        """One DynamoDB operation on this table's region and endpoint (the gateway retries what may be)."""
-        return await self.gateway.call(operation, params, priority=priority, service=SERVICE, region=self.region,
-                                       endpoint_url=self.endpoint_url)
+        """One DynamoDB operation on this table's region and endpoint (the gateway retries what may be).
+
+        Raises:
+            AwsCallError: as the gateway; a missing table's message says how to create it.
+        """
+        try:
+            return await self.gateway.call(operation, params, priority=priority, service=SERVICE,
+                                           region=self.region, endpoint_url=self.endpoint_url)
+        except AwsCallError as error:
+            if error.is_not_found and operation not in ("DescribeTable", "CreateTable"):
+                raise AwsCallError(operation, error.code, f"DynamoDB table {self.name} in {self.region}: "
+                                   f"{error.message}; create it with athena-supervisor setup-dynamodb --config FILE "
+                                   "(journal.table names it)", error.outcome, error.reasons) from error
+            raise
 
     # -- single items -------------------------------------------------------------------------------------
 

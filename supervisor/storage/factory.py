@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiobotocore.session import AioSession
+
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import Settings
 from supervisor.gateway import Gateway
@@ -29,9 +31,9 @@ second (1,000), so that one replica cannot throttle its own hottest partition (a
 
 
 def build_storage_gateway(settings: Settings, metrics: Metrics, *, clock: Clock | None = None,
-                          max_attempts: int | None = None) -> Gateway:
+                          max_attempts: int | None = None, session: AioSession | None = None) -> Gateway:
     """The gateway of the DynamoDB journal (``journal.region``, else ``aws.region``; ``aws``'s credentials,
-    timeouts and attempts)."""
+    timeouts and attempts; ``session``: the aiobotocore session, default one for ``aws.profile``)."""
     aws = settings.aws
     clock = clock or SystemClock()
     return Gateway(
@@ -43,6 +45,7 @@ def build_storage_gateway(settings: Settings, metrics: Metrics, *, clock: Clock 
         connect_timeout=aws.connect_timeout,
         read_timeout=aws.read_timeout,
         clock=clock,
+        session=session,
     )
 
 
@@ -56,13 +59,15 @@ def journal_table(settings: Settings, gateway: Gateway) -> Table:
 
 
 @asynccontextmanager
-async def open_storage(settings: Settings, *, metrics: Metrics, clock: Clock | None = None) -> AsyncIterator[Storage]:
+async def open_storage(settings: Settings, *, metrics: Metrics, clock: Clock | None = None,
+                       session: AioSession | None = None) -> AsyncIterator[Storage]:
     """The root view of the storage ``journal`` names, closed (with its gateway) when the block ends.
 
     Args:
         settings: ``journal.backend`` picks the backend; ``journal.retention`` how long events are kept.
         metrics: where the DynamoDB storage's AWS calls are counted.
         clock: the DynamoDB gateway's rate limiter and retry backoff run on it.
+        session: the DynamoDB gateway's aiobotocore session (default: a new one for ``aws.profile``).
     """
     journal = settings.journal
     if journal.backend == "sqlite":
@@ -72,10 +77,11 @@ async def open_storage(settings: Settings, *, metrics: Metrics, clock: Clock | N
         finally:
             storage.close_now()  # synchronous: it must happen even when the block ends by cancellation
         return
-    async with build_storage_gateway(settings, metrics, clock=clock) as gateway:
+    async with build_storage_gateway(settings, metrics, clock=clock, session=session) as gateway:
         yield DynamoDbStorage(journal_table(settings, gateway), retention=journal.retention)
 
 
 def lease_store(storage: Storage) -> LeaseStore | None:
-    """The shard leases of ``storage``: the DynamoDB table's; None for SQLite (one process owns every shard)."""
-    return storage.leases if isinstance(storage, DynamoDbStorage) else None
+    """``storage`` as the store of shard leases: the DynamoDB table is one; None for SQLite (one process owns
+    every shard of its file)."""
+    return storage if isinstance(storage, LeaseStore) else None

@@ -128,3 +128,20 @@ def test_an_unknown_region_is_refused_naming_the_file(tmp_path: Path) -> None:
     assert err.startswith(f"{config}: aws.region 'eu-wset-1': not an AWS region with Athena")
     config.write_text("aws: {region: xx-local-1, endpoint_url: 'http://127.0.0.1:4566'}\n", encoding="utf-8")
     assert run(config)[0] == 0
+
+
+def test_the_journal_line_names_the_backend_and_masks_the_dynamodb_endpoint(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("aws: {region: eu-west-1}\njournal: {path: j.db, retention: 30d}\n", encoding="utf-8")
+    code, out, _ = run(config)
+    assert code == 0 and f"journal: {tmp_path / 'j.db'} (SQLite); events kept 30d" in out.splitlines()
+    config.write_text("aws: {region: eu-west-1}\njournal: {backend: dynamodb, table: athena-supervisor, "
+                      "endpoint_url: 'http://user:pw@dynamodb.local:8000/x'}\n", encoding="utf-8")
+    code, out, _ = run(config)
+    assert code == 0 and ("journal: DynamoDB table athena-supervisor in eu-west-1, endpoint "
+                          "http://***@dynamodb.local:8000/***; events expire 90d after they happen (TTL)"
+                          in out.splitlines())
+    code, out, _ = run(config, as_json=True)
+    journal = json.loads(out)["journal"]
+    assert (journal["backend"], journal["table"], journal["retention"]) == ("dynamodb", "athena-supervisor", "90d")
+    assert "pw" not in out

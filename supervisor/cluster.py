@@ -31,7 +31,7 @@ import anyio.abc
 import structlog
 
 from supervisor.clock import Clock
-from supervisor.core.fleet import Lease, Shard, acting_deadline, plan_leases
+from supervisor.core.fleet import Lease, Shard, acting_deadline, free_shards, plan_leases
 from supervisor.metrics import Metrics
 from supervisor.shard import ShardHost
 from supervisor.storage import LeaseStore
@@ -81,9 +81,9 @@ class Cluster:
         self.host_for = host_for
         self.held: dict[str, _Held] = {}
         self.problem: str | None = None
-        self._log = logger or structlog.get_logger("supervisor.cluster")
+        self._log = (logger or structlog.get_logger("supervisor.cluster")).bind(replica=replica)
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._foreign_expiries: list[datetime] = []
+        self._free_since: dict[str, datetime] = {}  # shards seen free, since when (for orphans)
 
     @property
     def hosts(self) -> dict[Shard, ShardHost]:
@@ -132,8 +132,14 @@ class Cluster:
         self.problem = None
         self.metrics.replicas.set(len(set(live) | {self.replica}))
         now = self.clock.now()
+        free = free_shards(list(self.shards), leases, now, skew=self.skew)
+        self._free_since = {scope: self._free_since.get(scope, now) for scope in free}
         plan = plan_leases(self.replica, list(self.shards), leases, live, now, skew=self.skew,
-                           orphan_after=self.lease_duration)
+                           free_since=self._free_since, orphan_after=self.lease_duration)
+        if plan.acquire or plan.release:
+            self._log.info("cluster.rebalancing", live=sorted(set(live) | {self.replica}), held=len(self.held),
+                           acquire=[str(self.shards[scope]) for scope in plan.acquire],
+                           release=[str(self.shards[scope]) for scope in plan.release])
         for scope in plan.release:
             await self._release(scope, reason="rebalance")
         for scope in plan.acquire:
@@ -220,9 +226,30 @@ class Cluster:
         self._log.info("cluster.lease_released", shard=str(self.shards[scope]), reason=reason, token=lease.token)
 
     async def _release_all(self) -> None:
+        """At shutdown: stop every shard (all at once; in-flight calls finish), then release their leases."""
+        stopping = list(self.held.values())
+        self.held.clear()
+        for held in stopping:
+            held.scope.cancel()
+        for held in stopping:
+            await held.stopped.wait()
         with anyio.move_on_after(RELEASE_TIMEOUT.total_seconds()):
-            for scope in list(self.held):
-                try:
-                    await self._release(scope, reason="shutdown")
-                except Exception as error:  # the store is gone: the lease simply expires
-                    self._log.warning("cluster.release_failed", shard=str(self.shards[scope]), error=repr(error))
+            try:
+                # Leaving first: the others' quotas grow at once, so they take the released shards at their next
+                # round instead of leaving them to this replica until its heartbeat would have expired.
+                await self.store.heartbeat(self.replica, self.clock.now())
+            except Exception as error:
+                self._log.warning("cluster.leave_failed", error=repr(error))
+            async with anyio.create_task_group() as task_group:
+                for held in stopping:
+                    task_group.start_soon(self._give_back, held.lease)
+
+    async def _give_back(self, lease: Lease) -> None:
+        try:
+            await self.store.release(lease)
+        except Exception as error:  # the store is gone: the lease simply expires
+            self._log.warning("cluster.release_failed", shard=str(self.shards[lease.shard_scope]), error=repr(error))
+            return
+        self.metrics.lease_changes.labels("released").inc()
+        self._log.info("cluster.lease_released", shard=str(self.shards[lease.shard_scope]), reason="shutdown",
+                       token=lease.token)

@@ -16,8 +16,10 @@ def lease(scope: str, owner: str, expires_in: float, token: int = 1) -> Lease:
     return Lease(scope, owner, token, NOW + timedelta(seconds=expires_in))
 
 
-def plan(me: str, leases: dict[str, Lease], live: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    result = plan_leases(me, SHARDS, leases, live, NOW, skew=SKEW, orphan_after=DURATION)
+def plan(me: str, leases: dict[str, Lease], live: list[str],
+         free_since: dict[str, datetime] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    result = plan_leases(me, SHARDS, leases, live, NOW, skew=SKEW, free_since=free_since or {},
+                         orphan_after=DURATION)
     return result.acquire, result.release
 
 
@@ -72,11 +74,21 @@ def test_orphans_are_taken_above_the_quota_once_nobody_took_them() -> None:
     leases = {scope: lease(scope, "a", 15) for scope in SHARDS[:3]}
     leases |= {scope: lease(scope, "stuck", -5) for scope in SHARDS[3:]}
     # "stuck" still heartbeats (its quota is 3), so "a" at its quota leaves them to it for a while ...
-    assert plan("a", leases, ["a", "stuck"]) == ((), ())
-    # ... but not for ever.
-    leases |= {scope: lease(scope, "stuck", -17) for scope in SHARDS[3:]}
-    acquire, _ = plan("a", leases, ["a", "stuck"])
+    seen_free = {scope: NOW - timedelta(seconds=10) for scope in SHARDS[3:]}
+    assert plan("a", leases, ["a", "stuck"], seen_free) == ((), ())
+    # ... but not for ever: free for longer than a lease duration, as this replica has seen.
+    seen_free = {scope: NOW - timedelta(seconds=16) for scope in SHARDS[3:]}
+    acquire, _ = plan("a", leases, ["a", "stuck"], seen_free)
     assert sorted(acquire) == sorted(SHARDS[3:])
+
+
+def test_a_released_lease_is_free_at_once_but_no_orphan() -> None:
+    released = Lease(SHARDS[5], "a", 3, datetime(1970, 1, 1, tzinfo=UTC))
+    leases = {scope: lease(scope, "a", 15) for scope in SHARDS[:3]}
+    leases |= {scope: lease(scope, "b", 15) for scope in SHARDS[3:5]} | {SHARDS[5]: released}
+    # b under its quota takes it at once; a at its quota leaves it, until it has been free for a while.
+    assert plan("b", leases, ["a", "b"], {SHARDS[5]: NOW}) == ((SHARDS[5],), ())
+    assert plan("a", leases, ["a", "b"], {SHARDS[5]: NOW}) == ((), ())
 
 
 def test_the_holder_stops_acting_before_anyone_else_may_start() -> None:

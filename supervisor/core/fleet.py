@@ -110,8 +110,16 @@ class LeasePlan:
     release: tuple[str, ...] = ()
 
 
+def free_shards(shard_scopes: Sequence[str], leases: Mapping[str, Lease], now: datetime, *,
+                skew: timedelta) -> set[str]:
+    """Shards nobody holds: no lease, or one expired for longer than ``skew`` (or released)."""
+    return {scope for scope in shard_scopes
+            if (lease := leases.get(scope)) is None or lease.expires_at < now - skew}
+
+
 def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease], live: Sequence[str],
-                now: datetime, *, skew: timedelta, orphan_after: timedelta) -> LeasePlan:
+                now: datetime, *, skew: timedelta, free_since: Mapping[str, datetime],
+                orphan_after: timedelta) -> LeasePlan:
     """The leases ``me`` should take and give up, given every lease as stored and the live replicas.
 
     - A lease is *held* by its owner until its expiry; it is *free* when absent, or expired for longer than
@@ -119,8 +127,9 @@ def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease
     - ``me`` holds up to its quota (:func:`quotas` over the live replicas and itself): it takes free shards it
       prefers most while under, and releases the ones it prefers least while over (only then, so a shard never
       moves without need).
-    - A shard free for longer than ``orphan_after`` past its expiry is taken even above the quota: a live
-      replica that should have taken it did not (it is stuck, or its heartbeat outlives its work).
+    - A shard seen free (``free_since``: since when this replica has seen it free) for longer than
+      ``orphan_after`` is taken even above the quota: a live replica that should have taken it did not (it is
+      stuck, or its heartbeat outlives its work).
     """
     quota = quotas(len(shard_scopes), [*live, me])[me]
     mine = sorted((scope for scope in shard_scopes
@@ -129,13 +138,10 @@ def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease
     if len(mine) > quota:
         return LeasePlan(release=tuple(mine[quota:]))
 
-    def free(scope: str) -> bool:
-        lease = leases.get(scope)
-        return lease is None or lease.expires_at < now - skew
-
-    candidates = sorted((scope for scope in shard_scopes if scope not in mine and free(scope)),
+    free = free_shards(shard_scopes, leases, now, skew=skew)
+    candidates = sorted((scope for scope in shard_scopes if scope not in mine and scope in free),
                         key=lambda scope: preference(me, scope), reverse=True)
     wanted = list(candidates[:max(0, quota - len(mine))])
     orphans = [scope for scope in candidates[len(wanted):]
-               if (lease := leases.get(scope)) is not None and lease.expires_at < now - skew - orphan_after]
+               if scope in free_since and now - free_since[scope] > orphan_after]
     return LeasePlan(acquire=tuple(wanted + orphans))

@@ -61,14 +61,14 @@ class Cluster:
 
     Args:
         host_for: builds the host of a shard for a lease; its ``may_send`` tells whether a destructive call
-            may still start.
+            may still start, and its ``fence_lost`` is called when a fenced write was refused.
         call_margin: the longest a destructive call may take to reach AWS once started (the connect
             timeout): the holder stops this long plus ``skew`` before its lease could expire.
     """
 
     def __init__(self, *, store: LeaseStore, replica: str, shards: Sequence[Shard], lease_duration: timedelta,
                  skew: timedelta, call_margin: timedelta, clock: Clock, metrics: Metrics,
-                 host_for: Callable[[Shard, Lease, Callable[[], bool]], ShardHost],
+                 host_for: Callable[[Shard, Lease, Callable[[], bool], Callable[[], None]], ShardHost],
                  logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.store = store
         self.replica = replica
@@ -177,12 +177,23 @@ class Cluster:
             return
         shard = self.shards[scope]
         deadline = acting_deadline(now, self.lease_duration, self.margin)
-        held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope)))
+        held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope),
+                                                     lambda: self._fence_lost(scope)))
         self.held[scope] = held
         self.metrics.lease_changes.labels("acquired").inc()
         self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
         assert self._task_group is not None
         await self._task_group.start(self._host, held)
+
+    def _fence_lost(self, scope: str) -> None:
+        """A fenced write of the shard was refused: another replica took it. Stop acting there at once."""
+        held = self.held.pop(scope, None)
+        if held is None:
+            return
+        held.deadline = self.clock.now()
+        held.scope.cancel()
+        self.metrics.lease_changes.labels("lost").inc()
+        self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token, why="fence")
 
     def _may_send(self, scope: str) -> bool:
         held = self.held.get(scope)

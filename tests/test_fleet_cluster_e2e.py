@@ -45,7 +45,8 @@ def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str,
         "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
                      for account in ACCOUNTS],
         "workgroups": ["etl-*"],
-        "discovery_interval": "250ms",
+        # Sweeps each second: the scenarios act at scheduled looks, found by the first sweep.
+        "discovery_interval": "1s",
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb},
         "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -179,9 +180,9 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
             owner = owners[shard][0]
             assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
                                    action="stop", outcome="sent") == 1
-        # Stable: nothing moves while both live.
+        # Stable: nothing moves while both live (ten rounds each).
         changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
-        await world.vt.run_for(60)
+        await world.vt.run_for(20)
         assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
         assert replicas.owners() == owners
 
@@ -251,7 +252,7 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "90s"}}])
+                                             "calculation": {"max_runtime": "40s"}}])
         await world.vt.run_for(ms(1))
         shard = SHARDS[0]
         _, calculation_id = await runaway(athena[shard])
@@ -261,8 +262,8 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
         await replicas.start("b", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "90s"}}])
-        await world.vt.run_until(submitted + ms(91))
+                                             "calculation": {"max_runtime": "40s"}}])
+        await world.vt.run_until(submitted + ms(41))
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-        assert submitted + ms(90) <= stop.time <= submitted + ms(90) + CROSSING_MARGIN
+        assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1

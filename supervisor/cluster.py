@@ -84,6 +84,8 @@ class Cluster:
         self._log = (logger or structlog.get_logger("supervisor.cluster")).bind(replica=replica)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._free_since: dict[str, datetime] = {}  # shards seen free, since when (for orphans)
+        for shard in shards:  # every replica exports every shard's ownership, 0 or 1: none held sums to 0
+            metrics.for_shard(shard).shard_owned.set(0)
 
     @property
     def hosts(self) -> dict[Shard, ShardHost]:

@@ -226,6 +226,23 @@ class Metrics:
         self.lease_changes = f.lease_changes
         self.replicas = f.replicas
 
+    def forget_shard(self) -> None:
+        """Drop this shard's gauges (but ``shard_owned``, set to 0): a replica that gave a shard up must not go on
+        exporting its last values beside those of the new owner. Counters stay: each replica counts its own."""
+        if self.shard is None:
+            return
+        account, region = self.shard.labels
+        for gauge in (self.families.escalations_in_flight, self.families.active_sessions,
+                      self.families.active_calculations, self.families.last_discovery,
+                      self.families.enforcement_failing, self.families.skipped_workgroups,
+                      self.families.circuit_breaker_open, self.families.shard_credentials_failing):
+            names = gauge._labelnames  # the family's label names, in order
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("account") == account and sample.labels.get("region") == region:
+                        gauge.remove(*(sample.labels[name] for name in names))
+        self.shard_owned.set(0)
+
     def for_shard(self, shard: Shard) -> Metrics:
         """The same instruments, labelled with ``shard``'s account and region."""
         return Metrics(shard=shard, families=self.families)

@@ -292,4 +292,4 @@ class ShardHost:
                     report()
             finally:
                 self.runtime = None
-                metrics.shard_owned.set(0)
+                metrics.forget_shard()

@@ -81,6 +81,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for key in ("endpoint_url", "sts_endpoint_url"):
         if data["aws"][key] is not None:
             data["aws"][key] = redact_url(data["aws"][key])
+    for account in data["accounts"]:
+        if account["external_id"] is not None:
+            account["external_id"] = "<redacted>"
     for channel in data["notifications"]:
         if channel["type"] == "webhook":
             channel["url"] = redact_url(channel["url"])
@@ -145,11 +148,36 @@ def _policy_block(index: int, policy: PolicyConfig, settings: Settings) -> list[
     mode = settings.mode_for(policy)
     origin = "set on the policy" if policy.mode is not None else "global"
     lines = [f"  {index}. {policy.name}", f"     workgroups: {', '.join(policy.workgroups)}"]
+    lines += _selectors(policy.accounts, policy.regions)
     lines += [f"     {line}" for line in _limits(policy)]
     lines.append(f"     action: {_action(policy, settings)}")
     lines.append(f"     mode: {mode} ({origin})")
     if policy.notify_before is not None:
         lines.append(f"     warn {_duration(policy.notify_before)} before a predicted crossing")
+    return lines
+
+
+def _selectors(accounts: tuple[str, ...], regions: tuple[str, ...]) -> list[str]:
+    lines = [f"     accounts: {', '.join(accounts)}"] if accounts else []
+    return lines + ([f"     regions: {', '.join(regions)}"] if regions else [])
+
+
+def _shards(settings: Settings) -> list[str]:
+    """What is supervised: the account of the credentials, or each account-region and how it is reached."""
+    if not settings.accounts:
+        return [f"supervised: the account of the credentials in {settings.aws.region}"]
+    lines = [f"supervised: {len(settings.shards())} account-regions"]
+    for account in settings.accounts:
+        how = f"role {account.role_arn}" if account.role_arn else "the supervisor's own credentials"
+        if account.external_id is not None:
+            how += " (with an external id)"  # never shown: a shared secret
+        lines.append(f"  {account.account_id} in {', '.join(account.regions or (settings.aws.region,))}: {how}")
+    cluster = settings.cluster
+    if cluster is not None:
+        lines.append(f"cluster: replicas lease the account-regions for {_duration(cluster.lease_duration)} "
+                     f"(renewed every {_duration(cluster.lease_duration / 3)}), clock skew allowance "
+                     f"{_duration(cluster.max_clock_skew)}, replica id "
+                     f"{cluster.replica_id or 'host name and process id'}")
     return lines
 
 
@@ -163,6 +191,7 @@ def _budget_block(budget: BudgetConfig) -> list[str]:
     lines = [
         f"  - {budget.name}: {_money(budget.limit_usd)} per {period}",
         f"     workgroups: {', '.join(budget.workgroups)}",
+        *_selectors(budget.accounts, budget.regions),
     ]
     for threshold in budget.thresholds:
         spent = budget.limit_usd * threshold.at_percent / 100
@@ -211,6 +240,7 @@ def summarize(settings: Settings, *, source: str) -> str:
         f"at most {aws.max_requests_per_second:g} requests/s, {aws.max_attempts} attempts per call",
         f"     timeouts per attempt: connect {_duration(aws.connect_timeout)}, read {_duration(aws.read_timeout)}; "
         f"STS endpoint {redact_url(sts) if sts else 'AWS default'}",
+        *_shards(settings),
         f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
         f"discovery interval: at most {_duration(settings.discovery_interval)}",
         _journal(settings),

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic import model_validator as _model_validator
 
-from supervisor.config.errors import FieldProblem, join_hints, suggest
+from supervisor.config.errors import NO_VALUE, FieldProblem, join_hints, suggest
 from supervisor.config.notifications import (
     EventBridgeChannel,
     NotificationChannel,
@@ -41,7 +41,7 @@ from supervisor.config.types import (
     check_globs,
 )
 from supervisor.core.fleet import Shard
-from supervisor.durations import parse_duration
+from supervisor.durations import format_duration, parse_duration
 
 __all__ = [
     "AccountSettings",
@@ -532,9 +532,27 @@ class Settings(StrictModel):
                                            subpath=(key, index, "accounts", position), value=account)
                 for position, region in enumerate(item.regions):
                     if region not in known_regions:
-                        raise FieldProblem("region is not supervised", join_hints(
-                            f"supervised regions: {', '.join(known_regions)}", suggest(region, known_regions)),
-                            subpath=(key, index, "regions", position), value=region)
+                        raise FieldProblem("region is not supervised",
+                                           f"supervised regions: {', '.join(known_regions)}",
+                                           subpath=(key, index, "regions", position), value=region)
+        return self
+
+    @_model_validator(mode="after")
+    def _cluster_needs_shared_leases(self) -> Settings:
+        if self.cluster is None:
+            return self
+        if self.journal.backend != "dynamodb":
+            raise FieldProblem("replicas need a shared journal",
+                               "set journal.backend: dynamodb (and journal.table), or remove cluster",
+                               subpath=("cluster",), value=NO_VALUE)
+        margin = self.cluster.max_clock_skew + self.aws.connect_timeout
+        if self.cluster.lease_duration <= margin * 3 / 2:
+            raise FieldProblem(
+                "too short to act between renewals",
+                f"a holder stops acting max_clock_skew + aws.connect_timeout ({format_duration(margin)}) before "
+                f"its lease could expire and renews every third of it: make it longer than "
+                f"{format_duration(margin * 3 / 2)}, or lower aws.connect_timeout",
+                subpath=("cluster", "lease_duration"), value=format_duration(self.cluster.lease_duration))
         return self
 
     def shards(self) -> tuple[Shard, ...]:

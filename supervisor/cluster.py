@@ -32,6 +32,7 @@ import structlog
 
 from supervisor.clock import Clock
 from supervisor.core.fleet import Lease, Shard, acting_deadline, free_shards, plan_leases
+from supervisor.gateway import AwsCallError
 from supervisor.metrics import Metrics
 from supervisor.shard import ShardHost
 from supervisor.storage import LeaseStore
@@ -40,6 +41,10 @@ from supervisor.storage import LeaseStore
 # its shards meanwhile).
 STORE_RETRY = timedelta(seconds=1)
 RELEASE_TIMEOUT = timedelta(seconds=5)
+
+
+def _code(error: Exception) -> str:
+    return error.code if isinstance(error, AwsCallError) else type(error).__name__
 
 
 def default_replica_id() -> str:
@@ -127,8 +132,8 @@ class Cluster:
                 await self._renew(scope, sent_at)
             leases = {lease.shard_scope: lease for lease in await self.store.leases()}
             live = await self.store.live_replicas(self.clock.now())
-        except Exception as error:  # the store unreachable or throttling: the acting deadlines protect us
-            self.problem = f"the lease store cannot be reached ({type(error).__name__})"
+        except Exception as error:  # the store unreachable, throttling or an odd answer: the deadlines protect us
+            self.problem = f"the lease store cannot be reached ({_code(error)})"
             self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
             return self.clock.now() + STORE_RETRY
         self.problem = None
@@ -142,10 +147,15 @@ class Cluster:
             self._log.info("cluster.rebalancing", live=sorted(set(live) | {self.replica}), held=len(self.held),
                            acquire=[str(self.shards[scope]) for scope in plan.acquire],
                            release=[str(self.shards[scope]) for scope in plan.release])
-        for scope in plan.release:
-            await self._release(scope, reason="rebalance")
-        for scope in plan.acquire:
-            await self._acquire(scope)
+        try:
+            for scope in plan.release:
+                await self._release(scope, reason="rebalance")
+            for scope in plan.acquire:
+                await self._acquire(scope)
+        except Exception as error:  # the next round tries again; what was done stays done
+            self.problem = f"the lease store cannot be reached ({_code(error)})"
+            self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
+            return self.clock.now() + STORE_RETRY
         return self._next_round_at(leases, now)
 
     def _next_round_at(self, leases: dict[str, Lease], now: datetime) -> datetime:

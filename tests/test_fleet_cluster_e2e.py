@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry
@@ -233,6 +234,9 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         await world.vt.run_until(cut_at + LEASE + SKEW + ms(2.5))
         assert replicas.owners()[shard] == ["b"]
         assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
+        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
+            assert answer.status == 503
+            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
         # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (20 s),
         # without a second Stop.
         await world.vt.run_until(stopped_at + ms(21))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,22 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if config.option.basetemp is None and MEMORY_TEMPROOT.is_dir() and os.access(MEMORY_TEMPROOT, os.W_OK):
         os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(MEMORY_TEMPROOT))
+    _freeze_what_lives()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _freeze_what_lives()
+
+
+def _freeze_what_lives() -> None:
+    """Keep the garbage collector's full collections off what lives until the end of the run.
+
+    A test process holds a large heap of objects that live to its end (pytest and its plugins, botocore,
+    aiohttp, pydantic, the daemon and the emulator; after collection, the test modules and items); every
+    full collection walks all of it, and rewriting the test modules' asserts triggers hundreds. Frozen, they
+    are left out (``gc.freeze``): collecting the suite takes ~5 s of CPU per process instead of ~7.
+    """
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

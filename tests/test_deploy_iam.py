@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
-import parliament
 import pytest
 
 from supervisor import iam
@@ -68,6 +67,8 @@ def policy_actions(path: Path = POLICY) -> list[str]:
 
 def resource_types(action: str) -> list[str]:
     """The resource types parliament's copy of the service authorization reference lists for ``action``."""
+    import parliament  # here and in the linting tests only: a second of imports every worker would pay
+
     prefix, _, name = action.partition(":")
     service = next(service for service in parliament.iam_definition if service["prefix"] == prefix)
     privilege = next(item for item in service["privileges"] if item["privilege"] == name)
@@ -273,6 +274,8 @@ def test_placeholders_are_known_and_documented() -> None:
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda path: path.name)
 def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path) -> None:
+    import parliament
+
     text = PLACEHOLDER.sub(lambda match: EXAMPLES[match.group(1)], path.read_text(encoding="utf-8"))
     analyzed = parliament.analyze_policy_string(text, include_community_auditors=True)
     problems: list[str] = []
@@ -294,6 +297,8 @@ def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path) -> Non
 
 def test_parliament_catches_a_broadened_policy() -> None:
     """Guard: the linter must flag what we claim it checks (here an unscoped write)."""
+    import parliament
+
     broad = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "athena:TerminateSession", "Resource": "arn:aws:s3:::bucket"}]})
     findings = [parliament.enhance_finding(f) for f in parliament.analyze_policy_string(broad).findings]

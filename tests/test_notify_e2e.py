@@ -20,8 +20,6 @@ import anyio
 import anyio.to_thread
 import pytest
 from aiohttp import web
-from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from supervisor.core.scheduling import CROSSING_MARGIN
 from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
@@ -143,6 +141,9 @@ async def moto_endpoint() -> AsyncIterator[str]:
     """moto (SNS, SQS, EventBridge) served from this event loop. Each request runs moto's WSGI app in an anyio
     worker thread, which the virtual-time driver waits for: moto's work (including SNS and EventBridge
     delivering to SQS) happens within the virtual instant of the request."""
+    from moto.server import DomainDispatcherApplication, create_backend_app  # here: every worker would import it
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
     app = DomainDispatcherApplication(create_backend_app)
 
     async def handle(request: web.Request) -> web.Response:

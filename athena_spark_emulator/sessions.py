@@ -1,4 +1,10 @@
-"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors, GetSessionEndpoint."""
+"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors, GetSessionEndpoint,
+GetResourceDashboard.
+
+A session runs the engine of its workgroup: ``PySpark engine version 3`` (calculations, notebooks) or
+``Apache Spark version 3.5`` (Spark Connect through GetSessionEndpoint, the Spark UI through
+GetResourceDashboard; its work is scripted by Spark Connect job keys in its Description pragma).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
 from athena_spark_emulator.pragma import PragmaError, SessionPragma, parse_session_pragma
-from athena_spark_emulator.records import SPARK_ENGINE, SessionRecord
+from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE, SessionRecord, WorkGroupRecord
 from athena_spark_emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES
 from athena_spark_emulator.timeline import SessionView
 
@@ -18,18 +24,47 @@ ENDED = ("TERMINATED", "FAILED")
 NO_EFFECT_ON_TERMINATE = ("TERMINATING", "TERMINATED", "FAILED")
 
 
-def engine_configuration(requested: dict[str, Any] | None) -> dict[str, Any]:
+# EngineConfiguration members Apache Spark version 3.5 refuses (it takes Classifications, e.g. spark-defaults).
+NOT_ON_SPARK_CONNECT = ("CoordinatorDpuSize", "DefaultExecutorDpuSize", "SparkProperties")
+SESSION_TOKEN_LIFETIME = 3600.0  # GetSessionEndpoint's AuthToken
+
+
+def engine_configuration(requested: dict[str, Any] | None, engine: str = SPARK_ENGINE) -> dict[str, Any]:
     """The effective engine configuration: Athena's defaults for members that were not given."""
-    config: dict[str, Any] = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 20, "DefaultExecutorDpuSize": 1}
+    config: dict[str, Any] = {"MaxConcurrentDpus": 20}
+    if engine == SPARK_ENGINE:
+        config.update({"CoordinatorDpuSize": 1, "DefaultExecutorDpuSize": 1})
     config.update(requested or {})
     return config
 
 
-def session_pragma(description: str | None) -> SessionPragma:
+def session_pragma(description: str | None, engine: str = SPARK_ENGINE) -> SessionPragma:
     try:
-        return parse_session_pragma(description)
+        pragma = parse_session_pragma(description)
     except PragmaError as error:
         raise invalid_request(f"Description: invalid pragma key {error.key!r}: {error}") from None
+    if pragma.job_keys and engine != SPARK_CONNECT_ENGINE:
+        key = pragma.job_keys[0]
+        raise invalid_request(
+            f"Description: invalid pragma key {key!r}: Spark Connect jobs are for {SPARK_CONNECT_ENGINE} sessions; "
+            f"a {engine} session is kept busy by its calculations (CodeBlock pragmas)")
+    return pragma
+
+
+def check_engine_configuration(workgroup: WorkGroupRecord, body: dict[str, Any]) -> None:
+    """What the workgroup's engine refuses at StartSession."""
+    if workgroup.engine != SPARK_CONNECT_ENGINE:
+        return
+    requested = body.get("EngineConfiguration") or {}
+    for member in NOT_ON_SPARK_CONNECT:
+        if member in requested:
+            raise invalid_request(
+                f"EngineConfiguration.{member} is not supported by {SPARK_CONNECT_ENGINE} (workgroup "
+                f"{workgroup.name}); set Spark properties in EngineConfiguration.Classifications "
+                "(Name spark-defaults) instead")
+    if "NotebookVersion" in body:
+        raise invalid_request(f"NotebookVersion: {SPARK_CONNECT_ENGINE} (workgroup {workgroup.name}) has no "
+                              "notebooks; connect with Spark Connect (GetSessionEndpoint)")
 
 
 def require_session(ctx: Context, session_id: str) -> SessionRecord:
@@ -52,20 +87,26 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
         raise invalid_request(f"WorkGroup {name} is not Spark-enabled (engine {workgroup.engine})")
     if workgroup.state != "ENABLED":
         raise invalid_request(f"WorkGroup {name} is disabled.")
+    check_engine_configuration(workgroup, body)
     description = body.get("Description")
-    pragma = session_pragma(description)
+    pragma = session_pragma(description, workgroup.engine)
     tags = dict(workgroup.tags) if body.get("CopyWorkGroupTags") else {}
     tags.update({str(tag["Key"]): str(tag.get("Value", "")) for tag in body.get("Tags", []) if "Key" in tag})
     record = store.add_session(
         workgroup=name, description=description,
-        engine_configuration=engine_configuration(body.get("EngineConfiguration")),
+        engine_configuration=engine_configuration(body.get("EngineConfiguration"), workgroup.engine),
         request={key: body[key] for key in ("NotebookVersion", "ExecutionRole", "MonitoringConfiguration")
                  if key in body},
         idle_timeout_minutes=body.get("SessionIdleTimeoutInMinutes", DEFAULT_IDLE_TIMEOUT_MINUTES),
-        pragma=pragma, created_at=now, tags=tags,
+        pragma=pragma, created_at=now, tags=tags, engine=workgroup.engine,
     )
     store.remember_token("StartSession", body.get("ClientRequestToken"), record.id)
     return {"SessionId": record.id, "State": store.session_state(record.id, now)}
+
+
+def notebook_version(record: SessionRecord) -> str | None:
+    """Only PySpark engine version 3 sessions run a notebook engine."""
+    return record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION) if record.has_calculations else None
 
 
 def reported_view(ctx: Context, session_id: str, now: float) -> SessionView:
@@ -92,9 +133,9 @@ def get_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any
         "SessionId": record.id,
         "Description": record.description,
         "WorkGroup": record.workgroup,
-        "EngineVersion": SPARK_ENGINE,
+        "EngineVersion": record.engine,
         "EngineConfiguration": record.engine_configuration,
-        "NotebookVersion": record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION),
+        "NotebookVersion": notebook_version(record),
         "MonitoringConfiguration": record.request.get("MonitoringConfiguration"),
         "SessionConfiguration": drop_none({
             "ExecutionRole": execution_role,
@@ -131,8 +172,8 @@ def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
         summaries.append(drop_none({
             "SessionId": session_id,
             "Description": record.description,
-            "EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE, "EffectiveEngineVersion": SPARK_ENGINE},
-            "NotebookVersion": record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION),
+            "EngineVersion": {"SelectedEngineVersion": record.engine, "EffectiveEngineVersion": record.engine},
+            "NotebookVersion": notebook_version(record),
             "Status": render_status(views[session_id]),
         }))
     return drop_none({"Sessions": summaries, "NextToken": token})
@@ -164,6 +205,13 @@ def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
         "ExecutorState": _executor_state(view.state), "ExecutorSize": record.coordinator_dpus,
     })]
     plan = store.plan(record.id)
+    job = plan.jobs.last_job(now) if plan.jobs is not None else None
+    if job is not None and now < job[1]:
+        for index in range(plan.jobs.dpus if plan.jobs is not None else 0):
+            executors.append({
+                "ExecutorId": f"{record.id}-job-{int(job[0] * 1000)}-worker-{index + 1}", "ExecutorType": "WORKER",
+                "StartDateTime": int(job[0] * 1000), "ExecutorState": "REGISTERED", "ExecutorSize": 1,
+            })
     for calc_id, cplan in plan.calculations.items():
         if cplan.run_start is None or not cplan.run_start <= now < cplan.run_end:
             continue
@@ -187,14 +235,40 @@ def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
 
 def get_session_endpoint(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_session(ctx, body["SessionId"])
+    if record.engine != SPARK_CONNECT_ENGINE:
+        raise invalid_request(f"Session {record.id} runs {record.engine}: Spark Connect endpoints are available "
+                              f"from {SPARK_CONNECT_ENGINE} onward.")
     state = ctx.store.session_state(record.id, now)
     if state in ENDED or state == "TERMINATING":
         raise invalid_request(f"Session {record.id} is {state}; it has no endpoint.")
+    if state == "CREATING":
+        raise invalid_request(f"Session {record.id} is CREATING; its endpoint is not ready yet.")
     return {
-        "EndpointUrl": f"https://{record.id}.spark.{ctx.region}.athena-emulator.invalid",
+        "EndpointUrl": f"https://{record.id}.spark-connect.{ctx.region}.athena-emulator.invalid",
         "AuthToken": secrets.token_urlsafe(24),
-        "AuthTokenExpirationTime": now + 3600.0,
+        "AuthTokenExpirationTime": now + SESSION_TOKEN_LIFETIME,
     }
+
+
+def session_arn(ctx: Context, record: SessionRecord) -> str:
+    """The ARN GetResourceDashboard takes for a session (the emulator's form; see docs/emulator.md)."""
+    return f"{ctx.workgroup_arn(record.workgroup)}/session/{record.id}"
+
+
+def get_resource_dashboard(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
+    arn = body["ResourceARN"]
+    prefix = f"arn:aws:athena:{ctx.region}:{ctx.account_id}:"
+    _, marker, session_id = arn.rpartition("/session/")
+    record = ctx.store.sessions.get(session_id) if arn.startswith(prefix) and marker else None
+    if record is None:
+        raise not_found(f"Resource {arn} is not found.", arn)
+    if record.engine != SPARK_CONNECT_ENGINE:
+        raise invalid_request(f"Session {record.id} runs {record.engine}: the Spark UI and History Server are "
+                              f"available from {SPARK_CONNECT_ENGINE} onward.")
+    state = ctx.store.session_state(record.id, now)
+    ui = "history" if state in ENDED else "live"
+    return {"Url": f"https://{record.id}.spark-ui.{ctx.region}.athena-emulator.invalid/{ui}/"
+                   f"?token={secrets.token_urlsafe(16)}"}
 
 
 HANDLERS: dict[str, Handler] = {
@@ -205,4 +279,5 @@ HANDLERS: dict[str, Handler] = {
     "TerminateSession": terminate_session,
     "ListExecutors": list_executors,
     "GetSessionEndpoint": get_session_endpoint,
+    "GetResourceDashboard": get_resource_dashboard,
 }

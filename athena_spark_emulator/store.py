@@ -10,7 +10,7 @@ from typing import Any
 
 from athena_spark_emulator.paging import NewestFirstIndex
 from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
-from athena_spark_emulator.records import CalculationRecord, SessionRecord, WorkGroupRecord
+from athena_spark_emulator.records import SPARK_ENGINE, CalculationRecord, SessionRecord, WorkGroupRecord
 from athena_spark_emulator.timeline import (
     CalculationView,
     SessionPlan,
@@ -51,11 +51,12 @@ class Store:
     # -- sessions ---------------------------------------------------------------------------------
     def add_session(self, *, workgroup: str, description: str | None, engine_configuration: dict[str, Any],
                     request: dict[str, Any], idle_timeout_minutes: int, pragma: SessionPragma,
-                    created_at: float, tags: dict[str, str]) -> SessionRecord:
+                    created_at: float, tags: dict[str, str], engine: str = SPARK_ENGINE) -> SessionRecord:
         record = SessionRecord(
             id=str(uuid.uuid4()), seq=next(self._seq), workgroup=workgroup, description=description,
             engine_configuration=engine_configuration, request=request,
             idle_timeout_minutes=idle_timeout_minutes, pragma=pragma, created_at=created_at, tags=tags,
+            engine=engine,
         )
         self.sessions[record.id] = record
         self._calculations_by_session[record.id] = NewestFirstIndex()

@@ -8,15 +8,26 @@ from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
-from athena_spark_emulator.records import SPARK_ENGINE, SQL_ENGINE, WorkGroupRecord
+from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE, SPARK_ENGINES, SQL_ENGINE, WorkGroupRecord
 from athena_spark_emulator.store import sorted_names
 
 PRIMARY = "primary"
 _ARN_PREFIX = "arn:aws:athena:"
 
 
-def spark_configuration() -> dict[str, Any]:
-    return {"EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE, "EffectiveEngineVersion": SPARK_ENGINE}}
+ENGINES = ("AUTO", SQL_ENGINE, *SPARK_ENGINES)
+
+
+def spark_configuration(engine: str = SPARK_ENGINE) -> dict[str, Any]:
+    return {"EngineVersion": {"SelectedEngineVersion": engine, "EffectiveEngineVersion": engine}}
+
+
+def _requested_engine(configuration: dict[str, Any] | None, where: str) -> str | None:
+    engine = (configuration or {}).get("EngineVersion", {}).get("SelectedEngineVersion")
+    if engine not in (None, *ENGINES):
+        raise invalid_request(f"{where}.EngineVersion.SelectedEngineVersion: unknown engine {engine!r} "
+                              f"(known: {', '.join(ENGINES)})")
+    return str(engine) if engine is not None else None
 
 
 def new_workgroup(name: str, *, created_at: float, configuration: dict[str, Any] | None = None,
@@ -47,9 +58,7 @@ def create_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[st
     name = body["Name"]
     if name in ctx.store.workgroups:
         raise invalid_request(f"WorkGroup {name} is already created")
-    engine = body.get("Configuration", {}).get("EngineVersion", {}).get("SelectedEngineVersion")
-    if engine not in (None, "AUTO", SQL_ENGINE, SPARK_ENGINE):
-        raise invalid_request(f"Configuration.EngineVersion.SelectedEngineVersion: unknown engine {engine!r}")
+    _requested_engine(body.get("Configuration"), "Configuration")
     ctx.store.put_workgroup(new_workgroup(
         name, created_at=now, configuration=body.get("Configuration"), description=body.get("Description"),
         tags=_tags_from_list(body.get("Tags")),
@@ -112,6 +121,11 @@ def _merge_updates(config: dict[str, Any], updates: dict[str, Any]) -> None:
 
 def update_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_workgroup(ctx, body["WorkGroup"])
+    engine = _requested_engine(body.get("ConfigurationUpdates"), "ConfigurationUpdates")
+    if record.is_spark and engine is not None and engine != record.engine:
+        raise invalid_request(
+            f"WorkGroup {record.name} runs {record.engine} and cannot change to {engine}: a workgroup cannot be "
+            f"upgraded from {SPARK_ENGINE} to {SPARK_CONNECT_ENGINE} (create a new workgroup)")
     configuration = copy.deepcopy(record.configuration)
     _merge_updates(configuration, body.get("ConfigurationUpdates", {}))
     updated = new_workgroup(

@@ -3,7 +3,9 @@
 A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
 minute), then ListSessions per watched workgroup (one listing per state), then, as soon as a workgroup is
 listed, ListCalculationExecutions for each of its sessions that may have live calculations (every active
-state but IDLE) whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval`` (back
+state but IDLE) whose policy or budget judges calculations. Only ``PySpark engine version 3`` sessions have
+calculations: the calculations of a Spark Connect session (``Apache Spark version 3.5``, its ``EngineVersion``,
+else its workgroup's) are never listed. Sweeps repeat every ``discovery_interval`` (back
 to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
@@ -33,6 +35,7 @@ from supervisor.core.model import (
     SessionState,
     TargetKey,
     WorkgroupSnapshot,
+    runs_calculations,
 )
 from supervisor.core.policy import Policy, match_policy, workgroup_in_scope
 from supervisor.gateway import AwsCallError, Gateway, Priority
@@ -340,8 +343,10 @@ class Discovery:
         return busy
 
     def _judges_calculations(self, session: SessionSnapshot) -> bool:
-        """Only sessions whose policy has calculation limits, or whose budget may stop calculations, need their
-        calculations listed."""
+        """Only sessions with calculations (of an engine that has the calculation API) whose policy has calculation
+        limits, or whose budget may stop calculations, need their calculations listed."""
+        if not runs_calculations(self.inventory.engine_of(session)):
+            return False
         policy = match_policy(self.policies, session.workgroup)
         if policy is not None and policy.calculation is not None:
             return True

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from supervisor.core.scheduling import CROSSING_MARGIN
 from tests.virtual_fixtures import VirtualWorld, ms, times
 
@@ -54,3 +56,59 @@ async def test_calculations_are_never_listed_for_spark_connect_sessions(virtual_
             submitted + ms(1.5) + CROSSING_MARGIN]
         assert world.calls("ListCalculationExecutions", SessionId=session_id)
     assert not world.calls("TerminateSession")
+
+
+MIXED_POLICIES = [
+    {"name": "connect-runaway", "workgroups": ["etl-connect"], "session": {"max_busy": "2s"}},
+    {"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1500ms"}},
+]
+
+
+async def test_mixed_engines_max_busy_stops_a_runaway_spark_connect_job_and_calculations_are_limited_as_before(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    await create_connect_workgroup(world, "etl-connect")
+    async with world.daemon(policies=MIXED_POLICIES):
+        await world.vt.run_for(OFFSET)
+        runaway = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=8")
+        busy_since = world.now
+        steady = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=1s every=3s dpus=2")
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+        submitted = world.now
+        status = (await world.athena.get_session_status(SessionId=runaway))["Status"]
+        assert status["State"] == "BUSY" and status["LastModifiedDateTime"] == busy_since
+        await world.vt.run_for(10)
+        crossing = busy_since + ms(2)
+        # Terminated at its exact crossing (plus the check margin), after one fresh look at it.
+        assert times(world.calls("TerminateSession", SessionId=runaway)) == [crossing + CROSSING_MARGIN]
+        assert crossing + CROSSING_MARGIN in times(world.calls("GetSessionStatus", SessionId=runaway))
+        assert await world.session_state(runaway) == "TERMINATED"
+        assert world.metric("athena_supervisor_violations_total", policy="connect-runaway", rule="max_busy") == 1
+        assert world.metric("athena_supervisor_enforcement_lag_seconds_sum") == pytest.approx(
+            2 * CROSSING_MARGIN.total_seconds())
+        # Jobs of 1 s every 3 s never keep the other session busy 2 s without a break.
+        assert await world.session_state(steady) in ("BUSY", "IDLE")
+        assert not world.calls("TerminateSession", SessionId=steady)
+        # No calculation call is ever made about a Spark Connect session.
+        assert calculation_calls_about(world, {runaway, steady}) == []
+        # The PySpark 3 workgroup's calculation limit is enforced as before.
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
+            submitted + ms(1.5) + CROSSING_MARGIN]
+    assert len(world.calls("TerminateSession")) == 1
+
+
+async def test_max_busy_also_terminates_a_pyspark_3_session_busy_with_calculations(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    policies = [{"name": "busy", "workgroups": ["etl-*"], "session": {"max_busy": "3s"}}]
+    async with world.daemon(policies=policies):
+        await world.vt.run_for(OFFSET)
+        session_id = await world.start_session("etl-a")
+        await world.start_calculation(session_id, "# sim: runtime=2s")
+        busy_since = world.now
+        await world.vt.run_for(1)
+        await world.start_calculation(session_id, "# sim: runtime=10s")  # queued: BUSY without a break
+        await world.vt.run_for(5)
+        assert times(world.calls("TerminateSession", SessionId=session_id)) == [busy_since + ms(3) + CROSSING_MARGIN]
+        assert world.metric("athena_supervisor_violations_total", policy="busy", rule="max_busy") == 1

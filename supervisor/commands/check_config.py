@@ -119,6 +119,7 @@ def _limits(policy: PolicyConfig) -> list[str]:
         parts = [
             f"max idle {_duration(sess.max_idle)}" if sess.max_idle else "",
             f"max age {_duration(sess.max_age)}" if sess.max_age else "",
+            f"max busy {_duration(sess.max_busy)} without a break" if sess.max_busy else "",
             f"max {sess.max_dpu_hours:g} DPU-hours" if sess.max_dpu_hours else "",
             f"max cost {_money(sess.max_cost_usd)}" if sess.max_cost_usd else "",
         ]

@@ -287,6 +287,9 @@ class CalculationLimits(StrictModel):
 class SessionLimits(StrictModel):
     max_idle: Duration | None = None
     max_age: Duration | None = None
+    # BUSY without a break (from the status's LastModifiedDateTime while BUSY): the runaway-job limit of engines
+    # without calculations (Apache Spark version 3.5), useful on PySpark 3 too.
+    max_busy: Duration | None = None
     max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
     max_cost_usd: Annotated[Number, Field(gt=0)] | None = None
 

@@ -7,6 +7,10 @@ Measures (Athena reports no run-start time, so calculation time counts from Subm
 - ``max_queued``: now − SubmissionDateTime while the calculation waits (CREATING, CREATED, QUEUED).
 - ``max_runtime``: now − SubmissionDateTime while the calculation is live (waiting, RUNNING, CANCELING).
 - ``max_idle``: now − IdleSinceDateTime while the session is IDLE.
+- ``max_busy``: now − LastModifiedDateTime while the session is BUSY (its last state change: when it became
+  BUSY, so a session BUSY without a break for longer than the limit crosses it; the model's SessionStatus has
+  no other state-change time). The limit of engines without calculations, where a runaway Spark Connect job
+  shows only as a BUSY session.
 - ``max_age``: now − StartDateTime while the session is active.
 - ``max_dpu_hours`` / ``max_cost_usd``: Statistics.DpuExecutionInMillis / 3.6e6 (× price). The crossing
   instant is predicted from the accrual rate between two observations (or the average since start) and
@@ -53,6 +57,7 @@ class SessionRules:
     max_age: timedelta | None = None
     max_dpu_hours: float | None = None
     max_cost_usd: float | None = None
+    max_busy: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ def compile_policies(settings: Settings) -> tuple[Policy, ...]:
                 calculation.max_runtime, calculation.max_queued, calculation.max_dpu_hours, calculation.max_cost_usd
             ) if calculation else None,
             session=SessionRules(
-                session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd
+                session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd, session.max_busy
             ) if session else None,
             action=config.action, mode=settings.mode_for(config), notify_before=config.notify_before,
         ))
@@ -251,9 +256,12 @@ def assess_session(
     if session.state is None or not session.is_active:
         return None
     idle_since = session.idle_since if session.state is SessionState.IDLE else None
+    busy = session.state is SessionState.BUSY
+    busy_since = session.last_modified_at if busy else None
     crossings: list[Position | None] = [
         _time_crossing("max_idle", idle_since, rules.max_idle, now),
         _time_crossing("max_age", session.started_at, rules.max_age, now),
+        _time_crossing("max_busy", busy_since, rules.max_busy, now),
     ]
     needs_statistics = False
     if needs_accrual(rules):
@@ -268,6 +276,7 @@ def assess_session(
     missing = tuple(name for name, value, limit in (
         ("IdleSinceDateTime", idle_since if session.state is SessionState.IDLE else True, rules.max_idle),
         ("StartDateTime", session.started_at, rules.max_age),
+        ("LastModifiedDateTime", busy_since if busy else True, rules.max_busy),
     ) if limit is not None and value is None)
     return Assessment(tuple(c for c in crossings if c is not None), needs_statistics, missing)
 

@@ -38,8 +38,8 @@ def test_cli_exit_codes_and_streams(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert failed.stderr.splitlines() == [
-        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, mode, name, "
-        "notify_before, regions, session, workgroups; did you mean 'calculation'?",
+        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, engines, mode, "
+        "name, notify_before, regions, session, workgroups; did you mean 'calculation'?",
     ]
 
 

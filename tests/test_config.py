@@ -339,8 +339,8 @@ def test_notification_defaults_and_filter() -> None:
          "endpoint_url, max_attempts, max_requests_per_second, profile, read_timeout, region, sts_endpoint_url; "
          "did you mean 'region'?"),
         ({"policies": [{**POLICY, "calcualtion": {}}]},
-         "c.yaml: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, mode, name, "
-         "notify_before, regions, session, workgroups; did you mean 'calculation'?"),
+         "c.yaml: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, engines, mode, "
+         "name, notify_before, regions, session, workgroups; did you mean 'calculation'?"),
         ({"policies": [{**POLICY, "calculation": {"max_runtime": "1m", "max_run_time": "1m"}}]},
          "c.yaml: policies[0].calculation.max_run_time: unknown key; accepted keys: max_cost_usd, "
          "max_dpu_hours, max_queued, max_runtime; did you mean 'max_runtime'?"),

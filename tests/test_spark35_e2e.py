@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from supervisor.core.scheduling import CROSSING_MARGIN
+from supervisor.storage.sqlite import SqliteStorage
 from tests.virtual_fixtures import VirtualWorld, ms, times
 
 SPARK_CONNECT = "Apache Spark version 3.5"
@@ -97,6 +99,36 @@ async def test_mixed_engines_max_busy_stops_a_runaway_spark_connect_job_and_calc
         assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
             submitted + ms(1.5) + CROSSING_MARGIN]
     assert len(world.calls("TerminateSession")) == 1
+    # The journal's decisions name the engine.
+    storage = SqliteStorage(world.journal_path)
+    try:
+        decisions = {entry.target_id: entry.detail for entry in storage.journal.recent_events(50)
+                     if entry.event == "decision"}
+    finally:
+        storage.close_now()
+    assert decisions[runaway]["engine"] == SPARK_CONNECT and decisions[runaway]["rule"] == "max_busy"
+    assert decisions[calculation_id]["engine"] == "PySpark engine version 3"
+
+
+async def test_limits_the_engine_makes_inapplicable_are_reported_once_per_workgroup(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    await create_connect_workgroup(world, "etl-connect")
+    budgets = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 100,
+                "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
+    with capture_logs() as logs:
+        async with world.daemon(budgets=budgets, discovery_interval="5s"):  # etl-limits: calculation limits
+            await world.vt.run_for(125)  # the workgroups are re-read every minute: three times
+            assert len(world.calls("ListWorkGroups")) == 3
+            for kind in ("calculation_limits", "budget_stop_calculations"):
+                assert world.metric("athena_supervisor_inapplicable_limits", workgroup="etl-connect", kind=kind) == 1
+                assert world.metric("athena_supervisor_inapplicable_limits", workgroup="etl-a", kind=kind) == 0
+    calculation = [entry for entry in logs if entry["event"] == "policy.calculation_limits_inapplicable"]
+    assert [(e["workgroup"], e["engine"], e["policy"]) for e in calculation] == [
+        ("etl-connect", SPARK_CONNECT, "etl-limits")]
+    budget = [entry for entry in logs if entry["event"] == "budget.stop_calculations_inapplicable"]
+    assert [(e["workgroup"], e["budgets"]) for e in budget] == [("etl-connect", ["etl-budget"])]
 
 
 async def test_max_busy_also_terminates_a_pyspark_3_session_busy_with_calculations(virtual_world: VirtualWorld) -> None:

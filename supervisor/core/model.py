@@ -314,11 +314,13 @@ class Verdict(LimitFacts):
     action: ActionName
     mode: ModeName
     origin: Origin = Origin.POLICY
+    engine: str = ""  # the target's engine when known ("Apache Spark version 3.5"); not kept by the journal row
 
     def describe(self) -> dict[str, Any]:
         """The stable explanation of this verdict, used in logs, journal details and notifications."""
-        return {**self.describe_limit(), "crossed_at": self.crossed_at.isoformat(),
-                "decided_at": self.decided_at.isoformat(), "action": self.action, "mode": self.mode}
+        described = {**self.describe_limit(), "crossed_at": self.crossed_at.isoformat(),
+                     "decided_at": self.decided_at.isoformat(), "action": self.action, "mode": self.mode}
+        return {**described, "engine": self.engine} if self.engine else described
 
 
 @dataclass(frozen=True, slots=True)

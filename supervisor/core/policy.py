@@ -1,7 +1,9 @@
 """Pure policy evaluation: snapshot + rules + price + now → verdict, warnings and the next deadline.
 
 No I/O and no clock reads: ``now`` is always an argument. Policies are evaluated in configuration order
-and the first policy whose workgroup globs match a target's workgroup is the one applied to it.
+and the first policy whose workgroup globs match a target's workgroup (and whose ``engines``, if any, include
+the target's engine) is the one applied to it. Calculation limits apply only where there are calculations
+(``PySpark engine version 3``).
 
 Measures (Athena reports no run-start time, so calculation time counts from SubmissionDateTime):
 - ``max_queued``: now − SubmissionDateTime while the calculation waits (CREATING, CREATED, QUEUED).
@@ -28,6 +30,7 @@ from supervisor.config import Settings
 from supervisor.core.accrual import MILLIS_PER_HOUR, accrual_rate
 from supervisor.core.model import (
     ACCRUING_CALCULATION_STATES,
+    PYSPARK_ENGINE,
     WAITING_CALCULATION_STATES,
     ActionName,
     CalculationSnapshot,
@@ -69,9 +72,12 @@ class Policy:
     action: ActionName
     mode: ModeName
     notify_before: timedelta | None = None
+    engines: tuple[str, ...] = ()  # empty: every engine
 
-    def matches(self, workgroup: str) -> bool:
-        return workgroup_matches(workgroup, self.workgroups)
+    def matches(self, workgroup: str, engine: str = "") -> bool:
+        """Whether it governs ``workgroup`` running ``engine`` (``""``, not reported, is taken for PySpark 3)."""
+        return workgroup_matches(workgroup, self.workgroups) and (
+            not self.engines or (engine or PYSPARK_ENGINE) in self.engines)
 
 
 def compile_policies(settings: Settings) -> tuple[Policy, ...]:
@@ -89,6 +95,7 @@ def compile_policies(settings: Settings) -> tuple[Policy, ...]:
                 session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd, session.max_busy
             ) if session else None,
             action=config.action, mode=settings.mode_for(config), notify_before=config.notify_before,
+            engines=tuple(config.engines),
         ))
     return tuple(compiled)
 
@@ -98,14 +105,19 @@ def rules_for(kind: TargetKind, policy: Policy) -> CalculationRules | SessionRul
     return policy.calculation if kind is TargetKind.CALCULATION else policy.session
 
 
+def has_limits(rules: CalculationRules | SessionRules | None) -> bool:
+    """Whether these rules set any limit."""
+    return rules is not None and any(getattr(rules, name) is not None for name in rules.__slots__)
+
+
 def needs_accrual(rules: CalculationRules | SessionRules | None) -> bool:
     """Do these rules limit DPU-hours or cost (and so need statistics, not just a listing)?"""
     return rules is not None and (rules.max_dpu_hours is not None or rules.max_cost_usd is not None)
 
 
-def match_policy(policies: Sequence[Policy], workgroup: str) -> Policy | None:
-    """The first policy, in configuration order, whose workgroup globs match."""
-    return next((policy for policy in policies if policy.matches(workgroup)), None)
+def match_policy(policies: Sequence[Policy], workgroup: str, engine: str = "") -> Policy | None:
+    """The first policy, in configuration order, whose workgroup globs (and engines) match."""
+    return next((policy for policy in policies if policy.matches(workgroup, engine)), None)
 
 
 def workgroup_matches(name: str, patterns: Iterable[str]) -> bool:
@@ -173,7 +185,7 @@ def _accrual_crossings(
 
 
 def _conclude(
-    assessment: Assessment, target: TargetRef, policy: Policy, action: ActionName, now: datetime
+    assessment: Assessment, target: TargetRef, policy: Policy, action: ActionName, now: datetime, engine: str = ""
 ) -> Evaluation:
     present = list(assessment.positions)
     needs_statistics, missing = assessment.needs_statistics, assessment.missing
@@ -183,7 +195,7 @@ def _conclude(
         verdict = Verdict(
             target=target, policy=policy.name, rule=first.rule, observed=first.observed, limit=first.limit,
             unit=first.unit, crossed_at=min(first.crossed_at or now, now), decided_at=now,
-            action=action, mode=policy.mode,
+            action=action, mode=policy.mode, engine=engine,
         )
         return Evaluation(verdict=verdict, missing=missing)
     upcoming = [c for c in present if c.crossed_at is not None and c.crossed_at > now]
@@ -288,15 +300,16 @@ def evaluate_calculation(
     *,
     dpu_hour_usd: float,
     previous_statistics: tuple[int, datetime] | None = None,
+    engine: str = "",
 ) -> Evaluation:
     """Judge one calculation. ``previous_statistics`` is (DpuExecutionInMillis, observed_at) of an earlier
-    detailed observation, used for the accrual rate."""
+    detailed observation, used for the accrual rate; ``engine`` (its session's) is named in the verdict."""
     rules = policy.calculation
     assessment = assess_calculation(calculation, rules, now, dpu_hour_usd=dpu_hour_usd,
                                     previous_statistics=previous_statistics) if rules else None
     if assessment is None:
         return Evaluation()
-    return _conclude(assessment, TargetRef.of_calculation(calculation), policy, policy.action, now)
+    return _conclude(assessment, TargetRef.of_calculation(calculation), policy, policy.action, now, engine)
 
 
 def evaluate_session(
@@ -306,12 +319,14 @@ def evaluate_session(
     *,
     dpu_hour_usd: float,
     previous_statistics: tuple[int, datetime] | None = None,
+    engine: str = "",
 ) -> Evaluation:
-    """Judge one session. Session limits terminate the session (unless the policy only notifies)."""
+    """Judge one session. Session limits terminate the session (unless the policy only notifies). ``engine``
+    (default: the one the session reported) is named in the verdict."""
     rules = policy.session
     assessment = assess_session(session, rules, now, dpu_hour_usd=dpu_hour_usd,
                                 previous_statistics=previous_statistics) if rules else None
     if assessment is None:
         return Evaluation()
     action: ActionName = "notify" if policy.action == "notify" else "terminate"
-    return _conclude(assessment, TargetRef.of_session(session), policy, action, now)
+    return _conclude(assessment, TargetRef.of_session(session), policy, action, now, engine or session.engine)

@@ -7,7 +7,8 @@ Grammar (one or more lines anywhere in the text; later lines override earlier ke
 
 Calculation keys (CodeBlock): ``runtime`` (duration, default 10s), ``dpus`` (int >= 1, default 2),
 ``queue`` (duration before it may run, default 0s), ``outcome`` (completed|failed, default completed),
-``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s).
+``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s), ``creating`` (duration in
+CREATING after submission, default 0s), ``created`` (duration in CREATED after that, default 0s).
 
 Session keys (Description): ``start`` (duration CREATING -> CREATED, default 1s), ``created_for``
 (duration CREATED -> IDLE, or ``forever``, default 0s), ``degraded_after`` (duration from StartSession to
@@ -51,6 +52,13 @@ class CalculationPragma:
     outcome: str = "completed"
     on_stop: str = "honor"
     stop_latency: float = 1.0
+    creating: float = 0.0  # CREATING, then CREATED for ``created``, then QUEUED/RUNNING
+    created: float = 0.0
+
+    @property
+    def accepted_after(self) -> float:
+        """From submission to the end of CREATED: when it may queue."""
+        return self.creating + self.created
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ _CALCULATION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "outcome": _choice("completed", "failed"),
     "on_stop": _choice("honor", "ignore"),
     "stop_latency": _duration,
+    "creating": _duration,
+    "created": _duration,
 }
 _SESSION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "start": _duration,

@@ -84,3 +84,15 @@ class CalculationRecord:
     @property
     def order_key(self) -> tuple[float, int]:
         return (self.submitted_at, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class NotebookRecord:
+    """An ``ipynb`` file of a PySpark engine version 3 workgroup."""
+
+    id: str
+    name: str
+    workgroup: str
+    created_at: float
+    modified_at: float
+    payload: str

@@ -22,6 +22,10 @@ from athena_spark_emulator.timeline import SessionView
 DEFAULT_NOTEBOOK_VERSION = "Athena notebook version 1"
 ENDED = ("TERMINATED", "FAILED")
 NO_EFFECT_ON_TERMINATE = ("TERMINATING", "TERMINATED", "FAILED")
+# ListSessions without a StateFilter: "the sessions ... in an active state like CREATING, CREATED, IDLE, or BUSY"
+# (DEGRADED too: it still holds its resources; and a state no SDK knows, injected as a fault). Sessions ending or
+# ended are listed only with a StateFilter.
+NOT_LISTED_BY_DEFAULT = frozenset({"TERMINATING", "TERMINATED", "FAILED"})
 
 
 # EngineConfiguration members Apache Spark version 3.5 refuses (it takes Classifications, e.g. spark-defaults).
@@ -67,6 +71,23 @@ def check_engine_configuration(workgroup: WorkGroupRecord, body: dict[str, Any])
                               "notebooks; connect with Spark Connect (GetSessionEndpoint)")
 
 
+def check_notebook_session(ctx: Context, workgroup: WorkGroupRecord, body: dict[str, Any]) -> None:
+    """StartSession with a NotebookVersion must name one of the workgroup's notebooks in AdditionalConfigs."""
+    version = body.get("NotebookVersion")
+    if version is None:
+        return
+    if version != "Athena notebook version 1":
+        raise invalid_request(f"NotebookVersion {version!r} is not valid; the only notebook version is Athena "
+                              "notebook version 1")
+    notebook_id = ((body.get("EngineConfiguration") or {}).get("AdditionalConfigs") or {}).get("NotebookId")
+    if notebook_id is None:
+        raise invalid_request("NotebookVersion needs the notebook's id in EngineConfiguration.AdditionalConfigs "
+                              "(key NotebookId)")
+    notebook = ctx.store.notebooks.get(notebook_id)
+    if notebook is None or notebook.workgroup != workgroup.name:
+        raise invalid_request(f"Notebook {notebook_id} is not found in workgroup {workgroup.name}.")
+
+
 def require_session(ctx: Context, session_id: str) -> SessionRecord:
     record = ctx.store.sessions.get(session_id)
     if record is None:
@@ -88,6 +109,7 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
     if workgroup.state != "ENABLED":
         raise invalid_request(f"WorkGroup {name} is disabled.")
     check_engine_configuration(workgroup, body)
+    check_notebook_session(ctx, workgroup, body)
     description = body.get("Description")
     pragma = session_pragma(description, workgroup.engine)
     tags = dict(workgroup.tags) if body.get("CopyWorkGroupTags") else {}
@@ -95,8 +117,7 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
     record = store.add_session(
         workgroup=name, description=description,
         engine_configuration=engine_configuration(body.get("EngineConfiguration"), workgroup.engine),
-        request={key: body[key] for key in ("NotebookVersion", "ExecutionRole", "MonitoringConfiguration")
-                 if key in body},
+        request=session_request(workgroup, body),
         idle_timeout_minutes=body.get("SessionIdleTimeoutInMinutes", DEFAULT_IDLE_TIMEOUT_MINUTES),
         pragma=pragma, created_at=now, tags=tags, engine=workgroup.engine,
     )
@@ -107,6 +128,20 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
 def notebook_version(record: SessionRecord) -> str | None:
     """Only PySpark engine version 3 sessions run a notebook engine."""
     return record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION) if record.has_calculations else None
+
+
+def session_request(workgroup: WorkGroupRecord, body: dict[str, Any]) -> dict[str, Any]:
+    """What a session keeps of its StartSession request, with what it takes from its workgroup at that instant:
+    the workgroup's MonitoringConfiguration unless the request has one, and the encryption of its results."""
+    request: dict[str, Any] = {key: body[key] for key in ("NotebookVersion", "ExecutionRole", "MonitoringConfiguration")
+                               if key in body}
+    configuration = workgroup.configuration
+    if "MonitoringConfiguration" not in request and configuration.get("MonitoringConfiguration"):
+        request["MonitoringConfiguration"] = configuration["MonitoringConfiguration"]
+    encryption = (configuration.get("ResultConfiguration") or {}).get("EncryptionConfiguration")
+    if encryption:
+        request["EncryptionConfiguration"] = encryption
+    return request
 
 
 def reported_view(ctx: Context, session_id: str, now: float) -> SessionView:
@@ -139,6 +174,7 @@ def get_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any
         "MonitoringConfiguration": record.request.get("MonitoringConfiguration"),
         "SessionConfiguration": drop_none({
             "ExecutionRole": execution_role,
+            "EncryptionConfiguration": record.request.get("EncryptionConfiguration"),
             "WorkingDirectory": f"s3://athena-emulator-{ctx.account_id}/{record.workgroup}/{record.id}/",
             "IdleTimeoutSeconds": record.idle_timeout_minutes * 60,
             "SessionIdleTimeoutInMinutes": record.idle_timeout_minutes,
@@ -163,7 +199,7 @@ def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
 
     def keep(session_id: str) -> bool:
         view = views[session_id] = reported_view(ctx, session_id, now)
-        return wanted is None or view.state == wanted
+        return view.state not in NOT_LISTED_BY_DEFAULT if wanted is None else view.state == wanted
 
     ids, token = store.workgroup_sessions(name).page(body.get("NextToken"), body.get("MaxResults", 100), keep)
     summaries = []

@@ -10,7 +10,13 @@ from typing import Any
 
 from athena_spark_emulator.paging import NewestFirstIndex
 from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
-from athena_spark_emulator.records import SPARK_ENGINE, CalculationRecord, SessionRecord, WorkGroupRecord
+from athena_spark_emulator.records import (
+    SPARK_ENGINE,
+    CalculationRecord,
+    NotebookRecord,
+    SessionRecord,
+    WorkGroupRecord,
+)
 from athena_spark_emulator.timeline import (
     CalculationView,
     SessionPlan,
@@ -30,6 +36,7 @@ class Store:
         self.workgroups: dict[str, WorkGroupRecord] = {}
         self.sessions: dict[str, SessionRecord] = {}
         self.calculations: dict[str, CalculationRecord] = {}
+        self.notebooks: dict[str, NotebookRecord] = {}
         self._sessions_by_workgroup: dict[str, NewestFirstIndex] = {}
         self._calculations_by_session: dict[str, NewestFirstIndex] = {}
         self._plans: dict[str, SessionPlan] = {}
@@ -44,6 +51,8 @@ class Store:
     def delete_workgroup(self, name: str) -> None:
         del self.workgroups[name]
         self._sessions_by_workgroup.pop(name, None)
+        for notebook_id in [nid for nid, notebook in self.notebooks.items() if notebook.workgroup == name]:
+            del self.notebooks[notebook_id]
 
     def workgroup_sessions(self, name: str) -> NewestFirstIndex:
         return self._sessions_by_workgroup.setdefault(name, NewestFirstIndex())

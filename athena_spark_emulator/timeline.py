@@ -13,8 +13,10 @@ Rules (see docs/emulator.md):
   on as planned, it accepts no new ones and no longer times out (the idle timer needs IDLE);
 - ``fail_after``: FAILED at that instant unless it ended before; calculations still pending then are
   FAILED at that instant and queued ones never start (as when a termination completes);
-- calculations run one at a time in submission order: run start = max(submission + queue, session
-  ready, previous run's end); a calculation whose stop (honored) arrives before it starts never runs;
+- a calculation is CREATING for ``creating``, CREATED for ``created``, then QUEUED until it runs;
+  calculations run one at a time in submission order: run start = max(submission + creating + created +
+  queue, session ready, previous run's end); a calculation whose stop (honored) arrives before it starts
+  never runs;
 - TerminateSession at ``T``: TERMINATING from ``T``; with ``on_terminate=honor`` TERMINATED at
   ``T + terminate_latency`` (``stuck``: never). Queued calculations never start after ``T``; calculations
   still pending when the session ends are FAILED at that instant.
@@ -135,7 +137,7 @@ def _plan_calculation(calc: CalculationRecord, *, ready: float, runner_free: flo
     pragma = calc.pragma
     stop = calc.stop_requested_at
     honor = stop is not None and pragma.on_stop == "honor"
-    start = max(calc.submitted_at + pragma.queue, ready, runner_free)
+    start = max(calc.submitted_at + pragma.accepted_after + pragma.queue, ready, runner_free)
     if honor and stop is not None and stop < start:
         end = stop + pragma.stop_latency
         plan = CalculationPlan(None, end, end, "CANCELED", REASON_CANCELED)
@@ -291,6 +293,10 @@ def calculation_view(calc: CalculationRecord, plan: CalculationPlan, t: float) -
             state = "CANCELING"
         elif plan.run_start is not None and t >= plan.run_start:
             state = "RUNNING"
+        elif calc.pragma.creating and t < calc.submitted_at + calc.pragma.creating:
+            state = "CREATING"
+        elif calc.pragma.created and t < calc.submitted_at + calc.pragma.accepted_after:
+            state = "CREATED"
         else:
             state = "QUEUED"
     percent = 100 if state == "COMPLETED" or runtime <= 0 else min(100, int(ran / 10.0 / runtime))

@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import replace
 from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
+from athena_spark_emulator.model import load_athena_model
 from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE, SPARK_ENGINES, SQL_ENGINE, WorkGroupRecord
 from athena_spark_emulator.store import sorted_names
+from athena_spark_emulator.validation import prune_to_shape
 
 PRIMARY = "primary"
 _ARN_PREFIX = "arn:aws:athena:"
 
 
 ENGINES = ("AUTO", SQL_ENGINE, *SPARK_ENGINES)
+# WorkGroupConfiguration members Athena ignores on write (read-only, or newer than what it stores): never echoed,
+# even where a newer botocore model has them.
+IGNORED_ON_WRITE = ("SystemTableStatuses",)
+
+
+def stored_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
+    """What Athena keeps of a written WorkGroupConfiguration: the members of the model's shape, none of those it
+    ignores on write."""
+    shape = load_athena_model().shape_for("WorkGroupConfiguration")
+    kept: dict[str, Any] = prune_to_shape(shape, configuration)
+    for member in IGNORED_ON_WRITE:
+        kept.pop(member, None)
+    return kept
+
+
+def identity_center_application_arn(ctx: Context, record: WorkGroupRecord) -> str | None:
+    """The IAM Identity Center application Athena creates for a workgroup with Identity Center enabled."""
+    identity = record.configuration.get("IdentityCenterConfiguration") or {}
+    instance = str(identity.get("IdentityCenterInstanceArn") or "")
+    if not identity.get("EnableIdentityCenter") or "/" not in instance:
+        return None
+    digest = hashlib.sha256(f"{ctx.account_id}:{ctx.region}:{record.name}".encode()).hexdigest()[:16]
+    partition = instance.split(":", 2)[1]
+    return f"arn:{partition}:sso::{ctx.account_id}:application/{instance.rsplit('/', 1)[1]}/apl-{digest}"
 
 
 def spark_configuration(engine: str = SPARK_ENGINE) -> dict[str, Any]:
@@ -60,8 +87,8 @@ def create_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[st
         raise invalid_request(f"WorkGroup {name} is already created")
     _requested_engine(body.get("Configuration"), "Configuration")
     ctx.store.put_workgroup(new_workgroup(
-        name, created_at=now, configuration=body.get("Configuration"), description=body.get("Description"),
-        tags=_tags_from_list(body.get("Tags")),
+        name, created_at=now, configuration=stored_configuration(body.get("Configuration") or {}),
+        description=body.get("Description"), tags=_tags_from_list(body.get("Tags")),
     ))
     return {}
 
@@ -71,6 +98,7 @@ def get_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
     return {"WorkGroup": drop_none({
         "Name": record.name, "State": record.state, "Configuration": copy.deepcopy(record.configuration),
         "Description": record.description, "CreationTime": record.created_at,
+        "IdentityCenterApplicationArn": identity_center_application_arn(ctx, record),
     })}
 
 
@@ -85,6 +113,7 @@ def list_work_groups(ctx: Context, body: dict[str, Any], now: float) -> dict[str
             "Name": name, "State": record.state, "Description": record.description,
             "CreationTime": record.created_at,
             "EngineVersion": copy.deepcopy(record.configuration.get("EngineVersion")),
+            "IdentityCenterApplicationArn": identity_center_application_arn(ctx, record),
         }))
     return drop_none({"WorkGroups": summaries, "NextToken": page[-1] if len(names) > limit else None})
 
@@ -129,7 +158,7 @@ def update_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[st
     configuration = copy.deepcopy(record.configuration)
     _merge_updates(configuration, body.get("ConfigurationUpdates", {}))
     updated = new_workgroup(
-        record.name, created_at=record.created_at, configuration=configuration,
+        record.name, created_at=record.created_at, configuration=stored_configuration(configuration),
         description=body.get("Description", record.description), state=body.get("State", record.state),
         tags=record.tags,
     )

@@ -10,6 +10,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import Emulator
+from athena_spark_emulator.service import HANDLERS
 from athena_spark_emulator.shapecheck import check_output
 
 ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/etl"
@@ -17,7 +18,7 @@ CONNECT_ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/connect"
 
 
 async def call(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-    method = "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+    method = next(name for name, api in client.meta.method_to_api_mapping.items() if api == operation)
     response: dict[str, Any] = await getattr(client, method)(**kwargs)
     check_output(client.meta.service_model.operation_model(operation), response)
     return response
@@ -57,6 +58,18 @@ async def test_every_operation_with_aiobotocore() -> None:
             await call(athena, "ListCalculationExecutions", SessionId=sid)
             assert (await call(athena, "StopCalculationExecution", CalculationExecutionId=cid))["State"] == \
                 "CANCELED"
+            await call(athena, "ListEngineVersions")
+            await call(athena, "ListApplicationDPUSizes")
+            nid = (await call(athena, "CreateNotebook", WorkGroup="etl", Name="nb"))["NotebookId"]
+            await call(athena, "ImportNotebook", WorkGroup="etl", Name="nb2", Type="IPYNB", Payload="{}")
+            await call(athena, "ExportNotebook", NotebookId=nid)
+            await call(athena, "GetNotebookMetadata", NotebookId=nid)
+            await call(athena, "ListNotebookMetadata", WorkGroup="etl")
+            await call(athena, "ListNotebookSessions", NotebookId=nid)
+            await call(athena, "UpdateNotebook", NotebookId=nid, Payload="{}", Type="IPYNB")
+            await call(athena, "UpdateNotebookMetadata", NotebookId=nid, Name="nb1")
+            await call(athena, "CreatePresignedNotebookUrl", SessionId=sid)
+            await call(athena, "DeleteNotebook", NotebookId=nid)
             assert (await call(athena, "TerminateSession", SessionId=sid))["State"] == "TERMINATED"
             await call(athena, "DeleteWorkGroup", WorkGroup="etl")
             await call(athena, "CreateWorkGroup", Name="connect", Configuration={
@@ -75,4 +88,5 @@ async def test_every_operation_with_aiobotocore() -> None:
                 await unchecked.list_sessions(WorkGroup="primary", MaxResults=500)
             assert caught.value.response["Error"]["Code"] == "InvalidRequestException"
         operations = [c["operation"] for c in emu.backend.audit.entries()]
-        assert len(operations) == 25 and operations[-1] == "ListSessions"
+        assert len(operations) == 37 and operations[-1] == "ListSessions"
+        assert set(HANDLERS) <= set(operations)  # every implemented Athena operation was called

@@ -82,8 +82,10 @@ def test_demo_yaml_matches_the_demo_script() -> None:
     settings = load_settings(REPO / "config" / "demo.yaml", environ={})
     assert settings.aws.endpoint_url is None
     assert settings.workgroups == ("demo-*",)
-    limits, idle, cost = settings.policies
+    limits, idle, cost, connect = settings.policies
     assert limits.name == "demo-limits" and limits.workgroups == ("demo-etl*",)
+    assert connect.engines == ("Apache Spark version 3.5",)
+    assert connect.session is not None and connect.session.max_busy == timedelta(seconds=8)
     assert limits.calculation is not None and limits.calculation.max_runtime == timedelta(seconds=6)
     assert limits.action == "stop"
     assert idle.session is not None and idle.session.max_idle == timedelta(seconds=10)

@@ -8,9 +8,11 @@ Instants follow from ``tests/daemon_fixtures.py`` (discovery every 250 ms) and `
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from supervisor.core.scheduling import CROSSING_MARGIN
@@ -110,6 +112,19 @@ async def test_mixed_engines_max_busy_stops_a_runaway_spark_connect_job_and_calc
     assert decisions[calculation_id]["engine"] == "PySpark engine version 3"
 
 
+@pytest.fixture
+def warnings_logged() -> Iterator[None]:
+    """Warnings reach ``capture_logs`` even after another test configured logging at a higher level, to a stream
+    since closed (``setup-dynamodb``'s): structlog's defaults meanwhile."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("warnings_logged")
 async def test_limits_the_engine_makes_inapplicable_are_reported_once_per_workgroup(
     virtual_world: VirtualWorld,
 ) -> None:

@@ -159,3 +159,30 @@ async def test_max_busy_also_terminates_a_pyspark_3_session_busy_with_calculatio
         await world.vt.run_for(5)
         assert times(world.calls("TerminateSession", SessionId=session_id)) == [busy_since + ms(3) + CROSSING_MARGIN]
         assert world.metric("athena_supervisor_violations_total", policy="busy", rule="max_busy") == 1
+
+
+async def test_session_cost_limits_and_budgets_work_for_spark_connect_sessions(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    await create_connect_workgroup(world, "etl-connect")
+    await create_connect_workgroup(world, "etl-connect-b")
+    # 1 coordinator DPU + a 20-DPU job from StartSession: 21 DPU-ms per ms. $0.02 is 205,714 DPU-ms: 9.796 s in.
+    policies = [{"name": "connect-cost", "workgroups": ["etl-connect"], "session": {"max_cost_usd": 0.02}}]
+    # The budget counts the other workgroup's session: 0.001 USD (10,286 DPU-ms) is first seen by the accounting
+    # pass at 500 ms after its start (10,500 DPU-ms), which terminates it at once.
+    budgets = [{"name": "connect-budget", "workgroups": ["etl-connect-b"], "period": "rolling:1h", "limit_usd": 0.001,
+                "thresholds": [{"at_percent": 100, "action": "terminate_sessions"}]}]
+    async with world.daemon(policies=policies, budgets=budgets):
+        await world.vt.run_for(OFFSET)
+        costly = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=20")
+        started = world.now
+        budgeted = await start_connect_session(world, "etl-connect-b", "# sim: start=0s busy=forever dpus=20")
+        await world.vt.run_for(15)
+        (terminated,) = times(world.calls("TerminateSession", SessionId=costly))
+        crossing = started + ms(205_714.3 / 21 / 1000)
+        assert crossing <= terminated <= crossing + ms(1)  # interpolated from the accrual rate
+        assert world.metric("athena_supervisor_violations_total", policy="connect-cost", rule="max_cost_usd") == 1
+        (budget_terminated,) = times(world.calls("TerminateSession", SessionId=budgeted))
+        assert budget_terminated <= started + ms(1)
+        assert world.metric("athena_supervisor_actions_total", action="terminate", policy="connect-budget",
+                            outcome="sent") == 1
+        assert calculation_calls_about(world, {costly, budgeted}) == []

@@ -1,14 +1,12 @@
-"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors, GetSessionEndpoint,
-GetResourceDashboard.
+"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors.
 
 A session runs the engine of its workgroup: ``PySpark engine version 3`` (calculations, notebooks) or
-``Apache Spark version 3.5`` (Spark Connect through GetSessionEndpoint, the Spark UI through
-GetResourceDashboard; its work is scripted by Spark Connect job keys in its Description pragma).
+``Apache Spark version 3.5`` (Spark Connect, see :mod:`athena_spark_emulator.spark_connect`; its work is
+scripted by Spark Connect job keys in its Description pragma).
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +28,6 @@ NOT_LISTED_BY_DEFAULT = frozenset({"TERMINATING", "TERMINATED", "FAILED"})
 
 # EngineConfiguration members Apache Spark version 3.5 refuses (it takes Classifications, e.g. spark-defaults).
 NOT_ON_SPARK_CONNECT = ("CoordinatorDpuSize", "DefaultExecutorDpuSize", "SparkProperties")
-SESSION_TOKEN_LIFETIME = 3600.0  # GetSessionEndpoint's AuthToken
 
 
 def engine_configuration(requested: dict[str, Any] | None, engine: str = SPARK_ENGINE) -> dict[str, Any]:
@@ -269,44 +266,6 @@ def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
                       "NextToken": str(start + limit) if more else None})
 
 
-def get_session_endpoint(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
-    record = require_session(ctx, body["SessionId"])
-    if record.engine != SPARK_CONNECT_ENGINE:
-        raise invalid_request(f"Session {record.id} runs {record.engine}: Spark Connect endpoints are available "
-                              f"from {SPARK_CONNECT_ENGINE} onward.")
-    state = ctx.store.session_state(record.id, now)
-    if state in ENDED or state == "TERMINATING":
-        raise invalid_request(f"Session {record.id} is {state}; it has no endpoint.")
-    if state == "CREATING":
-        raise invalid_request(f"Session {record.id} is CREATING; its endpoint is not ready yet.")
-    return {
-        "EndpointUrl": f"https://{record.id}.spark-connect.{ctx.region}.athena-emulator.invalid",
-        "AuthToken": secrets.token_urlsafe(24),
-        "AuthTokenExpirationTime": now + SESSION_TOKEN_LIFETIME,
-    }
-
-
-def session_arn(ctx: Context, record: SessionRecord) -> str:
-    """The ARN GetResourceDashboard takes for a session (the emulator's form; see docs/emulator.md)."""
-    return f"{ctx.workgroup_arn(record.workgroup)}/session/{record.id}"
-
-
-def get_resource_dashboard(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
-    arn = body["ResourceARN"]
-    prefix = f"arn:aws:athena:{ctx.region}:{ctx.account_id}:"
-    _, marker, session_id = arn.rpartition("/session/")
-    record = ctx.store.sessions.get(session_id) if arn.startswith(prefix) and marker else None
-    if record is None:
-        raise not_found(f"Resource {arn} is not found.", arn)
-    if record.engine != SPARK_CONNECT_ENGINE:
-        raise invalid_request(f"Session {record.id} runs {record.engine}: the Spark UI and History Server are "
-                              f"available from {SPARK_CONNECT_ENGINE} onward.")
-    state = ctx.store.session_state(record.id, now)
-    ui = "history" if state in ENDED else "live"
-    return {"Url": f"https://{record.id}.spark-ui.{ctx.region}.athena-emulator.invalid/{ui}/"
-                   f"?token={secrets.token_urlsafe(16)}"}
-
-
 HANDLERS: dict[str, Handler] = {
     "StartSession": start_session,
     "GetSession": get_session,
@@ -314,6 +273,4 @@ HANDLERS: dict[str, Handler] = {
     "ListSessions": list_sessions,
     "TerminateSession": terminate_session,
     "ListExecutors": list_executors,
-    "GetSessionEndpoint": get_session_endpoint,
-    "GetResourceDashboard": get_resource_dashboard,
 }

@@ -164,6 +164,12 @@ class Families:
             "exempt_workgroup, disabled, tags_unknown (its exemption tags could not be read: not enforced).",
             (*shard, "reason"), registry=r,
         )
+        self.inapplicable_limits = Gauge(
+            f"{PREFIX}_inapplicable_limits", "1 for each watched workgroup whose engine has no calculations "
+            "(Apache Spark version 3.5) while the configuration limits them: kind calculation_limits (its policy's "
+            "calculation limits never apply) or budget_stop_calculations (a budget's stop_calculations threshold "
+            "stops nothing there).", (*shard, "workgroup", "kind"), registry=r,
+        )
         self.circuit_breaker_open = Gauge(
             f"{PREFIX}_circuit_breaker_open", "1 while the circuit breaker holds destructive actions.",
             labelnames=shard, registry=r,
@@ -219,6 +225,7 @@ class Metrics:
         self.unjudgeable_targets = ShardCounter(f.unjudgeable_targets, labels)
         self.listing_failures = ShardCounter(f.listing_failures, labels)
         self.skipped_workgroups = ShardGauge(f.skipped_workgroups, labels)
+        self.inapplicable_limits = ShardGauge(f.inapplicable_limits, labels)
         self.circuit_breaker_open = ShardGauge(f.circuit_breaker_open, labels)
 
         self.shard_owned = ShardGauge(f.shard_owned, labels)
@@ -235,6 +242,7 @@ class Metrics:
         for gauge in (self.families.escalations_in_flight, self.families.active_sessions,
                       self.families.active_calculations, self.families.last_discovery,
                       self.families.enforcement_failing, self.families.skipped_workgroups,
+                      self.families.inapplicable_limits,
                       self.families.circuit_breaker_open, self.families.shard_credentials_failing):
             names = gauge._labelnames  # the family's label names, in order
             for family in gauge.collect():

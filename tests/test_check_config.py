@@ -36,8 +36,8 @@ def test_cli_exit_codes_and_streams(tmp_path: Path, capsys: pytest.CaptureFixtur
     failed = capsys.readouterr()
     assert failed.out == ""
     assert failed.err.splitlines() == [
-        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, mode, name, "
-        "notify_before, regions, session, workgroups; did you mean 'calculation'?",
+        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, engines, mode, "
+        "name, notify_before, regions, session, workgroups; did you mean 'calculation'?",
     ]
 
 
@@ -47,7 +47,8 @@ def test_summary_lists_policies_in_evaluation_order() -> None:
     assert "the first whose workgroups match a target's workgroup wins" in out
     assert out.index("1. etl-limits") < out.index("2. everything-else")
     assert "each calculation: max runtime 30m, max queued 5m, max 4 DPU-hours, max cost 1.50 USD" in out
-    assert "each session: max idle 15m, max age 8h, max 40 DPU-hours, max cost 15.00 USD" in out
+    assert ("each session: max idle 15m, max age 8h, max busy 2h without a break, max 40 DPU-hours, "
+            "max cost 15.00 USD") in out
     assert "mode: dry-run (set on the policy)" in out
     assert "etl-daily: 200.00 USD per calendar day in time zone UTC" in out
     assert "at 110% (220.00 USD): terminate_sessions" in out

@@ -46,6 +46,10 @@ def test_a_config_without_the_limits_the_story_needs_is_refused(tmp_path: Path,
     path.write_text(yaml.safe_dump(config))
     assert main(["demo", "--config", str(path)]) == 2
     assert "'demo-notebooks' needs session.max_idle" in capsys.readouterr().err
+    config["policies"] = [p for p in yaml.safe_load(PACKAGED.read_text())["policies"] if p["name"] != "demo-connect"]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["demo", "--config", str(path)]) == 2
+    assert "'demo-connect' (Apache Spark version 3.5) needs session.max_busy" in capsys.readouterr().err
 
 
 def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
@@ -83,6 +87,7 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
     assert "stopped" in rows["honours-stop"] and "max_runtime" in rows["honours-stop"]
     assert "stop ignored -> session terminated" in rows["ignores-stop"]
     assert " terminated " in rows["idle"] and "max_idle" in rows["idle"]
+    assert " terminated " in rows["runaway-job"] and "max_busy" in rows["runaway-job"]
     assert "stopped" in rows["expensive"] and "max_cost_usd" in rows["expensive"]
     for name in ("short", "exempt-session", "exempt-workgroup"):
         assert "left alone" in rows[name]

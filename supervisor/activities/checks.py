@@ -142,7 +142,8 @@ class Checks:
             target = session = self.inventory.sessions.get(key.target_id)
         if target is None or session is None or session.is_exempt:
             return None
-        policy = match_policy(self.policies, target.workgroup)
+        engine = self.inventory.engine_of(session)
+        policy = match_policy(self.policies, target.workgroup, engine)
         if policy is None:
             return None
         statistics = self.inventory.statistics.get(key, ())
@@ -151,9 +152,10 @@ class Checks:
         previous = statistics[-2] if len(statistics) == 2 else None
         if isinstance(target, CalculationSnapshot):
             evaluation = evaluate_calculation(target, policy, now, dpu_hour_usd=self.price,
-                                              previous_statistics=previous)
+                                              previous_statistics=previous, engine=engine)
         else:
-            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous,
+                                          engine=engine)
         return policy, evaluation
 
     def _report_missing(self, key: TargetKey, evaluation: Evaluation) -> None:
@@ -170,7 +172,10 @@ class Checks:
         snapshot: CalculationSnapshot | SessionSnapshot | None = (
             self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
             else self.inventory.sessions.get(key.target_id))
-        policy = match_policy(self.policies, snapshot.workgroup) if snapshot else None
+        session_id = snapshot.session_id if snapshot is not None else ""
+        session = self.inventory.sessions.get(session_id)
+        engine = self.inventory.engine_of(session) if session is not None else ""
+        policy = match_policy(self.policies, snapshot.workgroup, engine) if snapshot else None
         return policy is not None and needs_accrual(rules_for(key.kind, policy))
 
     def listed(self, key: TargetKey, raw_state: str) -> None:

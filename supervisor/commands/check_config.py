@@ -26,6 +26,8 @@ from supervisor.config import (
     WebhookChannel,
     load_settings,
 )
+from supervisor.config.models import ENGINES
+from supervisor.core.model import PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
 from supervisor.durations import format_duration
 from supervisor.redaction import MASK, redact_headers, redact_url, redact_value
 from supervisor.startup import StartupError, check_region
@@ -119,6 +121,7 @@ def _limits(policy: PolicyConfig) -> list[str]:
         parts = [
             f"max idle {_duration(sess.max_idle)}" if sess.max_idle else "",
             f"max age {_duration(sess.max_age)}" if sess.max_age else "",
+            f"max busy {_duration(sess.max_busy)} without a break" if sess.max_busy else "",
             f"max {sess.max_dpu_hours:g} DPU-hours" if sess.max_dpu_hours else "",
             f"max cost {_money(sess.max_cost_usd)}" if sess.max_cost_usd else "",
         ]
@@ -149,6 +152,8 @@ def _policy_block(index: int, policy: PolicyConfig, settings: Settings) -> list[
     origin = "set on the policy" if policy.mode is not None else "global"
     lines = [f"  {index}. {policy.name}", f"     workgroups: {', '.join(policy.workgroups)}"]
     lines += _selectors(policy.accounts, policy.regions)
+    if policy.engines:
+        lines.append(f"     engines: {', '.join(policy.engines)}")
     lines += [f"     {line}" for line in _limits(policy)]
     lines.append(f"     action: {_action(policy, settings)}")
     lines.append(f"     mode: {mode} ({origin})")
@@ -267,11 +272,21 @@ def summarize(settings: Settings, *, source: str) -> str:
     for index, name in shadowed_policies(settings):
         lines.append(f"  warning: policy {index}. {name} can never match: earlier policies cover "
                      "all of its workgroups")
+    for index, name in engine_blind_policies(settings):
+        lines.append(f"  warning: policy {index}. {name}: its calculation limits never apply to {SPARK_CONNECT_ENGINE} "
+                     "workgroups (their sessions have no calculations; a workgroup's engine is known only at run "
+                     "time, where this is reported once per workgroup): add session.max_busy to stop runaway "
+                     f"Spark Connect jobs, or engines: [{PYSPARK_ENGINE}]")
     lines.append("")
     if settings.budgets:
         lines.append("budgets (every matching budget applies):")
         for budget in settings.budgets:
             lines += _budget_block(budget)
+        for name in calculation_only_budgets(settings):
+            lines.append(f"  warning: budget {name}: stop_calculations stops nothing in {SPARK_CONNECT_ENGINE} "
+                         "workgroups (their sessions have no calculations; a workgroup's engine is known only at run "
+                         "time, where this is reported once per workgroup) and no terminate_sessions or "
+                         "disable_workgroup threshold follows: add one to stop their spending")
     else:
         lines.append("budgets: none")
     lines.append("")
@@ -294,10 +309,29 @@ def _covers(earlier: str, later: str) -> bool:
 
 
 def shadowed_policies(settings: Settings) -> list[tuple[int, str]]:
-    """Policies (1-based index, name) that no workgroup can reach because earlier ones match first."""
+    """Policies (1-based index, name) that no workgroup can reach because earlier ones match first (earlier
+    policies count only when their engines include every engine of the later one)."""
     shadowed: list[tuple[int, str]] = []
     for index, policy in enumerate(settings.policies):
-        earlier = [glob for prior in settings.policies[:index] for glob in prior.workgroups]
+        engines = set(policy.engines or ENGINES)
+        earlier = [glob for prior in settings.policies[:index] if engines <= set(prior.engines or ENGINES)
+                   for glob in prior.workgroups]
         if all(any(_covers(glob, own) for glob in earlier) for own in policy.workgroups):
             shadowed.append((index + 1, policy.name))
     return shadowed
+
+
+def engine_blind_policies(settings: Settings) -> list[tuple[int, str]]:
+    """Policies (1-based index, name) with calculation limits that may govern workgroups of an engine without
+    calculations (known only at run time) and nothing to stop a busy session there (no session.max_busy)."""
+    return [(index + 1, policy.name) for index, policy in enumerate(settings.policies)
+            if policy.has_calculation_limits and policy.may_govern_engines_without_calculations
+            and (policy.session is None or policy.session.max_busy is None)]
+
+
+def calculation_only_budgets(settings: Settings) -> list[str]:
+    """Budgets whose only way to stop spending is stop_calculations, which stops nothing where sessions have no
+    calculations (Apache Spark version 3.5; a budget has no engine selector, so that is known only at run time)."""
+    return [budget.name for budget in settings.budgets
+            if any(t.action == "stop_calculations" for t in budget.thresholds)
+            and not any(t.action in ("terminate_sessions", "disable_workgroup") for t in budget.thresholds)]

@@ -41,6 +41,7 @@ from supervisor.config.types import (
     check_globs,
 )
 from supervisor.core.fleet import Shard
+from supervisor.core.model import PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
 from supervisor.durations import format_duration, parse_duration
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "CalculationLimits",
     "ClusterSettings",
     "Duration",
+    "EngineName",
     "EscalationSettings",
     "EventBridgeChannel",
     "EventName",
@@ -273,6 +275,10 @@ def _check_selectors(value: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 # --- policies ----------------------------------------------------------------------------------------
 
+# Athena's Spark engines a policy may select (``engines``): only the first has calculations.
+EngineName = Literal["PySpark engine version 3", "Apache Spark version 3.5"]
+ENGINES: tuple[str, ...] = (PYSPARK_ENGINE, SPARK_CONNECT_ENGINE)
+
 
 class CalculationLimits(StrictModel):
     max_runtime: Duration | None = None
@@ -287,6 +293,9 @@ class CalculationLimits(StrictModel):
 class SessionLimits(StrictModel):
     max_idle: Duration | None = None
     max_age: Duration | None = None
+    # BUSY without a break (from the status's LastModifiedDateTime while BUSY): the runaway-job limit of engines
+    # without calculations (Apache Spark version 3.5), useful on PySpark 3 too.
+    max_busy: Duration | None = None
     max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
     max_cost_usd: Annotated[Number, Field(gt=0)] | None = None
 
@@ -300,6 +309,8 @@ class PolicyConfig(StrictModel):
     # Empty: every account / region supervised.
     accounts: tuple[AccountId, ...] = ()
     regions: tuple[Text, ...] = ()
+    # Empty: every engine. Only PySpark engine version 3 sessions have calculations.
+    engines: tuple[EngineName, ...] = ()
     calculation: CalculationLimits | None = None
     session: SessionLimits | None = None
     action: PolicyAction = "stop"
@@ -321,9 +332,38 @@ class PolicyConfig(StrictModel):
     def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_selectors(value, "region")
 
+    @field_validator("engines")
+    @classmethod
+    def _check_engines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "engine")
+
     def applies_to(self, shard: Shard) -> bool:
         """Whether this policy's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
         return _selects(self.accounts, self.regions, shard)
+
+    def selects_engine(self, engine: str) -> bool:
+        """Whether this policy's ``engines`` select ``engine`` (empty selects all; an engine not reported, ``""``,
+        is taken for PySpark engine version 3, as the daemon does)."""
+        return not self.engines or (engine or PYSPARK_ENGINE) in self.engines
+
+    @property
+    def has_calculation_limits(self) -> bool:
+        return self.calculation is not None and not self.calculation.is_empty()
+
+    @property
+    def may_govern_engines_without_calculations(self) -> bool:
+        """Whether a workgroup this policy governs may run an engine without calculations (known at run time)."""
+        return any(engine != PYSPARK_ENGINE for engine in (self.engines or ENGINES))
+
+    @_model_validator(mode="after")
+    def _calculation_limits_can_apply(self) -> PolicyConfig:
+        if self.has_calculation_limits and self.engines and PYSPARK_ENGINE not in self.engines:
+            raise FieldProblem(
+                "calculation limits never apply",
+                f"the policy's engines ({', '.join(self.engines)}) have no calculations; remove calculation (a "
+                f"runaway Spark Connect job is stopped by session.max_busy), or add {PYSPARK_ENGINE!r} to engines",
+                subpath=("calculation",), value=NO_VALUE)
+        return self
 
     @_model_validator(mode="after")
     def _has_a_limit(self) -> PolicyConfig:
@@ -581,14 +621,16 @@ class Settings(StrictModel):
         """Whether the top-level ``workgroups`` globs include ``workgroup``."""
         return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
 
-    def policy_for(self, workgroup: str) -> PolicyConfig | None:
-        """The policy that governs ``workgroup``: the first, in file order, whose globs match it.
+    def policy_for(self, workgroup: str, engine: str = "") -> PolicyConfig | None:
+        """The policy that governs ``workgroup`` (running ``engine``): the first, in file order, whose globs
+        match it and whose ``engines`` select the engine.
 
         ``None`` when the workgroup is not watched or no policy matches (then nothing is acted on).
         """
         if not self.watches(workgroup):
             return None
-        return next((policy for policy in self.policies if policy.matches(workgroup)), None)
+        return next((policy for policy in self.policies
+                     if policy.matches(workgroup) and policy.selects_engine(engine)), None)
 
     def budgets_for(self, workgroup: str) -> tuple[BudgetConfig, ...]:
         """Every budget whose globs match ``workgroup`` (all of them apply, unlike policies)."""

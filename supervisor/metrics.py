@@ -12,10 +12,12 @@ shard: notifications, the journal's own calls) has both empty.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from supervisor import __version__
 from supervisor.core.fleet import Shard
 
 PREFIX = "athena_supervisor"
@@ -185,6 +187,15 @@ class Families:
             f"{PREFIX}_replicas", "Live replicas this replica sees in the cluster (heartbeats in the table).",
             registry=r,
         )
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the labels say which version runs on which Python.",
+            ("version", "python"), registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.events_pruned = Counter(
+            f"{PREFIX}_journal_events_pruned", "Journal events deleted because they were older than "
+            "journal.retention (SQLite; a DynamoDB table expires them by its TTL, uncounted).", registry=r,
+        )
 
 
 class Metrics:
@@ -225,6 +236,8 @@ class Metrics:
         self.shard_credentials_failing = ShardGauge(f.shard_credentials_failing, labels)
         self.lease_changes = f.lease_changes
         self.replicas = f.replicas
+        self.build_info = f.build_info
+        self.events_pruned = f.events_pruned
 
     def for_shard(self, shard: Shard) -> Metrics:
         """The same instruments, labelled with ``shard``'s account and region."""

@@ -168,7 +168,8 @@ async def running_service(
                     await task_group.start(supervised, name, host.run, name=name)
                 if cluster is not None:
                     await task_group.start(supervised, "cluster", cluster.run, name="cluster")
-                retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention)
+                retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention,
+                                      metrics=metrics)
                 await task_group.start(supervised, "retention", retention.run, name="retention")
                 try:
                     yield RunningService(metrics, storage, url, hosts, notifier, cluster)

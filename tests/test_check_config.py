@@ -145,3 +145,31 @@ def test_the_journal_line_names_the_backend_and_masks_the_dynamodb_endpoint(tmp_
     journal = json.loads(out)["journal"]
     assert (journal["backend"], journal["table"], journal["retention"]) == ("dynamodb", "athena-supervisor", "90d")
     assert "pw" not in out
+
+
+def test_the_file_may_be_given_with_config_as_every_other_command_takes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("mode: dry-run\n", encoding="utf-8")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: valid")
+    assert main(["check-config", str(config)]) == 0
+    capsys.readouterr()
+    for argv in (["check-config"], ["check-config", str(config), "--config", str(config)]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "check-config --config FILE" in capsys.readouterr().err
+
+
+def test_threshold_amounts_keep_the_digits_that_matter(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("budgets:\n  - {name: b, period: daily, limit_usd: 0.05, thresholds: "
+                      "[{at_percent: 50, action: notify}, {at_percent: 100, action: notify}]}\n", encoding="utf-8")
+    code, out, _ = run(config)
+    assert code == 0
+    assert "at 50% (0.025 USD): notify" in out and "at 100% (0.05 USD): notify" in out
+    assert "b: 0.05 USD per calendar day" in out

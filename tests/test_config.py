@@ -332,7 +332,7 @@ def test_notification_defaults_and_filter() -> None:
     ("data", "expected"),
     [
         ({"polices": []}, "c.yaml: polices: unknown key; accepted keys: accounts, aws, budgets, cluster, "
-         "discovery_interval, escalation, http, journal, log_level, mode, notifications, policies, pricing, "
+         "discovery, discovery_interval, escalation, http, journal, log_level, mode, notifications, policies, pricing, "
          "safety, workgroups; "
          "did you mean 'policies'?"),
         ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: account_id, connect_timeout, "

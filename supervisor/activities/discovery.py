@@ -1,10 +1,10 @@
 """Discovery: sweep the watched workgroups, reconcile what is known, hand every target to checks.
 
-A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
-minute), then ListSessions per watched workgroup (one listing per state), then, as soon as a workgroup is
-listed, ListCalculationExecutions for each of its sessions that may have live calculations (every active
-state but IDLE) whose policy or budget judges calculations. Sweeps repeat every ``discovery_interval`` (back
-to back when a sweep takes longer).
+A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery.workgroup_refresh``, default a
+minute, or every sweep when sweeps are further apart), then ListSessions per watched workgroup (one listing
+per state), then, as soon as a workgroup is listed, ListCalculationExecutions for each of its sessions that
+may have live calculations (every active state but IDLE) whose policy or budget judges calculations. Sweeps
+repeat every ``discovery_interval`` (back to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
@@ -40,8 +40,8 @@ from supervisor.metrics import Metrics
 
 from .checks import Checks
 
-# Workgroups (and their exemption tags) are re-read every discovery_interval, but at most this often.
-WORKGROUP_REFRESH_MIN = timedelta(minutes=1)
+# While exemption tags cannot be read, the workgroups are read again after a backoff doubling up to this.
+ACCOUNT_RETRY_MAX = timedelta(minutes=1)
 # While the account id (needed to read exemption tags) cannot be learned, it is asked again after a backoff.
 ACCOUNT_RETRY_INITIAL = timedelta(seconds=1)
 CONCURRENT_LISTINGS = 8
@@ -253,10 +253,9 @@ class Discovery:
             self._drop_workgroup(name, "deleted")
         self.inventory.workgroups = fresh
         retry_soon = self.account_problem is not None or any(wg.tags is None for wg in fresh.values())
-        self._refresh_at = now + (self._account_backoff if retry_soon
-                                  else max(self.settings.discovery_interval, WORKGROUP_REFRESH_MIN))
+        self._refresh_at = now + (self._account_backoff if retry_soon else self.settings.discovery.workgroup_refresh)
         if retry_soon:
-            self._account_backoff = min(self._account_backoff * 2, WORKGROUP_REFRESH_MIN)
+            self._account_backoff = min(self._account_backoff * 2, ACCOUNT_RETRY_MAX)
         else:
             self._account_backoff = ACCOUNT_RETRY_INITIAL
         skipped = self._skipped(fresh)
@@ -304,7 +303,7 @@ class Discovery:
         self._log.warning("discovery.workgroup_dropped", workgroup=workgroup, reason=reason)
         # A workgroup deleted and created again (same name, a deploy) is found at the next sweep, not the next
         # re-read: the workgroups are re-read every sweep for a while after a drop.
-        self._reread_until = self.clock.now() + WORKGROUP_REFRESH_MIN
+        self._reread_until = self.clock.now() + self.settings.discovery.workgroup_refresh
         for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup == workgroup]:
             self.checks.forget_target(TargetKey.session(session_id))
 

@@ -1,4 +1,5 @@
-"""``athena-supervisor check-config FILE``: validate a config file and print the effective settings.
+"""``athena-supervisor check-config --config FILE`` (or ``check-config FILE``): validate a config file and print
+the effective settings.
 
 Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not. The region
 must be one ``run`` accepts (:func:`supervisor.startup.check_region`); the profile, journal and HTTP address
@@ -38,13 +39,17 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "check-config", help="validate a config file and print the effective policies"
     )
-    parser.add_argument("file", metavar="FILE", help="the YAML config file")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the YAML config file (or --config FILE)")
+    parser.add_argument("--config", metavar="FILE", help="the YAML config file, as every other command takes it")
     parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if (args.file is None) == (args.config is None):
+        both = "pass the config file once" if args.file else "the config file is required"
+        args.parser.error(f"{both}: check-config --config FILE (or check-config FILE)")
+    return check_config(args.config or args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
 def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
@@ -97,7 +102,11 @@ def _duration(value: Any) -> str:
 
 
 def _money(value: float) -> str:
-    return f"{value:,.2f} USD"
+    """Cents when they say it exactly (``1.50 USD``), else every digit that matters (``0.025 USD``)."""
+    text = f"{value:,.2f}"
+    if abs(float(text.replace(",", "")) - value) > 1e-9:
+        text = f"{value:,.6f}".rstrip("0")
+    return f"{text} USD"
 
 
 def _limits(policy: PolicyConfig) -> list[str]:

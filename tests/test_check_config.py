@@ -173,3 +173,34 @@ def test_threshold_amounts_keep_the_digits_that_matter(tmp_path: Path) -> None:
     assert code == 0
     assert "at 50% (0.025 USD): notify" in out and "at 100% (0.05 USD): notify" in out
     assert "b: 0.05 USD per calendar day" in out
+
+
+def test_values_from_outside_the_file_are_listed_with_where_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+
+    (tmp_path / "token").write_text("Bearer s3cret-token\n", encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text("notifications:\n  - type: webhook\n    url: {env: HOOK_URL}\n"
+                      "    headers: {Authorization: {file: token}}\n"
+                      "policies:\n  - {name: p, session: {max_idle: 10m}}\n", encoding="utf-8")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example.com/T0/B0/s3cret-path")
+    monkeypatch.setenv("ATHENA_SUPERVISOR_HTTP_PORT", "9500")
+    monkeypatch.setenv("ATHENA_SUPERVISOR_POLICIES_0_SESSION_MAX_IDLE", "5m")
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-5:] == [
+        f"values from outside {config}:",
+        "  http.port: 9500 (from environment variable ATHENA_SUPERVISOR_HTTP_PORT)",
+        "  notifications[0].headers.Authorization: *** (from {file: token})",
+        "  notifications[0].url: https://hooks.example.com/*** (from {env: HOOK_URL})",
+        '  policies[0].session.max_idle: "5m" (from environment variable '
+        'ATHENA_SUPERVISOR_POLICIES_0_SESSION_MAX_IDLE)',
+    ]
+    assert "s3cret" not in out and "each session: max idle 5m" in out
+    monkeypatch.delenv("HOOK_URL")
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (f"{config}: notifications[0].url: environment variable HOOK_URL is not set; "
+                                       "set HOOK_URL, or write the value in the file\n")

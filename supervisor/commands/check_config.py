@@ -20,12 +20,13 @@ from supervisor.config import (
     BudgetConfig,
     ConfigError,
     EventBridgeChannel,
+    LoadedConfig,
     NotificationChannel,
     PolicyConfig,
     Settings,
     SnsChannel,
     WebhookChannel,
-    load_settings,
+    load_config,
 )
 from supervisor.durations import format_duration
 from supervisor.redaction import MASK, redact_headers, redact_url, redact_value
@@ -60,10 +61,11 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
         0 when the config is valid, 2 when it is not.
     """
     try:
-        settings = load_settings(path, environ=environ)
+        loaded = load_config(path, environ=environ)
     except ConfigError as exc:
         print(exc, file=err)
         return EXIT_INVALID
+    settings = loaded.settings
     try:
         check_region(settings.aws, environ=environ)
     except StartupError as exc:
@@ -73,6 +75,7 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
         print(json.dumps(redacted(settings), indent=2), file=out)
     else:
         print(summarize(settings, source=path), file=out)
+        print("\n".join(["", *origins(loaded, source=path)]), file=out)
     return EXIT_OK
 
 
@@ -92,6 +95,28 @@ def redacted(settings: Settings) -> dict[str, Any]:
             channel["headers"] = redact_headers(channel["headers"])
     masked: dict[str, Any] = redact_value(data)
     return masked
+
+
+def origins(loaded: LoadedConfig, *, source: str) -> list[str]:
+    """Each value set outside the file (an ``ATHENA_SUPERVISOR_…`` variable, ``{env: NAME}``, ``{file: PATH}``),
+    where it came from, and the value (a secret key's masked; any URL or token redacted)."""
+    if not loaded.origins:
+        return [f"values from outside {source}: none (every value is the file's or the default)"]
+    data: Any = loaded.settings.model_dump(mode="json")
+    lines = [f"values from outside {source}:"]
+    for origin in sorted(loaded.origins, key=lambda o: o.path):
+        value: Any = data
+        for step in origin.location:
+            if isinstance(value, dict):
+                value = value.get(str(step))
+            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+                value = value[step]
+        if origin.secret:
+            shown = redact_url(value) if origin.path.endswith(".url") and isinstance(value, str) else MASK
+        else:
+            shown = json.dumps(redact_value(value))
+        lines.append(f"  {origin.path}: {shown} (from {origin.describe()})")
+    return lines
 
 
 # --- the human summary -------------------------------------------------------------------------------

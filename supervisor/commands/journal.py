@@ -23,7 +23,7 @@ from supervisor.commands.instants import INSTANT_HELP, instant, utc_text
 from supervisor.gateway import AwsCallError
 from supervisor.metrics import Metrics
 from supervisor.startup import check_journal
-from supervisor.storage import EventQuery, JournalEntry, Storage
+from supervisor.storage import EventQuery, JournalEntry
 from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
 
@@ -71,30 +71,30 @@ class Ambiguous(Exception):
                          f"{', '.join(candidates)}; give more characters")
 
 
-async def _read(storage: Storage, query: EventQuery) -> list[JournalEntry]:
-    """The events ``query`` asks for, its target id prefix resolved first."""
-    if query.target_id is not None:
-        candidates = await storage.target_ids(query.target_id, limit=10)
-        if len(candidates) > 1 and query.target_id not in candidates:
-            raise Ambiguous(query.target_id, candidates)
-        if len(candidates) == 1:
-            query = EventQuery(**{**_fields(query), "target_id": candidates[0]})
-    return await storage.query_events(query)
+def _resolved(query: EventQuery, candidates: list[str]) -> EventQuery:
+    """``query`` with its target id prefix resolved among ``candidates`` (the ids that start with it)."""
+    assert query.target_id is not None
+    if len(candidates) > 1 and query.target_id not in candidates:
+        raise Ambiguous(query.target_id, candidates)
+    if len(candidates) == 1:
+        return EventQuery(**{**{name: getattr(query, name) for name in query.__slots__}, "target_id": candidates[0]})
+    return query
 
 
-def _fields(query: EventQuery) -> dict[str, Any]:
-    return {name: getattr(query, name) for name in query.__slots__}
-
-
-async def _from_config_storage(settings: Any, query: EventQuery) -> list[JournalEntry]:
+async def _from_storage(settings: Any, query: EventQuery) -> list[JournalEntry]:
     async with open_storage(settings, metrics=Metrics(CollectorRegistry())) as storage:
-        return await _read(storage, query)
+        if query.target_id is not None:
+            query = _resolved(query, await storage.target_ids(query.target_id, limit=10))
+        return await storage.query_events(query)
 
 
-async def _from_file(path: Path, query: EventQuery) -> list[JournalEntry]:
+def _from_file(path: Path, query: EventQuery) -> list[JournalEntry]:
+    """Synchronously (the SQLite journal's own reads): the command may run inside an event loop (tests)."""
     storage = SqliteStorage(path)
     try:
-        return await _read(storage, query)
+        if query.target_id is not None:
+            query = _resolved(query, storage.journal.target_ids(query.target_id, 10))
+        return storage.journal.query_events(query)
     finally:
         storage.close_now()
 
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if settings is not None and settings.journal.backend == "dynamodb":
             try:
-                entries = anyio.run(_from_config_storage, settings, query)
+                entries = anyio.run(_from_storage, settings, query)
             except AwsCallError as error:
                 print(f"cannot read the journal: {error}", file=sys.stderr)
                 return 2
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{path}: no journal here yet; start the daemon first or pass --config/--path", file=sys.stderr)
                 return 2
             check_journal(path, writable=False, setting="journal.path" if args.config else "--path")
-            entries = anyio.run(_from_file, Path(path), query)
+            entries = _from_file(Path(path), query)
     except Ambiguous as error:
         print(error, file=sys.stderr)
         return EXIT_AMBIGUOUS

@@ -6,7 +6,7 @@ See ``docs/configuration.md`` for every key. Import from here, not from the subm
 from __future__ import annotations
 
 from supervisor.config.errors import ConfigError, ConfigProblem
-from supervisor.config.loading import ENV_OVERRIDES, load_settings, parse_settings
+from supervisor.config.loading import ENV_PREFIX, LoadedConfig, load_config, load_settings, parse_config, parse_settings
 from supervisor.config.models import (
     AwsSettings,
     BudgetAction,
@@ -36,7 +36,7 @@ from supervisor.config.models import (
 )
 
 __all__ = [
-    "ENV_OVERRIDES",
+    "ENV_PREFIX",
     "AwsSettings",
     "BudgetAction",
     "BudgetConfig",
@@ -51,6 +51,7 @@ __all__ = [
     "EventName",
     "HttpSettings",
     "JournalSettings",
+    "LoadedConfig",
     "LogLevel",
     "Mode",
     "NotificationChannel",
@@ -64,6 +65,8 @@ __all__ = [
     "Severity",
     "SnsChannel",
     "WebhookChannel",
+    "load_config",
     "load_settings",
+    "parse_config",
     "parse_settings",
 ]

@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.explain",
     "supervisor.commands.budgets",
     "supervisor.commands.setup_dynamodb",
+    "supervisor.commands.status",
 )
 
 

@@ -29,9 +29,10 @@ from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
 from supervisor.events import EventSink
-from supervisor.http import serving
+from supervisor.http import Operations, serving
 from supervisor.metrics import Metrics
 from supervisor.notify import Notifier, notifying
+from supervisor.reload import LiveConfig
 from supervisor.shard import (
     ACCOUNTING_SHARE,
     ShardHost,
@@ -41,6 +42,7 @@ from supervisor.shard import (
     supervised,
     void_reason_for,
 )
+from supervisor.status import service_status
 from supervisor.storage import LeaseStore, Storage
 from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
@@ -60,6 +62,7 @@ class RunningService:
     static_hosts: dict[Shard, ShardHost]
     notifier: Notifier | None = None
     cluster: Cluster | None = None
+    live: LiveConfig | None = None
 
     @property
     def hosts(self) -> dict[Shard, ShardHost]:
@@ -118,10 +121,12 @@ async def running_service(
     registry: CollectorRegistry | None = None,
     events: EventSink | None = None,
     storage: Storage | None = None,
+    config_path: str | None = None,
 ) -> AsyncIterator[RunningService]:
     """Start the daemon in the current event loop; leaving the block stops it gracefully.
 
     ``storage``: the journal (closed when the daemon stops); by default the one ``journal`` names, opened here.
+    ``config_path``: the file the settings were loaded from (shown by ``/status``).
     """
     metrics = Metrics(registry)
     clock = clock or SystemClock()
@@ -154,9 +159,16 @@ async def running_service(
             else:
                 hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
                          for shard in settings.shards()}
+            live = LiveConfig(settings, clock.now(), config_path)
+
+            def status() -> dict[str, object]:
+                return service_status(live, settings.shards(), cluster.hosts if cluster is not None else hosts,
+                                      clock.now(), replica=cluster.replica if cluster is not None else None)
+
+            operations = Operations(status=status)
             async with (
                 serving(metrics.registry, lambda: readiness_of(hosts, cluster), settings.http.host,
-                        settings.http.port) as url,
+                        settings.http.port, operations) as url,
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
@@ -172,7 +184,7 @@ async def running_service(
                                       metrics=metrics)
                 await task_group.start(supervised, "retention", retention.run, name="retention")
                 try:
-                    yield RunningService(metrics, storage, url, hosts, notifier, cluster)
+                    yield RunningService(metrics, storage, url, hosts, notifier, cluster, live)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:
@@ -197,7 +209,7 @@ def _journal_name(settings: Settings) -> str:
     return str(journal.path) if journal.backend == "sqlite" else f"dynamodb:{journal.table}"
 
 
-async def run_until_signalled(settings: Settings) -> int:
+async def run_until_signalled(settings: Settings, config_path: str | None = None) -> int:
     """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit. SIGHUP is
     logged and ignored (no reload yet; without a handler it would end the process).
 
@@ -207,7 +219,7 @@ async def run_until_signalled(settings: Settings) -> int:
     log = structlog.get_logger("supervisor")
     try:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with running_service(settings):
+            async with running_service(settings, config_path=config_path):
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         log.info("supervisor.sighup_ignored", reason="reload is not supported; restart to apply")

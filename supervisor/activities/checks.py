@@ -37,6 +37,8 @@ from supervisor.core.model import (
 )
 from supervisor.core.policy import (
     Policy,
+    assess_calculation,
+    assess_session,
     evaluate_calculation,
     evaluate_session,
     match_policy,
@@ -131,9 +133,10 @@ class Checks:
         if self.deadlines.schedule(key, when, look.kind):
             self._wakeup.set()
 
-    def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
-        """The policy applied to a known target and its evaluation with the latest statistics; None when
-        nothing may judge it."""
+    def _judgeable(self, key: TargetKey) -> tuple[Policy, CalculationSnapshot | SessionSnapshot,
+                                                  tuple[int, datetime] | None] | None:
+        """The policy applied to a known target, the target with its latest statistics and the observation
+        before; None when nothing may judge it."""
         target: CalculationSnapshot | SessionSnapshot | None
         if key.kind is TargetKind.CALCULATION:
             target = self.inventory.calculations.get(key.target_id)
@@ -148,13 +151,47 @@ class Checks:
         statistics = self.inventory.statistics.get(key, ())
         if statistics:
             target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
-        previous = statistics[-2] if len(statistics) == 2 else None
+        return policy, target, statistics[-2] if len(statistics) == 2 else None
+
+    def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
+        """The policy applied to a known target and its evaluation with the latest statistics; None when
+        nothing may judge it."""
+        judgeable = self._judgeable(key)
+        if judgeable is None:
+            return None
+        policy, target, previous = judgeable
         if isinstance(target, CalculationSnapshot):
             evaluation = evaluate_calculation(target, policy, now, dpu_hour_usd=self.price,
                                               previous_statistics=previous)
         else:
             evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
         return policy, evaluation
+
+    def upcoming(self, limit: int = 10) -> list[tuple[TargetRef | None, datetime, str, str | None]]:
+        """The earliest scheduled looks: (target, when, why: ``crossing`` or ``statistics``, the rule whose
+        crossing is due then, when one is)."""
+        now = self.clock.now()
+        found = []
+        for key, when, kind in self.deadlines.entries()[:limit]:
+            found.append((self._ref_of(key), when, kind.value, self._rule_due(key, when, now)))
+        return found
+
+    def _rule_due(self, key: TargetKey, when: datetime, now: datetime) -> str | None:
+        """The rule whose (predicted) crossing is nearest ``when``, by the same assessment as the verdicts."""
+        judgeable = self._judgeable(key)
+        if judgeable is None:
+            return None
+        policy, target, previous = judgeable
+        if isinstance(target, CalculationSnapshot):
+            assessment = assess_calculation(target, policy.calculation, now, dpu_hour_usd=self.price,
+                                            previous_statistics=previous) if policy.calculation else None
+        else:
+            assessment = assess_session(target, policy.session, now, dpu_hour_usd=self.price,
+                                        previous_statistics=previous) if policy.session else None
+        crossings = [p for p in (assessment.positions if assessment else ()) if p.crossed_at is not None]
+        if not crossings:
+            return None
+        return min(crossings, key=lambda p: abs((p.crossed_at or when) - when)).rule
 
     def _report_missing(self, key: TargetKey, evaluation: Evaluation) -> None:
         for missing in evaluation.missing:

@@ -263,6 +263,10 @@ class Discovery:
             self.metrics.skipped_workgroups.labels(reason).set(sum(1 for r in skipped.values() if r == reason))
         self._log.info("discovery.workgroups", watched=self.watched(), skipped=skipped)
 
+    def skipped(self) -> dict[str, str]:
+        """The workgroups seen but not watched, each with the reason (``SKIP_REASONS``)."""
+        return self._skipped(self.inventory.workgroups)
+
     def _skipped(self, workgroups: Mapping[str, WorkgroupSnapshot]) -> dict[str, str]:
         exempt_tag = self.settings.safety.exempt_tag
         skipped = {name: reason for name, wg in workgroups.items()

@@ -34,4 +34,4 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_INVALID_CONFIG
     configure_logging(settings.log_level)
-    return anyio.run(run_until_signalled, settings)
+    return anyio.run(run_until_signalled, settings, args.config)

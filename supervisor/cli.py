@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.budgets",
     "supervisor.commands.setup_dynamodb",
     "supervisor.commands.status",
+    "supervisor.commands.breaker",
 )
 
 

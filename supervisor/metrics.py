@@ -192,6 +192,14 @@ class Families:
             ("version", "python"), registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.config_reloads = Counter(
+            f"{PREFIX}_config_reloads", "Configuration reloads (SIGHUP, POST /-/reload) by outcome: success, "
+            "failure (the file was invalid: the running configuration stays).", ("outcome",), registry=r,
+        )
+        self.config_last_reload_success = Gauge(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds", "Unix time the configuration in force was "
+            "loaded (at start, or by the last successful reload).", registry=r,
+        )
         self.events_pruned = Counter(
             f"{PREFIX}_journal_events_pruned", "Journal events deleted because they were older than "
             "journal.retention (SQLite; a DynamoDB table expires them by its TTL, uncounted).", registry=r,
@@ -238,6 +246,8 @@ class Metrics:
         self.replicas = f.replicas
         self.build_info = f.build_info
         self.events_pruned = f.events_pruned
+        self.config_reloads = f.config_reloads
+        self.config_last_reload_success = f.config_last_reload_success
 
     def for_shard(self, shard: Shard) -> Metrics:
         """The same instruments, labelled with ``shard``'s account and region."""

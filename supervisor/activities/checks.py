@@ -104,6 +104,24 @@ class Checks:
         self._resumed: dict[TargetKey, TargetRef] = {}
         self._saved_watch: list[WatchEntry] | None = None
 
+    def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
+        """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
+        a running target has it looked at afresh now, and acted on if the fresh look confirms it)."""
+        self.policies = tuple(policies)
+        self.price = dpu_hour_usd
+        self.rejudge()
+
+    def rejudge(self) -> None:
+        """Judge every known session and calculation again (those claimed or exempt are skipped, as always)."""
+        keys = [TargetKey.session(session_id) for session_id in list(self.inventory.sessions)]
+        keys += [TargetKey.calculation(calculation_id) for calculation_id in list(self.inventory.calculations)]
+        for key in keys:
+            try:
+                self.consider(key, fresh=False)
+            except Exception as error:  # one target's odd data never stops the others being judged
+                self._log.exception("check.rejudge_failed", target_kind=key.kind.value, target_id=key.target_id,
+                                    error=repr(error))
+
     # -- judging ------------------------------------------------------------------------------------------
 
     def consider(self, key: TargetKey, *, fresh: bool) -> None:

@@ -92,20 +92,32 @@ class Discovery:
         self._account_backoff = ACCOUNT_RETRY_INITIAL
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
         self._swept = anyio.Event()
+        self._wakeup = anyio.Event()
+
+    def apply(self, settings: Settings, policies: Iterable[Policy]) -> None:
+        """Take reloaded settings. A new scope (``workgroups``, ``safety.exempt_tag``) or workgroup refresh has the
+        workgroups re-read by a sweep at once; a new ``discovery_interval`` paces the next sweeps."""
+        previous = self.settings
+        self.settings = settings
+        self.policies = tuple(policies)
+        if (settings.workgroups, settings.safety.exempt_tag, settings.discovery) != (
+                previous.workgroups, previous.safety.exempt_tag, previous.discovery):
+            self._refresh_at = None
+            self._wakeup.set()
 
     # -- running ------------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        interval = self.settings.discovery_interval
         while True:
             started = self.clock.now()
+            self._wakeup = anyio.Event()
             try:
                 await self.sweep()
             except Exception as error:  # an odd answer never stops discovery
                 self.problems["sweep"] = repr(error)
                 self._log.exception("discovery.sweep_failed", error=repr(error))
-            await self.clock.sleep_until(started + interval)
+            await self.clock.sleep_until(started + self.settings.discovery_interval, self._wakeup)
 
     async def first_sweep(self) -> None:
         """Return once a sweep has completed: the watched workgroups and their active sessions are known."""

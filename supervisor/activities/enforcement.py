@@ -112,6 +112,23 @@ class Enforcement:
         # operation -> (first failure, consecutive failures) while destructive calls keep failing
         self._failing: dict[str, tuple[datetime, int]] = {}
 
+    def apply(self, *, timing: Timing, void_reason: Callable[[Verdict], str | None]) -> None:
+        """Take reloaded escalation timing (the next steps of escalations under way use it) and the reason to void
+        a resumed escalation under the new policies."""
+        self.timing = timing
+        self.void_reason = void_reason
+
+    async def reset_breaker(self, reason: str) -> bool:
+        """Close the circuit breaker (held calls go at their next recheck, within seconds); journaled and logged
+        when it was open. True if it was open."""
+        was_open = self.rails.reset()
+        self.metrics.circuit_breaker_open.set(0)
+        if was_open:
+            self._held_reported = {held for held in self._held_reported if held[1] != "circuit_breaker"}
+            await self.storage.record("breaker.reset", detail={"reason": reason}, time=self.clock.now())
+            self._log.warning("enforcement.breaker_reset", reason=reason)
+        return was_open
+
     # -- claims -------------------------------------------------------------------------------------------
 
     def is_claimed(self, key: TargetKey) -> bool:

@@ -176,6 +176,9 @@ class JournalSettings(StrictModel):
 class HttpSettings(StrictModel):
     host: Text = "127.0.0.1"
     port: Count = Field(default=9464, ge=0, le=65535)
+    # POST /-/reload and POST /-/breaker/reset (as Prometheus' --web.enable-lifecycle): off, since anyone who
+    # reaches the address could use them.
+    enable_lifecycle: bool = False
 
 
 class DiscoverySettings(StrictModel):

@@ -57,6 +57,12 @@ class SafetyRails:
         while self._watched and self._watched[0][0] <= horizon:
             self._watched.popleft()
 
+    def configure(self, *, max_actions_per_minute: int, breaker_fraction: float, breaker_min_targets: int) -> None:
+        """Take reloaded limits (what was admitted within the minute still counts)."""
+        self.max_actions_per_minute = max_actions_per_minute
+        self.breaker_fraction = breaker_fraction
+        self.breaker_min_targets = breaker_min_targets
+
     def actions_in_window(self, now: datetime) -> int:
         """Destructive calls admitted in the minute before ``now``."""
         self._forget_before(now)

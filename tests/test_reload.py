@@ -18,6 +18,7 @@ from supervisor.config import parse_settings
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.reload import plan_reload
 from supervisor.storage.sqlite import SqliteStorage
+from tests import test_fleet_accounts_e2e as fleet
 from tests.daemon_fixtures import daemon_config, write_config
 from tests.virtual_fixtures import VirtualWorld, ms, times
 
@@ -182,3 +183,28 @@ def test_a_reload_plan_keeps_what_needs_a_restart() -> None:
     plan = plan_reload(running, loaded)
     assert (plan.changed, plan.needs_restart) == (("mode", "log_level"), ("aws",))
     assert (plan.settings.aws.region, plan.settings.mode, plan.settings.log_level) == ("eu-west-1", "dry-run", "debug")
+
+
+async def test_every_shard_takes_its_view_of_the_reloaded_file(virtual_world: VirtualWorld, tmp_path: Path) -> None:
+    world = virtual_world
+    world.set_role(fleet.role(fleet.SECOND), external_id="s3cr3t-external-id")
+    lenient = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1h"}}]
+    strict = [{"name": "second-strict", "accounts": [fleet.SECOND], "workgroups": ["etl-*"],
+               "calculation": {"max_runtime": "2s"}}, *lenient]
+    path = tmp_path / "fleet.yaml"
+    write_config(path, fleet.accounts_config(world, policies=lenient, http=LIFECYCLE))
+    async with fleet.members(world) as member:
+        for shard in fleet.SHARDS:
+            await member[shard].workgroup("etl-a")
+        async with world.daemon(config_path=path) as service:
+            await world.vt.run_for(OFFSET)
+            runaways = {shard: await member[shard].runaway("etl-a") for shard in fleet.SHARDS}
+            await world.vt.run_for(5)
+            write_config(path, fleet.accounts_config(world, policies=strict, http=LIFECYCLE))
+            reloaded_at = world.now
+            assert (await post(f"{service.http_url}/-/reload"))[0] == 200
+            await world.vt.run_for(ms(1))
+            for account, region in fleet.SHARDS:
+                stopped = times([call for call in fleet.stops(world, account, region)
+                                 if call.request["CalculationExecutionId"] == runaways[(account, region)]])
+                assert stopped == ([reloaded_at] if account == fleet.SECOND else []), (account, region)

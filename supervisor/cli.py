@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.setup_dynamodb",
     "supervisor.commands.status",
     "supervisor.commands.breaker",
+    "supervisor.commands.preflight",
 )
 
 

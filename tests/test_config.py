@@ -296,7 +296,7 @@ def test_budget_period_helpers(period: str, kind: str, window: timedelta | None)
         ({"type": "webhook", "url": "https://x", "events": ["violaton"]},
          "c.yaml: notifications[0].events[0]: not an accepted value; got 'violaton'; "
          "accepted values: warning, violation, stop_requested, escalated, terminated, escalation_failed, "
-         "budget_threshold, workgroup_disabled, workgroup_enabled; did you mean 'violation'?"),
+         "budget_threshold, workgroup_disabled, workgroup_enabled, test; did you mean 'violation'?"),
         ({"type": "webhook", "url": "https://x", "events": []},
          "c.yaml: notifications[0].events: empty list delivers no event; got []; omit 'events'"),
         ({"type": "sns", "topic_arn": "my-topic"},

@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.status",
     "supervisor.commands.breaker",
     "supervisor.commands.preflight",
+    "supervisor.commands.report",
 )
 
 

@@ -24,6 +24,7 @@ import structlog
 
 from supervisor import athena
 from supervisor.clock import Clock
+from supervisor.core.accrual import accrual_rate
 from supervisor.core.fleet import WatchEntry
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
@@ -257,10 +258,26 @@ class Checks:
         if self._task_group is not None:
             self._task_group.start_soon(fn, verdict)
 
+    def evidence(self, key: TargetKey) -> dict[str, Any]:
+        """What the latest detailed observation of a target says: its DPU counter, when, and the DPUs accruing
+        (journaled with a decision: ``report`` turns it into what the target spent after its crossing)."""
+        statistics = self.inventory.statistics.get(key, ())
+        if not statistics:
+            return {}
+        millis, observed_at = statistics[-1]
+        snapshot: CalculationSnapshot | SessionSnapshot | None = (
+            self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
+            else self.inventory.sessions.get(key.target_id))
+        since = None if snapshot is None else (
+            snapshot.submitted_at if isinstance(snapshot, CalculationSnapshot) else snapshot.started_at)
+        rate = accrual_rate(millis, observed_at, statistics[-2] if len(statistics) == 2 else None, since)
+        return {"dpu_millis": millis, "dpu_observed_at": observed_at.isoformat(),
+                "dpus": round(rate, 6) if rate is not None else None}
+
     async def _claim(self, verdict: Verdict) -> None:
         """Hand a verdict to enforcement; a failure (storage) is logged and the target looked at again."""
         try:
-            await self.enforcement.claim(verdict)
+            await self.enforcement.claim(verdict, self.evidence(verdict.target.key))
         except Exception as error:  # one target's failure never stops the loop
             key = verdict.target.key
             self._log.exception("check.claim_failed", target_kind=key.kind.value, target_id=key.target_id,

@@ -134,8 +134,11 @@ class Enforcement:
     def is_claimed(self, key: TargetKey) -> bool:
         return key in self._claimed
 
-    async def claim(self, verdict: Verdict) -> bool:
-        """Act on a verdict; False if its target was ever claimed (a target is never acted on twice)."""
+    async def claim(self, verdict: Verdict, evidence: Mapping[str, Any] | None = None) -> bool:
+        """Act on a verdict; False if its target was ever claimed (a target is never acted on twice).
+
+        ``evidence``: what was observed of the target at the decision (its DPU counter and rate), journaled with
+        the decision (``athena-supervisor report`` reads it)."""
         key = verdict.target.key
         if key in self._claimed:
             return False
@@ -143,7 +146,7 @@ class Enforcement:
         escalation = machine.begin(verdict, uuid.uuid4().hex, self.clock.now())
         explanation = verdict.describe()
         try:
-            if not await self.storage.claim(escalation, decision_event(verdict), explanation):
+            if not await self.storage.claim(escalation, decision_event(verdict), {**explanation, **(evidence or {})}):
                 return False
         except BaseException:
             self._claimed.discard(key)  # not recorded: the next judgement claims it again

@@ -60,7 +60,7 @@ READ_OPERATIONS = ("ListWorkGroups", "ListTagsForResource", "ListSessions", "Lis
                    "GetCalculationExecution", "GetCalculationExecutionStatus", "GetSession", "GetSessionStatus")
 UNKNOWN_STATE = "HIBERNATING"
 TOLERANCE = 0.002          # audit times are truncated to the millisecond
-WORKGROUP_REFRESH = 60.0   # supervisor/activities/discovery.py WORKGROUP_REFRESH_MIN
+WORKGROUP_REFRESH = 60.0   # discovery.workgroup_refresh's default
 
 # The daemon's configuration for the matrix (see daemon_config for why each value).
 STOP_GRACE = 2.0

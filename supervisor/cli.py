@@ -38,6 +38,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.explain",
     "supervisor.commands.budgets",
     "supervisor.commands.setup_dynamodb",
+    "supervisor.commands.status",
+    "supervisor.commands.breaker",
+    "supervisor.commands.preflight",
+    "supervisor.commands.report",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal, Protocol
 
 EventName = Literal[
     "warning", "violation", "stop_requested", "escalated", "terminated", "escalation_failed",
-    "budget_threshold", "workgroup_disabled", "workgroup_enabled",
+    "budget_threshold", "workgroup_disabled", "workgroup_enabled", "test",
 ]
 Severity = Literal["info", "warning", "critical"]
 
@@ -21,6 +21,7 @@ SEVERITY: dict[str, Severity] = {
     "budget_threshold": "warning",
     "workgroup_disabled": "critical",
     "workgroup_enabled": "info",
+    "test": "info",  # athena-supervisor preflight --notify-test: delivered to each channel, whatever its filters
 }
 
 

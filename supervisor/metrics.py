@@ -12,10 +12,12 @@ shard: notifications, the journal's own calls) has both empty.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from supervisor import __version__
 from supervisor.core.fleet import Shard
 
 PREFIX = "athena_supervisor"
@@ -191,6 +193,23 @@ class Families:
             f"{PREFIX}_replicas", "Live replicas this replica sees in the cluster (heartbeats in the table).",
             registry=r,
         )
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the labels say which version runs on which Python.",
+            ("version", "python"), registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.config_reloads = Counter(
+            f"{PREFIX}_config_reloads", "Configuration reloads (SIGHUP, POST /-/reload) by outcome: success, "
+            "failure (the file was invalid: the running configuration stays).", ("outcome",), registry=r,
+        )
+        self.config_last_reload_success = Gauge(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds", "Unix time the configuration in force was "
+            "loaded (at start, or by the last successful reload).", registry=r,
+        )
+        self.events_pruned = Counter(
+            f"{PREFIX}_journal_events_pruned", "Journal events deleted because they were older than "
+            "journal.retention (SQLite; a DynamoDB table expires them by its TTL, uncounted).", registry=r,
+        )
 
 
 class Metrics:
@@ -232,6 +251,10 @@ class Metrics:
         self.shard_credentials_failing = ShardGauge(f.shard_credentials_failing, labels)
         self.lease_changes = f.lease_changes
         self.replicas = f.replicas
+        self.build_info = f.build_info
+        self.events_pruned = f.events_pruned
+        self.config_reloads = f.config_reloads
+        self.config_last_reload_success = f.config_last_reload_success
 
     def forget_shard(self) -> None:
         """Drop this shard's gauges (but ``shard_owned``, set to 0): a replica that gave a shard up must not go on

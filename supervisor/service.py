@@ -29,9 +29,10 @@ from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
 from supervisor.events import EventSink
-from supervisor.http import serving
+from supervisor.http import Operations, serving
 from supervisor.metrics import Metrics
 from supervisor.notify import Notifier, notifying
+from supervisor.reload import LiveConfig, Reloader
 from supervisor.shard import (
     ACCOUNTING_SHARE,
     ShardHost,
@@ -41,6 +42,7 @@ from supervisor.shard import (
     supervised,
     void_reason_for,
 )
+from supervisor.status import service_status
 from supervisor.storage import LeaseStore, Storage
 from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
@@ -60,6 +62,8 @@ class RunningService:
     static_hosts: dict[Shard, ShardHost]
     notifier: Notifier | None = None
     cluster: Cluster | None = None
+    live: LiveConfig | None = None
+    reloader: Reloader | None = None
 
     @property
     def hosts(self) -> dict[Shard, ShardHost]:
@@ -118,10 +122,12 @@ async def running_service(
     registry: CollectorRegistry | None = None,
     events: EventSink | None = None,
     storage: Storage | None = None,
+    config_path: str | None = None,
 ) -> AsyncIterator[RunningService]:
     """Start the daemon in the current event loop; leaving the block stops it gracefully.
 
     ``storage``: the journal (closed when the daemon stops); by default the one ``journal`` names, opened here.
+    ``config_path``: the file the settings were loaded from (shown by ``/status``).
     """
     metrics = Metrics(registry)
     clock = clock or SystemClock()
@@ -133,13 +139,15 @@ async def running_service(
         async with journal as storage, build_gateway(settings, metrics, clock=clock) as own_gateway:
             if settings.cluster is not None and not isinstance(storage, LeaseStore):
                 raise TypeError("cluster: needs a storage that holds leases (journal.backend: dynamodb)")
-            # Without an injected sink, events go to the configured channels (flushed, bounded, at exit).
+            # Without an injected sink, events go to the configured channels (flushed, bounded, at exit; none yet
+            # is fine: a reload may add some).
             notifier = Notifier.from_settings(
                 settings, gateway=own_gateway, metrics=metrics, journal=storage, clock=clock,
-            ) if events is None and settings.notifications else None
+            ) if events is None else None
             sink = events or notifier
             cluster: Cluster | None = None
             hosts: dict[Shard, ShardHost] = {}
+            live = LiveConfig(settings, clock.now(), config_path)
             if settings.cluster is not None:
                 assert isinstance(storage, LeaseStore)
                 cluster = Cluster(
@@ -148,15 +156,35 @@ async def running_service(
                     skew=settings.cluster.max_clock_skew, call_margin=settings.aws.connect_timeout, clock=clock,
                     metrics=metrics,
                     host_for=lambda shard, lease, may_send, fence_lost: ShardHost(
-                        shard, settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
+                        shard, live.settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
                         may_send=may_send, fence_lost=fence_lost),
                 )
             else:
                 hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
                          for shard in settings.shards()}
+
+            def current_hosts() -> dict[Shard, ShardHost]:
+                return cluster.hosts if cluster is not None else hosts
+
+            def status() -> dict[str, object]:
+                return service_status(live, settings.shards(), current_hosts(), clock.now(),
+                                      replica=cluster.replica if cluster is not None else None)
+
+            reloader = Reloader(live=live, hosts=current_hosts, storage=storage, metrics=metrics, clock=clock,
+                                notifier=notifier, gateway=own_gateway)
+
+            async def reload() -> tuple[int, dict[str, object]]:
+                applied, outcome = await reloader.reload("POST /-/reload")
+                return (200 if applied else 400), outcome
+
+            async def breaker_reset() -> tuple[int, dict[str, object]]:
+                return 200, (await reloader.reset_breaker("POST /-/breaker/reset"))[1]
+
+            operations = Operations(status=status, reload=reload, breaker_reset=breaker_reset,
+                                    lifecycle=settings.http.enable_lifecycle)
             async with (
                 serving(metrics.registry, lambda: readiness_of(hosts, cluster), settings.http.host,
-                        settings.http.port) as url,
+                        settings.http.port, operations) as url,
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
             ):
@@ -168,10 +196,11 @@ async def running_service(
                     await task_group.start(supervised, name, host.run, name=name)
                 if cluster is not None:
                     await task_group.start(supervised, "cluster", cluster.run, name="cluster")
-                retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention)
+                retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention,
+                                      metrics=metrics)
                 await task_group.start(supervised, "retention", retention.run, name="retention")
                 try:
-                    yield RunningService(metrics, storage, url, hosts, notifier, cluster)
+                    yield RunningService(metrics, storage, url, hosts, notifier, cluster, live, reloader)
                 finally:
                     task_group.cancel_scope.cancel()
     finally:
@@ -196,9 +225,10 @@ def _journal_name(settings: Settings) -> str:
     return str(journal.path) if journal.backend == "sqlite" else f"dynamodb:{journal.table}"
 
 
-async def run_until_signalled(settings: Settings) -> int:
-    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit. SIGHUP is
-    logged and ignored (no reload yet; without a handler it would end the process).
+async def run_until_signalled(settings: Settings, config_path: str | None = None) -> int:
+    """The ``run`` command: serve until SIGTERM/SIGINT, then finish in-flight calls and exit. SIGHUP reloads the
+    configuration from ``config_path`` (:mod:`supervisor.reload`); a bad file is reported and the running one
+    stays.
 
     Returns the exit status: 0 after a signal, 1 when a root task crashed.
     """
@@ -206,10 +236,11 @@ async def run_until_signalled(settings: Settings) -> int:
     log = structlog.get_logger("supervisor")
     try:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with running_service(settings):
+            async with running_service(settings, config_path=config_path) as service:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        log.info("supervisor.sighup_ignored", reason="reload is not supported; restart to apply")
+                        assert service.reloader is not None
+                        await service.reloader.reload("SIGHUP")
                         continue
                     log.info("supervisor.stopping", signal=signal.Signals(signum).name)
                     break

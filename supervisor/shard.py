@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import anyio
@@ -115,9 +115,9 @@ def void_reason_for(settings: Settings, policies: tuple[Policy, ...]) -> Callabl
     return void_reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShardRuntime:
-    """The activities of one shard, wired together."""
+    """The activities of one shard, wired together. :meth:`apply` hands them reloaded settings."""
 
     shard: Shard
     settings: Settings
@@ -131,9 +131,46 @@ class ShardRuntime:
     warnings: Warnings
     accounting: Accounting | None
     budgets: Budgets | None
+    clock: Clock | None = None
+    events: EventSink | None = None
+    _task_group: anyio.abc.TaskGroup | None = None
 
     def readiness(self) -> str | None:
         return self.discovery.readiness() or self.enforcement.readiness()
+
+    def apply(self, settings: Settings) -> None:
+        """Hand the activities this shard's reloaded settings (``Settings.for_shard``): policies, mode, scope, pace,
+        price, escalation timing, safety limits, budgets; every known target is judged again at once. Budget
+        activities start when the first budget comes. (The gateway's settings, ``aws``, need a restart.)"""
+        policies = compile_policies(settings)
+        timing = self.enforcement.timing
+        self.enforcement.apply(
+            timing=replace(timing, stop_grace=settings.escalation.stop_grace,
+                           terminate_grace=settings.escalation.terminate_grace,
+                           retry_backoff_max=settings.escalation.retry_backoff_max),
+            void_reason=void_reason_for(settings, policies))
+        safety = settings.safety
+        self.enforcement.rails.configure(max_actions_per_minute=safety.max_actions_per_minute,
+                                         breaker_fraction=safety.circuit_breaker_fraction,
+                                         breaker_min_targets=safety.circuit_breaker_min_targets)
+        self.discovery.apply(settings, policies)
+        if self.accounting is not None and self.budgets is not None:
+            self.accounting.apply(settings)
+            self.budgets.apply(settings)
+        elif settings.budgets and self._task_group is not None and self.clock is not None:
+            self.accounting, self.budgets = budget_activities(
+                settings, gateway=self.gateway, storage=self.storage, clock=self.clock, inventory=self.inventory,
+                discovery=self.discovery, enforcement=self.enforcement, warnings=self.warnings,
+                metrics=self.metrics, events=self.events)
+            self._start_budgets(self._task_group)
+        self.settings = settings
+        self.checks.apply(policies, settings.pricing.price_for(self.shard.region))
+
+    def _start_budgets(self, task_group: anyio.abc.TaskGroup) -> None:
+        suffix = "" if self.shard.implicit else f"[{self.shard}]"
+        if self.accounting is not None and self.budgets is not None:
+            task_group.start_soon(supervised, f"budgets{suffix}", self.budgets.run, name=f"budgets{suffix}")
+            task_group.start_soon(supervised, f"accounting{suffix}", self.accounting.run, name=f"accounting{suffix}")
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every activity (enforcement first: it loads the claims and resumes open escalations before
@@ -147,6 +184,7 @@ class ShardRuntime:
             if self.accounting is not None and self.budgets is not None:
                 await task_group.start(supervised, f"budgets{suffix}", self.budgets.run)
                 await task_group.start(supervised, f"accounting{suffix}", self.accounting.run)
+            self._task_group = task_group
             task_status.started()
 
 
@@ -193,16 +231,27 @@ async def shard_runtime(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
             policies=policies, metrics=metrics,
         )
-        accounting = Accounting(
-            settings=settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory,
-            watched=discovery.watched, metrics=metrics, discovered=discovery.first_sweep,
-        ) if settings.budgets else None
-        budgets = Budgets(
-            settings=settings, storage=storage, clock=clock, accounting=accounting, enforcement=enforcement,
-            warnings=warnings, inventory=inventory, watched=discovery.watched, metrics=metrics, events=events,
-        ) if accounting is not None else None
+        accounting, budgets = budget_activities(
+            settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory, discovery=discovery,
+            enforcement=enforcement, warnings=warnings, metrics=metrics, events=events,
+        ) if settings.budgets else (None, None)
         yield ShardRuntime(shard, settings, gateway, storage, metrics, inventory, discovery, checks, enforcement,
-                           warnings, accounting, budgets)
+                           warnings, accounting, budgets, clock, events)
+
+
+def budget_activities(settings: Settings, *, gateway: Gateway, storage: Storage, clock: Clock, inventory: Inventory,
+                      discovery: Discovery, enforcement: Enforcement, warnings: Warnings, metrics: Metrics,
+                      events: EventSink | None) -> tuple[Accounting, Budgets]:
+    """A shard's budget accounting and the budgets it feeds."""
+    accounting = Accounting(
+        settings=settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory,
+        watched=discovery.watched, metrics=metrics, discovered=discovery.first_sweep,
+    )
+    budgets = Budgets(
+        settings=settings, storage=storage, clock=clock, accounting=accounting, enforcement=enforcement,
+        warnings=warnings, inventory=inventory, watched=discovery.watched, metrics=metrics, events=events,
+    )
+    return accounting, budgets
 
 
 @dataclass
@@ -227,6 +276,12 @@ class ShardHost:
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("supervisor.shard"))
+
+    def apply(self, settings: Settings) -> None:
+        """Take the process-wide reloaded settings; the shard's activities, when they run, get their view."""
+        self.settings = settings
+        if self.runtime is not None:
+            self.runtime.apply(settings.for_shard(self.shard))
 
     def readiness(self) -> str | None:
         if self.problem is not None:

@@ -17,7 +17,6 @@ from supervisor.service import running_service
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, eventually, write_config
 from tests.realtime import calls_of, start_calculation, start_session, wait_idle
 
-pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def athena(emulator: EmulatorHandle) -> Any:
@@ -37,6 +36,7 @@ BUDGETS = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "l
             "thresholds": [{"at_percent": 80, "action": "notify"}, {"at_percent": 100, "action": "stop_calculations"}]}]
 
 
+@pytest.mark.slow
 def test_explain_and_budgets_after_the_daemon_acted(
     emulator: EmulatorHandle, athena: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,3 +97,16 @@ def test_explain_and_budgets_after_the_daemon_acted(
     assert "budget etl-budget:" in capsys.readouterr().out
 
     assert main(["explain", "--config", str(path), "--session", "nope"]) == 2
+
+
+def test_budgets_json_names_the_configured_period(
+    emulator: EmulatorHandle, athena: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weekly = {**BUDGETS[0], "name": "etl-weekly", "period": "weekly"}
+    rolling = {**BUDGETS[0], "name": "etl-rolling", "period": "rolling:24h"}
+    config = base_config(emulator, tmp_path / "journal.db", budgets=[BUDGETS[0], weekly, rolling])
+    path = write_config(tmp_path / "config.yaml", config)
+    assert main(["budgets", "--config", str(path), "--json"]) == 0
+    statuses = json.loads(capsys.readouterr().out)
+    assert [(s["budget"], s["period"], s["rolling"]) for s in statuses] == [
+        ("etl-budget", "daily", False), ("etl-weekly", "weekly", False), ("etl-rolling", "rolling:24h", True)]

@@ -144,3 +144,62 @@ def test_the_journal_line_names_the_backend_and_masks_the_dynamodb_endpoint(tmp_
     journal = json.loads(out)["journal"]
     assert (journal["backend"], journal["table"], journal["retention"]) == ("dynamodb", "athena-supervisor", "90d")
     assert "pw" not in out
+
+
+def test_the_file_may_be_given_with_config_as_every_other_command_takes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("mode: dry-run\n", encoding="utf-8")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: valid")
+    assert main(["check-config", str(config)]) == 0
+    capsys.readouterr()
+    for argv in (["check-config"], ["check-config", str(config), "--config", str(config)]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "check-config --config FILE" in capsys.readouterr().err
+
+
+def test_threshold_amounts_keep_the_digits_that_matter(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("budgets:\n  - {name: b, period: daily, limit_usd: 0.05, thresholds: "
+                      "[{at_percent: 50, action: notify}, {at_percent: 100, action: notify}]}\n", encoding="utf-8")
+    code, out, _ = run(config)
+    assert code == 0
+    assert "at 50% (0.025 USD): notify" in out and "at 100% (0.05 USD): notify" in out
+    assert "b: 0.05 USD per calendar day" in out
+
+
+def test_values_from_outside_the_file_are_listed_with_where_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+
+    (tmp_path / "token").write_text("Bearer s3cret-token\n", encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text("notifications:\n  - type: webhook\n    url: {env: HOOK_URL}\n"
+                      "    headers: {Authorization: {file: token}}\n"
+                      "policies:\n  - {name: p, session: {max_idle: 10m}}\n", encoding="utf-8")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example.com/T0/B0/s3cret-path")
+    monkeypatch.setenv("ATHENA_SUPERVISOR_HTTP_PORT", "9500")
+    monkeypatch.setenv("ATHENA_SUPERVISOR_POLICIES_0_SESSION_MAX_IDLE", "5m")
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-5:] == [
+        f"values from outside {config}:",
+        "  http.port: 9500 (from environment variable ATHENA_SUPERVISOR_HTTP_PORT)",
+        "  notifications[0].headers.Authorization: *** (from {file: token})",
+        "  notifications[0].url: https://hooks.example.com/*** (from {env: HOOK_URL})",
+        '  policies[0].session.max_idle: "5m" (from environment variable '
+        'ATHENA_SUPERVISOR_POLICIES_0_SESSION_MAX_IDLE)',
+    ]
+    assert "s3cret" not in out and "each session: max idle 5m" in out
+    monkeypatch.delenv("HOOK_URL")
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (f"{config}: notifications[0].url: environment variable HOOK_URL is not set; "
+                                       "set HOOK_URL, or write the value in the file\n")

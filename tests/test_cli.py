@@ -246,3 +246,15 @@ def test_other_errors_still_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("supervisor.commands.check_config.run", fail)
     with pytest.raises(ExceptionGroup):
         main(["check-config", "x.yaml"])
+
+
+def test_every_emulator_option_is_explained_and_the_demo_says_how_long_it_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["emulator", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--host H address to listen on (default 127.0.0.1" in text
+    assert "--port P TCP port to listen on; 0 picks a free port (default 4566)" in text
+    assert "about 15 seconds" in text and "20 seconds" not in text

@@ -15,9 +15,11 @@ from supervisor.config import (
     Settings,
     SnsChannel,
     WebhookChannel,
+    load_config,
     load_settings,
     parse_settings,
 )
+from supervisor.config.sources import scalar_variables
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY: dict[str, Any] = {"name": "p", "calculation": {"max_runtime": "30m"}}
@@ -296,7 +298,7 @@ def test_budget_period_helpers(period: str, kind: str, window: timedelta | None)
         ({"type": "webhook", "url": "https://x", "events": ["violaton"]},
          "c.yaml: notifications[0].events[0]: not an accepted value; got 'violaton'; "
          "accepted values: warning, violation, stop_requested, escalated, terminated, escalation_failed, "
-         "budget_threshold, workgroup_disabled, workgroup_enabled; did you mean 'violation'?"),
+         "budget_threshold, workgroup_disabled, workgroup_enabled, test; did you mean 'violation'?"),
         ({"type": "webhook", "url": "https://x", "events": []},
          "c.yaml: notifications[0].events: empty list delivers no event; got []; omit 'events'"),
         ({"type": "sns", "topic_arn": "my-topic"},
@@ -334,7 +336,7 @@ def test_notification_defaults_and_filter() -> None:
     ("data", "expected"),
     [
         ({"polices": []}, "c.yaml: polices: unknown key; accepted keys: accounts, aws, budgets, cluster, "
-         "discovery_interval, escalation, http, journal, log_level, mode, notifications, policies, pricing, "
+         "discovery, discovery_interval, escalation, http, journal, log_level, mode, notifications, policies, pricing, "
          "safety, workgroups; "
          "did you mean 'policies'?"),
         ({"aws": {"regoin": "x"}}, "c.yaml: aws.regoin: unknown key; accepted keys: account_id, connect_timeout, "
@@ -435,11 +437,10 @@ def test_region_fallback_order(file_aws: dict[str, Any], environ: dict[str, str]
          "environment variable ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND: out of range; got '0'"),
         ({"ATHENA_SUPERVISOR_AWS_ENDPOINT_URL": "127.0.0.1:4566"},
          "environment variable ATHENA_SUPERVISOR_AWS_ENDPOINT_URL: not an http(s) URL; got '127.0.0.1:4566'"),
-        ({"ATHENA_SUPERVISOR_AWS_REGOIN": "x"}, "environment variable ATHENA_SUPERVISOR_AWS_REGOIN: unknown "
-         "variable; accepted variables: ATHENA_SUPERVISOR_AWS_REGION, ATHENA_SUPERVISOR_AWS_ENDPOINT_URL, "
-         "ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND, ATHENA_SUPERVISOR_AWS_PROFILE, "
-         "ATHENA_SUPERVISOR_AWS_ACCOUNT_ID, ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL; "
-         "did you mean 'ATHENA_SUPERVISOR_AWS_REGION'?"),
+        ({"ATHENA_SUPERVISOR_AWS_REGOIN": "x"}, "environment variable ATHENA_SUPERVISOR_AWS_REGOIN: names no key "
+         "of the configuration; a variable is ATHENA_SUPERVISOR_ + a key path in capitals, with _ for each . and "
+         "list position (ATHENA_SUPERVISOR_AWS_REGION, ATHENA_SUPERVISOR_POLICIES_0_MODE); a list item must be in "
+         "the file; did you mean 'ATHENA_SUPERVISOR_AWS_REGION'?"),
         ({"AWS_REGION": " "}, "environment variable AWS_REGION: must not be empty; got ' '"),
         ({"ATHENA_SUPERVISOR_AWS_ACCOUNT_ID": "1234-5678-9012"},
          "environment variable ATHENA_SUPERVISOR_AWS_ACCOUNT_ID: not an AWS account id; got '1234-5678-9012'; "
@@ -620,3 +621,95 @@ def test_every_key_is_documented_and_in_the_example() -> None:
     assert len(keys) > 50
     assert [key for key in sorted(keys) if f"`{key}`" not in docs and f".{key}`" not in docs] == []
     assert [key for key in sorted(keys) if f"{key}:" not in example] == []
+
+
+# --- every scalar key from the environment; {env: NAME} and {file: PATH} ---------------------------------
+
+
+def test_every_scalar_key_has_one_variable_by_one_rule() -> None:
+    variables = scalar_variables(Settings)
+    names = [name for name, _ in variables]
+    assert len(names) == len(set(names)), "one variable names one key"
+    for name, path in variables:
+        expected = path.split(" (")[0].replace("[<N>]", ".<N>").replace(".", "_").upper()
+        assert name == f"ATHENA_SUPERVISOR_{expected}", (name, path)
+    docs = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert [name for name in names if f"`{name}`" not in docs] == []
+
+
+def test_any_scalar_key_is_overridden_by_its_variable() -> None:
+    data = {"policies": [{"name": "p", "session": {"max_idle": "10m"}}, {"name": "q", "session": {"max_age": "1h"}}],
+            "notifications": [{"type": "sns", "topic_arn": "arn:aws:sns:us-east-1:123456789012:t"}],
+            "budgets": [{"name": "b", "period": "daily", "limit_usd": 10,
+                         "thresholds": [{"at_percent": 100, "action": "notify"}]}]}
+    settings = parse_settings(data, environ={
+        "ATHENA_SUPERVISOR_HTTP_PORT": "9500", "ATHENA_SUPERVISOR_MODE": "dry-run",
+        "ATHENA_SUPERVISOR_JOURNAL_RETENTION": "30d", "ATHENA_SUPERVISOR_DISCOVERY_INTERVAL": "5s",
+        "ATHENA_SUPERVISOR_DISCOVERY_WORKGROUP_REFRESH": "2m", "ATHENA_SUPERVISOR_SAFETY_CIRCUIT_BREAKER_FRACTION": "1",
+        "ATHENA_SUPERVISOR_POLICIES_1_SESSION_MAX_AGE": "2h",
+        "ATHENA_SUPERVISOR_POLICIES_0_CALCULATION_MAX_RUNTIME": "1h",
+        "ATHENA_SUPERVISOR_NOTIFICATIONS_0_REGION": "eu-west-1", "ATHENA_SUPERVISOR_BUDGETS_0_LIMIT_USD": "25.5",
+        "ATHENA_SUPERVISOR_BUDGETS_0_THRESHOLDS_0_ACTION": "stop_calculations", "ATHENA_SUPERVISOR_LOG_LEVEL": "debug",
+    })
+    assert (settings.http.port, settings.mode, settings.journal.retention) == (9500, "dry-run", timedelta(days=30))
+    assert settings.discovery_interval == timedelta(seconds=5)
+    assert settings.discovery.workgroup_refresh == timedelta(minutes=2)
+    assert settings.safety.circuit_breaker_fraction == 1.0
+    assert settings.policies[1].session is not None and settings.policies[1].session.max_age == timedelta(hours=2)
+    assert settings.policies[0].calculation is not None
+    assert settings.policies[0].calculation.max_runtime == timedelta(hours=1)
+    assert settings.notifications[0].region == "eu-west-1"  # type: ignore[union-attr]
+    assert settings.budgets[0].limit_usd == 25.5 and settings.budgets[0].thresholds[0].action == "stop_calculations"
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"ATHENA_SUPERVISOR_HTTP_PORT": "http"}, "environment variable ATHENA_SUPERVISOR_HTTP_PORT: not a number; "
+         "got 'http'; write a whole number, e.g. 20"),
+        ({"ATHENA_SUPERVISOR_HTTP_PORT": "99999"}, "environment variable ATHENA_SUPERVISOR_HTTP_PORT: out of range; "
+         "got '99999'; must be at most 65535"),
+        ({"ATHENA_SUPERVISOR_MODE": "enforcing"}, "environment variable ATHENA_SUPERVISOR_MODE: not an accepted value; "
+         "got 'enforcing'; accepted values: enforce, dry-run; did you mean 'enforce'?"),
+        ({"ATHENA_SUPERVISOR_POLICIES_3_MODE": "dry-run"}, "environment variable ATHENA_SUPERVISOR_POLICIES_3_MODE: "
+         "names no key of the configuration;"),
+        ({"ATHENA_SUPERVISOR_NOTIFICATIONS_0_TYPE": "sns"}, "environment variable "
+         "ATHENA_SUPERVISOR_NOTIFICATIONS_0_TYPE: names no key of the configuration;"),
+        ({"ATHENA_SUPERVISOR_JOURNAL_RETENTON": "7d"}, "environment variable ATHENA_SUPERVISOR_JOURNAL_RETENTON: names "
+         "no key of the configuration;"),
+    ],
+)
+def test_a_bad_override_names_its_variable(environ: dict[str, str], expected: str) -> None:
+    data = {"notifications": [{"type": "webhook", "url": "https://hooks.example.com/x"}]}
+    assert only_problem(data, environ).startswith(expected)
+
+
+def test_a_string_may_come_from_a_variable_or_a_file(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text("Bearer s3cret\n", encoding="utf-8")
+    path = write(tmp_path, "notifications:\n  - type: webhook\n    url: {env: HOOK_URL}\n"
+                           "    headers: {Authorization: {file: secrets/token}, env: plain}\n"
+                           "aws: {region: {env: REGION}}\n")
+    loaded = load_config(path, environ={"HOOK_URL": "https://hooks.example.com/T0/x", "REGION": "eu-west-1"})
+    channel = loaded.settings.notifications[0]
+    assert isinstance(channel, WebhookChannel)
+    assert channel.url == "https://hooks.example.com/T0/x"
+    assert channel.headers == {"Authorization": "Bearer s3cret", "env": "plain"}, "a header named env is a header"
+    assert loaded.settings.aws.region == "eu-west-1"
+    assert {(o.path, o.describe(), o.secret) for o in loaded.origins} == {
+        ("notifications[0].url", "{env: HOOK_URL}", True),
+        ("notifications[0].headers.Authorization", "{file: secrets/token}", True),
+        ("aws.region", "{env: REGION}", False)}
+
+
+def test_a_missing_variable_or_file_names_the_key_and_never_a_secret(tmp_path: Path) -> None:
+    path = write(tmp_path, "notifications:\n  - type: webhook\n    url: {env: HOOK_URL}\n"
+                           "    headers: {Authorization: {file: /nonexistent/token}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value).splitlines() == [
+        f"{path}: notifications[0].url: environment variable HOOK_URL is not set; set HOOK_URL, or write the value "
+        "in the file",
+        f"{path}: notifications[0].headers.Authorization: cannot read {{file: /nonexistent/token}} (No such file or "
+        "directory); mount the file there, or fix the path"]

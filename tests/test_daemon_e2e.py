@@ -344,3 +344,14 @@ async def test_rare_session_states_are_listed_every_fifth_sweep_and_their_sessio
         by_state[call.request["StateFilter"]] = by_state.get(call.request["StateFilter"], 0) + 1
     # Sweeps 0, 5 and 10 list the rare states too.
     assert by_state == {"IDLE": 11, "BUSY": 11, "CREATING": 3, "CREATED": 3, "DEGRADED": 3}
+
+
+async def test_a_new_workgroup_is_watched_within_the_workgroup_refresh(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    started = world.now
+    async with world.daemon(discovery={"workgroup_refresh": "5s"}):
+        await world.vt.run_for(OFFSET)
+        await world.create_workgroup("etl-new")
+        await world.vt.run_until(started + ms(10.1))
+        assert times(world.calls("ListWorkGroups")) == [started, started + ms(5), started + ms(10)]
+        assert times(world.calls("ListSessions", WorkGroup="etl-new"))[0] == started + ms(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
+from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
@@ -133,30 +135,56 @@ def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
     assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in result.stderr
 
 
-def test_sighup_is_logged_and_ignored_and_sigterm_stops_the_daemon_cleanly(
-    emulator: EmulatorHandle, tmp_path: Path,
-) -> None:
-    # One daemon process for both signals (starting one costs a second of CPU): SIGHUP twice while it works, then
-    # SIGTERM.
-    config = write_config(tmp_path / "config.yaml", base_config(emulator, tmp_path / "journal.db"))
+def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(emulator: EmulatorHandle,
+                                                                         tmp_path: Path) -> None:
+    settings = base_config(emulator, tmp_path / "journal.db")
+    config = write_config(tmp_path / "config.yaml", settings)
     log = tmp_path / "daemon.log"
     daemon = spawn_daemon(config, log)
+
+    def status() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+
+    def reloads(event: str) -> list[dict[str, Any]]:
+        return [e for e in log_events(log) if e.get("event") == event]
+
     try:
         started = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "supervisor.started"])
         wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
         url = started[0]["http"]
+        first = status()["config"]
+        write_config(config, {**settings, "mode": "dry-run"})
         daemon.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(e.get("event") == "supervisor.sighup_ignored" for e in log_events(log)))
+        (reloaded,) = wait_until(lambda: reloads("config.reloaded"))
+        assert (reloaded["trigger"], reloaded["changed"], reloaded["needs_restart"]) == ("SIGHUP", ["mode"], [])
+        now = status()
+        assert now["mode"] == "dry-run" and now["config"]["digest"] != first["digest"]
+        assert now["config"]["last_reload"]["outcome"] == "success"
+        config.write_text("mode: [not, a, mode]\n")
         daemon.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum(e.get("event") == "supervisor.sighup_ignored" for e in log_events(log)) == 2)
-        assert daemon.poll() is None, "SIGHUP must not end the daemon"
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-            assert response.status == 200
+        (failed,) = wait_until(lambda: reloads("config.reload_failed"))
+        out, err = io.StringIO(), io.StringIO()
+        assert check_config(str(config), out=out, err=err) == 2
+        assert failed["problems"] == err.getvalue().splitlines(), "the messages check-config prints"
+        assert failed["problems"][0].startswith(f"{config}: mode: not an accepted value")
+        assert daemon.poll() is None, "a bad file must not end the daemon"
+        assert status()["mode"] == "dry-run" and status()["config"]["digest"] == now["config"]["digest"]
     finally:
         daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(15) == 0
     names = [e.get("event") for e in log_events(log)]
     assert names[-2:] == ["supervisor.stopping", "supervisor.stopped"]
+    assert journal_kinds(tmp_path / "journal.db") == ["config.reloaded", "config.reload_failed"]
+
+
+def journal_kinds(path: Path) -> list[str]:
+    storage = SqliteStorage(path)
+    try:
+        return [e.event for e in reversed(storage.journal.recent_events(50)) if e.event.startswith("config.")]
+    finally:
+        storage.close_now()
 
 
 def test_run_refuses_a_missing_journal_directory_in_one_line(emulator: EmulatorHandle, tmp_path: Path) -> None:

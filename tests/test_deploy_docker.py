@@ -265,3 +265,11 @@ def test_image_default_config_is_valid_and_safe() -> None:
     settings = config.load_settings(IMAGE_CONFIG, environ={})
     assert settings.http.port == 9464
     assert str(settings.journal.path).startswith(STATE_DIR + "/")
+
+
+def test_the_image_installs_the_pinned_versions(stages: list[Stage]) -> None:
+    builder = stages[0]
+    copies = [ins.args.split() for ins in builder.all("COPY")]
+    assert any("constraints.txt" in args for args in copies)
+    (install,) = [ins.args for ins in builder.all("RUN") if "pip install" in ins.args]
+    assert "pip install --constraint constraints.txt /wheels/*.whl" in " ".join(install.split())

@@ -148,3 +148,7 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     if match is None:
         pytest.skip(f"this systemd-analyze cannot score units offline: {result.stderr.strip()[:200]}")
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_reload_sends_sighup(unit: Unit) -> None:
+    assert shlex.split(value(unit, "Service", "ExecReload")) == ["/bin/kill", "-HUP", "$MAINPID"]

@@ -81,4 +81,4 @@ def test_commands_needing_the_emulator_explain_its_absence() -> None:
     assert len(lines) == 2, result.stderr
     for command, line in zip(("demo", "emulator"), lines, strict=True):
         assert line.startswith(f"athena-supervisor {command}: the emulator package 'athena_spark_emulator' is not")
-        assert "pip install athena-spark-supervisor" in line
+        assert "run it from a source checkout: pip install -e ." in line

@@ -13,6 +13,7 @@ from supervisor.activities.retention import PRUNE_INTERVAL, Retention
 from supervisor.clock import ManualClock
 from supervisor.core import escalation as machine
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
+from supervisor.metrics import Metrics
 from supervisor.storage.sqlite import SqliteStorage
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -28,7 +29,8 @@ async def test_old_events_go_at_start_and_every_hour(tmp_path: Path) -> None:
     await storage.claim(machine.begin(verdict, "e1", T0 - RETENTION - timedelta(days=1)), "decision", {})
     await storage.record("warning", policy="p", time=T0 - RETENTION + timedelta(minutes=30))
     await storage.record("warning", policy="p", time=T0)
-    retention = Retention(storage=storage, clock=clock, retention=RETENTION)
+    metrics = Metrics()
+    retention = Retention(storage=storage, clock=clock, retention=RETENTION, metrics=metrics)
 
     async def pruned_then_sleeping_until(deadline: datetime) -> None:
         with anyio.fail_after(5):  # real time: the prune runs in a worker thread
@@ -45,5 +47,6 @@ async def test_old_events_go_at_start_and_every_hour(tmp_path: Path) -> None:
             assert [e.time for e in await storage.recent_events(10)] == [T0]
             group.cancel_scope.cancel()
     assert [entry["count"] for entry in logs if entry["event"] == "journal.events_pruned"] == [1, 1]
+    assert metrics.registry.get_sample_value("athena_supervisor_journal_events_pruned_total") == 2
     assert await storage.claimed_targets() == {TargetKey.calculation("c1")}, "claims stay"
     await storage.close()

@@ -26,7 +26,7 @@ from supervisor.core.escalation import Escalation, Step, Timing
 from supervisor.core.fleet import Fence, Shard, WatchEntry
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
 from supervisor.metrics import Metrics
-from supervisor.storage import FenceLost, LeaseStore, Storage
+from supervisor.storage import EventQuery, FenceLost, LeaseStore, Storage
 from supervisor.storage.factory import lease_store, open_storage
 from tests.dynamodb_fixtures import create_table, dynamodb_settings, dynamodb_storage, new_table_name
 
@@ -169,6 +169,57 @@ async def test_events_on_several_days_read_back_across_days(storage: Storage) ->
         await storage.record("warning", policy="p", detail={"day": day}, time=T0 + timedelta(days=day))
     assert [e.detail["day"] for e in await storage.recent_events(2)] == [2, 1]
     assert [e.detail["day"] for e in await storage.recent_events(10)] == [2, 1, 0]
+
+
+async def test_events_are_queried_by_time_policy_workgroup_name_and_mode(storage: Storage) -> None:
+    dry = replace(verdict("c5", session_id="s5", workgroup="etl-b"), mode="dry-run")
+    await storage.claim(machine.begin(verdict("c1"), "e1", at(0)), "decision", verdict("c1").describe())
+    await sent_stop(storage, machine.begin(verdict("c1"), "e1", at(0)))  # stop.intent at 1 s, stop.sent at 2 s
+    await storage.record("stop.held", target=verdict("c2").target, policy="p", rule="max_runtime",
+                         detail={"reason": "rate_limit"}, time=at(3))
+    await storage.claim(machine.begin(dry, "e5", at(4)), "decision", dry.describe())
+    await storage.record("warning", target=verdict("c6").target, policy="q", rule="max_runtime", time=at(5))
+    await storage.record("budget_threshold", policy="b", rule="threshold:80",
+                         detail={"workgroup": "etl-b", "mode": "dry-run", "action": "notify"},
+                         time=T0 + timedelta(days=1))
+
+    async def events(**conditions: Any) -> list[str]:
+        return [f"{e.event}@{e.target_id or e.policy}" for e in await storage.query_events(EventQuery(**conditions))]
+
+    assert await events(limit=3) == ["budget_threshold@b", "warning@c6", "decision@c5"]
+    assert await events(since=at(1), until=at(4)) == ["stop.held@c2", "stop.sent@c1", "stop.intent@c1"]
+    assert await events(policy="p", mode="dry-run") == ["decision@c5"]
+    assert await events(mode="enforce") == ["stop.held@c2", "stop.sent@c1", "stop.intent@c1", "decision@c1"]
+    assert await events(workgroup="etl-b") == ["budget_threshold@b", "decision@c5"]
+    assert await events(events=("stop.*", "warning")) == ["warning@c6", "stop.held@c2", "stop.sent@c1",
+                                                          "stop.intent@c1"]
+    assert await events(target_id="s1", since=at(2)) == ["warning@c6", "stop.held@c2", "stop.sent@c1"]
+    assert await events(since=T0 + timedelta(hours=1), limit=None) == ["budget_threshold@b"]
+    (threshold, *_) = await storage.query_events(EventQuery(limit=1))
+    assert (threshold.mode, threshold.action) == ("dry-run", "notify")
+    (sent,) = await storage.query_events(EventQuery(events=("stop.sent",)))
+    assert (sent.mode, sent.action, sent.shard) == ("enforce", "stop", "")
+    (warning,) = await storage.query_events(EventQuery(events=("warning",)))
+    assert (warning.mode, warning.action) == (None, None)
+
+
+async def test_an_id_prefix_names_the_calculations_and_sessions_that_start_with_it(backend: Backend,
+                                                                                   storage: Storage) -> None:
+    await storage.claim(machine.begin(verdict("c3727b86-aaaa", session_id="5e55-1"), "e1", T0), "decision", {})
+    await storage.record("warning", target=verdict("c3727b86-bbbb", session_id="5e55-2").target, policy="p",
+                         time=at(1))
+    await storage.for_shard(SHARD_A).claim(machine.begin(verdict("c3727b99", session_id="5e55-3"), "e2", T0),
+                                           "decision", {})
+    await storage.claim(machine.begin(disable("c3727-workgroup"), "e3", T0), None, {})
+    assert await storage.target_ids("c3727b86-a") == ["c3727b86-aaaa"]
+    assert await storage.target_ids("c3727b9") == ["c3727b99"], "in every shard"
+    assert await storage.target_ids("5e55-") == ["5e55-1", "5e55-2", "5e55-3"]
+    # DynamoDB has no index by prefix: the claims are searched (one Query each), every event only when none matches.
+    assert await storage.target_ids("c3727b8") == (
+        ["c3727b86-aaaa", "c3727b86-bbbb"] if backend.name == "sqlite" else ["c3727b86-aaaa"])
+    assert await storage.target_ids("c3727b86-b") == ["c3727b86-bbbb"], "only warned about"
+    assert await storage.target_ids("zz") == []
+    assert await storage.target_ids("c3727", limit=1) == ["c3727b86-aaaa"]
 
 
 async def test_a_notice_is_marked_once_by_every_shard_and_replica(backend: Backend, storage: Storage) -> None:

@@ -27,7 +27,7 @@ from athena_spark_emulator import Emulator, Faults, FaultSpec
 from athena_spark_emulator.roles import RoleRule
 from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
-from supervisor.config import parse_settings
+from supervisor.config import load_settings, parse_settings
 from supervisor.events import EventSink
 from supervisor.gateway import new_session
 from supervisor.metrics import sum_samples
@@ -83,10 +83,11 @@ class VirtualWorld:
     # -- the daemon -------------------------------------------------------------------------------------
 
     def daemon(self, config: dict[str, Any] | None = None, *, events: EventSink | None = None,
-               **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
+               config_path: Path | None = None, **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
         """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock;
         ``config`` replaces the tests' configuration (``daemon_config``) as a whole; with ``events``, the
-        daemon's events go to that sink instead of the configured notification channels.
+        daemon's events go to that sink instead of the configured notification channels; with ``config_path``,
+        the configuration is that file's (and a reload reads it again).
 
         Leaving the block stops the daemon as SIGTERM does, with virtual time running meanwhile: its shutdown
         waits on the clock (the notifier's bounded flush), so what is still being retried then is retried at
@@ -95,17 +96,20 @@ class VirtualWorld:
 
         @asynccontextmanager
         async def run() -> AsyncIterator[RunningService]:
-            if config is None:
-                settings_config = daemon_config(self.emulator.endpoint_url, self.journal_path, **overrides)
+            if config_path is not None:
+                settings = load_settings(config_path, environ={})
+            elif config is None:
+                settings = parse_settings(daemon_config(self.emulator.endpoint_url, self.journal_path, **overrides),
+                                          environ={})
             else:
-                settings_config = {**config, **overrides}
-            settings = parse_settings(settings_config, environ={})
+                settings = parse_settings({**config, **overrides}, environ={})
             stopped = anyio.Event()
             try:
                 async with anyio.create_task_group() as shutdown:
                     try:
                         async with running_service(settings, clock=self.clock, registry=CollectorRegistry(),
-                                                   events=events) as service:
+                                                   events=events, config_path=str(config_path) if config_path else None,
+                                                   ) as service:
                             self.service = service
                             try:
                                 yield service

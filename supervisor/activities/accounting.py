@@ -113,9 +113,16 @@ class Accounting:
         assert self.latest is not None
         return self.latest
 
+    def apply(self, settings: Settings) -> None:
+        """Take reloaded settings (budgets, price, pace) from the next pass on."""
+        self.settings = settings
+        self.price = settings.pricing.price_for(settings.aws.region)
+
     async def pass_once(self) -> Spend:
         """Count what the budgeted workgroups spent since the last pass."""
         started = self.clock.now()
+        if not self.settings.budgets:  # all removed by a reload: nothing to count
+            return self._passed_with(Spend(started))
         budgeted = [workgroup for workgroup in self._watched() if self.settings.budgets_for(workgroup)]
         checkpoint = await self.storage.checkpoint()
         if checkpoint is None:  # first run: count what ended in the current periods
@@ -145,11 +152,14 @@ class Accounting:
                 task_group.start_soon(self._observe, session_id, workgroup, rates)
         if budgeted:  # with none known (discovery's listing of workgroups failed so far), nothing was listed
             await self.storage.set_checkpoint(started)
+        return self._passed_with(Spend(self.clock.now(), rates))
+
+    def _passed_with(self, spend: Spend) -> Spend:
         self.passes += 1
-        self.latest = Spend(self.clock.now(), rates)
+        self.latest = spend
         passed, self._passed = self._passed, anyio.Event()
         passed.set()
-        return self.latest
+        return spend
 
     async def _list_ended(self, workgroups: Sequence[str], since: datetime) -> list[SessionSnapshot]:
         found: list[SessionSnapshot] = []

@@ -11,6 +11,7 @@ before a predicted crossing go through the warnings activity.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -97,6 +98,18 @@ class Budgets:
         self.evaluations = 0
         for budget in settings.budgets:
             metrics.budget_limit.labels(budget.name).set(budget.limit_usd)
+
+    def apply(self, settings: Settings) -> None:
+        """Take reloaded budgets (and mode) from the next evaluation on; the gauges of a budget no longer
+        configured go."""
+        for name in {budget.name for budget in self.settings.budgets} - {budget.name for budget in settings.budgets}:
+            self.status.pop(name, None)
+            for gauge in (self.metrics.budget_limit, self.metrics.budget_spent, self.metrics.budget_forecast):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(name)
+        self.settings = settings
+        for budget in settings.budgets:
+            self.metrics.budget_limit.labels(budget.name).set(budget.limit_usd)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

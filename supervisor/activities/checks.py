@@ -24,6 +24,7 @@ import structlog
 
 from supervisor import athena
 from supervisor.clock import Clock
+from supervisor.core.accrual import accrual_rate
 from supervisor.core.fleet import WatchEntry
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
@@ -37,6 +38,8 @@ from supervisor.core.model import (
 )
 from supervisor.core.policy import (
     Policy,
+    assess_calculation,
+    assess_session,
     evaluate_calculation,
     evaluate_session,
     match_policy,
@@ -102,6 +105,24 @@ class Checks:
         self._resumed: dict[TargetKey, TargetRef] = {}
         self._saved_watch: list[WatchEntry] | None = None
 
+    def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
+        """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
+        a running target has it looked at afresh now, and acted on if the fresh look confirms it)."""
+        self.policies = tuple(policies)
+        self.price = dpu_hour_usd
+        self.rejudge()
+
+    def rejudge(self) -> None:
+        """Judge every known session and calculation again (those claimed or exempt are skipped, as always)."""
+        keys = [TargetKey.session(session_id) for session_id in list(self.inventory.sessions)]
+        keys += [TargetKey.calculation(calculation_id) for calculation_id in list(self.inventory.calculations)]
+        for key in keys:
+            try:
+                self.consider(key, fresh=False)
+            except Exception as error:  # one target's odd data never stops the others being judged
+                self._log.exception("check.rejudge_failed", target_kind=key.kind.value, target_id=key.target_id,
+                                    error=repr(error))
+
     # -- judging ------------------------------------------------------------------------------------------
 
     def consider(self, key: TargetKey, *, fresh: bool) -> None:
@@ -131,9 +152,10 @@ class Checks:
         if self.deadlines.schedule(key, when, look.kind):
             self._wakeup.set()
 
-    def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
-        """The policy applied to a known target and its evaluation with the latest statistics; None when
-        nothing may judge it."""
+    def _judgeable(self, key: TargetKey) -> tuple[Policy, CalculationSnapshot | SessionSnapshot,
+                                                  tuple[int, datetime] | None, str] | None:
+        """The policy applied to a known target, the target with its latest statistics, the observation before
+        and its session's engine; None when nothing may judge it."""
         target: CalculationSnapshot | SessionSnapshot | None
         if key.kind is TargetKind.CALCULATION:
             target = self.inventory.calculations.get(key.target_id)
@@ -149,7 +171,15 @@ class Checks:
         statistics = self.inventory.statistics.get(key, ())
         if statistics:
             target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
-        previous = statistics[-2] if len(statistics) == 2 else None
+        return policy, target, statistics[-2] if len(statistics) == 2 else None, engine
+
+    def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
+        """The policy applied to a known target and its evaluation with the latest statistics; None when
+        nothing may judge it."""
+        judgeable = self._judgeable(key)
+        if judgeable is None:
+            return None
+        policy, target, previous, engine = judgeable
         if isinstance(target, CalculationSnapshot):
             evaluation = evaluate_calculation(target, policy, now, dpu_hour_usd=self.price,
                                               previous_statistics=previous, engine=engine)
@@ -157,6 +187,32 @@ class Checks:
             evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous,
                                           engine=engine)
         return policy, evaluation
+
+    def upcoming(self, limit: int = 10) -> list[tuple[TargetRef | None, datetime, str, str | None]]:
+        """The earliest scheduled looks: (target, when, why: ``crossing`` or ``statistics``, the rule whose
+        crossing is due then, when one is)."""
+        now = self.clock.now()
+        found = []
+        for key, when, kind in self.deadlines.entries()[:limit]:
+            found.append((self._ref_of(key), when, kind.value, self._rule_due(key, when, now)))
+        return found
+
+    def _rule_due(self, key: TargetKey, when: datetime, now: datetime) -> str | None:
+        """The rule whose (predicted) crossing is nearest ``when``, by the same assessment as the verdicts."""
+        judgeable = self._judgeable(key)
+        if judgeable is None:
+            return None
+        policy, target, previous, _engine = judgeable
+        if isinstance(target, CalculationSnapshot):
+            assessment = assess_calculation(target, policy.calculation, now, dpu_hour_usd=self.price,
+                                            previous_statistics=previous) if policy.calculation else None
+        else:
+            assessment = assess_session(target, policy.session, now, dpu_hour_usd=self.price,
+                                        previous_statistics=previous) if policy.session else None
+        crossings = [p for p in (assessment.positions if assessment else ()) if p.crossed_at is not None]
+        if not crossings:
+            return None
+        return min(crossings, key=lambda p: abs((p.crossed_at or when) - when)).rule
 
     def _report_missing(self, key: TargetKey, evaluation: Evaluation) -> None:
         for missing in evaluation.missing:
@@ -207,10 +263,26 @@ class Checks:
         if self._task_group is not None:
             self._task_group.start_soon(fn, verdict)
 
+    def evidence(self, key: TargetKey) -> dict[str, Any]:
+        """What the latest detailed observation of a target says: its DPU counter, when, and the DPUs accruing
+        (journaled with a decision: ``report`` turns it into what the target spent after its crossing)."""
+        statistics = self.inventory.statistics.get(key, ())
+        if not statistics:
+            return {}
+        millis, observed_at = statistics[-1]
+        snapshot: CalculationSnapshot | SessionSnapshot | None = (
+            self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
+            else self.inventory.sessions.get(key.target_id))
+        since = None if snapshot is None else (
+            snapshot.submitted_at if isinstance(snapshot, CalculationSnapshot) else snapshot.started_at)
+        rate = accrual_rate(millis, observed_at, statistics[-2] if len(statistics) == 2 else None, since)
+        return {"dpu_millis": millis, "dpu_observed_at": observed_at.isoformat(),
+                "dpus": round(rate, 6) if rate is not None else None}
+
     async def _claim(self, verdict: Verdict) -> None:
         """Hand a verdict to enforcement; a failure (storage) is logged and the target looked at again."""
         try:
-            await self.enforcement.claim(verdict)
+            await self.enforcement.claim(verdict, self.evidence(verdict.target.key))
         except Exception as error:  # one target's failure never stops the loop
             key = verdict.target.key
             self._log.exception("check.claim_failed", target_kind=key.kind.value, target_id=key.target_id,

@@ -1,12 +1,12 @@
 """Discovery: sweep the watched workgroups, reconcile what is known, hand every target to checks.
 
-A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery_interval`` but at most once a
-minute), then ListSessions per watched workgroup (one listing per state), then, as soon as a workgroup is
-listed, ListCalculationExecutions for each of its sessions that may have live calculations (every active
-state but IDLE) whose policy or budget judges calculations. Only ``PySpark engine version 3`` sessions have
-calculations: the calculations of a Spark Connect session (``Apache Spark version 3.5``, its ``EngineVersion``,
-else its workgroup's) are never listed. Sweeps repeat every ``discovery_interval`` (back
-to back when a sweep takes longer).
+A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery.workgroup_refresh``, default a
+minute, or every sweep when sweeps are further apart), then ListSessions per watched workgroup (one listing
+per state), then, as soon as a workgroup is listed, ListCalculationExecutions for each of its sessions that
+may have live calculations (every active state but IDLE) whose policy or budget judges calculations. Only
+``PySpark engine version 3`` sessions have calculations: the calculations of a Spark Connect session
+(``Apache Spark version 3.5``, its ``EngineVersion``, else its workgroup's) are never listed. Sweeps repeat
+every ``discovery_interval`` (back to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
@@ -43,8 +43,8 @@ from supervisor.metrics import Metrics
 
 from .checks import Checks
 
-# Workgroups (and their exemption tags) are re-read every discovery_interval, but at most this often.
-WORKGROUP_REFRESH_MIN = timedelta(minutes=1)
+# While exemption tags cannot be read, the workgroups are read again after a backoff doubling up to this.
+ACCOUNT_RETRY_MAX = timedelta(minutes=1)
 # While the account id (needed to read exemption tags) cannot be learned, it is asked again after a backoff.
 ACCOUNT_RETRY_INITIAL = timedelta(seconds=1)
 CONCURRENT_LISTINGS = 8
@@ -96,20 +96,32 @@ class Discovery:
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
         self._swept = anyio.Event()
         self._inapplicable: set[tuple[str, str]] = set()  # (workgroup, kind) reported
+        self._wakeup = anyio.Event()
+
+    def apply(self, settings: Settings, policies: Iterable[Policy]) -> None:
+        """Take reloaded settings. A new scope (``workgroups``, ``safety.exempt_tag``) or workgroup refresh has the
+        workgroups re-read by a sweep at once; a new ``discovery_interval`` paces the next sweeps."""
+        previous = self.settings
+        self.settings = settings
+        self.policies = tuple(policies)
+        if (settings.workgroups, settings.safety.exempt_tag, settings.discovery) != (
+                previous.workgroups, previous.safety.exempt_tag, previous.discovery):
+            self._refresh_at = None
+            self._wakeup.set()
 
     # -- running ------------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        interval = self.settings.discovery_interval
         while True:
             started = self.clock.now()
+            self._wakeup = anyio.Event()
             try:
                 await self.sweep()
             except Exception as error:  # an odd answer never stops discovery
                 self.problems["sweep"] = repr(error)
                 self._log.exception("discovery.sweep_failed", error=repr(error))
-            await self.clock.sleep_until(started + interval)
+            await self.clock.sleep_until(started + self.settings.discovery_interval, self._wakeup)
 
     async def first_sweep(self) -> None:
         """Return once a sweep has completed: the watched workgroups and their active sessions are known."""
@@ -257,10 +269,9 @@ class Discovery:
             self._drop_workgroup(name, "deleted")
         self.inventory.workgroups = fresh
         retry_soon = self.account_problem is not None or any(wg.tags is None for wg in fresh.values())
-        self._refresh_at = now + (self._account_backoff if retry_soon
-                                  else max(self.settings.discovery_interval, WORKGROUP_REFRESH_MIN))
+        self._refresh_at = now + (self._account_backoff if retry_soon else self.settings.discovery.workgroup_refresh)
         if retry_soon:
-            self._account_backoff = min(self._account_backoff * 2, WORKGROUP_REFRESH_MIN)
+            self._account_backoff = min(self._account_backoff * 2, ACCOUNT_RETRY_MAX)
         else:
             self._account_backoff = ACCOUNT_RETRY_INITIAL
         skipped = self._skipped(fresh)
@@ -298,6 +309,10 @@ class Discovery:
         for workgroup, kind in self._inapplicable - found:
             self.metrics.inapplicable_limits.labels(workgroup, kind).set(0)
         self._inapplicable = found
+
+    def skipped(self) -> dict[str, str]:
+        """The workgroups seen but not watched, each with the reason (``SKIP_REASONS``)."""
+        return self._skipped(self.inventory.workgroups)
 
     def _skipped(self, workgroups: Mapping[str, WorkgroupSnapshot]) -> dict[str, str]:
         exempt_tag = self.settings.safety.exempt_tag
@@ -339,7 +354,7 @@ class Discovery:
         self._log.warning("discovery.workgroup_dropped", workgroup=workgroup, reason=reason)
         # A workgroup deleted and created again (same name, a deploy) is found at the next sweep, not the next
         # re-read: the workgroups are re-read every sweep for a while after a drop.
-        self._reread_until = self.clock.now() + WORKGROUP_REFRESH_MIN
+        self._reread_until = self.clock.now() + self.settings.discovery.workgroup_refresh
         for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup == workgroup]:
             self.checks.forget_target(TargetKey.session(session_id))
 

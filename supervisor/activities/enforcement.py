@@ -115,13 +115,33 @@ class Enforcement:
         # operation -> (first failure, consecutive failures) while destructive calls keep failing
         self._failing: dict[str, tuple[datetime, int]] = {}
 
+    def apply(self, *, timing: Timing, void_reason: Callable[[Verdict], str | None]) -> None:
+        """Take reloaded escalation timing (the next steps of escalations under way use it) and the reason to void
+        a resumed escalation under the new policies."""
+        self.timing = timing
+        self.void_reason = void_reason
+
+    async def reset_breaker(self, reason: str) -> bool:
+        """Close the circuit breaker (held calls go at their next recheck, within seconds); journaled and logged
+        when it was open. True if it was open."""
+        was_open = self.rails.reset()
+        self.metrics.circuit_breaker_open.set(0)
+        if was_open:
+            self._held_reported = {held for held in self._held_reported if held[1] != "circuit_breaker"}
+            await self.storage.record("breaker.reset", detail={"reason": reason}, time=self.clock.now())
+            self._log.warning("enforcement.breaker_reset", reason=reason)
+        return was_open
+
     # -- claims -------------------------------------------------------------------------------------------
 
     def is_claimed(self, key: TargetKey) -> bool:
         return key in self._claimed
 
-    async def claim(self, verdict: Verdict) -> bool:
-        """Act on a verdict; False if its target was ever claimed (a target is never acted on twice)."""
+    async def claim(self, verdict: Verdict, evidence: Mapping[str, Any] | None = None) -> bool:
+        """Act on a verdict; False if its target was ever claimed (a target is never acted on twice).
+
+        ``evidence``: what was observed of the target at the decision (its DPU counter and rate), journaled with
+        the decision (``athena-supervisor report`` reads it)."""
         key = verdict.target.key
         if key in self._claimed:
             return False
@@ -129,7 +149,7 @@ class Enforcement:
         escalation = machine.begin(verdict, uuid.uuid4().hex, self.clock.now())
         explanation = verdict.describe()
         try:
-            if not await self.storage.claim(escalation, decision_event(verdict), explanation):
+            if not await self.storage.claim(escalation, decision_event(verdict), {**explanation, **(evidence or {})}):
                 return False
         except BaseException as error:
             self._claimed.discard(key)  # not recorded: the next judgement claims it again

@@ -14,26 +14,31 @@ import anyio.abc
 import structlog
 
 from supervisor.clock import Clock
+from supervisor.metrics import Metrics
 from supervisor.storage import Storage
 
 PRUNE_INTERVAL = timedelta(hours=1)
 
 
 class Retention:
-    """Deletes ``storage``'s events older than ``retention`` every ``interval`` on ``clock``."""
+    """Deletes ``storage``'s events older than ``retention`` every ``interval`` on ``clock``; counts them in
+    ``metrics`` (``athena_supervisor_journal_events_pruned_total``) when given."""
 
     def __init__(self, *, storage: Storage, clock: Clock, retention: timedelta, interval: timedelta = PRUNE_INTERVAL,
-                 logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
+                 metrics: Metrics | None = None, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.storage = storage
         self.clock = clock
         self.retention = retention
         self.interval = interval
+        self.metrics = metrics
         self._log = logger or structlog.get_logger("supervisor.retention")
 
     async def run_once(self) -> int:
         """Delete the events older than the retention now; how many were deleted."""
         before = self.clock.now() - self.retention
         pruned = await self.storage.prune_events(before)
+        if self.metrics is not None:
+            self.metrics.events_pruned.inc(pruned)
         if pruned:
             self._log.info("journal.events_pruned", count=pruned, before=before.isoformat())
         return pruned

@@ -1,4 +1,5 @@
-"""``athena-supervisor check-config FILE``: validate a config file and print the effective settings.
+"""``athena-supervisor check-config --config FILE`` (or ``check-config FILE``): validate a config file and print
+the effective settings.
 
 Exit 0 with a summary (or ``--json``) when valid; exit 2 with every problem on stderr when not. The region
 must be one ``run`` accepts (:func:`supervisor.startup.check_region`); the profile, journal and HTTP address
@@ -19,12 +20,13 @@ from supervisor.config import (
     BudgetConfig,
     ConfigError,
     EventBridgeChannel,
+    LoadedConfig,
     NotificationChannel,
     PolicyConfig,
     Settings,
     SnsChannel,
     WebhookChannel,
-    load_settings,
+    load_config,
 )
 from supervisor.config.models import ENGINES
 from supervisor.core.model import PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
@@ -40,13 +42,17 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "check-config", help="validate a config file and print the effective policies"
     )
-    parser.add_argument("file", metavar="FILE", help="the YAML config file")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the YAML config file (or --config FILE)")
+    parser.add_argument("--config", metavar="FILE", help="the YAML config file, as every other command takes it")
     parser.add_argument("--json", action="store_true", help="print the effective config as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if (args.file is None) == (args.config is None):
+        both = "pass the config file once" if args.file else "the config file is required"
+        args.parser.error(f"{both}: check-config --config FILE (or check-config FILE)")
+    return check_config(args.config or args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
 def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
@@ -57,10 +63,11 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
         0 when the config is valid, 2 when it is not.
     """
     try:
-        settings = load_settings(path, environ=environ)
+        loaded = load_config(path, environ=environ)
     except ConfigError as exc:
         print(exc, file=err)
         return EXIT_INVALID
+    settings = loaded.settings
     try:
         check_region(settings.aws, environ=environ)
     except StartupError as exc:
@@ -70,6 +77,7 @@ def check_config(path: str, *, as_json: bool = False, out: TextIO, err: TextIO,
         print(json.dumps(redacted(settings), indent=2), file=out)
     else:
         print(summarize(settings, source=path), file=out)
+        print("\n".join(["", *origins(loaded, source=path)]), file=out)
     return EXIT_OK
 
 
@@ -94,6 +102,28 @@ def redacted(settings: Settings) -> dict[str, Any]:
     return masked
 
 
+def origins(loaded: LoadedConfig, *, source: str) -> list[str]:
+    """Each value set outside the file (an ``ATHENA_SUPERVISOR_…`` variable, ``{env: NAME}``, ``{file: PATH}``),
+    where it came from, and the value (a secret key's masked; any URL or token redacted)."""
+    if not loaded.origins:
+        return [f"values from outside {source}: none (every value is the file's or the default)"]
+    data: Any = loaded.settings.model_dump(mode="json")
+    lines = [f"values from outside {source}:"]
+    for origin in sorted(loaded.origins, key=lambda o: o.path):
+        value: Any = data
+        for step in origin.location:
+            if isinstance(value, dict):
+                value = value.get(str(step))
+            elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+                value = value[step]
+        if origin.secret:
+            shown = redact_url(value) if origin.path.endswith(".url") and isinstance(value, str) else MASK
+        else:
+            shown = json.dumps(redact_value(value))
+        lines.append(f"  {origin.path}: {shown} (from {origin.describe()})")
+    return lines
+
+
 # --- the human summary -------------------------------------------------------------------------------
 
 
@@ -102,7 +132,11 @@ def _duration(value: Any) -> str:
 
 
 def _money(value: float) -> str:
-    return f"{value:,.2f} USD"
+    """Cents when they say it exactly (``1.50 USD``), else every digit that matters (``0.025 USD``)."""
+    text = f"{value:,.2f}"
+    if abs(float(text.replace(",", "")) - value) > 1e-9:
+        text = f"{value:,.6f}".rstrip("0")
+    return f"{text} USD"
 
 
 def _limits(policy: PolicyConfig) -> list[str]:

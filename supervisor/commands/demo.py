@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo", help="run the supervisor against the embedded emulator with a scripted workload (no AWS needed)",
         description="Start the Athena Spark emulator and the supervisor (config/demo.yaml) in this process, play "
-                    "a scripted workload, narrate what the supervisor does, print a summary; about 20 seconds.",
+                    "a scripted workload, narrate what the supervisor does, print a summary; about 15 seconds.",
     )
     parser.add_argument("--config", metavar="FILE",
                         help="a copy of config/demo.yaml with other limits (default: the packaged demo.yaml)")

@@ -26,8 +26,10 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "emulator", help="run the Athena Spark emulator (AWS JSON 1.1 over HTTP)"
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=port_number, default=4566, help="0 picks a free port (default 4566)")
+    parser.add_argument("--host", default="127.0.0.1", metavar="H",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    parser.add_argument("--port", type=port_number, default=4566, metavar="P",
+                        help="TCP port to listen on; 0 picks a free port (default 4566)")
     parser.add_argument("--workgroup", action="append", default=[], metavar="NAME",
                         help="create a Spark workgroup at start (repeatable)")
     parser.add_argument("--throttle-tps", type=positive_number, default=None, metavar="N",

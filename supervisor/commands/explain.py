@@ -34,10 +34,12 @@ from supervisor.core.model import (
 )
 from supervisor.core.policy import (
     Assessment,
+    Dormant,
     Policy,
     assess_calculation,
     assess_session,
     compile_policies,
+    dormant_limits,
     evaluate_calculation,
     evaluate_session,
     has_limits,
@@ -128,18 +130,81 @@ def _assessment(look: Look, policy: Policy, now: datetime, price: float) -> Asse
     return assess_session(look.session, policy.session, now, dpu_hour_usd=price) if policy.session else None
 
 
+def _rules(look: Look, policy: Policy) -> Any:
+    return policy.calculation if look.calculation is not None else policy.session
+
+
+DORMANT_NOTES = {
+    "ended": "does not apply: the {kind} ended ({state})",
+    "not_waiting": "does not apply: it counts only while the calculation waits, and it started",
+    "not_accruing": "counts once the calculation runs ({state} accrues nothing)",
+    "not_idle": "applies once the session is idle: idle time starts when its calculations end ({state})",
+    "missing_field": "cannot be judged: the answer lacks the field it is measured from",
+    "unknown_state": "not judged: state {state} is unknown to this version (never acted on)",
+}
+
+
+def _final_value(look: Look, rule: str, price: float) -> float | None:
+    """What an ended target reached against ``rule``: its runtime or age, DPU-hours or cost."""
+    session, calculation = look.session, look.calculation
+    millis = calculation.dpu_millis if calculation is not None else session.dpu_millis
+    if rule == "max_dpu_hours":
+        return round(dpu_hours(millis), 6) if millis is not None else None
+    if rule == "max_cost_usd":
+        return round(cost_usd(millis, price), 6) if millis is not None else None
+    if calculation is not None and rule == "max_runtime" and calculation.submitted_at and calculation.completed_at:
+        return _seconds(calculation.completed_at - calculation.submitted_at)
+    if calculation is None and rule == "max_age" and session.started_at and session.ended_at:
+        return _seconds(session.ended_at - session.started_at)
+    return None
+
+
+def _dormant(look: Look, dormant: Dormant, price: float) -> dict[str, Any]:
+    target = look.calculation or look.session
+    kind = "calculation" if look.calculation is not None else "session"
+    return {"rule": dormant.rule, "unit": dormant.unit, "limit": dormant.limit,
+            "observed": _final_value(look, dormant.rule, price) if dormant.reason == "ended" else None,
+            "left_seconds": None, "status": dormant.reason,
+            "note": DORMANT_NOTES[dormant.reason].format(kind=kind, state=target.raw_state)}
+
+
 def _limits(look: Look, policy: Policy | None, now: datetime, price: float) -> list[dict[str, Any]]:
-    """Each limit that applies now, from the daemon's own assessment: observed, limit, and the time left to its
-    crossing (negative: crossed that long ago; None: not predictable yet)."""
-    assessment = _assessment(look, policy, now, price) if policy is not None else None
-    if assessment is None:
+    """Every limit of the policy for this kind of target: those that count now, from the daemon's own assessment
+    (observed, limit, and the time left to the crossing: negative, crossed that long ago; None, not predictable
+    yet), then those that do not count now, and why (the target ended, the session is busy...)."""
+    rules = _rules(look, policy) if policy is not None else None
+    if policy is None or rules is None:
         return []
-    return [
+    assessment = _assessment(look, policy, now, price)
+    counting = [
         {"rule": position.rule, "unit": position.unit, "limit": position.limit,
          "observed": round(position.observed, 6),
-         "left_seconds": _seconds(position.crossed_at - now) if position.crossed_at is not None else None}
-        for position in assessment.positions
+         "left_seconds": _seconds(position.crossed_at - now) if position.crossed_at is not None else None,
+         "status": "crossed" if position.observed >= position.limit else "counting", "note": None}
+        for position in (assessment.positions if assessment is not None else ())
     ]
+    target = look.calculation or look.session
+    return counting + [_dormant(look, dormant, price) for dormant in dormant_limits(target, rules, assessment)]
+
+
+def _ended(look: Look) -> str | None:
+    """How the target ended (``COMPLETED at ..., after 12.5 s``), or None while it is live."""
+    if look.calculation is not None:
+        calculation = look.calculation
+        if calculation.state is None or calculation.is_live:
+            return None
+        end, start = calculation.completed_at, calculation.submitted_at
+    else:
+        session = look.session
+        if session.state is None or session.is_active:
+            return None
+        end, start = session.ended_at, session.started_at
+    text = (look.calculation or look.session).raw_state
+    if end is not None:
+        text += f" at {end.isoformat()}"
+        if start is not None:
+            text += f", after {(end - start).total_seconds():.1f} s"
+    return text
 
 
 def explain_verdict(evaluation: Evaluation) -> dict[str, Any]:
@@ -185,8 +250,10 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
             "busy_seconds": _seconds(now - session.last_modified_at)
             if session.last_modified_at and session.state is SessionState.BUSY else None,
         }
+    seen["ended"] = _ended(look)
     seen["dpu_hours"] = round(dpu_hours(millis or 0), 6)
     seen["cost_usd"] = round(cost_usd(millis or 0, price), 6)
+    limits = _limits(look, policy, now, price)
     escalation = storage.journal.escalation_for(key)
     events = storage.journal.recent_events(20, target_id=seen["id"])
     if look.exempt_reason:
@@ -202,10 +269,8 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
     elif policy is None:
         decision = "nothing: no policy matches this workgroup" + (f" and engine ({engine})" if engine else "") \
             + " (budgets still count its spend)"
-    elif evaluation is not None and evaluation.next_check_at is not None:
-        decision = f"nothing yet; next limit crossing at {evaluation.next_check_at.isoformat()}"
     else:
-        decision = "nothing: no limit of the policy can be crossed any more"
+        decision = _nothing_yet(look, policy, evaluation, limits)
     notes = []
     if policy is not None and has_limits(policy.calculation) and not runs_calculations(engine):
         notes.append(f"the calculation limits of {policy.name} never apply here: {engine} sessions have no "
@@ -213,7 +278,7 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
     return {
         "target": seen, "policy": policy.name if policy else None, "notes": notes,
         "policy_action": policy.action if policy else None, "mode": policy.mode if policy else settings.mode,
-        "limits": _limits(look, policy, now, price),
+        "limits": limits,
         "evaluation": explain_verdict(evaluation) if evaluation else None,
         "budgets": [status.as_dict() for status in look.budgets],
         "decision": decision,
@@ -224,19 +289,45 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
     }
 
 
+def _nothing_yet(look: Look, policy: Policy, evaluation: Evaluation | None, limits: list[dict[str, Any]]) -> str:
+    """The decision when no limit is crossed: the target ended, or when the next crossing is, and which limits
+    wait for the target to change (a BUSY session's max_idle)."""
+    kind = "calculation" if look.calculation is not None else "session"
+    ended = _ended(look)
+    if ended is not None:
+        return f"nothing: the {kind} ended ({ended}); no limit applies to it any more"
+    if _rules(look, policy) is None:
+        return f"nothing: policy {policy.name} sets no {kind} limit"
+    parts = []
+    if evaluation is not None and evaluation.next_check_at is not None:
+        parts.append(f"next limit crossing at {evaluation.next_check_at.isoformat()}")
+    later = [limit["rule"] for limit in limits if limit["status"] in ("not_idle", "not_accruing")]
+    if later:
+        state = (look.calculation or look.session).raw_state
+        when = "once its calculations end" if kind == "session" else "once it runs"
+        parts.append(f"{', '.join(later)} {'applies' if len(later) == 1 else 'apply'} {when} (now {state})")
+    if not parts:
+        return "nothing: no limit of the policy can be crossed in this state"
+    return "nothing yet; " + "; ".join(parts)
+
+
 def _render(report: dict[str, Any]) -> list[str]:
     target = report["target"]
     lines = [f"{target['kind']} {target['id']} in workgroup {target['workgroup']}: {target['state']}"]
     for key in ("engine", "session_id", "submitted_at", "runtime_seconds", "progress", "started_at", "age_seconds",
-                "idle_seconds", "busy_seconds", "dpu_hours", "cost_usd"):
+                "idle_seconds", "busy_seconds", "ended", "dpu_hours", "cost_usd"):
         if target.get(key) is not None:
             lines.append(f"  {key:<16} {target[key]}")
     lines.append(f"policy: {report['policy'] or '(none)'}"
                  + (f" (action {report['policy_action']}, {report['mode']})" if report["policy"] else ""))
     for limit in report["limits"]:
         left = limit["left_seconds"]
-        when = "-" if left is None else (f"{left:.1f}s left" if left >= 0 else f"crossed {-left:.1f}s ago")
-        lines.append(f"  {limit['rule']:<14} {limit['observed']} / {limit['limit']} {limit['unit']}  {when}")
+        observed = "-" if limit["observed"] is None else limit["observed"]
+        if limit["note"] is not None:
+            when = limit["note"]
+        else:
+            when = "-" if left is None else (f"{left:.1f}s left" if left >= 0 else f"crossed {-left:.1f}s ago")
+        lines.append(f"  {limit['rule']:<14} {observed} / {limit['limit']:g} {limit['unit']}  {when}")
     for budget in report["budgets"]:
         lines.append(f"budget {budget['budget']}: {budget['spent_usd']} of {budget['limit_usd']} USD "
                      f"({budget['percent']}%), forecast {budget['forecast_usd']} USD")

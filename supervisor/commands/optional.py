@@ -23,6 +23,6 @@ def emulator_available(command: str) -> bool:
     if importlib.util.find_spec(EMULATOR_PACKAGE) is not None:
         return True
     print(f"athena-supervisor {command}: the emulator package {EMULATOR_PACKAGE!r} is not installed here "
-          "(the production image leaves it out); run it from a full install: pip install athena-spark-supervisor",
+          "(the production image leaves it out); run it from a source checkout: pip install -e .",
           file=sys.stderr)
     return False

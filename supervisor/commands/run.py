@@ -35,4 +35,4 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     from supervisor.service import run_until_signalled  # the whole daemon: not needed to refuse a bad config
 
-    return anyio.run(run_until_signalled, settings)
+    return anyio.run(run_until_signalled, settings, args.config)

@@ -6,13 +6,14 @@ See ``docs/configuration.md`` for every key. Import from here, not from the subm
 from __future__ import annotations
 
 from supervisor.config.errors import ConfigError, ConfigProblem
-from supervisor.config.loading import ENV_OVERRIDES, load_settings, parse_settings
+from supervisor.config.loading import ENV_PREFIX, LoadedConfig, load_config, load_settings, parse_config, parse_settings
 from supervisor.config.models import (
     AwsSettings,
     BudgetAction,
     BudgetConfig,
     BudgetThreshold,
     CalculationLimits,
+    DiscoverySettings,
     Duration,
     EscalationSettings,
     EventBridgeChannel,
@@ -35,7 +36,7 @@ from supervisor.config.models import (
 )
 
 __all__ = [
-    "ENV_OVERRIDES",
+    "ENV_PREFIX",
     "AwsSettings",
     "BudgetAction",
     "BudgetConfig",
@@ -43,12 +44,14 @@ __all__ = [
     "CalculationLimits",
     "ConfigError",
     "ConfigProblem",
+    "DiscoverySettings",
     "Duration",
     "EscalationSettings",
     "EventBridgeChannel",
     "EventName",
     "HttpSettings",
     "JournalSettings",
+    "LoadedConfig",
     "LogLevel",
     "Mode",
     "NotificationChannel",
@@ -62,6 +65,8 @@ __all__ = [
     "Severity",
     "SnsChannel",
     "WebhookChannel",
+    "load_config",
     "load_settings",
+    "parse_config",
     "parse_settings",
 ]

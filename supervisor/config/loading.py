@@ -1,71 +1,51 @@
-"""Read a YAML config file, apply environment overrides to the ``aws`` section, validate.
+"""Read a YAML config file, resolve ``{env: NAME}`` / ``{file: PATH}`` references, apply the
+``ATHENA_SUPERVISOR_…`` environment overrides (:mod:`supervisor.config.sources`), validate.
 
-Environment (env wins over the file; an empty variable counts as unset):
-
-- ``ATHENA_SUPERVISOR_AWS_REGION``, ``ATHENA_SUPERVISOR_AWS_ENDPOINT_URL``,
-  ``ATHENA_SUPERVISOR_AWS_MAX_REQUESTS_PER_SECOND``, ``ATHENA_SUPERVISOR_AWS_PROFILE``,
-  ``ATHENA_SUPERVISOR_AWS_ACCOUNT_ID``, ``ATHENA_SUPERVISOR_AWS_STS_ENDPOINT_URL``.
-- When neither that variable nor the file sets ``aws.region``: ``AWS_REGION``, then
-  ``AWS_DEFAULT_REGION``, then ``us-east-1``.
+Environment (env wins over the file; an empty variable counts as unset): every scalar key has a variable,
+``ATHENA_SUPERVISOR_`` + its key path in capitals with ``_`` for each ``.`` and list position (e.g.
+``ATHENA_SUPERVISOR_AWS_REGION``, ``ATHENA_SUPERVISOR_POLICIES_0_MODE``). When neither that variable nor the file
+sets ``aws.region``: ``AWS_REGION``, then ``AWS_DEFAULT_REGION``, then ``us-east-1``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from supervisor.config.errors import (
-    ConfigError,
-    ConfigProblem,
-    join_hints,
-    suggest,
-    translate_validation_error,
-)
+from supervisor.config.errors import ConfigError, translate_validation_error
 from supervisor.config.models import Settings
-from supervisor.config.types import ACCOUNT_ID_PATTERN
+from supervisor.config.sources import (
+    ENV_PREFIX,
+    Origin,
+    apply_environment,
+    resolve_references,
+    validation_location,
+)
 
-ENV_PREFIX = "ATHENA_SUPERVISOR_AWS_"
-
-
-def _as_text(name: str, raw: str) -> str:
-    return raw
-
-
-def _as_positive_number(name: str, raw: str) -> float:
-    try:
-        number = float(raw)
-    except ValueError:
-        raise ConfigError.single(f"environment variable {name}", "not a number", value=raw,
-                                 hint="write a number greater than 0, e.g. 20") from None
-    if not number > 0 or number == float("inf"):
-        raise ConfigError.single(f"environment variable {name}", "out of range", value=raw,
-                                 hint="must be a finite number greater than 0")
-    return number
+__all__ = ["ENV_PREFIX", "LoadedConfig", "load_config", "load_settings", "parse_config", "parse_settings"]
 
 
-def _as_account_id(name: str, raw: str) -> str:
-    if not ACCOUNT_ID_PATTERN.fullmatch(raw):
-        raise ConfigError.single(f"environment variable {name}", "not an AWS account id", value=raw,
-                                 hint="write the 12 digits of the account number, e.g. 123456789012")
-    return raw
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Validated settings, where each value set outside the file came from, and a digest of the result.
 
+    ``digest``: the first 12 hex digits of the SHA-256 of the effective settings (environment and references
+    applied): two loads that would run the daemon the same way have the same digest.
+    """
 
-ENV_OVERRIDES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    f"{ENV_PREFIX}REGION": ("region", _as_text),
-    f"{ENV_PREFIX}ENDPOINT_URL": ("endpoint_url", _as_text),
-    f"{ENV_PREFIX}MAX_REQUESTS_PER_SECOND": ("max_requests_per_second", _as_positive_number),
-    f"{ENV_PREFIX}PROFILE": ("profile", _as_text),
-    f"{ENV_PREFIX}ACCOUNT_ID": ("account_id", _as_account_id),
-    f"{ENV_PREFIX}STS_ENDPOINT_URL": ("sts_endpoint_url", _as_text),
-}
-"""Environment variable -> (key in the ``aws`` section, converter)."""
+    settings: Settings
+    origins: tuple[Origin, ...] = ()
 
-REGION_FALLBACK_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()[:12]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -120,7 +100,7 @@ def _read_yaml(path: Path, source: str) -> object:
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Load, override from the environment and validate a YAML config file.
 
-    A relative ``journal.path`` is resolved against the directory of the config file.
+    A relative ``journal.path`` (and ``{file: PATH}``) is resolved against the directory of the config file.
 
     Args:
         path: the YAML file.
@@ -129,13 +109,18 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     Raises:
         ConfigError: listing every problem, each naming the file and key path.
     """
+    return load_config(path, environ).settings
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """:func:`load_settings`, with where each value set outside the file came from."""
     file = Path(path)
     source = str(path)
     data = _read_yaml(file, source)
     if data is None:
         raise ConfigError.single(source, "the file is empty",
                                  hint="write a mapping of settings; see config/example.yaml")
-    return parse_settings(data, source=source, environ=environ, base_dir=file.absolute().parent)
+    return parse_config(data, source=source, environ=environ, base_dir=file.absolute().parent)
 
 
 def parse_settings(data: object, source: str = "<config>", environ: Mapping[str, str] | None = None,
@@ -146,51 +131,31 @@ def parse_settings(data: object, source: str = "<config>", environ: Mapping[str,
         data: the parsed document.
         source: the name shown at the start of every error line.
         environ: environment variables; ``os.environ`` when ``None``; pass ``{}`` to ignore it.
-        base_dir: directory a relative ``journal.path`` is resolved against; unchanged when ``None``.
+        base_dir: directory a relative ``journal.path`` and ``{file: PATH}`` are resolved against; unchanged
+            (the working directory) when ``None``.
 
     Raises:
         ConfigError: listing every problem.
     """
+    return parse_config(data, source, environ, base_dir=base_dir).settings
+
+
+def parse_config(data: object, source: str = "<config>", environ: Mapping[str, str] | None = None,
+                 *, base_dir: Path | None = None) -> LoadedConfig:
+    """:func:`parse_settings`, with where each value set outside the file came from."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     if not isinstance(data, dict):
         raise ConfigError.single(source, "the top level must be a mapping", value=data,
                                  hint="accepted keys: " + ", ".join(sorted(Settings.model_fields)))
-    data, env_names = _apply_environment(data, env)
+    data, overridden = apply_environment(Settings, data, env)  # an override replaces a reference too
+    data, referenced = resolve_references(Settings, data, source=source, env=env, base_dir=base_dir)
+    env_names: dict[tuple[str | int, ...], str] = {
+        validation_location(Settings, origin.location, data): origin.name for origin in overridden}
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise translate_validation_error(exc, root=Settings, source=source, env_names=env_names) from None
-    return _resolve_journal_path(settings, base_dir)
-
-
-def _apply_environment(data: dict[Any, Any],
-                       env: Mapping[str, str]) -> tuple[dict[Any, Any], dict[tuple[str | int, ...], str]]:
-    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in ENV_OVERRIDES)
-    if unknown:
-        accepted = "accepted variables: " + ", ".join(ENV_OVERRIDES)
-        raise ConfigError([
-            ConfigProblem(f"environment variable {name}", "", "unknown variable", hint=join_hints(
-                accepted, suggest(name, ENV_OVERRIDES)))
-            for name in unknown
-        ])
-    aws_section = data.get("aws")
-    if aws_section is not None and not isinstance(aws_section, dict):
-        return data, {}  # validation reports the bad section
-    aws = dict(aws_section or {})
-    env_names: dict[tuple[str | int, ...], str] = {}
-    for name, (key, convert) in ENV_OVERRIDES.items():
-        raw = env.get(name, "")
-        if raw:
-            aws[key] = convert(name, raw)
-            env_names[("aws", key)] = name
-    if "region" not in aws:
-        fallback = next((name for name in REGION_FALLBACK_VARIABLES if env.get(name)), None)
-        if fallback is not None:
-            aws["region"] = env[fallback]
-            env_names[("aws", "region")] = fallback
-    if not aws and aws_section is None:
-        return data, env_names
-    return {**data, "aws": aws}, env_names
+    return LoadedConfig(_resolve_journal_path(settings, base_dir), (*referenced, *overridden))
 
 
 def _resolve_journal_path(settings: Settings, base_dir: Path | None) -> Settings:

@@ -52,6 +52,7 @@ __all__ = [
     "BudgetThreshold",
     "CalculationLimits",
     "ClusterSettings",
+    "DiscoverySettings",
     "Duration",
     "EngineName",
     "EscalationSettings",
@@ -177,6 +178,17 @@ class JournalSettings(StrictModel):
 class HttpSettings(StrictModel):
     host: Text = "127.0.0.1"
     port: Count = Field(default=9464, ge=0, le=65535)
+    # POST /-/reload and POST /-/breaker/reset (as Prometheus' --web.enable-lifecycle): off, since anyone who
+    # reaches the address could use them.
+    enable_lifecycle: bool = False
+
+
+class DiscoverySettings(StrictModel):
+    """How discovery looks for work (``discovery_interval``, at the top level, paces the sweeps)."""
+
+    # The workgroup list and the workgroups' tags are re-read this often (and at every sweep when sweeps are
+    # further apart): a new workgroup, or a new exemption tag, counts within this long.
+    workgroup_refresh: Duration = timedelta(seconds=60)
 
 
 class PricingSettings(StrictModel):
@@ -514,6 +526,7 @@ class Settings(StrictModel):
     workgroups: tuple[str, ...] = ("*",)
     mode: Mode = "enforce"
     discovery_interval: Duration = timedelta(seconds=10)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)

@@ -158,6 +158,7 @@ class BudgetStatus:
     rate_usd_per_hour: float
     forecast_usd: float
     thresholds: tuple[ThresholdStatus, ...]
+    period: str = ""  # as configured: daily, weekly, monthly or rolling:<duration>
 
     @property
     def period_key(self) -> str:
@@ -166,7 +167,8 @@ class BudgetStatus:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "budget": self.name, "period": "rolling" if self.rolling else "calendar",
+            "budget": self.name, "period": self.period or ("rolling" if self.rolling else "calendar"),
+            "rolling": self.rolling,
             "period_start": self.period_start.isoformat(), "period_end": self.period_end.isoformat(),
             "spent_usd": round(self.spent_usd, 6), "limit_usd": self.limit_usd,
             "percent": round(100 * self.spent_usd / self.limit_usd, 3),
@@ -192,7 +194,7 @@ def budget_status(budget: BudgetConfig, spent: float, rate: float, now: datetime
     return BudgetStatus(
         name=budget.name, period_start=start, period_end=end, rolling=is_rolling(budget), spent_usd=spent,
         limit_usd=budget.limit_usd, rate_usd_per_hour=rate * 3600, forecast_usd=forecast(budget, spent, rate, now),
-        thresholds=tuple(thresholds),
+        thresholds=tuple(thresholds), period=budget.period,
     )
 
 

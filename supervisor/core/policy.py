@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from typing import Literal
 
 from supervisor.config import Settings
 from supervisor.core.accrual import MILLIS_PER_HOUR, accrual_rate
@@ -291,6 +292,66 @@ def assess_session(
         ("LastModifiedDateTime", busy_since if busy else True, rules.max_busy),
     ) if limit is not None and value is None)
     return Assessment(tuple(c for c in crossings if c is not None), needs_statistics, missing)
+
+
+UNITS = {"max_dpu_hours": "dpu_hours", "max_cost_usd": "usd"}  # the other limits are durations, in seconds
+DormantReason = Literal["ended", "not_waiting", "not_accruing", "not_idle", "missing_field", "unknown_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class Dormant:
+    """A limit of the rules that does not count at this instant, and why: what ``explain`` says of it.
+
+    ``ended``: the target is no longer live/active, no limit applies to it any more; ``not_waiting``:
+    ``max_queued`` counts only while a calculation waits; ``not_accruing``: DPU and cost limits count once the
+    calculation runs; ``not_idle``: ``max_idle`` counts only while the session is IDLE (a BUSY session's
+    idle time starts when its calculations end); ``missing_field``: the answer lacks what it is measured from;
+    ``unknown_state``: the target's state is unknown to this version (never acted on).
+    """
+
+    rule: str
+    limit: float
+    unit: str
+    reason: DormantReason
+
+
+def limits_of(rules: CalculationRules | SessionRules) -> list[tuple[str, float, str]]:
+    """The limits the rules set: (rule, limit, unit), durations in seconds."""
+    limits = []
+    for field in fields(rules):
+        value = getattr(rules, field.name)
+        if isinstance(value, timedelta):
+            limits.append((field.name, value.total_seconds(), "seconds"))
+        elif value is not None:
+            limits.append((field.name, float(value), UNITS[field.name]))
+    return limits
+
+
+def dormant_limits(target: CalculationSnapshot | SessionSnapshot, rules: CalculationRules | SessionRules,
+                   assessment: Assessment | None) -> list[Dormant]:
+    """The limits of ``rules`` that ``assessment`` (of ``target``, by :func:`assess_calculation` or
+    :func:`assess_session`) does not count, each with the reason."""
+    counting = {position.rule for position in assessment.positions} if assessment is not None else set()
+    return [Dormant(rule, limit, unit, _dormant_reason(target, rule))
+            for rule, limit, unit in limits_of(rules) if rule not in counting]
+
+
+def _dormant_reason(target: CalculationSnapshot | SessionSnapshot, rule: str) -> DormantReason:
+    if target.state is None:
+        return "unknown_state"
+    if isinstance(target, CalculationSnapshot):
+        if not target.is_live:
+            return "ended"
+        if rule == "max_queued" and target.state not in WAITING_CALCULATION_STATES:
+            return "not_waiting"
+        if rule in UNITS and target.state not in ACCRUING_CALCULATION_STATES:
+            return "not_accruing"
+        return "missing_field"
+    if not target.is_active:
+        return "ended"
+    if rule == "max_idle" and target.state is not SessionState.IDLE:
+        return "not_idle"
+    return "missing_field"
 
 
 def evaluate_calculation(

@@ -4,8 +4,9 @@
   dropped, so no due action is lost).
 - circuit breaker: if the sessions hit by destructive calls within one minute would exceed
   ``fraction`` of the watched active sessions (and at least ``min_targets``), something is wrong (a bad
-  policy, a clock jump): the breaker opens and holds every further destructive call until the daemon is
-  restarted by an operator. Held escalations stay pending in the journal.
+  policy, a clock jump): the breaker opens and holds every further destructive call until an operator resets
+  it (``athena-supervisor breaker reset``, a reload, or a restart). Held escalations stay pending in the
+  journal.
 """
 
 from __future__ import annotations
@@ -55,6 +56,26 @@ class SafetyRails:
             del self._sessions_hit[session_id]
         while self._watched and self._watched[0][0] <= horizon:
             self._watched.popleft()
+
+    def configure(self, *, max_actions_per_minute: int, breaker_fraction: float, breaker_min_targets: int) -> None:
+        """Take reloaded limits (what was admitted within the minute still counts)."""
+        self.max_actions_per_minute = max_actions_per_minute
+        self.breaker_fraction = breaker_fraction
+        self.breaker_min_targets = breaker_min_targets
+
+    def actions_in_window(self, now: datetime) -> int:
+        """Destructive calls admitted in the minute before ``now``."""
+        self._forget_before(now)
+        return len(self._actions)
+
+    def reset(self) -> bool:
+        """Close the breaker (an operator's explicit reset, or a reload) and forget the minute's hits, which
+        would open it again at once; True if it was open."""
+        was_open = self.breaker_open
+        self.breaker_open = False
+        self._sessions_hit.clear()
+        self._watched.clear()
+        return was_open
 
     def admit(self, session_id: str, now: datetime) -> Admission:
         """May a destructive call touching ``session_id`` be sent now? Admitted calls are counted.

@@ -22,6 +22,7 @@ DETAIL_TYPES: dict[str, str] = {
     "budget_threshold": "Athena Supervisor Budget Threshold",
     "workgroup_disabled": "Athena Supervisor Workgroup Disabled",
     "workgroup_enabled": "Athena Supervisor Workgroup Enabled",
+    "test": "Athena Supervisor Test",
 }
 
 _TEXTS: dict[str, str] = {
@@ -38,6 +39,7 @@ _TEXTS: dict[str, str] = {
     "workgroup_disabled": "Workgroup {workgroup} disabled by budget {budget} (spent {spent_usd} of {limit_usd} USD);"
                           " it is enabled again when the budget period resets.",
     "workgroup_enabled": "Workgroup {workgroup} enabled again: the period of budget {budget} has reset.",
+    "test": "{text} (from {host})",
 }
 _TARGET_WARNING = ("Warning: {kind} {target_id} in workgroup {workgroup} is predicted to cross {rule} of {owner} "
                    "({limit} {unit}) at {predicted_at}.")

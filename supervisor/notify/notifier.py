@@ -107,8 +107,11 @@ class Notifier:
         self.wait_max = wait_max
         self._rng: Uniform = rng if rng is not None else random
         self.log = logger or structlog.get_logger("supervisor.notify")
+        self._buffer = buffer
         self._queues = [_Queue(channel, delivery, buffer) for channel, delivery in channels]
+        self._draining: list[_Queue] = []  # replaced by a reload, still delivering what they hold
         self._changed = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, gateway: Gateway, metrics: Metrics, journal: Storage | None,
@@ -119,7 +122,19 @@ class Notifier:
 
     @property
     def pending(self) -> int:
-        return sum(queue.pending for queue in self._queues)
+        return sum(queue.pending for queue in (*self._queues, *self._draining))
+
+    def reconfigure(self, channels: Sequence[tuple[NotificationChannel, Delivery]]) -> None:
+        """Deliver to ``channels`` from now on (a reload). What the old channels hold is still delivered, then
+        they close. ``run`` must be running."""
+        if self._task_group is None:
+            raise RuntimeError("Notifier.run is not running")
+        old, self._queues = self._queues, [_Queue(channel, delivery, self._buffer) for channel, delivery in channels]
+        for queue in self._queues:
+            self._task_group.start_soon(self._deliver_all, queue, name=f"notify {queue.delivery.name}")
+        for queue in old:
+            self._draining.append(queue)
+            queue.send.close()  # its delivery task ends once the queue is empty
 
     def emit(self, event: EventName, payload: Mapping[str, Any]) -> None:
         message = Message.build(event, payload, self.clock.now())
@@ -138,12 +153,15 @@ class Notifier:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
             async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
                 for queue in self._queues:
                     task_group.start_soon(self._deliver_all, queue, name=f"notify {queue.delivery.name}")
                 task_status.started()
+                await anyio.sleep_forever()  # channels may come with a reload
         finally:
+            self._task_group = None
             with anyio.CancelScope(shield=True):
-                for queue in self._queues:
+                for queue in (*self._queues, *self._draining):
                     await queue.delivery.close()
 
     async def flush(self, within: timedelta = FLUSH_TIMEOUT) -> int:
@@ -154,7 +172,7 @@ class Notifier:
             if not await self.clock.sleep_until(deadline, self._changed):
                 break  # out of time
         left = 0
-        for queue in self._queues:
+        for queue in (*self._queues, *self._draining):
             if queue.pending:
                 left += queue.pending
                 self.metrics.notifications.labels(queue.delivery.name, "dropped").inc(queue.pending)
@@ -169,6 +187,10 @@ class Notifier:
                 queue.pending -= 1
                 changed, self._changed = self._changed, anyio.Event()
                 changed.set()
+        if queue in self._draining:  # replaced by a reload, and now empty
+            self._draining.remove(queue)
+            with anyio.CancelScope(shield=True):
+                await queue.delivery.close()
 
     async def _deliver(self, queue: _Queue, message: Message) -> None:
         name = queue.delivery.name

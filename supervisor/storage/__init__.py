@@ -19,9 +19,9 @@ from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
-from supervisor.storage.records import JournalEntry
+from supervisor.storage.records import EventQuery, JournalEntry
 
-__all__ = ["FenceLost", "JournalEntry", "LeaseStore", "Storage"]
+__all__ = ["EventQuery", "FenceLost", "JournalEntry", "LeaseStore", "Storage"]
 
 
 class FenceLost(Exception):
@@ -89,6 +89,15 @@ class Storage(Protocol):
         ...
 
     async def recent_events(self, limit: int = 50, *, target_id: str | None = None) -> list[JournalEntry]: ...
+
+    async def query_events(self, query: EventQuery) -> list[JournalEntry]:
+        """The events ``query`` matches (:meth:`EventQuery.matches`), newest first, at most ``query.limit``."""
+        ...
+
+    async def target_ids(self, prefix: str, *, limit: int = 20) -> list[str]:
+        """Calculation and session ids the journal knows (a claim or an event about them) that start with
+        ``prefix``, sorted, at most ``limit``: what an id prefix (the 8 characters the demo prints) stands for."""
+        ...
 
     async def prune_events(self, before: datetime) -> int:
         """Delete this view's events older than ``before`` (``journal.retention`` ago); how many were deleted.

@@ -30,7 +30,7 @@ from supervisor.storage.dynamodb_ledger import DynamoBudgets, DynamoLedger
 from supervisor.storage.dynamodb_registry import ShardRegistry
 from supervisor.storage.dynamodb_table import Table
 from supervisor.storage.dynamodb_watch import DynamoWatch
-from supervisor.storage.records import JournalEntry
+from supervisor.storage.records import EventQuery, JournalEntry
 
 
 class _ShardView:
@@ -117,6 +117,17 @@ class DynamoDbStorage:
         found = [entry for view in await self._readable()
                  for entry in await view.journal.recent_events(limit, target_id=target_id)]
         return sorted(found, key=lambda entry: (entry.time, entry.seq), reverse=True)[:limit]
+
+    async def query_events(self, query: EventQuery) -> list[JournalEntry]:
+        found = [entry for view in await self._readable() for entry in await view.journal.query_events(query)]
+        found.sort(key=lambda entry: (entry.time, entry.seq), reverse=True)
+        return found[:query.limit] if query.limit is not None else found
+
+    async def target_ids(self, prefix: str, *, limit: int = 20) -> list[str]:
+        found: set[str] = set()
+        for view in await self._readable():
+            found |= await view.journal.target_ids(prefix)
+        return sorted(found)[:limit]
 
     async def prune_events(self, before: datetime) -> int:
         return 0  # events expire through the table's TTL (``ttl`` = their time + retention)

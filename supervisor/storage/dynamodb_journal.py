@@ -26,9 +26,9 @@ from supervisor.storage import FenceLost
 from supervisor.storage.dynamodb_codec import Item, expires, iso, iso_or_none, parse_time, time_or_none
 from supervisor.storage.dynamodb_layout import ShardKeys, notice
 from supervisor.storage.dynamodb_leases import fence_check
-from supervisor.storage.dynamodb_registry import ShardRegistry
+from supervisor.storage.dynamodb_registry import ShardRegistry, day_of
 from supervisor.storage.dynamodb_table import Key, Table, TransactionCanceled, Write
-from supervisor.storage.records import JournalEntry
+from supervisor.storage.records import EventQuery, JournalEntry
 
 
 class FencedWriter:
@@ -122,7 +122,7 @@ class DynamoJournal:
         """The newest ``limit`` events, newest first (optionally only those about one target or session)."""
         if target_id is not None:
             items = await self._table.query(self._keys.events_about(target_id), forward=False, limit=limit)
-            return [_entry(item) for item in items]
+            return [_entry(item, self._keys.scope) for item in items]
         days = await self._table.query(self._keys.event_days, forward=False, projection="#sk")
         found: list[Item] = []
         for day in days:
@@ -130,7 +130,47 @@ class DynamoJournal:
                                              limit=limit - len(found))
             if len(found) >= limit:
                 break
-        return [_entry(item) for item in found]
+        return [_entry(item, self._keys.scope) for item in found]
+
+    async def query_events(self, query: EventQuery) -> list[JournalEntry]:
+        """The events ``query`` matches, newest first: one Query of the target's partition, or of each day's
+        between ``since`` and ``until`` (newest first, until enough match), narrowed by time in the key
+        condition and matched one by one."""
+        sk, values = _time_range(query)
+        if query.target_id is not None:
+            partitions = [self._keys.events_about(query.target_id)]
+        else:
+            days = await self._table.query(self._keys.event_days, forward=False, projection="#sk")
+            partitions = [self._keys.events_of_day(str(day["sk"])) for day in days
+                          if (query.until is None or str(day["sk"]) <= day_of(query.until))
+                          and (query.since is None or str(day["sk"]) >= day_of(query.since))]
+        found: list[JournalEntry] = []
+        for partition in partitions:
+            items = await self._table.query(partition, sk=sk, values=values, forward=False)
+            found += [entry for entry in (_entry(item, self._keys.scope) for item in items) if query.matches(entry)]
+            if query.full(len(found)):
+                break
+        return found[:query.limit] if query.limit is not None else found
+
+    async def target_ids(self, prefix: str) -> set[str]:
+        """Calculation and session ids starting with ``prefix``: of the shard's claims (one Query per kind), else,
+        when no claim matches, of every event the shard keeps (an id only warned about)."""
+        found: set[str] = set()
+        for kind in ("calculation", "session"):
+            items = await self._table.query(self._keys.escalations, sk="begins_with(#sk, :prefix)",
+                                            values={":prefix": f"{kind}:{prefix}"},
+                                            projection="#target_id, #session_id")
+            found |= {str(item["target_id"]) for item in items}
+            found |= {str(item["session_id"]) for item in items if str(item.get("session_id", "")).startswith(prefix)}
+        if found:
+            return found
+        for entry in await self.query_events(EventQuery(limit=None)):
+            if entry.target_kind in ("calculation", "session") and entry.target_id and entry.target_id.startswith(
+                    prefix):
+                found.add(entry.target_id)
+            if entry.session_id and entry.session_id.startswith(prefix):
+                found.add(entry.session_id)
+        return found
 
     async def _escalation_event(self, escalation: Escalation, event: str, detail: Mapping[str, Any] | None,
                                 time: datetime) -> list[Write]:
@@ -209,11 +249,22 @@ def _escalation(item: Item) -> Escalation:
     )
 
 
-def _entry(item: Item) -> JournalEntry:
+def _time_range(query: EventQuery) -> tuple[str | None, dict[str, object] | None]:
+    """The sort key condition of ``since <= time < until`` (sort keys are ``<time>#<seq>``)."""
+    if query.since is not None and query.until is not None:
+        return "#sk BETWEEN :since AND :until", {":since": iso(query.since), ":until": iso(query.until)}
+    if query.since is not None:
+        return "#sk >= :since", {":since": iso(query.since)}
+    if query.until is not None:
+        return "#sk < :until", {":until": iso(query.until)}
+    return None, None
+
+
+def _entry(item: Item, shard: str) -> JournalEntry:
     return JournalEntry(
         seq=int(item["seq"]), time=parse_time(item["time"]), event=str(item["event"]),
         escalation_id=item.get("escalation_id"), target_kind=item.get("target_kind"),
         target_id=item.get("target_id"), session_id=item.get("session_id"), workgroup=item.get("workgroup"),
         policy=item.get("policy"), rule=item.get("rule"), phase=item.get("phase"),
-        detail=json.loads(item.get("detail") or "{}"),
+        detail=json.loads(item.get("detail") or "{}"), shard=shard,
     )

@@ -26,7 +26,7 @@ from supervisor.core.budgets import Allocation, Counted, Episode
 from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
-from supervisor.storage.records import JournalEntry
+from supervisor.storage.records import EventQuery, JournalEntry
 from supervisor.storage.sqlite_db import Database
 from supervisor.storage.sqlite_journal import JournalTables
 from supervisor.storage.sqlite_ledger import LedgerTables
@@ -102,6 +102,12 @@ class SqliteStorage:
 
     async def recent_events(self, limit: int = 50, *, target_id: str | None = None) -> list[JournalEntry]:
         return await self._run(self.journal.recent_events, limit, target_id=target_id)
+
+    async def query_events(self, query: EventQuery) -> list[JournalEntry]:
+        return await self._run(self.journal.query_events, query)
+
+    async def target_ids(self, prefix: str, *, limit: int = 20) -> list[str]:
+        return await self._run(self.journal.target_ids, prefix, limit)
 
     async def prune_events(self, before: datetime) -> int:
         return await self._run(self.journal.prune_events, before)

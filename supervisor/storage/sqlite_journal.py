@@ -23,7 +23,7 @@ from typing import Any
 
 from supervisor.core.escalation import Escalation, Phase
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
-from supervisor.storage.records import JournalEntry
+from supervisor.storage.records import EventQuery, JournalEntry
 from supervisor.storage.sqlite_db import Database
 
 __all__ = ["JournalEntry", "JournalTables", "in_shard"]
@@ -147,15 +147,47 @@ class JournalTables:
             params = (*params, target_id, target_id)
         with self._db.reading() as db:
             rows = db.execute(query + " ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
-        return [
-            JournalEntry(
-                seq=row["seq"], time=datetime.fromisoformat(row["time"]), event=row["event"],
-                escalation_id=row["escalation_id"], target_kind=row["target_kind"], target_id=row["target_id"],
-                session_id=row["session_id"], workgroup=row["workgroup"], policy=row["policy"], rule=row["rule"],
-                phase=row["phase"], detail=json.loads(row["detail"]),
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    def query_events(self, query: EventQuery) -> list[JournalEntry]:
+        """The events ``query`` matches, newest first: narrowed in SQL by time, target and policy, then matched
+        one by one (modes and event globs are the entries' own rule)."""
+        where, params = in_shard(self._shard)
+        conditions, values = [where], list[str | None](params)
+        if query.since is not None:
+            conditions.append("time >= ?")
+            values.append(_iso(query.since.astimezone(UTC)))
+        if query.until is not None:
+            conditions.append("time < ?")
+            values.append(_iso(query.until.astimezone(UTC)))
+        if query.target_id is not None:
+            conditions.append("(target_id = ? OR session_id = ?)")
+            values += [query.target_id, query.target_id]
+        if query.policy is not None:
+            conditions.append("policy = ?")
+            values.append(query.policy)
+        found: list[JournalEntry] = []
+        with self._db.reading() as db:
+            cursor = db.execute(f"SELECT * FROM events WHERE {' AND '.join(conditions)} ORDER BY seq DESC", values)
+            while not query.full(len(found)):
+                rows = cursor.fetchmany(500)
+                if not rows:
+                    break
+                found += [entry for entry in map(_entry, rows) if query.matches(entry)]
+        return found[:query.limit] if query.limit is not None else found
+
+    def target_ids(self, prefix: str, limit: int = 20) -> list[str]:
+        """Calculation and session ids of the events and claims that start with ``prefix``."""
+        where, params = in_shard(self._shard)
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._db.reading() as db:
+            rows = db.execute(
+                f"SELECT target_id FROM events WHERE target_kind IN ('calculation', 'session') AND {where} "
+                f"AND target_id LIKE ? ESCAPE '\\' UNION SELECT session_id FROM events WHERE {where} "
+                f"AND session_id LIKE ? ESCAPE '\\' UNION SELECT target_id FROM escalations WHERE target_kind IN "
+                f"('calculation', 'session') AND {where} AND target_id LIKE ? ESCAPE '\\' ORDER BY 1 LIMIT ?",
+                (*params, pattern, *params, pattern, *params, pattern, limit)).fetchall()
+        return [row[0] for row in rows if row[0]]
 
     def prune_events(self, before: datetime) -> int:
         """Delete this view's events older than ``before``; how many were deleted."""
@@ -177,6 +209,15 @@ class JournalTables:
              verdict.target.target_id, verdict.target.session_id, verdict.target.workgroup, verdict.policy,
              verdict.rule, escalation.phase.value, json.dumps(dict(detail or {}), default=str), self._writes_to),
         )
+
+
+def _entry(row: sqlite3.Row) -> JournalEntry:
+    return JournalEntry(
+        seq=row["seq"], time=datetime.fromisoformat(row["time"]), event=row["event"],
+        escalation_id=row["escalation_id"], target_kind=row["target_kind"], target_id=row["target_id"],
+        session_id=row["session_id"], workgroup=row["workgroup"], policy=row["policy"], rule=row["rule"],
+        phase=row["phase"], detail=json.loads(row["detail"]), shard=row["shard"],
+    )
 
 
 def _escalation_row(escalation: Escalation, updated_at: datetime) -> dict[str, Any]:

@@ -27,6 +27,25 @@ def pytest_configure(config: pytest.Config) -> None:
     _freeze_what_lives()
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command in this process (``main([...])``) configures logging for the process (level,
+    stream); the next tests get the configuration they started with, not that one."""
+    import logging
+
+    import structlog
+
+    structlog_config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**structlog_config)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     _freeze_what_lives()
 

@@ -77,11 +77,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    # The first word that is not an option is the command (the top-level options take no value); any other
-    # word (none, a typo) gets the parser of every command, for its usage and its list of choices.
-    first = next((word for word in arguments if not word.startswith("-")), None)
+    # A command first gets its own parser; anything else (nothing, --help, --version, a typo) the parser of
+    # every command, for its help, its usage and its list of choices.
     known = {command_name(module_name) for module_name in COMMAND_MODULES}
-    parser = build_parser(first if first in known else None)
+    command = arguments[0] if arguments and arguments[0] in known else None
+    parser = build_parser(command)
     args = parser.parse_args(arguments)
     try:
         exit_code: int = args.func(args)

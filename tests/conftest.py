@@ -9,7 +9,7 @@ import pytest
 from botocore.httpsession import where
 
 # The emulator fixtures come from the `pytest11` entry point of this distribution (pyproject.toml).
-pytest_plugins = ["tests.virtual_fixtures", "tests.dynamodb_fixtures"]
+pytest_plugins = ["tests.virtual_fixtures", "tests.dynamodb_fixtures", "tests.background"]
 
 MEMORY_TEMPROOT = Path("/dev/shm")
 
@@ -77,17 +77,22 @@ def one_certificate_ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def aws_test_credentials(monkeypatch: pytest.MonkeyPatch, one_certificate_ca_bundle: Path) -> Iterator[None]:
+@pytest.fixture(scope="session", autouse=True)
+def aws_test_credentials(one_certificate_ca_bundle: Path) -> Iterator[None]:
     """The emulator accepts any SigV4 credentials; make sure none from the machine are used (nor its CA
-    bundle: the tests' clients, and the processes they start, load the one-certificate bundle)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(one_certificate_ca_bundle))
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ATHENA"):
-        monkeypatch.delenv(name, raising=False)
-    yield
+    bundle: the tests' clients, and the processes they start, load the one-certificate bundle).
+
+    For the whole session, so that the scenarios running in the background (tests/background.py) see it too; a
+    test that changes one of these variables (``monkeypatch``, ``no_aws_credentials``) is undone to it.
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(one_certificate_ca_bundle))
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ATHENA"):
+            monkeypatch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture

@@ -182,19 +182,20 @@ class Cluster:
         self.metrics.lease_changes.labels("acquired").inc()
         self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
         assert self._task_group is not None
-        await self._task_group.start(self._host, held)
+        # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
+        # read), and the round must go on to renew the leases already held before their acting deadlines.
+        self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
 
     def _may_send(self, scope: str) -> bool:
         held = self.held.get(scope)
         return held is not None and self.clock.now() < held.deadline
 
-    async def _host(self, held: _Held, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _host(self, held: _Held) -> None:
         """Run a shard's host until it is stopped, or until its acting deadline passes without a renewal."""
         try:
             with held.scope:
                 async with anyio.create_task_group() as task_group:
-                    await task_group.start(held.host.run)
-                    task_status.started()
+                    task_group.start_soon(held.host.run)
                     while True:
                         await self.clock.sleep_until(held.deadline)
                         if self.clock.now() >= held.deadline:

@@ -266,3 +266,28 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
         assert submitted + ms(90) <= stop.time <= submitted + ms(90) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
+
+
+async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_hosts_start(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        # Every shard's host first assumes its role: 3 s each. The four hosts start side by side, and the rounds
+        # renew the leases meanwhile: a round that waited for each host in turn (12 s) would pass the first shard's
+        # acting deadline (4 s after it was taken) and lose it.
+        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
+        started = world.now
+        await replicas.start("a")
+        await world.vt.run_for(LEASE * 3)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        assert len(world.calls("AssumeRole")) == len(SHARDS)
+        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(4))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN

@@ -158,8 +158,12 @@ class Cluster:
         return due
 
     async def _renew(self, scope: str, sent_at: datetime) -> None:
-        held = self.held[scope]
+        held = self.held.get(scope)
+        if held is None:  # its acting deadline passed while this round renewed another lease: it stopped
+            return
         renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
+        if self.held.get(scope) is not held:  # stopped meanwhile (its deadline passed): the renewal comes too late
+            return
         if renewed is None:
             self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
             self.metrics.lease_changes.labels("lost").inc()

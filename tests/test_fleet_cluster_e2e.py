@@ -8,7 +8,7 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -16,12 +16,17 @@ from typing import Any
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
+from supervisor.core.fleet import Lease
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
+from supervisor.storage import Storage
+from supervisor.storage.dynamodb import DynamoDbStorage
 from supervisor.storage.dynamodb_setup import ensure_table
+from supervisor.storage.dynamodb_table import Table
 from supervisor.storage.factory import build_storage_gateway, journal_table
 from tests.daemon_fixtures import SPARK_ENGINE
 from tests.moto_in_loop import Moto, MotoFrontend
@@ -71,7 +76,9 @@ class Fleet:
         self.frontends: dict[str, MotoFrontend] = {}
         self._stops: dict[str, anyio.Event] = {}
 
-    async def start(self, name: str, **overrides: Any) -> RunningService:
+    async def start(self, name: str, *, storage: Callable[[Table], Storage] | None = None,
+                    **overrides: Any) -> RunningService:
+        """Start replica ``name``; ``storage``: builds its storage on its table (default: DynamoDbStorage)."""
         frontend = await self.stack.enter_async_context(MotoFrontend(self.moto).serving())
         self.frontends[name] = frontend
         config = replica_config(self.world, frontend.endpoint_url, name, self.table, **overrides)
@@ -80,7 +87,13 @@ class Fleet:
         ready, stop = anyio.Event(), anyio.Event()
 
         async def run() -> None:
-            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry()) as service:
+            own = None
+            if storage is not None:
+                gateway = await self.stack.enter_async_context(
+                    build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                own = storage(journal_table(settings, gateway))
+            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
+                                       storage=own) as service:
                 started.append(service)
                 ready.set()
                 await stop.wait()
@@ -291,3 +304,46 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
         await world.vt.run_until(submitted + ms(4))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
         assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+
+
+class SlowRenewal(DynamoDbStorage):
+    """The table as it is, except that the next renewal once ``armed`` takes ``delay``."""
+
+    def __init__(self, table: Table, clock: Any, delay: timedelta) -> None:
+        super().__init__(table, retention=timedelta(days=90))
+        self.clock, self.delay = clock, delay
+        self.armed = False
+
+    async def renew(self, lease: Lease, *, expires_at: Any) -> Lease | None:
+        if self.armed:
+            self.armed = False
+            await self.clock.sleep(self.delay.total_seconds())
+        return await super().renew(lease, expires_at=expires_at)
+
+
+async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_the_rounds(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    slow: list[SlowRenewal] = []
+
+    def storage(table: Table) -> Storage:
+        slow.append(SlowRenewal(table, world.clock, LEASE / 2))
+        return slow[0]
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE)
+        assert all(names == ["a"] for names in replicas.owners().values())
+        # The first renewal of a round takes 3 s: every shard's acting deadline (4 s after the previous round's
+        # renewals, 2 s before) passes meanwhile, so each stops. The round goes on (the shards it still meant to
+        # renew are gone) and the replica takes its shards back once their leases have expired.
+        slow[0].armed = True
+        with capture_logs() as logs:
+            await world.vt.run_for(LEASE * 3)
+        events = [entry["event"] for entry in logs]
+        assert "cluster.store_failed" not in events, [e for e in logs if e["event"] == "cluster.store_failed"]
+        assert events.count("cluster.acting_deadline_passed") == len(SHARDS)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()

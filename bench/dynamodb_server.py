@@ -22,7 +22,7 @@ the seconds spent serving them: ``GET /_bench/calls`` answers ``{"calls": {"PutI
 {...}}`` (not a moto route, never forwarded).
 
 Usage:
-    python bench/dynamodb_server.py [--host 127.0.0.1] [--port 0]
+    python bench/dynamodb_server.py [--host 127.0.0.1] [--port 0] [--slow-log SECONDS]
 
 When it listens it prints one JSON line on stdout, ``{"event": "dynamodb.ready", "endpoint_url": ...}``; SIGTERM
 stops it.
@@ -108,11 +108,12 @@ def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
 class SerialMoto:
     """moto's WSGI app, one request at a time, counting requests and busy seconds by operation."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_log: float | None = None) -> None:
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.busy: Counter[str] = Counter()
+        self.slow_log = slow_log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == COUNTS_PATH:
@@ -122,23 +123,31 @@ class SerialMoto:
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2] or "other"
+        arrived = time.perf_counter()
         with self._lock:
             began = time.perf_counter()
             try:
                 return list(self._app(environ, start_response))
             finally:
+                ended = time.perf_counter()
                 self.calls[operation] += 1
-                self.busy[operation] += time.perf_counter() - began
+                self.busy[operation] += ended - began
+                if self.slow_log is not None and ended - arrived >= self.slow_log:
+                    print(json.dumps({"event": "dynamodb.slow_request", "time": round(time.time(), 3),
+                                      "operation": operation, "waited": round(began - arrived, 3),
+                                      "served": round(ended - began, 3)}), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--slow-log", type=float, metavar="SECONDS",
+                        help="log (stderr, JSON) each request that took this long, waiting for its turn included")
     args = parser.parse_args(argv)
     DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
         DynamoDBBackend.transact_write_items)
-    server = make_server(args.host, args.port, SerialMoto(), threaded=True, request_handler=_Quiet)
+    server = make_server(args.host, args.port, SerialMoto(args.slow_log), threaded=True, request_handler=_Quiet)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{args.host}:{server.server_port}"}),
           flush=True)

@@ -170,7 +170,8 @@ class DynamoDbProcess:
 
     def __init__(self, log: Path) -> None:
         with log.open("ab") as stream:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0"],
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0",
+                                             "--slow-log", "0.5"],
                                             cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True, env=_env())
         self.endpoint_url: str = _ready_line(self.process, "the DynamoDB server")["endpoint_url"]
 
@@ -421,3 +422,14 @@ class Fleet:
             _ = self.replicas[name].url
         self.wait_spread()
         yield self.replicas
+
+
+SENT_LOGS = {"StopCalculationExecution": ("calculation.stop_requested", "target_id"),
+             "TerminateSession": ("session.terminate_requested", "session_id")}
+
+
+def senders(replicas: list[Replica], operation: str, target: str) -> list[tuple[Replica, dict[str, Any]]]:
+    """Which replica processes logged sending ``operation`` (answered) for ``target`` (a calculation id for Stop,
+    a session id for Terminate), with the log line: the audit log says what the service received, not from whom."""
+    event, key = SENT_LOGS[operation]
+    return [(replica, line) for replica in replicas for line in replica.events(event) if line.get(key) == target]

@@ -29,6 +29,7 @@ GetCalculationExecutionStatus in the violator's account and region).
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -55,9 +56,14 @@ class Violator:
     shard: Shard
     offset: float
     ignores_stop: bool
+    populated_at: float = 0.0         # epoch seconds, just before the populate (the crossing is ~offset later)
     session_id: str = ""
     calculation_id: str = ""
     crossing: float | None = None     # epoch seconds, from the emulator after the run
+
+    @property
+    def planned_crossing(self) -> float:
+        return self.populated_at + self.offset
 
 
 @dataclass
@@ -74,7 +80,8 @@ class Workload:
             exempt: int = 1, unwatched: int = 1) -> list[Violator]:
         """Populate ``shard`` now: ``violators`` as (seconds until the crossing, ignores Stop), ``quiet`` busy
         sessions, ``exempt`` exempt and ``unwatched`` unwatched sessions whose calculations crossed long ago."""
-        planned = [Violator(shard, offset, ignores) for offset, ignores in violators]
+        now = time.time()
+        planned = [Violator(shard, offset, ignores, now) for offset, ignores in violators]
         groups: list[dict[str, Any]] = []
         for violator in planned:
             if not 0 <= violator.offset < RUNTIME_LIMIT:
@@ -248,3 +255,34 @@ def destructive_calls(control: ControlClient) -> list[dict[str, Any]]:
     """Every destructive call in the audit log (all account-regions), oldest first."""
     found = [call for operation in DESTRUCTIVE for call in control.calls(operation=operation)]
     return sorted(found, key=lambda call: str(call["time"]))
+
+
+def missing_actions(workload: Workload, calls: list[dict[str, Any]]) -> list[str]:
+    """What the audit log does not show yet for the workload to be done: a Stop of every violator, a Terminate of
+    every ignoring violator's session (whenever they fall due)."""
+    stopped = {(f"{c['account']}/{c['region']}", c["request"].get("CalculationExecutionId")) for c in calls
+               if c["operation"] == "StopCalculationExecution" and received(c)}
+    terminated = {(f"{c['account']}/{c['region']}", c["request"].get("SessionId")) for c in calls
+                  if c["operation"] == "TerminateSession" and received(c)}
+    missing = [f"stop {v.shard} {v.calculation_id}" for v in workload.violators
+               if (str(v.shard), v.calculation_id) not in stopped]
+    missing += [f"terminate {v.shard} {v.session_id}" for v in workload.violators
+                if v.ignores_stop and (str(v.shard), v.session_id) not in terminated]
+    return missing
+
+
+def wait_done(control: ControlClient, workload: Workload, within: float, interval: float = 0.5) -> list[dict[str, Any]]:
+    """Wait until every action of the workload is in the audit log; its destructive calls then.
+
+    Raises:
+        TimeoutError: naming what is still missing.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        calls = destructive_calls(control)
+        missing = missing_actions(workload, calls)
+        if not missing:
+            return calls
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"after {within:g} s still missing: {missing}")
+        time.sleep(interval)

@@ -175,11 +175,15 @@ class DynamoDbProcess:
                                             cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True, env=_env())
         self.endpoint_url: str = _ready_line(self.process, "the DynamoDB server")["endpoint_url"]
 
-    def calls(self) -> dict[str, int]:
-        """Requests served so far, by operation (every replica's, killed ones' included)."""
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """``calls``: requests served so far by operation (every replica's, killed ones' included);
+        ``busy_seconds``: the time spent serving them, by operation."""
         with urllib.request.urlopen(f"{self.endpoint_url}/_bench/calls", timeout=30) as response:
-            counts: dict[str, int] = json.loads(response.read())["calls"]
-        return counts
+            stats: dict[str, dict[str, Any]] = json.loads(response.read())
+        return stats
+
+    def calls(self) -> dict[str, int]:
+        return {operation: int(count) for operation, count in self.stats()["calls"].items()}
 
     def close(self) -> None:
         _terminate(self.process)
@@ -371,11 +375,13 @@ class Fleet:
 
     def start(self, name: str, *, dynamodb_url: str | None = None, wait: bool = True) -> Replica:
         """Start replica ``name`` (again: a new process with the same replica id, config and a new log)."""
-        config = self.directory / f"{name}.yaml"
-        if not config.exists() or dynamodb_url is not None:
-            config = self.write_config(name, dynamodb_url=dynamodb_url)
         generation = sum(1 for replica in self.generations if replica.name == name)
-        replica = Replica.spawn(name, config, self.directory / f"{name}-{generation}.log")
+        config = self.directory / f"{name}.yaml"
+        if generation == 0 or dynamodb_url is not None:  # a restart keeps its config
+            config = self.write_config(name, dynamodb_url=dynamodb_url)
+        log = self.directory / f"{name}-{generation}.log"
+        log.unlink(missing_ok=True)
+        replica = Replica.spawn(name, config, log)
         self.replicas[name] = replica
         self.generations.append(replica)
         if wait:

@@ -197,8 +197,9 @@ def test_a_replica_cut_off_from_dynamodb_stops_acting_before_its_lease_expires_a
 def test_a_rolling_restart_of_every_replica_under_load_misses_nothing_and_repeats_nothing(fleet: Fleet) -> None:
     start_all(fleet)
     workload = Workload()
-    # Crossings every 3 s on every shard for 36 s (a third ignore Stop): 12 a shard, 72 in all.
-    plan = [(4.0 + 3 * step, step % 3 == 0) for step in range(12)]
+    # Crossings every 3 s on every shard for 24 s, while the replicas restart one after the other (3 of 8 ignore
+    # Stop, so their sessions are terminated 10 s later): 11 due actions a shard, 66 in all.
+    plan = [(4.0 + 3 * step, step % 3 == 0) for step in range(8)]
     for shard in SHARDS:
         workload.add(fleet.emulator.control, shard, plan, quiet=5)
     restarted: list[Replica] = []
@@ -215,4 +216,4 @@ def test_a_rolling_restart_of_every_replica_under_load_misses_nothing_and_repeat
     verdict = assert_judged_clean(fleet, workload, calls)
     print(f"rolling restart: {verdict['due']} due actions, lag {verdict['lag']}")
     # Each restart moved shards twice (away, then back): nothing due was lost in the moves.
-    assert verdict["due"] == 96
+    assert verdict["due"] == 66

@@ -42,6 +42,13 @@ STORE_RETRY = timedelta(seconds=1)
 RELEASE_TIMEOUT = timedelta(seconds=5)
 
 
+def _first(error: BaseException) -> BaseException:
+    """The first error of a (nested) exception group, or ``error`` itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def default_replica_id() -> str:
     """The host name and process id: unique per pod or process (a restarted process is a new replica)."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -121,11 +128,15 @@ class Cluster:
         sent_at = self.clock.now()
         try:
             await self.store.heartbeat(self.replica, sent_at + self.lease_duration)
-            for scope in list(self.held):
-                await self._renew(scope, sent_at)
+            # All at once: one after the other, the last lease would be renewed a round trip per held shard later
+            # (seconds on a busy replica with many shards), past its acting deadline.
+            async with anyio.create_task_group() as renewals:
+                for scope in list(self.held):
+                    renewals.start_soon(self._renew, scope, sent_at)
             leases = {lease.shard_scope: lease for lease in await self.store.leases()}
             live = await self.store.live_replicas(self.clock.now())
-        except Exception as error:  # the store unreachable or throttling: the acting deadlines protect us
+        except Exception as failure:  # the store unreachable or throttling: the acting deadlines protect us
+            error = _first(failure)
             self.problem = f"the lease store cannot be reached ({type(error).__name__})"
             self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
             return self.clock.now() + STORE_RETRY
@@ -144,12 +155,13 @@ class Cluster:
             await self._release(scope, reason="rebalance")
         for scope in plan.acquire:
             await self._acquire(scope)
-        return self._next_round_at(leases, now)
+        return self._next_round_at(leases, now, started=sent_at)
 
-    def _next_round_at(self, leases: dict[str, Lease], now: datetime) -> datetime:
-        """A third of the lease duration from now, or just after another replica's lease becomes free (so a
-        dead replica's shards move within ``lease_duration + skew`` of its last renewal)."""
-        due = now + self.lease_duration / 3
+    def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
+        """A third of the lease duration after this round started (not ended: a slow round must not push the
+        next renewal past the acting deadline), or just after another replica's lease becomes free (so a dead
+        replica's shards move within ``lease_duration + skew`` of its last renewal)."""
+        due = started + self.lease_duration / 3
         for scope, lease in leases.items():
             if scope in self.shards and lease.owner != self.replica:
                 free_at = lease.expires_at + self.skew + timedelta(milliseconds=1)

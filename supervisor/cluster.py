@@ -43,7 +43,15 @@ STORE_RETRY = timedelta(seconds=1)
 RELEASE_TIMEOUT = timedelta(seconds=5)
 
 
-def _code(error: Exception) -> str:
+def _first(error: BaseException) -> BaseException:
+    """The first error of a (nested) exception group, or ``error`` itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _code(error: BaseException) -> str:
+    error = _first(error)
     return error.code if isinstance(error, AwsCallError) else type(error).__name__
 
 
@@ -128,8 +136,11 @@ class Cluster:
         sent_at = self.clock.now()
         try:
             await self.store.heartbeat(self.replica, sent_at + self.lease_duration)
-            for scope in list(self.held):
-                await self._renew(scope, sent_at)
+            # All at once: one after the other, the last lease would be renewed a round trip per held shard later
+            # (seconds on a busy replica with many shards), past its acting deadline.
+            async with anyio.create_task_group() as renewals:
+                for scope in list(self.held):
+                    renewals.start_soon(self._renew, scope, sent_at)
             leases = {lease.shard_scope: lease for lease in await self.store.leases()}
             live = await self.store.live_replicas(self.clock.now())
         except Exception as error:  # the store unreachable, throttling or an odd answer: the deadlines protect us
@@ -156,12 +167,13 @@ class Cluster:
             self.problem = f"the lease store cannot be reached ({_code(error)})"
             self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
             return self.clock.now() + STORE_RETRY
-        return self._next_round_at(leases, now)
+        return self._next_round_at(leases, now, started=sent_at)
 
-    def _next_round_at(self, leases: dict[str, Lease], now: datetime) -> datetime:
-        """A third of the lease duration from now, or just after another replica's lease becomes free (so a
-        dead replica's shards move within ``lease_duration + skew`` of its last renewal)."""
-        due = now + self.lease_duration / 3
+    def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
+        """A third of the lease duration after this round started (not ended: a slow round must not push the
+        next renewal past the acting deadline), or just after another replica's lease becomes free (so a dead
+        replica's shards move within ``lease_duration + skew`` of its last renewal)."""
+        due = started + self.lease_duration / 3
         for scope, lease in leases.items():
             if scope in self.shards and lease.owner != self.replica:
                 free_at = lease.expires_at + self.skew + timedelta(milliseconds=1)
@@ -170,8 +182,12 @@ class Cluster:
         return due
 
     async def _renew(self, scope: str, sent_at: datetime) -> None:
-        held = self.held[scope]
+        held = self.held.get(scope)
+        if held is None:  # its acting deadline passed while this round renewed another lease: it stopped
+            return
         renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
+        if self.held.get(scope) is not held:  # stopped meanwhile (its deadline passed): the renewal comes too late
+            return
         if renewed is None:
             self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
             self.metrics.lease_changes.labels("lost").inc()
@@ -195,7 +211,9 @@ class Cluster:
         self.metrics.lease_changes.labels("acquired").inc()
         self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
         assert self._task_group is not None
-        await self._task_group.start(self._host, held)
+        # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
+        # read), and the round must go on to renew the leases already held before their acting deadlines.
+        self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
 
     def _fence_lost(self, scope: str) -> None:
         """A fenced write of the shard was refused: another replica took it. Stop acting there at once."""
@@ -211,13 +229,12 @@ class Cluster:
         held = self.held.get(scope)
         return held is not None and self.clock.now() < held.deadline
 
-    async def _host(self, held: _Held, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _host(self, held: _Held) -> None:
         """Run a shard's host until it is stopped, or until its acting deadline passes without a renewal."""
         try:
             with held.scope:
                 async with anyio.create_task_group() as task_group:
-                    await task_group.start(held.host.run)
-                    task_status.started()
+                    task_group.start_soon(held.host.run)
                     while True:
                         await self.clock.sleep_until(held.deadline)
                         if self.clock.now() >= held.deadline:

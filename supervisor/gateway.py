@@ -265,6 +265,11 @@ class Gateway:
         await self._stack.__aexit__(exc_type, exc, tb)
 
     @property
+    def session(self) -> AioSession:
+        """The aiobotocore session the clients are made from (its credentials, its loaded service models)."""
+        return self._session
+
+    @property
     def in_flight_window(self) -> timedelta:
         """The longest a call that is not repeatable (Stop, Terminate) can be in flight from its first attempt:
         throttled attempts are retried for at most ``attempt_timeout``, and the last one lasts at most as

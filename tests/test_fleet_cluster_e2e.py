@@ -8,7 +8,7 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -17,12 +17,17 @@ import aiohttp
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
+from supervisor.core.fleet import Lease
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
+from supervisor.storage import Storage
+from supervisor.storage.dynamodb import DynamoDbStorage
 from supervisor.storage.dynamodb_setup import ensure_table
+from supervisor.storage.dynamodb_table import Table
 from supervisor.storage.factory import build_storage_gateway, journal_table
 from tests.daemon_fixtures import SPARK_ENGINE
 from tests.moto_in_loop import Moto, MotoFrontend
@@ -73,7 +78,9 @@ class Fleet:
         self.frontends: dict[str, MotoFrontend] = {}
         self._stops: dict[str, anyio.Event] = {}
 
-    async def start(self, name: str, **overrides: Any) -> RunningService:
+    async def start(self, name: str, *, storage: Callable[[Table], Storage] | None = None,
+                    **overrides: Any) -> RunningService:
+        """Start replica ``name``; ``storage``: builds its storage on its table (default: DynamoDbStorage)."""
         frontend = await self.stack.enter_async_context(MotoFrontend(self.moto).serving())
         self.frontends[name] = frontend
         config = replica_config(self.world, frontend.endpoint_url, name, self.table, **overrides)
@@ -82,7 +89,13 @@ class Fleet:
         ready, stop = anyio.Event(), anyio.Event()
 
         async def run() -> None:
-            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry()) as service:
+            own = None
+            if storage is not None:
+                gateway = await self.stack.enter_async_context(
+                    build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                own = storage(journal_table(settings, gateway))
+            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
+                                       storage=own) as service:
                 started.append(service)
                 ready.set()
                 await stop.wait()
@@ -271,3 +284,92 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
         assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
+
+
+async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_hosts_start(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        # Every shard's host first assumes its role: 3 s each. The four hosts start side by side, and the rounds
+        # renew the leases meanwhile: a round that waited for each host in turn (12 s) would pass the first shard's
+        # acting deadline (4 s after it was taken) and lose it.
+        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
+        started = world.now
+        await replicas.start("a")
+        await world.vt.run_for(LEASE * 3)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        assert len(world.calls("AssumeRole")) == len(SHARDS)
+        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(4))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+
+
+class SlowRenewal(DynamoDbStorage):
+    """The table as it is, except that renewals take longer: the next one once ``armed`` takes ``delay``, every one
+    takes ``each``."""
+
+    def __init__(self, table: Table, clock: Any, delay: timedelta, each: timedelta = timedelta(0)) -> None:
+        super().__init__(table, retention=timedelta(days=90))
+        self.clock, self.delay, self.each = clock, delay, each
+        self.armed = False
+
+    async def renew(self, lease: Lease, *, expires_at: Any) -> Lease | None:
+        delay = self.each
+        if self.armed:
+            self.armed = False
+            delay = self.delay
+        await self.clock.sleep(delay.total_seconds())
+        return await super().renew(lease, expires_at=expires_at)
+
+
+async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_the_rounds(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    slow: list[SlowRenewal] = []
+
+    def storage(table: Table) -> Storage:
+        slow.append(SlowRenewal(table, world.clock, LEASE / 2))
+        return slow[0]
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE)
+        assert all(names == ["a"] for names in replicas.owners().values())
+        # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
+        # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
+        # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired.
+        slow[0].armed = True
+        with capture_logs() as logs:
+            await world.vt.run_for(LEASE * 3)
+        events = [entry["event"] for entry in logs]
+        assert "cluster.store_failed" not in events, [e for e in logs if e["event"] == "cluster.store_failed"]
+        assert events.count("cluster.acting_deadline_passed") == 1
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 1
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS) + 1
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+
+    def storage(table: Table) -> Storage:
+        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
+        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
+        return SlowRenewal(table, world.clock, timedelta(0), each=timedelta(seconds=1.5))
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE * 4)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()

@@ -27,7 +27,7 @@ from bench.fleet_processes import Fleet, Replica, ReplicaSettings, Shard, fleet_
 from bench.fleet_workload import Violator, Workload, create_workgroups, epoch, judge, wait_done
 from tests.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fleet_processes]
 
 SETTINGS = ReplicaSettings(lease_duration=6.0, max_clock_skew=0.5, connect_timeout=0.5, read_timeout=2.0,
                            stop_grace=10.0, discovery_interval=2.0)

@@ -153,8 +153,14 @@ class Cluster:
                            release=[str(self.shards[scope]) for scope in plan.release])
         for scope in plan.release:
             await self._release(scope, reason="rebalance")
+        spare = list(plan.spare)
         for scope in plan.acquire:
-            await self._acquire(scope)
+            # Refused: another replica took it first (after a replica died, the survivors want its shards at the
+            # same instant). Take the next free one now rather than a round later, so a takeover stays within
+            # lease_duration + max_clock_skew.
+            taken = await self._acquire(scope)
+            while not taken and spare:
+                taken = await self._acquire(spare.pop(0))
         return self._next_round_at(leases, now, started=sent_at)
 
     def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
@@ -184,13 +190,14 @@ class Cluster:
         held.lease = renewed
         held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
 
-    async def _acquire(self, scope: str) -> None:
+    async def _acquire(self, scope: str) -> bool:
+        """Take the shard's lease and start its host; False if another replica holds it."""
         now = self.clock.now()
         lease = await self.store.acquire(scope, self.replica, expires_at=now + self.lease_duration,
                                          expired_before=now - self.skew)
         if lease is None:
             self.metrics.lease_changes.labels("refused").inc()
-            return
+            return False
         shard = self.shards[scope]
         deadline = acting_deadline(now, self.lease_duration, self.margin)
         held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope)))
@@ -201,6 +208,7 @@ class Cluster:
         # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
         # read), and the round must go on to renew the leases already held before their acting deadlines.
         self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
+        return True
 
     def _may_send(self, scope: str) -> bool:
         held = self.held.get(scope)

@@ -191,6 +191,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             steady_dynamodb_to = fleet.dynamodb.calls()
         ended = time.time()
         end_stats = fleet.dynamodb.stats()
+        queueing = fleet.dynamodb.queueing()
         end_calls = {operation: int(count) for operation, count in end_stats["calls"].items()}
         athena_calls = control.state()["calls"]
         lease_acquired = [(replica.name, event) for replica in fleet.generations if replica.alive
@@ -259,6 +260,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             # moto's time per request (one at a time): what a Stop waits for its claim and intent here
             "server_ms_per_request": {op: round(1000 * end_stats["busy_seconds"][op] / count, 1)
                                       for op, count in end_calls.items() if count},
+            "server_queueing": queueing,
         },
         "athena_calls": athena_calls,
         "cpu": {
@@ -305,6 +307,9 @@ def table(results: list[dict[str, Any]]) -> str:
         ("DynamoDB calls/s at rest", [r["dynamodb"]["at_rest_per_second"] for r in results]),
         ("DynamoDB calls/s steady", [r["dynamodb"]["steady_per_second"] for r in results]),
         ("  of which writes/s", [r["dynamodb"]["steady_writes_per_second"] for r in results]),
+        ("moto: waits ≥ 0.5 s / longest (s)", [f"{r['dynamodb']['server_queueing']['waited_0_5s_or_more']} / "
+                                               f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
+                                               for r in results]),
         ("Athena API calls", [r["athena_calls"] for r in results]),
         ("CPU % of a core per replica", [r["cpu"]["steady_percent_mean"] for r in results]),
         ("CPU % of a core, all replicas", [r["cpu"]["steady_percent_total"] for r in results]),

@@ -169,6 +169,7 @@ class DynamoDbProcess:
     """``bench/dynamodb_server.py``: moto's DynamoDB, one request at a time, counting requests by operation."""
 
     def __init__(self, log: Path) -> None:
+        self.log = log
         with log.open("ab") as stream:
             self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0",
                                              "--slow-log", "0.5"],
@@ -184,6 +185,15 @@ class DynamoDbProcess:
 
     def calls(self) -> dict[str, int]:
         return {operation: int(count) for operation, count in self.stats()["calls"].items()}
+
+    def queueing(self) -> dict[str, Any]:
+        """From its slow-request log: how many requests waited 0.5 s or more for their turn, and the longest wait."""
+        waits = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+                waits.append(float(json.loads(line)["waited"]))
+        return {"waited_0_5s_or_more": sum(wait >= 0.5 for wait in waits),
+                "longest_wait_seconds": max(waits, default=0.0)}
 
     def close(self) -> None:
         _terminate(self.process)

@@ -161,8 +161,14 @@ class Cluster:
         try:
             for scope in plan.release:
                 await self._release(scope, reason="rebalance")
+            spare = list(plan.spare)
             for scope in plan.acquire:
-                await self._acquire(scope)
+                # Refused: another replica took it first (after a replica died, the survivors want its shards at
+                # the same instant). Take the next free one now rather than a round later, so a takeover stays
+                # within lease_duration + max_clock_skew.
+                taken = await self._acquire(scope)
+                while not taken and spare:
+                    taken = await self._acquire(spare.pop(0))
         except Exception as error:  # the next round tries again; what was done stays done
             self.problem = f"the lease store cannot be reached ({_code(error)})"
             self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
@@ -196,13 +202,14 @@ class Cluster:
         held.lease = renewed
         held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
 
-    async def _acquire(self, scope: str) -> None:
+    async def _acquire(self, scope: str) -> bool:
+        """Take the shard's lease and start its host; False if another replica holds it."""
         now = self.clock.now()
         lease = await self.store.acquire(scope, self.replica, expires_at=now + self.lease_duration,
                                          expired_before=now - self.skew)
         if lease is None:
             self.metrics.lease_changes.labels("refused").inc()
-            return
+            return False
         shard = self.shards[scope]
         deadline = acting_deadline(now, self.lease_duration, self.margin)
         held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope),
@@ -214,6 +221,7 @@ class Cluster:
         # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
         # read), and the round must go on to renew the leases already held before their acting deadlines.
         self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
+        return True
 
     def _fence_lost(self, scope: str) -> None:
         """A fenced write of the shard was refused: another replica took it. Stop acting there at once."""

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
-from supervisor.core.fleet import Lease
+from supervisor.core.fleet import Lease, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
@@ -373,3 +373,44 @@ async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWo
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:
+    """Two replica names that, after ``dead`` (holding its two preferred shards) is gone, both want the same one."""
+    scopes = [f"{account}/{region}" for account, region in SHARDS]
+    held = tuple(sorted(scopes, key=lambda scope: preference(dead, scope), reverse=True)[:2])
+    names = [f"s{index}" for index in range(50)]
+    for first in names:
+        for second in names:
+            if first < second and max(held, key=lambda scope: preference(first, scope)) == max(
+                    held, key=lambda scope: preference(second, scope)):
+                return first, second, (held[0], held[1])
+    raise AssertionError("no racing pair")
+
+
+async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    first, second, held = racing_survivors("a0")
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a0")
+        await world.vt.run_for(ms(1))
+        await replicas.start(first)
+        await replicas.start(second)
+        await world.vt.run_for(LEASE * 2)
+        owners = replicas.owners()
+        assert sorted(f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == \
+            sorted(held), owners
+        # a0 dies (it can no longer reach the table). Both survivors want the same one of its shards as soon as its
+        # leases expire: the one refused takes the other in the same round, not a round (2 s) later.
+        replicas.frontends["a0"].cut()
+
+        def moved() -> list[str]:
+            return [f"{account}/{region}" for (account, region), names in replicas.owners().items()
+                    if f"{account}/{region}" in held and names and names != ["a0"]]
+
+        await world.vt.run_until_true(lambda: bool(moved()), limit=LEASE * 2)
+        await world.vt.run_for(ms(0.1))
+        assert sorted(moved()) == sorted(held), replicas.owners()
+        assert replicas.metric(first, "athena_supervisor_lease_changes_total", outcome="refused") + replicas.metric(
+            second, "athena_supervisor_lease_changes_total", outcome="refused") >= 1

@@ -8,10 +8,12 @@ is ``bench/fleet_processes.py`` and ``bench/fleet_workload.py`` (also behind ``b
 judged from the emulator's audit log (0 missed, 0 wrongful, 0 duplicate: ``bench.fleet_workload.judge``), and who
 sent what from each replica's own log and metrics.
 
-Leases are short (3 s, clock-skew allowance 0.5 s, connect timeout 0.5 s: a replica acts until 2 s after its last
-renewal, renewals every second), so a takeover after a kill takes about 3.5-4.5 s. Wall time on the 2-core machine
-(shared, load ~4), each with ~10 s of setup (the emulator, DynamoDB, the table, three replicas, the leases spread):
-kill -9 about 30 s, cut off about 35 s, rolling restart about 45 s. They are ``slow`` (real time), never skipped.
+Leases are short (6 s, clock-skew allowance 0.5 s, connect timeout 0.5 s: a replica acts until 5 s after its last
+renewal, renewals every 2 s), so a takeover after a kill takes 6-7 s. 3 s leases (an acting window of 2 s) were
+tried first: on this shared 2-core machine a replica's event loop is sometimes starved for longer than that, and the
+leases churned. Wall time each, measured on the 2-core machine shared with other work (load 3-10), including ~10 s
+of setup (the emulator, DynamoDB, the table, three replicas, the leases spread): kill -9 20-35 s, cut off 25-35 s,
+rolling restart 45-90 s. They are ``slow`` (real time) and never skipped.
 """
 
 from __future__ import annotations

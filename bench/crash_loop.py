@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 from botocore.config import Config
@@ -397,7 +397,8 @@ def sigkill(process: subprocess.Popen[bytes]) -> int:
 
 # -- the loop -------------------------------------------------------------------------------------------
 
-def kill_loop(config: LoopConfig, rng: random.Random, daemon: Daemon, journal: Journal) -> list[Life]:
+def kill_loop(config: LoopConfig, rng: random.Random, daemon: Daemon, journal: Journal,
+              progress: TextIO) -> list[Life]:
     lives: list[Life] = []
     for number in range(config.kills):
         wants_intent = rng.random() < config.intent_share
@@ -426,7 +427,7 @@ def kill_loop(config: LoopConfig, rng: random.Random, daemon: Daemon, journal: J
         lives.append(life)
         print(f"kill {number + 1:3d}/{config.kills}: {life.mode:<14} after {life.seconds:6.2f}s"
               + (f"  {life.intent['event']} {life.intent['target_id']}" if life.intent else "")
-              + (f"  EXITED BY ITSELF with {code}" if exited_by_itself else ""), file=sys.stderr, flush=True)
+              + (f"  EXITED BY ITSELF with {code}" if exited_by_itself else ""), file=progress, flush=True)
     return lives
 
 
@@ -669,8 +670,9 @@ def count_log_events(directory: Path, name: str) -> int:
     return count
 
 
-def run_crash_loop(config: LoopConfig, *, keep: Path | None = None) -> dict[str, Any]:
-    """Run one crash loop and return its summary (``counts`` holds missed/wrongful/duplicate)."""
+def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: TextIO | None = None) -> dict[str, Any]:
+    """Run one crash loop and return its summary (``counts`` holds missed/wrongful/duplicate); a line per kill
+    goes to ``progress`` (default stderr)."""
     started = time.time()
     rng = random.Random(config.seed)
     with work_directory(keep) as directory:
@@ -683,7 +685,7 @@ def run_crash_loop(config: LoopConfig, *, keep: Path | None = None) -> dict[str,
             workload.prepare()
             daemon = Daemon(daemon_config(directory, emulator.endpoint_url, config), directory)
             workload.start()
-            lives = kill_loop(config, rng, daemon, journal)
+            lives = kill_loop(config, rng, daemon, journal, sys.stderr if progress is None else progress)
             lives.append(settle(config, workload, daemon, journal, emulator, len(lives)))
             ended = time.time()
             phases = {"setup": round(workload.t0 - started, 1), "kill_loop": round(lives[-1].spawned - workload.t0, 1),

@@ -11,9 +11,9 @@ every such test selected, each in a thread, as soon as it starts its first test;
 run's temporary directory, where a test in another worker reads it. These tests are collected last, so by the
 time they run their scenarios have usually ended while the other tests kept both cores busy. The scenarios start
 in the session's test environment (``aws_test_credentials``) and take it with them (each builds the environment of
-its processes when it starts), so a test that changes the environment meanwhile does not reach them. Their own
-output (the crash loop's progress lines on stderr) may show up in the captured output of a test that runs
-meanwhile.
+its processes when it starts), so a test that changes the environment meanwhile does not reach them. A scenario
+must not write to this process's stdout or stderr: that would land in the captured output of whatever test runs
+meanwhile (and fail one that checks its stderr).
 """
 
 from __future__ import annotations

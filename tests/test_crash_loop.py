@@ -20,7 +20,9 @@ def crash_loop(directory: Path) -> tuple[LoopConfig, dict[str, Any]]:
     # Seed 21: the five kills come at a random moment, right after an intent three times, at a random moment.
     # (Seed 7 had one kill after an intent, the last: a daemon slow to start on a loaded machine can miss it.)
     config = LoopConfig.quick(seed=21)
-    return config, run_crash_loop(config, keep=directory / "loop")
+    # Its progress lines in a file: on stderr they would land in the captured output of whatever test runs meanwhile.
+    with (directory / "progress.txt").open("w", encoding="utf-8") as progress:
+        return config, run_crash_loop(config, keep=directory / "loop", progress=progress)
 
 
 @in_background(crash_loop)

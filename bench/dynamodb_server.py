@@ -2,7 +2,7 @@
 proportional to their own items, leases first.
 
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
-werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with three differences, all about
+werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with four differences, all about
 how faithfully it stands in for DynamoDB, neither about what it answers:
 
 - **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
@@ -18,6 +18,8 @@ how faithfully it stands in for DynamoDB, neither about what it answers:
   real table: the same answers, errors and rollbacks, at the cost of the transaction's own items.
 - **Leases first.** Of the requests waiting for their turn, those on the lease and heartbeat items go first (see
   :class:`SerialMoto`).
+- **Idempotent transactions.** A TransactWriteItems sent again with the same ``ClientRequestToken`` and items is
+  answered as the first one was, as DynamoDB does (moto ignores the token).
 
 It counts the requests it served by operation (``X-Amz-Target``), every replica's (killed ones' included), and
 the seconds spent serving them: ``GET /_bench/calls`` answers ``{"calls": {"PutItem": 12, ...}, "busy_seconds":
@@ -163,6 +165,7 @@ class SerialMoto:
     def __init__(self, slow_log: float | None = None) -> None:
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = PriorityLock()
+        self._answered: dict[str, tuple[float, bytes, str, list[tuple[str, str]], bytes]] = {}
         self.calls: Counter[str] = Counter()
         self.busy: Counter[str] = Counter()
         self.slow_log = slow_log
@@ -179,10 +182,13 @@ class SerialMoto:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
         partition = _partition(body) if operation in ("GetItem", "PutItem", "UpdateItem", "Query") else None
+        token = _client_token(body) if operation == "TransactWriteItems" else None
         with self._lock.held(0 if partition in LEASE_PARTITIONS else 1):
             began = time.perf_counter()
             try:
-                return list(self._app(environ, start_response))
+                if token is None:
+                    return list(self._app(environ, start_response))
+                return self._idempotent(token, body, environ, start_response)
             finally:
                 ended = time.perf_counter()
                 self.calls[operation] += 1
@@ -192,6 +198,37 @@ class SerialMoto:
                                       "operation": operation, "partition": partition,
                                       "waited": round(began - arrived, 3), "served": round(ended - began, 3)}),
                           file=sys.stderr, flush=True)
+
+
+    def _idempotent(self, token: str, body: bytes, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A TransactWriteItems sent again with its ClientRequestToken (a retry after a lost answer) is answered
+        as the first one was, without applying it again, as DynamoDB does for ten minutes; moto ignores the token,
+        and the retry of a claim whose first attempt landed would be refused by its own write."""
+        now = time.monotonic()
+        self._answered = {k: v for k, v in self._answered.items() if now - v[0] < IDEMPOTENCY_SECONDS}
+        if token in self._answered and self._answered[token][1] == body:
+            _, _, status, headers, answer = self._answered[token]
+            start_response(status, headers)
+            return [answer]
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            captured.update(status=status, headers=headers)
+            return start_response(status, headers, *args)
+
+        answer = b"".join(self._app(environ, capture))
+        if str(captured.get("status", "")).startswith("200"):
+            self._answered[token] = (now, body, captured["status"], list(captured["headers"]), answer)
+        return [answer]
+
+
+IDEMPOTENCY_SECONDS = 600.0
+
+
+def _client_token(body: bytes) -> str | None:
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        return str(json.loads(body)["ClientRequestToken"])
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,8 @@ account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the repli
    destructive call on a killed replica's shard after the kill − the kill (the slowest of its shards), next to
    the lease takeover from the survivors' logs. Actions due on those shards between the kill and the takeover
    are "held by the takeover": reported apart, not in the lag figures.
-4. The run ends ``stop_grace`` + 10 s after the last crossing; every replica gets SIGTERM. The audit log is judged
+4. The run ends ``stop_grace`` + 10 s after the last crossing (or after the takeover, if later); every replica gets
+   SIGTERM. The audit log is judged
    (``bench.fleet_workload.judge``: due, missed, wrongful, duplicate, lag = received − due).
 
 Figures per size: lag p50/p99/max, missed/wrongful/duplicate, takeover, DynamoDB calls per action and per second
@@ -24,9 +25,10 @@ violator window), Athena API calls, CPU seconds and % of a core per replica over
 kill) and over its life, peak RSS (``wait4``).
 
 Usage:
-    python bench/fleet.py --out bench/results/fleet.json              # the full run (see bench/README.md)
-    python bench/fleet.py --replicas 1,2,3 --shards 12 --sessions 250 --out ...
-    python bench/fleet.py --quick                                      # ~1 minute (tests/test_fleet_bench.py)
+    python bench/fleet.py                    # the issue's size: 12 × 1,000 sessions, 1, 2, 3 replicas (does not fit
+                                             # on a 2-core machine: see bench/README.md)
+    python bench/fleet.py --shards 12 --sessions 100 --violations 6 --out bench/results/fleet-12x100.json
+    python bench/fleet.py --quick            # 2 replicas over 4 × 20 sessions, ~1 minute (tests/test_fleet_bench.py)
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -429,15 +429,6 @@ class Fleet:
         for replica in self.replicas.values():
             replica.stop()
 
-    @contextlib.contextmanager
-    def running(self, names: list[str]) -> Iterator[dict[str, Replica]]:
-        """Start ``names`` (in parallel) and wait until the shards are spread over them."""
-        for name in names:
-            self.start(name, wait=False)
-        for name in names:
-            _ = self.replicas[name].url
-        self.wait_spread()
-        yield self.replicas
 
 
 SENT_LOGS = {"StopCalculationExecution": ("calculation.stop_requested", "target_id"),

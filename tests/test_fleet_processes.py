@@ -11,9 +11,9 @@ sent what from each replica's own log and metrics.
 Leases are short (6 s, clock-skew allowance 0.5 s, connect timeout 0.5 s: a replica acts until 5 s after its last
 renewal, renewals every 2 s), so a takeover after a kill takes 6-7 s. 3 s leases (an acting window of 2 s) were
 tried first: on this shared 2-core machine a replica's event loop is sometimes starved for longer than that, and the
-leases churned. Wall time each, measured on the 2-core machine shared with other work (load 3-10), including ~10 s
-of setup (the emulator, DynamoDB, the table, three replicas, the leases spread): kill -9 20-35 s, cut off 25-35 s,
-rolling restart 45-90 s. They are ``slow`` (real time) and never skipped.
+leases churned. Wall time each (the 2-core machine shared with other work, load 3-10), including ~7 s of setup (the
+emulator, DynamoDB, the table, three replicas, the leases spread): kill -9 ~35 s, cut off ~45 s (the rejoin
+included), rolling restart ~70 s (three restarts). They are ``slow`` (real time) and never skipped.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Calculation operations: Start/Get/GetStatus/GetCode/List/StopCalculationExecution."""
+"""Calculation operations: Start/Get/GetStatus/GetCode/List/StopCalculationExecution.
+
+Only ``PySpark engine version 3`` sessions have calculations: on an ``Apache Spark version 3.5`` session,
+StartCalculationExecution and ListCalculationExecutions answer InvalidRequestException (Athena documents them
+as not supported there, without an error code), and its calculation ids do not exist.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
 from athena_spark_emulator.pragma import PragmaError, parse_calculation_pragma
-from athena_spark_emulator.records import CalculationRecord
+from athena_spark_emulator.records import SPARK_ENGINE, CalculationRecord, SessionRecord
 from athena_spark_emulator.sessions import require_session
 from athena_spark_emulator.timeline import CalculationView
 
@@ -23,9 +28,19 @@ def require_calculation(ctx: Context, calculation_id: str) -> CalculationRecord:
     return record
 
 
+def calculation_session(ctx: Context, session_id: str, operation: str) -> SessionRecord:
+    """The session a calculation call names; refused when its engine has no calculation API."""
+    session = require_session(ctx, session_id)
+    if not session.has_calculations:
+        raise invalid_request(
+            f"{operation} is not supported for session {session.id}: it runs {session.engine}, which has no "
+            f"calculation API (only {SPARK_ENGINE}); run work through Spark Connect (GetSessionEndpoint)")
+    return session
+
+
 def start_calculation_execution(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     store = ctx.store
-    session = require_session(ctx, body["SessionId"])
+    session = calculation_session(ctx, body["SessionId"], "StartCalculationExecution")
     existing = store.token_target("StartCalculationExecution", body.get("ClientRequestToken"))
     if existing is not None:
         return {"CalculationExecutionId": existing, "State": store.calculation_view(existing, now).state}
@@ -91,7 +106,7 @@ def get_calculation_execution_code(ctx: Context, body: dict[str, Any], now: floa
 
 def list_calculation_executions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     store = ctx.store
-    session = require_session(ctx, body["SessionId"])
+    session = calculation_session(ctx, body["SessionId"], "ListCalculationExecutions")
     wanted = body.get("StateFilter")
     views: dict[str, CalculationView] = {}
 

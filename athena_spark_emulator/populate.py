@@ -11,12 +11,13 @@ from typing import Any
 
 from athena_spark_emulator.durations import parse_duration
 from athena_spark_emulator.pragma import PragmaError, parse_calculation_pragma, parse_session_pragma
-from athena_spark_emulator.records import SPARK_ENGINE
+from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE
 from athena_spark_emulator.sessions import engine_configuration
 from athena_spark_emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES, Store
-from athena_spark_emulator.workgroups import new_workgroup
+from athena_spark_emulator.workgroups import new_workgroup, spark_configuration
 
 MAX_COUNT = 100_000
+ENGINES = {"spark": SPARK_ENGINE, "spark-3.5": SPARK_CONNECT_ENGINE, "sql": None}
 
 
 class PopulateError(ValueError):
@@ -62,15 +63,16 @@ def _workgroups(store: Store, specs: list[Any], now: float) -> list[str]:
         if not isinstance(name, str) or not name:
             raise PopulateError(f"{path}.name: required string")
         engine = spec.get("engine", "spark")
-        if engine not in ("spark", "sql"):
-            raise PopulateError(f"{path}.engine: expected spark or sql")
+        if engine not in ENGINES:
+            raise PopulateError(f"{path}.engine: expected spark (PySpark engine version 3), spark-3.5 (Apache "
+                                "Spark version 3.5) or sql")
         state = spec.get("state", "ENABLED")
         if state not in ("ENABLED", "DISABLED"):
             raise PopulateError(f"{path}.state: expected ENABLED or DISABLED")
         existing = store.workgroups.get(name)
         tags = {**(existing.tags if existing else {}), **_tags(spec, path)}
-        spark = {"EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE}}
-        configuration = spark if engine == "spark" else None
+        spark_engine = ENGINES[engine]
+        configuration = spark_configuration(spark_engine) if spark_engine is not None else None
         if existing is not None:
             configuration = existing.configuration
         store.put_workgroup(new_workgroup(
@@ -88,10 +90,16 @@ def _session_group(store: Store, raw: Any, path: str, now: float) -> list[dict[s
     if workgroup not in store.workgroups:
         raise PopulateError(f"{path}.workgroup: unknown workgroup {workgroup!r}")
     description = spec.get("description")
+    engine = store.workgroups[workgroup].engine
     try:
         pragma = parse_session_pragma(description)
     except PragmaError as error:
         raise PopulateError(f"{path}.description: pragma key {error.key!r}: {error}") from None
+    if pragma.job_keys and engine != SPARK_CONNECT_ENGINE:
+        raise PopulateError(f"{path}.description: pragma key {pragma.job_keys[0]!r}: Spark Connect jobs are for "
+                            f"{SPARK_CONNECT_ENGINE} workgroups")
+    if spec.get("calculations") and engine != SPARK_ENGINE:
+        raise PopulateError(f"{path}.calculations: workgroup {workgroup} runs {engine}, which has no calculations")
     created_at = now - _duration(spec, "started_ago", path)
     idle = spec.get("idle_timeout_minutes", DEFAULT_IDLE_TIMEOUT_MINUTES)
     dpus = spec.get("max_concurrent_dpus", 20)
@@ -110,8 +118,8 @@ def _session_group(store: Store, raw: Any, path: str, now: float) -> list[dict[s
     for _ in range(_count(spec, path)):
         session = store.add_session(
             workgroup=workgroup, description=description,
-            engine_configuration=engine_configuration({"MaxConcurrentDpus": dpus}), request={},
-            idle_timeout_minutes=idle, pragma=pragma, created_at=created_at, tags=_tags(spec, path),
+            engine_configuration=engine_configuration({"MaxConcurrentDpus": dpus}, engine), request={},
+            idle_timeout_minutes=idle, pragma=pragma, created_at=created_at, tags=_tags(spec, path), engine=engine,
         )
         ids = [
             store.add_calculation(session_id=session.id, description=desc, code=code, pragma=calc_pragma,

@@ -7,13 +7,20 @@ Grammar (one or more lines anywhere in the text; later lines override earlier ke
 
 Calculation keys (CodeBlock): ``runtime`` (duration, default 10s), ``dpus`` (int >= 1, default 2),
 ``queue`` (duration before it may run, default 0s), ``outcome`` (completed|failed, default completed),
-``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s).
+``on_stop`` (honor|ignore, default honor), ``stop_latency`` (duration, default 1s), ``creating`` (duration in
+CREATING after submission, default 0s), ``created`` (duration in CREATED after that, default 0s).
 
 Session keys (Description): ``start`` (duration CREATING -> CREATED, default 1s), ``created_for``
 (duration CREATED -> IDLE, or ``forever``, default 0s), ``degraded_after`` (duration from StartSession to
 DEGRADED, default never), ``fail_after`` (duration from StartSession to FAILED, default never),
 ``on_terminate`` (honor|stuck, default honor), ``terminate_latency`` (duration TERMINATING -> TERMINATED,
 default 1s).
+
+Spark Connect job keys (Description of an ``Apache Spark version 3.5`` session, which has no calculations to
+carry pragmas): ``busy`` (duration each job keeps the session BUSY, or ``forever``; required by the others),
+``dpus`` (int >= 1 the job uses while it runs, default 2), ``every`` (duration between job starts, longer than
+``busy``; default: one job), ``busy_after`` (duration from StartSession to the first job, never before the
+session is ready; default 0s).
 """
 
 from __future__ import annotations
@@ -45,6 +52,13 @@ class CalculationPragma:
     outcome: str = "completed"
     on_stop: str = "honor"
     stop_latency: float = 1.0
+    creating: float = 0.0  # CREATING, then CREATED for ``created``, then QUEUED/RUNNING
+    created: float = 0.0
+
+    @property
+    def accepted_after(self) -> float:
+        """From submission to the end of CREATED: when it may queue."""
+        return self.creating + self.created
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +69,24 @@ class SessionPragma:
     created_for: float = 0.0  # math.inf: stays CREATED
     degraded_after: float | None = None  # from StartSession
     fail_after: float | None = None  # from StartSession
+    # Spark Connect jobs (Apache Spark version 3.5 sessions only): None without ``busy``.
+    busy: float | None = None  # math.inf: the job never ends
+    dpus: int | None = None
+    every: float | None = None
+    busy_after: float | None = None
+
+    @property
+    def has_jobs(self) -> bool:
+        return self.busy is not None
+
+    @property
+    def job_keys(self) -> tuple[str, ...]:
+        """The Spark Connect job keys that were given."""
+        return tuple(key for key in JOB_KEYS if getattr(self, key) is not None)
+
+    @property
+    def job_dpus(self) -> int:
+        return self.dpus if self.dpus is not None else 2
 
 
 def _duration(key: str, raw: str) -> float:
@@ -90,6 +122,8 @@ _CALCULATION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "outcome": _choice("completed", "failed"),
     "on_stop": _choice("honor", "ignore"),
     "stop_latency": _duration,
+    "creating": _duration,
+    "created": _duration,
 }
 _SESSION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "start": _duration,
@@ -98,7 +132,12 @@ _SESSION_KEYS: dict[str, Callable[[str, str], Any]] = {
     "fail_after": _duration,
     "on_terminate": _choice("honor", "stuck"),
     "terminate_latency": _duration,
+    "busy": _duration_or_forever,
+    "dpus": _positive_int,
+    "every": _duration,
+    "busy_after": _duration,
 }
+JOB_KEYS = ("busy", "dpus", "every", "busy_after")
 
 
 def _parse(text: str | None, keys: dict[str, Callable[[str, str], Any]], where: str) -> dict[str, Any]:
@@ -131,4 +170,11 @@ def parse_session_pragma(description: str | None) -> SessionPragma:
     Raises:
         PragmaError: a token is malformed, a key unknown or a value invalid.
     """
-    return replace(SessionPragma(), **_parse(description, _SESSION_KEYS, "session"))
+    pragma = replace(SessionPragma(), **_parse(description, _SESSION_KEYS, "session"))
+    if pragma.job_keys and pragma.busy is None:
+        key = pragma.job_keys[0]
+        raise PragmaError(key, f"pragma key {key!r} describes a Spark Connect job: set busy= too (e.g. busy=90s)")
+    if pragma.every is not None and pragma.busy is not None and not pragma.every > pragma.busy:
+        raise PragmaError("every", f"pragma key 'every': a job starts every {pragma.every:g}s and must end before "
+                          f"the next one starts (busy={pragma.busy:g}s)")
+    return pragma

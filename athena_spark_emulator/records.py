@@ -7,7 +7,9 @@ from typing import Any
 
 from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
 
-SPARK_ENGINE = "PySpark engine version 3"
+SPARK_ENGINE = "PySpark engine version 3"  # calculations and notebooks
+SPARK_CONNECT_ENGINE = "Apache Spark version 3.5"  # Spark Connect (GetSessionEndpoint); no calculation API
+SPARK_ENGINES = (SPARK_ENGINE, SPARK_CONNECT_ENGINE)
 SQL_ENGINE = "Athena engine version 3"
 
 
@@ -28,6 +30,11 @@ class WorkGroupRecord:
 
     @property
     def is_spark(self) -> bool:
+        return self.engine in SPARK_ENGINES
+
+    @property
+    def has_calculations(self) -> bool:
+        """Only ``PySpark engine version 3`` has the calculation and notebook APIs."""
         return self.engine == SPARK_ENGINE
 
 
@@ -46,10 +53,15 @@ class SessionRecord:
     created_at: float
     tags: dict[str, str]
     terminate_requested_at: float | None = None
+    engine: str = SPARK_ENGINE
 
     @property
     def order_key(self) -> tuple[float, int]:
         return (self.created_at, self.seq)
+
+    @property
+    def has_calculations(self) -> bool:
+        return self.engine == SPARK_ENGINE
 
     @property
     def coordinator_dpus(self) -> int:
@@ -72,3 +84,15 @@ class CalculationRecord:
     @property
     def order_key(self) -> tuple[float, int]:
         return (self.submitted_at, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class NotebookRecord:
+    """An ``ipynb`` file of a PySpark engine version 3 workgroup."""
+
+    id: str
+    name: str
+    workgroup: str
+    created_at: float
+    modified_at: float
+    payload: str

@@ -14,6 +14,7 @@ from typing import Any
 from athena_spark_emulator.store import Store
 
 _WORKGROUP_ARN = ":workgroup/"
+_SESSION_ARN = "/session/"
 SELECTOR_KEYS = ("operation", "session_id", "calculation_id", "workgroup")
 
 
@@ -51,7 +52,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 def request_resources(store: Store, body: dict[str, Any]) -> Resources:
     """The resources a request names (``CalculationExecutionId``, ``SessionId``, ``WorkGroup``/``Name``,
-    a workgroup ``ResourceARN``) and their parents as the store knows them."""
+    a workgroup or session ``ResourceARN``) and their parents as the store knows them."""
     found = Resources()
     calculation_id = _text(body, "CalculationExecutionId")
     session_id = _text(body, "SessionId")
@@ -68,6 +69,9 @@ def request_resources(store: Store, body: dict[str, Any]) -> Resources:
             found = found.plus(workgroup=session.workgroup)
     arn = _text(body, "ResourceARN")
     arn_workgroup = arn.split(_WORKGROUP_ARN, 1)[1] if arn and _WORKGROUP_ARN in arn else None
+    if arn_workgroup is not None and _SESSION_ARN in arn_workgroup:  # a session's ARN (GetResourceDashboard)
+        arn_workgroup, arn_session = arn_workgroup.split(_SESSION_ARN, 1)
+        found = found.plus(session=arn_session)
     for workgroup in (_text(body, "WorkGroup"), _text(body, "Name"), arn_workgroup):
         found = found.plus(workgroup=workgroup)
     return found

@@ -6,12 +6,13 @@ from typing import Any
 
 import structlog
 
-from athena_spark_emulator import calculations, sessions, workgroups
+from athena_spark_emulator import calculations, engines, notebooks, sessions, spark_connect, workgroups
 from athena_spark_emulator.context import Context, Handler
 from athena_spark_emulator.errors import ApiError, internal, invalid_request, unknown_operation
 from athena_spark_emulator.validation import validate_request
 
-HANDLERS: dict[str, Handler] = {**workgroups.HANDLERS, **sessions.HANDLERS, **calculations.HANDLERS}
+HANDLERS: dict[str, Handler] = {**workgroups.HANDLERS, **engines.HANDLERS, **sessions.HANDLERS,
+                                 **spark_connect.HANDLERS, **calculations.HANDLERS, **notebooks.HANDLERS}
 
 
 class AthenaService:

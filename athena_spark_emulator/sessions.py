@@ -1,35 +1,88 @@
-"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors, GetSessionEndpoint."""
+"""Session operations: Start/Get/GetStatus/List/TerminateSession, ListExecutors.
+
+A session runs the engine of its workgroup: ``PySpark engine version 3`` (calculations, notebooks) or
+``Apache Spark version 3.5`` (Spark Connect, see :mod:`athena_spark_emulator.spark_connect`; its work is
+scripted by Spark Connect job keys in its Description pragma).
+"""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
 from athena_spark_emulator.pragma import PragmaError, SessionPragma, parse_session_pragma
-from athena_spark_emulator.records import SPARK_ENGINE, SessionRecord
+from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE, SessionRecord, WorkGroupRecord
 from athena_spark_emulator.store import DEFAULT_IDLE_TIMEOUT_MINUTES
 from athena_spark_emulator.timeline import SessionView
 
 DEFAULT_NOTEBOOK_VERSION = "Athena notebook version 1"
 ENDED = ("TERMINATED", "FAILED")
 NO_EFFECT_ON_TERMINATE = ("TERMINATING", "TERMINATED", "FAILED")
+# ListSessions without a StateFilter: "the sessions ... in an active state like CREATING, CREATED, IDLE, or BUSY"
+# (DEGRADED too: it still holds its resources; and a state no SDK knows, injected as a fault). Sessions ending or
+# ended are listed only with a StateFilter.
+NOT_LISTED_BY_DEFAULT = frozenset({"TERMINATING", "TERMINATED", "FAILED"})
 
 
-def engine_configuration(requested: dict[str, Any] | None) -> dict[str, Any]:
+# EngineConfiguration members Apache Spark version 3.5 refuses (it takes Classifications, e.g. spark-defaults).
+NOT_ON_SPARK_CONNECT = ("CoordinatorDpuSize", "DefaultExecutorDpuSize", "SparkProperties")
+
+
+def engine_configuration(requested: dict[str, Any] | None, engine: str = SPARK_ENGINE) -> dict[str, Any]:
     """The effective engine configuration: Athena's defaults for members that were not given."""
-    config: dict[str, Any] = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 20, "DefaultExecutorDpuSize": 1}
+    config: dict[str, Any] = {"MaxConcurrentDpus": 20}
+    if engine == SPARK_ENGINE:
+        config.update({"CoordinatorDpuSize": 1, "DefaultExecutorDpuSize": 1})
     config.update(requested or {})
     return config
 
 
-def session_pragma(description: str | None) -> SessionPragma:
+def session_pragma(description: str | None, engine: str = SPARK_ENGINE) -> SessionPragma:
     try:
-        return parse_session_pragma(description)
+        pragma = parse_session_pragma(description)
     except PragmaError as error:
         raise invalid_request(f"Description: invalid pragma key {error.key!r}: {error}") from None
+    if pragma.job_keys and engine != SPARK_CONNECT_ENGINE:
+        key = pragma.job_keys[0]
+        raise invalid_request(
+            f"Description: invalid pragma key {key!r}: Spark Connect jobs are for {SPARK_CONNECT_ENGINE} sessions; "
+            f"a {engine} session is kept busy by its calculations (CodeBlock pragmas)")
+    return pragma
+
+
+def check_engine_configuration(workgroup: WorkGroupRecord, body: dict[str, Any]) -> None:
+    """What the workgroup's engine refuses at StartSession."""
+    if workgroup.engine != SPARK_CONNECT_ENGINE:
+        return
+    requested = body.get("EngineConfiguration") or {}
+    for member in NOT_ON_SPARK_CONNECT:
+        if member in requested:
+            raise invalid_request(
+                f"EngineConfiguration.{member} is not supported by {SPARK_CONNECT_ENGINE} (workgroup "
+                f"{workgroup.name}); set Spark properties in EngineConfiguration.Classifications "
+                "(Name spark-defaults) instead")
+    if "NotebookVersion" in body:
+        raise invalid_request(f"NotebookVersion: {SPARK_CONNECT_ENGINE} (workgroup {workgroup.name}) has no "
+                              "notebooks; connect with Spark Connect (GetSessionEndpoint)")
+
+
+def check_notebook_session(ctx: Context, workgroup: WorkGroupRecord, body: dict[str, Any]) -> None:
+    """StartSession with a NotebookVersion must name one of the workgroup's notebooks in AdditionalConfigs."""
+    version = body.get("NotebookVersion")
+    if version is None:
+        return
+    if version != "Athena notebook version 1":
+        raise invalid_request(f"NotebookVersion {version!r} is not valid; the only notebook version is Athena "
+                              "notebook version 1")
+    notebook_id = ((body.get("EngineConfiguration") or {}).get("AdditionalConfigs") or {}).get("NotebookId")
+    if notebook_id is None:
+        raise invalid_request("NotebookVersion needs the notebook's id in EngineConfiguration.AdditionalConfigs "
+                              "(key NotebookId)")
+    notebook = ctx.store.notebooks.get(notebook_id)
+    if notebook is None or notebook.workgroup != workgroup.name:
+        raise invalid_request(f"Notebook {notebook_id} is not found in workgroup {workgroup.name}.")
 
 
 def require_session(ctx: Context, session_id: str) -> SessionRecord:
@@ -52,20 +105,40 @@ def start_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
         raise invalid_request(f"WorkGroup {name} is not Spark-enabled (engine {workgroup.engine})")
     if workgroup.state != "ENABLED":
         raise invalid_request(f"WorkGroup {name} is disabled.")
+    check_engine_configuration(workgroup, body)
+    check_notebook_session(ctx, workgroup, body)
     description = body.get("Description")
-    pragma = session_pragma(description)
+    pragma = session_pragma(description, workgroup.engine)
     tags = dict(workgroup.tags) if body.get("CopyWorkGroupTags") else {}
     tags.update({str(tag["Key"]): str(tag.get("Value", "")) for tag in body.get("Tags", []) if "Key" in tag})
     record = store.add_session(
         workgroup=name, description=description,
-        engine_configuration=engine_configuration(body.get("EngineConfiguration")),
-        request={key: body[key] for key in ("NotebookVersion", "ExecutionRole", "MonitoringConfiguration")
-                 if key in body},
+        engine_configuration=engine_configuration(body.get("EngineConfiguration"), workgroup.engine),
+        request=session_request(workgroup, body),
         idle_timeout_minutes=body.get("SessionIdleTimeoutInMinutes", DEFAULT_IDLE_TIMEOUT_MINUTES),
-        pragma=pragma, created_at=now, tags=tags,
+        pragma=pragma, created_at=now, tags=tags, engine=workgroup.engine,
     )
     store.remember_token("StartSession", body.get("ClientRequestToken"), record.id)
     return {"SessionId": record.id, "State": store.session_state(record.id, now)}
+
+
+def notebook_version(record: SessionRecord) -> str | None:
+    """Only PySpark engine version 3 sessions run a notebook engine."""
+    return record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION) if record.has_calculations else None
+
+
+def session_request(workgroup: WorkGroupRecord, body: dict[str, Any]) -> dict[str, Any]:
+    """What a session keeps of its StartSession request, with what it takes from its workgroup at that instant:
+    the workgroup's MonitoringConfiguration unless the request has one, and the encryption of its results."""
+    request: dict[str, Any] = {key: body[key] for key in ("NotebookVersion", "ExecutionRole", "MonitoringConfiguration")
+                               if key in body}
+    configuration = workgroup.configuration
+    if "MonitoringConfiguration" not in request and configuration.get("MonitoringConfiguration"):
+        request["MonitoringConfiguration"] = configuration["MonitoringConfiguration"]
+    encryption = (configuration.get("ResultConfiguration") or {}).get("EncryptionConfiguration")
+    if encryption:
+        request["EncryptionConfiguration"] = encryption
+    return request
 
 
 def reported_view(ctx: Context, session_id: str, now: float) -> SessionView:
@@ -92,12 +165,13 @@ def get_session(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any
         "SessionId": record.id,
         "Description": record.description,
         "WorkGroup": record.workgroup,
-        "EngineVersion": SPARK_ENGINE,
+        "EngineVersion": record.engine,
         "EngineConfiguration": record.engine_configuration,
-        "NotebookVersion": record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION),
+        "NotebookVersion": notebook_version(record),
         "MonitoringConfiguration": record.request.get("MonitoringConfiguration"),
         "SessionConfiguration": drop_none({
             "ExecutionRole": execution_role,
+            "EncryptionConfiguration": record.request.get("EncryptionConfiguration"),
             "WorkingDirectory": f"s3://athena-emulator-{ctx.account_id}/{record.workgroup}/{record.id}/",
             "IdleTimeoutSeconds": record.idle_timeout_minutes * 60,
             "SessionIdleTimeoutInMinutes": record.idle_timeout_minutes,
@@ -122,7 +196,7 @@ def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
 
     def keep(session_id: str) -> bool:
         view = views[session_id] = reported_view(ctx, session_id, now)
-        return wanted is None or view.state == wanted
+        return view.state not in NOT_LISTED_BY_DEFAULT if wanted is None else view.state == wanted
 
     ids, token = store.workgroup_sessions(name).page(body.get("NextToken"), body.get("MaxResults", 100), keep)
     summaries = []
@@ -131,8 +205,8 @@ def list_sessions(ctx: Context, body: dict[str, Any], now: float) -> dict[str, A
         summaries.append(drop_none({
             "SessionId": session_id,
             "Description": record.description,
-            "EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE, "EffectiveEngineVersion": SPARK_ENGINE},
-            "NotebookVersion": record.request.get("NotebookVersion", DEFAULT_NOTEBOOK_VERSION),
+            "EngineVersion": {"SelectedEngineVersion": record.engine, "EffectiveEngineVersion": record.engine},
+            "NotebookVersion": notebook_version(record),
             "Status": render_status(views[session_id]),
         }))
     return drop_none({"Sessions": summaries, "NextToken": token})
@@ -164,6 +238,13 @@ def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
         "ExecutorState": _executor_state(view.state), "ExecutorSize": record.coordinator_dpus,
     })]
     plan = store.plan(record.id)
+    job = plan.jobs.last_job(now) if plan.jobs is not None else None
+    if job is not None and now < job[1]:
+        for index in range(plan.jobs.dpus if plan.jobs is not None else 0):
+            executors.append({
+                "ExecutorId": f"{record.id}-job-{int(job[0] * 1000)}-worker-{index + 1}", "ExecutorType": "WORKER",
+                "StartDateTime": int(job[0] * 1000), "ExecutorState": "REGISTERED", "ExecutorSize": 1,
+            })
     for calc_id, cplan in plan.calculations.items():
         if cplan.run_start is None or not cplan.run_start <= now < cplan.run_end:
             continue
@@ -185,18 +266,6 @@ def list_executors(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
                       "NextToken": str(start + limit) if more else None})
 
 
-def get_session_endpoint(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
-    record = require_session(ctx, body["SessionId"])
-    state = ctx.store.session_state(record.id, now)
-    if state in ENDED or state == "TERMINATING":
-        raise invalid_request(f"Session {record.id} is {state}; it has no endpoint.")
-    return {
-        "EndpointUrl": f"https://{record.id}.spark.{ctx.region}.athena-emulator.invalid",
-        "AuthToken": secrets.token_urlsafe(24),
-        "AuthTokenExpirationTime": now + 3600.0,
-    }
-
-
 HANDLERS: dict[str, Handler] = {
     "StartSession": start_session,
     "GetSession": get_session,
@@ -204,5 +273,4 @@ HANDLERS: dict[str, Handler] = {
     "ListSessions": list_sessions,
     "TerminateSession": terminate_session,
     "ListExecutors": list_executors,
-    "GetSessionEndpoint": get_session_endpoint,
 }

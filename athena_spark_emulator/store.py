@@ -10,7 +10,13 @@ from typing import Any
 
 from athena_spark_emulator.paging import NewestFirstIndex
 from athena_spark_emulator.pragma import CalculationPragma, SessionPragma
-from athena_spark_emulator.records import CalculationRecord, SessionRecord, WorkGroupRecord
+from athena_spark_emulator.records import (
+    SPARK_ENGINE,
+    CalculationRecord,
+    NotebookRecord,
+    SessionRecord,
+    WorkGroupRecord,
+)
 from athena_spark_emulator.timeline import (
     CalculationView,
     SessionPlan,
@@ -30,6 +36,7 @@ class Store:
         self.workgroups: dict[str, WorkGroupRecord] = {}
         self.sessions: dict[str, SessionRecord] = {}
         self.calculations: dict[str, CalculationRecord] = {}
+        self.notebooks: dict[str, NotebookRecord] = {}
         self._sessions_by_workgroup: dict[str, NewestFirstIndex] = {}
         self._calculations_by_session: dict[str, NewestFirstIndex] = {}
         self._plans: dict[str, SessionPlan] = {}
@@ -44,6 +51,8 @@ class Store:
     def delete_workgroup(self, name: str) -> None:
         del self.workgroups[name]
         self._sessions_by_workgroup.pop(name, None)
+        for notebook_id in [nid for nid, notebook in self.notebooks.items() if notebook.workgroup == name]:
+            del self.notebooks[notebook_id]
 
     def workgroup_sessions(self, name: str) -> NewestFirstIndex:
         return self._sessions_by_workgroup.setdefault(name, NewestFirstIndex())
@@ -51,11 +60,12 @@ class Store:
     # -- sessions ---------------------------------------------------------------------------------
     def add_session(self, *, workgroup: str, description: str | None, engine_configuration: dict[str, Any],
                     request: dict[str, Any], idle_timeout_minutes: int, pragma: SessionPragma,
-                    created_at: float, tags: dict[str, str]) -> SessionRecord:
+                    created_at: float, tags: dict[str, str], engine: str = SPARK_ENGINE) -> SessionRecord:
         record = SessionRecord(
             id=str(uuid.uuid4()), seq=next(self._seq), workgroup=workgroup, description=description,
             engine_configuration=engine_configuration, request=request,
             idle_timeout_minutes=idle_timeout_minutes, pragma=pragma, created_at=created_at, tags=tags,
+            engine=engine,
         )
         self.sessions[record.id] = record
         self._calculations_by_session[record.id] = NewestFirstIndex()

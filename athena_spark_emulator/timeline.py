@@ -13,11 +13,18 @@ Rules (see docs/emulator.md):
   on as planned, it accepts no new ones and no longer times out (the idle timer needs IDLE);
 - ``fail_after``: FAILED at that instant unless it ended before; calculations still pending then are
   FAILED at that instant and queued ones never start (as when a termination completes);
-- calculations run one at a time in submission order: run start = max(submission + queue, session
-  ready, previous run's end); a calculation whose stop (honored) arrives before it starts never runs;
+- a calculation is CREATING for ``creating``, CREATED for ``created``, then QUEUED until it runs;
+  calculations run one at a time in submission order: run start = max(submission + creating + created +
+  queue, session ready, previous run's end); a calculation whose stop (honored) arrives before it starts
+  never runs;
 - TerminateSession at ``T``: TERMINATING from ``T``; with ``on_terminate=honor`` TERMINATED at
   ``T + terminate_latency`` (``stuck``: never). Queued calculations never start after ``T``; calculations
   still pending when the session ends are FAILED at that instant.
+- Spark Connect jobs (``busy``, ``every``, ``dpus``, ``busy_after``: Apache Spark version 3.5 sessions, which
+  have no calculations) keep the session BUSY like a calculation would: the first starts at
+  ``max(ready, StartSession + busy_after)``, the next ones every ``every`` (longer than ``busy``, so jobs never
+  overlap); none starts at or after the terminate request or the session's end, and a running one stops at
+  the session's end (it runs on through a stuck termination).
 """
 
 from __future__ import annotations
@@ -49,6 +56,49 @@ class CalculationPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class JobPlan:
+    """The Spark Connect jobs of a session, read analytically (a job every few minutes for days costs nothing).
+
+    Job ``k`` starts at ``first + k * every`` (only ``k = 0`` when ``every`` is None) if that is before
+    ``last_start``, and runs ``length`` seconds (INF: forever) but not past ``cutoff``.
+    """
+
+    first: float
+    length: float
+    every: float | None
+    dpus: int
+    last_start: float
+    cutoff: float
+
+    def started(self, t: float) -> int:
+        """How many jobs have started by ``t``."""
+        if t < self.first or self.first >= self.last_start:
+            return 0
+        if self.every is None:
+            return 1
+        by_now = math.floor((t - self.first) / self.every) + 1
+        if self.last_start == INF:
+            return by_now
+        return max(0, min(by_now, math.ceil((self.last_start - self.first) / self.every)))
+
+    def last_job(self, t: float) -> tuple[float, float] | None:
+        """``(start, end)`` of the latest job started by ``t``, or None."""
+        count = self.started(t)
+        if count == 0:
+            return None
+        start = self.first + (count - 1) * (self.every or 0.0)
+        return start, min(start + self.length, self.cutoff)
+
+    def dpu_millis(self, t: float) -> float:
+        count = self.started(t)
+        last = self.last_job(t)
+        if last is None:
+            return 0.0
+        earlier = (count - 1) * self.length if count > 1 else 0.0
+        return self.dpus * (earlier + max(0.0, min(last[1], t) - last[0])) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPlan:
     created_at: float  # CREATING -> CREATED
     ready_at: float  # CREATED -> IDLE (INF: stays CREATED)
@@ -58,6 +108,7 @@ class SessionPlan:
     end_reason: str
     busy: tuple[tuple[float, float], ...]  # merged [start, end) intervals with a pending calculation
     calculations: dict[str, CalculationPlan]
+    jobs: JobPlan | None = None  # Spark Connect jobs (then there are no calculations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +137,7 @@ def _plan_calculation(calc: CalculationRecord, *, ready: float, runner_free: flo
     pragma = calc.pragma
     stop = calc.stop_requested_at
     honor = stop is not None and pragma.on_stop == "honor"
-    start = max(calc.submitted_at + pragma.queue, ready, runner_free)
+    start = max(calc.submitted_at + pragma.accepted_after + pragma.queue, ready, runner_free)
     if honor and stop is not None and stop < start:
         end = stop + pragma.stop_latency
         plan = CalculationPlan(None, end, end, "CANCELED", REASON_CANCELED)
@@ -117,6 +168,8 @@ def plan_session(session: SessionRecord, calculations: Sequence[CalculationRecor
         forced_end = INF
     else:
         forced_end = terminate_at + pragma.terminate_latency
+    if pragma.busy is not None:
+        return _plan_jobs(session, created, ready, degraded_at, fail_at, forced_end)
     calculations_end = min(forced_end, fail_at)
     calculations_reason = REASON_SESSION_FAILED if fail_at < forced_end else REASON_SESSION_GONE
     plans: dict[str, CalculationPlan] = {}
@@ -154,6 +207,34 @@ def plan_session(session: SessionRecord, calculations: Sequence[CalculationRecor
     return SessionPlan(created, ready, degraded_at, end, "TERMINATED", reason, tuple(busy), plans)
 
 
+def _plan_jobs(session: SessionRecord, created: float, ready: float, degraded_at: float, fail_at: float,
+               forced_end: float) -> SessionPlan:
+    """The plan of a session whose work is Spark Connect jobs (its pragma's ``busy``)."""
+    pragma = session.pragma
+    assert pragma.busy is not None
+    first = max(ready, session.created_at + (pragma.busy_after or 0.0))
+    terminate_at = session.terminate_requested_at
+    if terminate_at is not None:
+        end, reason = forced_end, REASON_TERMINATED
+    else:
+        timeout = session.idle_timeout_minutes * 60.0
+        if first - ready >= timeout:
+            end = ready + timeout
+        elif pragma.every is not None and pragma.every - pragma.busy < timeout:
+            end = INF  # the next job always comes before the idle timeout
+        else:
+            end = first + pragma.busy + timeout
+        reason = REASON_IDLE
+        if end >= degraded_at:
+            end = INF
+    state = "TERMINATED"
+    if fail_at < end:
+        end, state, reason = fail_at, "FAILED", REASON_FAILED_SESSION
+    last_start = min(end, terminate_at if terminate_at is not None else INF)
+    jobs = JobPlan(first, pragma.busy, pragma.every, pragma.job_dpus, last_start, end)
+    return SessionPlan(created, ready, degraded_at, end, state, reason, (), {}, jobs)
+
+
 def _overlap_millis(start: float | None, end: float, t: float) -> float:
     if start is None:
         return 0.0
@@ -169,6 +250,8 @@ def session_view(session: SessionRecord, calculations: Sequence[CalculationRecor
     for calc in calculations:
         cplan = plan.calculations[calc.id]
         dpu += calc.pragma.dpus * _overlap_millis(cplan.run_start, cplan.run_end, t)
+    if plan.jobs is not None:
+        dpu += plan.jobs.dpu_millis(t)
     dpu_millis = int(dpu)
     terminate_at = session.terminate_requested_at
     if t >= plan.end_at:
@@ -182,6 +265,11 @@ def session_view(session: SessionRecord, calculations: Sequence[CalculationRecor
     if t < plan.ready_at:
         return SessionView("CREATED", created, plan.created_at, None, None, None, dpu_millis)
     idle_since = plan.ready_at
+    job = plan.jobs.last_job(t) if plan.jobs is not None else None
+    if job is not None:
+        if t < job[1]:
+            return SessionView("BUSY", created, job[0], None, None, None, dpu_millis)
+        idle_since = job[1]
     for begin, finish in plan.busy:
         if begin > t:
             break
@@ -205,6 +293,10 @@ def calculation_view(calc: CalculationRecord, plan: CalculationPlan, t: float) -
             state = "CANCELING"
         elif plan.run_start is not None and t >= plan.run_start:
             state = "RUNNING"
+        elif calc.pragma.creating and t < calc.submitted_at + calc.pragma.creating:
+            state = "CREATING"
+        elif calc.pragma.created and t < calc.submitted_at + calc.pragma.accepted_after:
+            state = "CREATED"
         else:
             state = "QUEUED"
     percent = 100 if state == "COMPLETED" or runtime <= 0 else min(100, int(ran / 10.0 / runtime))

@@ -100,3 +100,17 @@ def validate_request(operation_model: Any, body: dict[str, Any]) -> None:
     shape = operation_model.input_shape
     if shape is not None:
         validate_value(shape, body, "")
+
+
+def prune_to_shape(shape: Any, value: Any) -> Any:
+    """``value`` without the members ``shape`` does not know, at every depth: what the service keeps of a request
+    member it stores and answers back (AWS ignores unknown members, and never echoes them)."""
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {name: prune_to_shape(shape.members[name], item) for name, item in value.items()
+                if name in shape.members}
+    if kind == "list" and isinstance(value, list):
+        return [prune_to_shape(shape.member, item) for item in value]
+    if kind == "map" and isinstance(value, dict):
+        return {key: prune_to_shape(shape.value, item) for key, item in value.items()}
+    return value

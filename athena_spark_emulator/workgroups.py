@@ -3,20 +3,58 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import replace
 from typing import Any
 
 from athena_spark_emulator.context import Context, Handler, drop_none
 from athena_spark_emulator.errors import invalid_request, not_found
-from athena_spark_emulator.records import SPARK_ENGINE, SQL_ENGINE, WorkGroupRecord
+from athena_spark_emulator.model import load_athena_model
+from athena_spark_emulator.records import SPARK_CONNECT_ENGINE, SPARK_ENGINE, SPARK_ENGINES, SQL_ENGINE, WorkGroupRecord
 from athena_spark_emulator.store import sorted_names
+from athena_spark_emulator.validation import prune_to_shape
 
 PRIMARY = "primary"
 _ARN_PREFIX = "arn:aws:athena:"
 
 
-def spark_configuration() -> dict[str, Any]:
-    return {"EngineVersion": {"SelectedEngineVersion": SPARK_ENGINE, "EffectiveEngineVersion": SPARK_ENGINE}}
+ENGINES = ("AUTO", SQL_ENGINE, *SPARK_ENGINES)
+# WorkGroupConfiguration members Athena ignores on write (read-only, or newer than what it stores): never echoed,
+# even where a newer botocore model has them.
+IGNORED_ON_WRITE = ("SystemTableStatuses",)
+
+
+def stored_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
+    """What Athena keeps of a written WorkGroupConfiguration: the members of the model's shape, none of those it
+    ignores on write."""
+    shape = load_athena_model().shape_for("WorkGroupConfiguration")
+    kept: dict[str, Any] = prune_to_shape(shape, configuration)
+    for member in IGNORED_ON_WRITE:
+        kept.pop(member, None)
+    return kept
+
+
+def identity_center_application_arn(ctx: Context, record: WorkGroupRecord) -> str | None:
+    """The IAM Identity Center application Athena creates for a workgroup with Identity Center enabled."""
+    identity = record.configuration.get("IdentityCenterConfiguration") or {}
+    instance = str(identity.get("IdentityCenterInstanceArn") or "")
+    if not identity.get("EnableIdentityCenter") or "/" not in instance:
+        return None
+    digest = hashlib.sha256(f"{ctx.account_id}:{ctx.region}:{record.name}".encode()).hexdigest()[:16]
+    partition = instance.split(":", 2)[1]
+    return f"arn:{partition}:sso::{ctx.account_id}:application/{instance.rsplit('/', 1)[1]}/apl-{digest}"
+
+
+def spark_configuration(engine: str = SPARK_ENGINE) -> dict[str, Any]:
+    return {"EngineVersion": {"SelectedEngineVersion": engine, "EffectiveEngineVersion": engine}}
+
+
+def _requested_engine(configuration: dict[str, Any] | None, where: str) -> str | None:
+    engine = (configuration or {}).get("EngineVersion", {}).get("SelectedEngineVersion")
+    if engine not in (None, *ENGINES):
+        raise invalid_request(f"{where}.EngineVersion.SelectedEngineVersion: unknown engine {engine!r} "
+                              f"(known: {', '.join(ENGINES)})")
+    return str(engine) if engine is not None else None
 
 
 def new_workgroup(name: str, *, created_at: float, configuration: dict[str, Any] | None = None,
@@ -47,12 +85,10 @@ def create_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[st
     name = body["Name"]
     if name in ctx.store.workgroups:
         raise invalid_request(f"WorkGroup {name} is already created")
-    engine = body.get("Configuration", {}).get("EngineVersion", {}).get("SelectedEngineVersion")
-    if engine not in (None, "AUTO", SQL_ENGINE, SPARK_ENGINE):
-        raise invalid_request(f"Configuration.EngineVersion.SelectedEngineVersion: unknown engine {engine!r}")
+    _requested_engine(body.get("Configuration"), "Configuration")
     ctx.store.put_workgroup(new_workgroup(
-        name, created_at=now, configuration=body.get("Configuration"), description=body.get("Description"),
-        tags=_tags_from_list(body.get("Tags")),
+        name, created_at=now, configuration=stored_configuration(body.get("Configuration") or {}),
+        description=body.get("Description"), tags=_tags_from_list(body.get("Tags")),
     ))
     return {}
 
@@ -62,6 +98,7 @@ def get_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, 
     return {"WorkGroup": drop_none({
         "Name": record.name, "State": record.state, "Configuration": copy.deepcopy(record.configuration),
         "Description": record.description, "CreationTime": record.created_at,
+        "IdentityCenterApplicationArn": identity_center_application_arn(ctx, record),
     })}
 
 
@@ -76,6 +113,7 @@ def list_work_groups(ctx: Context, body: dict[str, Any], now: float) -> dict[str
             "Name": name, "State": record.state, "Description": record.description,
             "CreationTime": record.created_at,
             "EngineVersion": copy.deepcopy(record.configuration.get("EngineVersion")),
+            "IdentityCenterApplicationArn": identity_center_application_arn(ctx, record),
         }))
     return drop_none({"WorkGroups": summaries, "NextToken": page[-1] if len(names) > limit else None})
 
@@ -112,10 +150,15 @@ def _merge_updates(config: dict[str, Any], updates: dict[str, Any]) -> None:
 
 def update_work_group(ctx: Context, body: dict[str, Any], now: float) -> dict[str, Any]:
     record = require_workgroup(ctx, body["WorkGroup"])
+    engine = _requested_engine(body.get("ConfigurationUpdates"), "ConfigurationUpdates")
+    if record.is_spark and engine is not None and engine != record.engine:
+        raise invalid_request(
+            f"WorkGroup {record.name} runs {record.engine} and cannot change to {engine}: a workgroup cannot be "
+            f"upgraded from {SPARK_ENGINE} to {SPARK_CONNECT_ENGINE} (create a new workgroup)")
     configuration = copy.deepcopy(record.configuration)
     _merge_updates(configuration, body.get("ConfigurationUpdates", {}))
     updated = new_workgroup(
-        record.name, created_at=record.created_at, configuration=configuration,
+        record.name, created_at=record.created_at, configuration=stored_configuration(configuration),
         description=body.get("Description", record.description), state=body.get("State", record.state),
         tags=record.tags,
     )

@@ -642,7 +642,8 @@ def main() -> int:
     parser.add_argument("--keep", default=None,
                         help="keep configs, journals, logs and the audit log (<side>.calls.json) in this directory")
     parser.add_argument("--profile", action="store_true", help="py-spy the supervisor (speedscope, in --keep)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 50 sessions, 15 s per side")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 50 sessions, 15 s per side (or --duration)")
     parser.add_argument("--skip-naive", action="store_true", help="run the supervisor side only")
     parser.add_argument("--budgets", action="store_true",
                         help="a daily budget over every bench workgroup (notify only, never reached): accounting on")
@@ -650,7 +651,8 @@ def main() -> int:
     parser.add_argument("--out-dir", default=None, help="with --series: one results-<N>.json each")
     args = parser.parse_args()
     if args.quick:
-        args.sessions, args.duration, args.stop_grace, args.naive_interval = 50, 15.0, 3.0, 10.0
+        args.sessions, args.stop_grace, args.naive_interval = 50, 3.0, 10.0
+        args.duration = args.duration or 15.0
     sizes = [int(s) for s in args.series.split(",")] if args.series else [args.sessions]
     for size in sizes:
         args.sessions = size

@@ -17,6 +17,7 @@ from supervisor.core.model import (
     MalformedItem,
     SessionSnapshot,
     WorkgroupSnapshot,
+    engine_name,
 )
 from supervisor.gateway import Gateway, Priority
 
@@ -77,7 +78,7 @@ async def workgroup_tags(gateway: Gateway, arn: str) -> dict[str, str]:
 def workgroup_snapshot(summary: dict[str, Any], tags: Mapping[str, str] | None) -> WorkgroupSnapshot:
     return WorkgroupSnapshot(
         name=str(summary["Name"]), enabled=summary.get("State", "ENABLED") == "ENABLED",
-        is_spark=_is_spark(summary), tags=tags,
+        is_spark=_is_spark(summary), tags=tags, engine=engine_name(summary.get("EngineVersion")),
     )
 
 

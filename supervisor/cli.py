@@ -27,7 +27,8 @@ EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 1
 EXIT_INTERRUPTED = 130
 
-# Each module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
+# Each module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code); the
+# command is the module's name with dashes (``check_config``: ``check-config``).
 COMMAND_MODULES: tuple[str, ...] = (
     "supervisor.commands.run",
     "supervisor.commands.emulator",
@@ -54,7 +55,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {' '.join(message.split())}; see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_name(module_name: str) -> str:
+    """The command a module of :data:`COMMAND_MODULES` registers."""
+    return module_name.rsplit(".", 1)[1].replace("_", "-")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone: a command's module imports what the command needs
+    (the daemon's, aiobotocore: about a second), so ``check-config`` need not import what ``run`` needs."""
     parser = OneLineErrorParser(
         prog="athena-supervisor",
         description="Watch Athena for Apache Spark sessions and calculations and enforce budget policies.",
@@ -62,13 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+        if command is None or command_name(module_name) == command:
+            importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # A command first gets its own parser; anything else (nothing, --help, --version, a typo) the parser of
+    # every command, for its help, its usage and its list of choices.
+    known = {command_name(module_name) for module_name in COMMAND_MODULES}
+    command = arguments[0] if arguments and arguments[0] in known else None
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     try:
         exit_code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here for output still in the buffer

@@ -32,6 +32,7 @@ import structlog
 
 from supervisor.clock import Clock
 from supervisor.core.fleet import Lease, Shard, acting_deadline, free_shards, plan_leases
+from supervisor.gateway import AwsCallError
 from supervisor.metrics import Metrics
 from supervisor.shard import ShardHost
 from supervisor.storage import LeaseStore
@@ -40,6 +41,18 @@ from supervisor.storage import LeaseStore
 # its shards meanwhile).
 STORE_RETRY = timedelta(seconds=1)
 RELEASE_TIMEOUT = timedelta(seconds=5)
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first error of a (nested) exception group, or ``error`` itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _code(error: BaseException) -> str:
+    error = _first(error)
+    return error.code if isinstance(error, AwsCallError) else type(error).__name__
 
 
 def default_replica_id() -> str:
@@ -61,14 +74,14 @@ class Cluster:
 
     Args:
         host_for: builds the host of a shard for a lease; its ``may_send`` tells whether a destructive call
-            may still start.
+            may still start, and its ``fence_lost`` is called when a fenced write was refused.
         call_margin: the longest a destructive call may take to reach AWS once started (the connect
             timeout): the holder stops this long plus ``skew`` before its lease could expire.
     """
 
     def __init__(self, *, store: LeaseStore, replica: str, shards: Sequence[Shard], lease_duration: timedelta,
                  skew: timedelta, call_margin: timedelta, clock: Clock, metrics: Metrics,
-                 host_for: Callable[[Shard, Lease, Callable[[], bool]], ShardHost],
+                 host_for: Callable[[Shard, Lease, Callable[[], bool], Callable[[], None]], ShardHost],
                  logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.store = store
         self.replica = replica
@@ -84,6 +97,8 @@ class Cluster:
         self._log = (logger or structlog.get_logger("supervisor.cluster")).bind(replica=replica)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._free_since: dict[str, datetime] = {}  # shards seen free, since when (for orphans)
+        for shard in shards:  # every replica exports every shard's ownership, 0 or 1: none held sums to 0
+            metrics.for_shard(shard).shard_owned.set(0)
 
     @property
     def hosts(self) -> dict[Shard, ShardHost]:
@@ -121,12 +136,15 @@ class Cluster:
         sent_at = self.clock.now()
         try:
             await self.store.heartbeat(self.replica, sent_at + self.lease_duration)
-            for scope in list(self.held):
-                await self._renew(scope, sent_at)
+            # All at once: one after the other, the last lease would be renewed a round trip per held shard later
+            # (seconds on a busy replica with many shards), past its acting deadline.
+            async with anyio.create_task_group() as renewals:
+                for scope in list(self.held):
+                    renewals.start_soon(self._renew, scope, sent_at)
             leases = {lease.shard_scope: lease for lease in await self.store.leases()}
             live = await self.store.live_replicas(self.clock.now())
-        except Exception as error:  # the store unreachable or throttling: the acting deadlines protect us
-            self.problem = f"the lease store cannot be reached ({type(error).__name__})"
+        except Exception as error:  # the store unreachable, throttling or an odd answer: the deadlines protect us
+            self.problem = f"the lease store cannot be reached ({_code(error)})"
             self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
             return self.clock.now() + STORE_RETRY
         self.problem = None
@@ -140,16 +158,28 @@ class Cluster:
             self._log.info("cluster.rebalancing", live=sorted(set(live) | {self.replica}), held=len(self.held),
                            acquire=[str(self.shards[scope]) for scope in plan.acquire],
                            release=[str(self.shards[scope]) for scope in plan.release])
-        for scope in plan.release:
-            await self._release(scope, reason="rebalance")
-        for scope in plan.acquire:
-            await self._acquire(scope)
-        return self._next_round_at(leases, now)
+        try:
+            for scope in plan.release:
+                await self._release(scope, reason="rebalance")
+            spare = list(plan.spare)
+            for scope in plan.acquire:
+                # Refused: another replica took it first (after a replica died, the survivors want its shards at
+                # the same instant). Take the next free one now rather than a round later, so a takeover stays
+                # within lease_duration + max_clock_skew.
+                taken = await self._acquire(scope)
+                while not taken and spare:
+                    taken = await self._acquire(spare.pop(0))
+        except Exception as error:  # the next round tries again; what was done stays done
+            self.problem = f"the lease store cannot be reached ({_code(error)})"
+            self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
+            return self.clock.now() + STORE_RETRY
+        return self._next_round_at(leases, now, started=sent_at)
 
-    def _next_round_at(self, leases: dict[str, Lease], now: datetime) -> datetime:
-        """A third of the lease duration from now, or just after another replica's lease becomes free (so a
-        dead replica's shards move within ``lease_duration + skew`` of its last renewal)."""
-        due = now + self.lease_duration / 3
+    def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
+        """A third of the lease duration after this round started (not ended: a slow round must not push the
+        next renewal past the acting deadline), or just after another replica's lease becomes free (so a dead
+        replica's shards move within ``lease_duration + skew`` of its last renewal)."""
+        due = started + self.lease_duration / 3
         for scope, lease in leases.items():
             if scope in self.shards and lease.owner != self.replica:
                 free_at = lease.expires_at + self.skew + timedelta(milliseconds=1)
@@ -158,8 +188,12 @@ class Cluster:
         return due
 
     async def _renew(self, scope: str, sent_at: datetime) -> None:
-        held = self.held[scope]
+        held = self.held.get(scope)
+        if held is None:  # its acting deadline passed while this round renewed another lease: it stopped
+            return
         renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
+        if self.held.get(scope) is not held:  # stopped meanwhile (its deadline passed): the renewal comes too late
+            return
         if renewed is None:
             self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
             self.metrics.lease_changes.labels("lost").inc()
@@ -168,33 +202,47 @@ class Cluster:
         held.lease = renewed
         held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
 
-    async def _acquire(self, scope: str) -> None:
+    async def _acquire(self, scope: str) -> bool:
+        """Take the shard's lease and start its host; False if another replica holds it."""
         now = self.clock.now()
         lease = await self.store.acquire(scope, self.replica, expires_at=now + self.lease_duration,
                                          expired_before=now - self.skew)
         if lease is None:
             self.metrics.lease_changes.labels("refused").inc()
-            return
+            return False
         shard = self.shards[scope]
         deadline = acting_deadline(now, self.lease_duration, self.margin)
-        held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope)))
+        held = _Held(lease, deadline, self.host_for(shard, lease, lambda: self._may_send(scope),
+                                                     lambda: self._fence_lost(scope)))
         self.held[scope] = held
         self.metrics.lease_changes.labels("acquired").inc()
         self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
         assert self._task_group is not None
-        await self._task_group.start(self._host, held)
+        # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
+        # read), and the round must go on to renew the leases already held before their acting deadlines.
+        self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
+        return True
+
+    def _fence_lost(self, scope: str) -> None:
+        """A fenced write of the shard was refused: another replica took it. Stop acting there at once."""
+        held = self.held.pop(scope, None)
+        if held is None:
+            return
+        held.deadline = self.clock.now()
+        held.scope.cancel()
+        self.metrics.lease_changes.labels("lost").inc()
+        self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token, why="fence")
 
     def _may_send(self, scope: str) -> bool:
         held = self.held.get(scope)
         return held is not None and self.clock.now() < held.deadline
 
-    async def _host(self, held: _Held, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _host(self, held: _Held) -> None:
         """Run a shard's host until it is stopped, or until its acting deadline passes without a renewal."""
         try:
             with held.scope:
                 async with anyio.create_task_group() as task_group:
-                    await task_group.start(held.host.run)
-                    task_status.started()
+                    task_group.start_soon(held.host.run)
                     while True:
                         await self.clock.sleep_until(held.deadline)
                         if self.clock.now() >= held.deadline:

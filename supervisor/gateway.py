@@ -25,8 +25,9 @@ from typing import Any, Protocol
 import anyio
 import structlog
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.loaders import Loader, create_loader
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
@@ -164,6 +165,27 @@ def error_code(error: BaseException | None) -> str:
     return type(error).__name__ if error is not None else ""
 
 
+@functools.cache
+def _shared_loader(data_path: str | None) -> Loader:
+    """botocore's data loader for ``data_path`` (``AWS_DATA_PATH``), one per process.
+
+    Service models, endpoint rulesets and partitions are read-only JSON that a loader parses once and caches;
+    botocore gives every session a loader of its own, so each session would parse them again (~0.1 s of CPU
+    per session, most of what creating a client costs).
+    """
+    return create_loader(data_path)
+
+
+def new_session(profile: str | None = None) -> AioSession:
+    """An aiobotocore session for ``profile`` (None: the default credential chain) whose data loader is shared
+    with every other session of the process; credentials and configuration stay the session's own."""
+    session = AioSession(profile=profile)
+    # Lazily, as botocore registers its own: reading data_path reads the profile, which may not exist.
+    session.lazy_register_component(
+        "data_loader", lambda: _shared_loader(session.get_config_variable("data_path")))
+    return session
+
+
 class Uniform(Protocol):
     """A random source for jitter: ``random.Random`` or the :mod:`random` module itself."""
 
@@ -192,7 +214,7 @@ class Gateway:
         connect_timeout / read_timeout: seconds or a timedelta, handed to botocore for every client.
         clock: backoff between attempts sleeps on it (default real time).
         rng: the jitter source (default the :mod:`random` module, so ``random.seed`` makes it repeatable).
-        session: the aiobotocore session (default one for ``profile``).
+        session: the aiobotocore session (default: :func:`new_session` for ``profile``).
     """
 
     def __init__(
@@ -224,7 +246,7 @@ class Gateway:
         self.read_timeout = _seconds(read_timeout)
         self.clock: Clock = clock or SystemClock()
         self._rng: Uniform = rng if rng is not None else random
-        self._session = session or (AioSession(profile=profile) if profile else get_session())
+        self._session = session or new_session(profile)
         self._log = logger or structlog.get_logger("supervisor.gateway")
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str, str | None], Any] = {}
@@ -241,6 +263,11 @@ class Gateway:
     ) -> None:
         self._clients.clear()
         await self._stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def session(self) -> AioSession:
+        """The aiobotocore session the clients are made from (its credentials, its loaded service models)."""
+        return self._session
 
     @property
     def in_flight_window(self) -> timedelta:

@@ -166,6 +166,12 @@ class Families:
             "exempt_workgroup, disabled, tags_unknown (its exemption tags could not be read: not enforced).",
             (*shard, "reason"), registry=r,
         )
+        self.inapplicable_limits = Gauge(
+            f"{PREFIX}_inapplicable_limits", "1 for each watched workgroup whose engine has no calculations "
+            "(Apache Spark version 3.5) while the configuration limits them: kind calculation_limits (its policy's "
+            "calculation limits never apply) or budget_stop_calculations (a budget's stop_calculations threshold "
+            "stops nothing there).", (*shard, "workgroup", "kind"), registry=r,
+        )
         self.circuit_breaker_open = Gauge(
             f"{PREFIX}_circuit_breaker_open", "1 while the circuit breaker holds destructive actions.",
             labelnames=shard, registry=r,
@@ -238,6 +244,7 @@ class Metrics:
         self.unjudgeable_targets = ShardCounter(f.unjudgeable_targets, labels)
         self.listing_failures = ShardCounter(f.listing_failures, labels)
         self.skipped_workgroups = ShardGauge(f.skipped_workgroups, labels)
+        self.inapplicable_limits = ShardGauge(f.inapplicable_limits, labels)
         self.circuit_breaker_open = ShardGauge(f.circuit_breaker_open, labels)
 
         self.shard_owned = ShardGauge(f.shard_owned, labels)
@@ -248,6 +255,24 @@ class Metrics:
         self.events_pruned = f.events_pruned
         self.config_reloads = f.config_reloads
         self.config_last_reload_success = f.config_last_reload_success
+
+    def forget_shard(self) -> None:
+        """Drop this shard's gauges (but ``shard_owned``, set to 0): a replica that gave a shard up must not go on
+        exporting its last values beside those of the new owner. Counters stay: each replica counts its own."""
+        if self.shard is None:
+            return
+        account, region = self.shard.labels
+        for gauge in (self.families.escalations_in_flight, self.families.active_sessions,
+                      self.families.active_calculations, self.families.last_discovery,
+                      self.families.enforcement_failing, self.families.skipped_workgroups,
+                      self.families.inapplicable_limits,
+                      self.families.circuit_breaker_open, self.families.shard_credentials_failing):
+            names = gauge._labelnames  # the family's label names, in order
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("account") == account and sample.labels.get("region") == region:
+                        gauge.remove(*(sample.labels[name] for name in names))
+        self.shard_owned.set(0)
 
     def for_shard(self, shard: Shard) -> Metrics:
         """The same instruments, labelled with ``shard``'s account and region."""

@@ -155,9 +155,9 @@ async def running_service(
                     shards=settings.shards(), lease_duration=settings.cluster.lease_duration,
                     skew=settings.cluster.max_clock_skew, call_margin=settings.aws.connect_timeout, clock=clock,
                     metrics=metrics,
-                    host_for=lambda shard, lease, may_send: ShardHost(
+                    host_for=lambda shard, lease, may_send, fence_lost: ShardHost(
                         shard, live.settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
-                        may_send=may_send),
+                        may_send=may_send, fence_lost=fence_lost),
                 )
             else:
                 hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)

@@ -192,7 +192,7 @@ class ShardRuntime:
 async def shard_runtime(
     shard: Shard, settings: Settings, *, storage: Storage, metrics: Metrics, clock: Clock,
     events: EventSink | None, session: AioSession | None = None, fence: Fence | None = None,
-    may_send: Callable[[], bool] | None = None,
+    may_send: Callable[[], bool] | None = None, fence_lost: Callable[[], None] | None = None,
 ) -> AsyncIterator[ShardRuntime]:
     """Build ``shard``'s collaborators from the process-wide ``settings``; the gateway closes on exit.
 
@@ -219,7 +219,7 @@ async def shard_runtime(
                 retry_backoff_max=settings.escalation.retry_backoff_max,
                 in_flight_window=gateway.in_flight_window,
             ),
-            void_reason=void_reason_for(settings, policies),
+            void_reason=void_reason_for(settings, policies), fence_lost=fence_lost,
         )
         warnings = Warnings(storage=storage, metrics=metrics, clock=clock, events=events)
         checks = Checks(
@@ -271,6 +271,7 @@ class ShardHost:
     sts: Gateway
     fence: Fence | None = None
     may_send: Callable[[], bool] | None = None
+    fence_lost: Callable[[], None] | None = None
     runtime: ShardRuntime | None = None
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
@@ -336,7 +337,8 @@ class ShardHost:
                 async with (
                     shard_runtime(self.shard, self.settings, storage=self.storage, metrics=self.metrics,
                                   clock=self.clock, events=self.events, session=session,
-                                  fence=self.fence, may_send=self.may_send) as runtime,
+                                  fence=self.fence, may_send=self.may_send,
+                                  fence_lost=self.fence_lost) as runtime,
                     anyio.create_task_group() as task_group,
                 ):
                     await task_group.start(runtime.run)
@@ -345,4 +347,4 @@ class ShardHost:
                     report()
             finally:
                 self.runtime = None
-                metrics.shard_owned.set(0)
+                metrics.forget_shard()

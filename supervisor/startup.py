@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import botocore
-import botocore.session
 from botocore.exceptions import BotoCoreError
 
 from supervisor.config import AwsSettings, Settings
@@ -93,6 +92,8 @@ def check_aws(aws: AwsSettings, *, environ: Mapping[str, str] | None = None) -> 
 @functools.cache
 def known_regions(service: str = SERVICE) -> frozenset[str]:
     """Every region of every partition in which botocore's endpoint data lists ``service``."""
+    import botocore.session  # here: a command that never needs it starts faster (botocore.client, its docs...)
+
     session = botocore.session.get_session()
     return frozenset(region for partition in session.get_available_partitions()
                      for region in session.get_available_regions(service, partition_name=partition))
@@ -142,6 +143,8 @@ def check_profile(aws: AwsSettings, *, environ: Mapping[str, str] | None = None)
         if found is None:
             return
         name, where = env[found], found
+    import botocore.session
+
     session = botocore.session.Session()
     files = " or ".join(str(Path(str(session.get_config_variable(key))).expanduser())
                         for key in ("config_file", "credentials_file"))

@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from moto.server import DomainDispatcherApplication, create_backend_app
 from prometheus_client import CollectorRegistry
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from supervisor.clock import SystemClock
 from supervisor.config import Settings, parse_settings
@@ -31,15 +29,18 @@ from supervisor.storage.factory import build_storage_gateway, journal_table, ope
 REGION = "us-east-1"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:
-        return None
-
-
 class MotoServer:
     """moto on 127.0.0.1 (a free port), one request at a time."""
 
     def __init__(self) -> None:
+        # Imported here, not at collection: every xdist worker would pay for moto otherwise.
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log(self, type: str, message: str, *args: Any) -> None:
+                return None
+
         app = DomainDispatcherApplication(create_backend_app)
         lock = threading.Lock()
 
@@ -47,8 +48,8 @@ class MotoServer:
             with lock:
                 return list(app(environ, start_response))
 
-        self._server: BaseWSGIServer = make_server("127.0.0.1", 0, one_at_a_time, threaded=True,
-                                                   request_handler=_Quiet)
+        self._server = make_server("127.0.0.1", 0, one_at_a_time, threaded=True,
+                                                   request_handler=Quiet)
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self._thread.start()

@@ -20,8 +20,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from aiohttp import web
-from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 HOP_BY_HOP = ("content-length", "transfer-encoding", "connection")
 
@@ -30,10 +28,15 @@ class Moto:
     """One moto backend (all services), applying one request at a time."""
 
     def __init__(self) -> None:
+        # Imported here, not at collection: every xdist worker would pay for moto otherwise.
+        from moto.server import DomainDispatcherApplication, create_backend_app
+
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.Lock()
 
     def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        from werkzeug.test import run_wsgi_app
+
         with self._lock:
             chunks, status, headers = run_wsgi_app(self._app, environ, buffered=True)
             return (int(status.split()[0]), [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP],
@@ -62,6 +65,8 @@ class MotoFrontend:
             if request.transport is not None:
                 request.transport.close()  # no answer: the client sees the connection drop
             raise web.HTTPServiceUnavailable()
+        from werkzeug.test import EnvironBuilder
+
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
                                  headers=headers, data=body).get_environ()

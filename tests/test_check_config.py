@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from supervisor.cli import build_parser
+from supervisor.cli import build_parser, main
 from supervisor.commands.check_config import check_config, shadowed_policies
 from supervisor.config import parse_settings
 
@@ -26,20 +24,20 @@ def test_subcommand_is_registered() -> None:
     assert "check-config" in build_parser().format_help()
 
 
-def test_cli_exit_codes_and_streams(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "supervisor", "check-config", str(EXAMPLE)],
-                        cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0, ok.stderr
-    assert "1. etl-limits" in ok.stdout and ok.stderr == ""
+def test_cli_exit_codes_and_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Through the CLI's main(), in this process: a real process's exit status and streams are checked by the
+    # `run` and `demo` process tests (tests/test_daemon_process.py, tests/test_demo.py) and test_cli.py.
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    ok = capsys.readouterr()
+    assert "1. etl-limits" in ok.out and ok.err == ""
     bad = tmp_path / "bad.yaml"
     bad.write_text("policies:\n  - name: p\n    calcualtion: {max_runtime: 30m}\n", encoding="utf-8")
-    failed = subprocess.run([sys.executable, "-m", "supervisor", "check-config", str(bad)],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert failed.returncode == 2
-    assert failed.stdout == ""
-    assert failed.stderr.splitlines() == [
-        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, mode, name, "
-        "notify_before, regions, session, workgroups; did you mean 'calculation'?",
+    assert main(["check-config", str(bad)]) == 2
+    failed = capsys.readouterr()
+    assert failed.out == ""
+    assert failed.err.splitlines() == [
+        f"{bad}: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, engines, mode, "
+        "name, notify_before, regions, session, workgroups; did you mean 'calculation'?",
     ]
 
 
@@ -49,7 +47,8 @@ def test_summary_lists_policies_in_evaluation_order() -> None:
     assert "the first whose workgroups match a target's workgroup wins" in out
     assert out.index("1. etl-limits") < out.index("2. everything-else")
     assert "each calculation: max runtime 30m, max queued 5m, max 4 DPU-hours, max cost 1.50 USD" in out
-    assert "each session: max idle 15m, max age 8h, max 40 DPU-hours, max cost 15.00 USD" in out
+    assert ("each session: max idle 15m, max age 8h, max busy 2h without a break, max 40 DPU-hours, "
+            "max cost 15.00 USD") in out
     assert "mode: dry-run (set on the policy)" in out
     assert "etl-daily: 200.00 USD per calendar day in time zone UTC" in out
     assert "at 110% (220.00 USD): terminate_sessions" in out

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.cli import build_parser, main
+from supervisor.cli import COMMAND_MODULES, build_parser, command_name, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,20 @@ def test_every_subcommand_is_registered() -> None:
     parser = build_parser()
     help_text = parser.format_help()
     assert "emulator" in help_text
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("module", COMMAND_MODULES)
+def test_a_command_parsed_alone_is_the_command_among_all(module: str) -> None:
+    """``main`` builds the parser of the command it is given only (the others' imports are slow)."""
+    command = command_name(module)
+    alone = _commands(build_parser(command))
+    assert list(alone) == [command]
+    assert alone[command].format_help() == _commands(build_parser())[command].format_help()
 
 
 def test_version_flag_prints_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,8 +84,10 @@ def test_demo_yaml_matches_the_demo_script() -> None:
     settings = load_settings(REPO / "config" / "demo.yaml", environ={})
     assert settings.aws.endpoint_url is None
     assert settings.workgroups == ("demo-*",)
-    limits, idle, cost = settings.policies
+    limits, idle, cost, connect = settings.policies
     assert limits.name == "demo-limits" and limits.workgroups == ("demo-etl*",)
+    assert connect.engines == ("Apache Spark version 3.5",)
+    assert connect.session is not None and connect.session.max_busy == timedelta(seconds=8)
     assert limits.calculation is not None and limits.calculation.max_runtime == timedelta(seconds=6)
     assert limits.action == "stop"
     assert idle.session is not None and idle.session.max_idle == timedelta(seconds=10)
@@ -341,8 +343,8 @@ def test_notification_defaults_and_filter() -> None:
          "endpoint_url, max_attempts, max_requests_per_second, profile, read_timeout, region, sts_endpoint_url; "
          "did you mean 'region'?"),
         ({"policies": [{**POLICY, "calcualtion": {}}]},
-         "c.yaml: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, mode, name, "
-         "notify_before, regions, session, workgroups; did you mean 'calculation'?"),
+         "c.yaml: policies[0].calcualtion: unknown key; accepted keys: accounts, action, calculation, engines, mode, "
+         "name, notify_before, regions, session, workgroups; did you mean 'calculation'?"),
         ({"policies": [{**POLICY, "calculation": {"max_runtime": "1m", "max_run_time": "1m"}}]},
          "c.yaml: policies[0].calculation.max_run_time: unknown key; accepted keys: max_cost_usd, "
          "max_dpu_hours, max_queued, max_runtime; did you mean 'max_runtime'?"),

@@ -126,20 +126,6 @@ def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeatin
     assert events[-1] == "verify.done"
 
 
-def test_sigterm_stops_the_daemon_cleanly(emulator: EmulatorHandle, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.yaml", base_config(emulator, tmp_path / "journal.db"))
-    log = tmp_path / "daemon.log"
-    daemon = spawn_daemon(config, log)
-    try:
-        wait_until(lambda: any(e.get("event") == "supervisor.started" for e in log_events(log)))
-        wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(15) == 0
-    names = [e.get("event") for e in log_events(log)]
-    assert names[-2:] == ["supervisor.stopping", "supervisor.stopped"]
-
-
 def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("mode: enforce\npolicies:\n  - name: p\n    calculation: {max_runtime: 30 minutes}\n")
@@ -166,6 +152,7 @@ def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(emulator
 
     try:
         started = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "supervisor.started"])
+        wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
         url = started[0]["http"]
         first = status()["config"]
         write_config(config, {**settings, "mode": "dry-run"})

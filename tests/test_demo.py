@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import yaml
 from supervisor.cli import main
 from supervisor.config import load_settings
 from supervisor.demo import scenario
+from tests.background import Background, in_background
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +48,26 @@ def test_a_config_without_the_limits_the_story_needs_is_refused(tmp_path: Path,
     path.write_text(yaml.safe_dump(config))
     assert main(["demo", "--config", str(path)]) == 2
     assert "'demo-notebooks' needs session.max_idle" in capsys.readouterr().err
+    config["policies"] = [p for p in yaml.safe_load(PACKAGED.read_text())["policies"] if p["name"] != "demo-connect"]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["demo", "--config", str(path)]) == 2
+    assert "'demo-connect' (Apache Spark version 3.5) needs session.max_busy" in capsys.readouterr().err
 
 
-def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
+@dataclass(frozen=True, slots=True)
+class DemoRun:
+    exit_code: int
+    output: str
+    stderr: str
+    metrics_body: str  # /metrics, read while the demo ran
+    seconds: float
+    journal: Path
+
+
+def play_demo(directory: Path) -> DemoRun:
+    """``athena-supervisor demo`` in a process of its own, to the end."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    journal = tmp_path / "journal.db"
+    journal = directory / "journal.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "demo", "--journal", str(journal)], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -72,10 +89,16 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
         exit_code = process.wait()
     finally:
         watchdog.cancel()
-    output = "\n".join(lines)
-    assert exit_code == 0, f"exit {exit_code}\n{output}\n{stderr}"
-    assert time.monotonic() - started < 100
-    assert "athena_supervisor_aws_api_calls_total" in metrics_body
+    return DemoRun(exit_code, "\n".join(lines), stderr, metrics_body, time.monotonic() - started, journal)
+
+
+@in_background(play_demo)
+def test_demo_plays_the_story_and_exits_0(background: Background) -> None:
+    run = background.result(play_demo)
+    output, journal = run.output, run.journal
+    assert run.exit_code == 0, f"exit {run.exit_code}\n{output}\n{run.stderr}"
+    assert run.seconds < 100
+    assert "athena_supervisor_aws_api_calls_total" in run.metrics_body
 
     summary = output[output.index("Summary:"):]
     rows = {line.split()[2]: line for line in summary.splitlines()[2:] if line.startswith("  calc ")
@@ -83,6 +106,7 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
     assert "stopped" in rows["honours-stop"] and "max_runtime" in rows["honours-stop"]
     assert "stop ignored -> session terminated" in rows["ignores-stop"]
     assert " terminated " in rows["idle"] and "max_idle" in rows["idle"]
+    assert " terminated " in rows["runaway-job"] and "max_busy" in rows["runaway-job"]
     assert "stopped" in rows["expensive"] and "max_cost_usd" in rows["expensive"]
     for name in ("short", "exempt-session", "exempt-workgroup"):
         assert "left alone" in rows[name]

@@ -24,10 +24,10 @@ from cfnlint.decode import decode
 from supervisor import iam
 from tests.test_deploy_iam import (
     ACCEPTED_FINDINGS,
-    COMMUNITY_CONFIG,
     EXAMPLES,
     PLACEHOLDER,
     SEVERITIES,
+    community_config,
     resource_types,
 )
 
@@ -149,7 +149,7 @@ def generated(features: tuple[iam.Feature, ...], **placeholders: str) -> dict[st
 
 
 def parliament_problems(document: dict[str, Any]) -> list[str]:
-    parliament.override_config(str(COMMUNITY_CONFIG))
+    parliament.override_config(str(community_config()))
     analyzed = parliament.analyze_policy_string(json.dumps(document), include_community_auditors=True)
     problems = []
     for finding in map(parliament.enhance_finding, analyzed.findings):

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import botocore.session
-import parliament
 import pytest
 
 from supervisor import iam
@@ -59,7 +58,13 @@ ACCEPTED_FINDINGS = {
     # supervisor's role (deploy/cloudformation/member-role.yaml).
     ("CREDENTIALS_EXPOSURE", "sts:assumerole", ""),
 }
-COMMUNITY_CONFIG = Path(parliament.__file__).parent / "community_auditors" / "config_override.yaml"
+
+
+def community_config() -> Path:
+    """parliament's own severities of its community auditors' findings."""
+    import parliament
+
+    return Path(parliament.__file__).parent / "community_auditors" / "config_override.yaml"
 
 
 def load_policy(path: Path = POLICY) -> dict[str, Any]:
@@ -78,6 +83,8 @@ def policy_actions(path: Path = POLICY) -> list[str]:
 
 def resource_types(action: str) -> list[str]:
     """The resource types parliament's copy of the service authorization reference lists for ``action``."""
+    import parliament  # here and in the linting tests only: a second of imports every worker would pay
+
     prefix, _, name = action.partition(":")
     service = next(service for service in parliament.iam_definition if service["prefix"] == prefix)
     privilege = next(item for item in service["privileges"] if item["privilege"] == name)
@@ -168,6 +175,8 @@ def test_the_dynamodb_journal_grants_are_real_actions_on_the_table() -> None:
     here: real action names, each scoped to the table."""
     document = iam.policy_document([iam.FLEET_STORAGE, iam.FLEET_SETUP])
     text = PLACEHOLDER.sub(lambda match: EXAMPLES[match.group(1)], json.dumps(document))
+    import parliament
+
     findings = [parliament.enhance_finding(f)
                 for f in parliament.analyze_policy_string(text, include_community_auditors=True).findings]
     assert [f.issue for f in findings if f.issue.startswith("UNKNOWN_")
@@ -304,8 +313,10 @@ def test_placeholders_are_known_and_documented() -> None:
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda path: path.name)
 def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path) -> None:
+    import parliament
+
     text = PLACEHOLDER.sub(lambda match: EXAMPLES[match.group(1)], path.read_text(encoding="utf-8"))
-    parliament.override_config(str(COMMUNITY_CONFIG))  # severities of the community auditors' findings
+    parliament.override_config(str(community_config()))  # severities of the community auditors' findings
     analyzed = parliament.analyze_policy_string(text, include_community_auditors=True)
     problems: list[str] = []
     accepted_seen: set[tuple[str, str, str]] = set()
@@ -329,6 +340,8 @@ def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path) -> Non
 
 def test_parliament_catches_a_broadened_policy() -> None:
     """Guard: the linter must flag what we claim it checks (here an unscoped write)."""
+    import parliament
+
     broad = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "athena:TerminateSession", "Resource": "arn:aws:s3:::bucket"}]})
     findings = [parliament.enhance_finding(f) for f in parliament.analyze_policy_string(broad).findings]

@@ -126,7 +126,14 @@ def test_workgroup_arns_name_the_account_and_region(manual_emulator: EmulatorHan
     session_id = alice.start_session(WorkGroup="etl", EngineConfiguration={})["SessionId"]
     directory = alice.get_session(SessionId=session_id)["SessionConfiguration"]["WorkingDirectory"]
     assert directory.startswith(f"s3://athena-emulator-{ALICE}/etl/")
-    assert ".spark.eu-west-1." in alice.get_session_endpoint(SessionId=session_id)["EndpointUrl"]
+    alice.create_work_group(Name="connect", Configuration={
+        "EngineVersion": {"SelectedEngineVersion": "Apache Spark version 3.5"}})
+    connect = alice.start_session(WorkGroup="connect", EngineConfiguration={},
+                                  Description="# sim: start=0s")["SessionId"]
+    assert ".eu-west-1." in alice.get_session_endpoint(SessionId=connect)["EndpointUrl"]
+    dashboard = f"arn:aws:athena:eu-west-1:{ALICE}:workgroup/connect/session/{connect}"
+    assert alice.get_resource_dashboard(ResourceARN=dashboard)["Url"].startswith(f"https://{connect}.")
+    assert code_of(bob.get_resource_dashboard, ResourceARN=dashboard) == "ResourceNotFoundException"
 
 
 def test_two_regions_of_one_account_are_disjoint(manual_emulator: EmulatorHandle) -> None:

@@ -10,13 +10,15 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import Emulator
+from athena_spark_emulator.service import HANDLERS
 from athena_spark_emulator.shapecheck import check_output
 
 ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/etl"
+CONNECT_ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/connect"
 
 
 async def call(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-    method = "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
+    method = next(name for name, api in client.meta.method_to_api_mapping.items() if api == operation)
     response: dict[str, Any] = await getattr(client, method)(**kwargs)
     check_output(client.meta.service_model.operation_model(operation), response)
     return response
@@ -45,7 +47,6 @@ async def test_every_operation_with_aiobotocore() -> None:
             await call(athena, "GetSession", SessionId=sid)
             await call(athena, "GetSessionStatus", SessionId=sid)
             await call(athena, "ListSessions", WorkGroup="etl")
-            await call(athena, "GetSessionEndpoint", SessionId=sid)
             calc = await call(athena, "StartCalculationExecution", SessionId=sid,
                               CodeBlock="# sim: runtime=60s stop_latency=0s")
             cid = calc["CalculationExecutionId"]
@@ -57,8 +58,27 @@ async def test_every_operation_with_aiobotocore() -> None:
             await call(athena, "ListCalculationExecutions", SessionId=sid)
             assert (await call(athena, "StopCalculationExecution", CalculationExecutionId=cid))["State"] == \
                 "CANCELED"
+            await call(athena, "ListEngineVersions")
+            await call(athena, "ListApplicationDPUSizes")
+            nid = (await call(athena, "CreateNotebook", WorkGroup="etl", Name="nb"))["NotebookId"]
+            await call(athena, "ImportNotebook", WorkGroup="etl", Name="nb2", Type="IPYNB", Payload="{}")
+            await call(athena, "ExportNotebook", NotebookId=nid)
+            await call(athena, "GetNotebookMetadata", NotebookId=nid)
+            await call(athena, "ListNotebookMetadata", WorkGroup="etl")
+            await call(athena, "ListNotebookSessions", NotebookId=nid)
+            await call(athena, "UpdateNotebook", NotebookId=nid, Payload="{}", Type="IPYNB")
+            await call(athena, "UpdateNotebookMetadata", NotebookId=nid, Name="nb1")
+            await call(athena, "CreatePresignedNotebookUrl", SessionId=sid)
+            await call(athena, "DeleteNotebook", NotebookId=nid)
             assert (await call(athena, "TerminateSession", SessionId=sid))["State"] == "TERMINATED"
             await call(athena, "DeleteWorkGroup", WorkGroup="etl")
+            await call(athena, "CreateWorkGroup", Name="connect", Configuration={
+                "EngineVersion": {"SelectedEngineVersion": "Apache Spark version 3.5"}})
+            connect = (await call(athena, "StartSession", WorkGroup="connect", EngineConfiguration={
+                "Classifications": [{"Name": "spark-defaults", "Properties": {"spark.sql.shuffle.partitions": "8"}}]},
+                Description="# sim: start=0s busy=60s dpus=4"))["SessionId"]
+            await call(athena, "GetSessionEndpoint", SessionId=connect)
+            await call(athena, "GetResourceDashboard", ResourceARN=f"{CONNECT_ARN}/session/{connect}")
         async with session.create_client(
             "athena", endpoint_url=emu.endpoint_url, region_name="eu-west-1", aws_access_key_id="a",
             aws_secret_access_key="b", config=AioConfig(parameter_validation=False,
@@ -68,4 +88,5 @@ async def test_every_operation_with_aiobotocore() -> None:
                 await unchecked.list_sessions(WorkGroup="primary", MaxResults=500)
             assert caught.value.response["Error"]["Code"] == "InvalidRequestException"
         operations = [c["operation"] for c in emu.backend.audit.entries()]
-        assert len(operations) == 22 and operations[-1] == "ListSessions"
+        assert len(operations) == 37 and operations[-1] == "ListSessions"
+        assert set(HANDLERS) <= set(operations)  # every implemented Athena operation was called

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 
 from supervisor.core.scheduling import CROSSING_MARGIN
 from tests.daemon_fixtures import SPARK_ENGINE
@@ -188,3 +189,41 @@ async def test_assumed_credentials_are_refreshed_before_they_expire(virtual_worl
             stopped = [c for c in stops(world, FIRST, "us-east-1")
                        if c.request["CalculationExecutionId"] == first_calculation and c.status == 200]
             assert len(stopped) == 1
+
+
+async def test_a_budget_over_two_accounts_sums_their_spend_and_acts_in_both(virtual_world: VirtualWorld) -> None:
+    """Each account's calculation accrues 9 DPU-ms per ms (1 + 8 DPUs); the budget (0.002 USD = 20,571 DPU-ms)
+    is crossed by the two together after 1,143 ms, first seen by the accounting passes at 1,250 ms (22,500),
+    while either alone would cross only after 2,286 ms. The episode opens once; each account-region stops its
+    calculation at the first pass that sees the episode open: its own pass at 1,250 ms, or the next one."""
+    world = virtual_world
+    shards = ((FIRST, "us-east-1"), (SECOND, "us-east-1"))
+    async with members(world) as member:
+        t0 = world.now
+        calculations = {}
+        for shard in shards:
+            await member[shard].workgroup("etl-a")
+            session = await member[shard].athena.start_session(
+                WorkGroup="etl-a", Description="# sim: start=0s",
+                EngineConfiguration={"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 20, "DefaultExecutorDpuSize": 1})
+            response = await member[shard].athena.start_calculation_execution(
+                SessionId=session["SessionId"], CodeBlock="# sim: runtime=60s dpus=8\nspark.range(10).count()")
+            calculations[shard] = response["CalculationExecutionId"]
+        budgets = [{"name": "org-daily", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 0.002,
+                    "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
+        config = accounts_config(world, budgets=budgets, policies=[],
+                                 accounts=[{"account_id": FIRST, "role_arn": role(FIRST)},
+                                           {"account_id": SECOND, "role_arn": role(SECOND)}])
+        async with world.daemon(config) as service:
+            await world.vt.run_until(t0 + ms(2))
+            for shard, calculation_id in calculations.items():
+                [stop] = [call for call in stops(world, *shard)
+                          if call.request["CalculationExecutionId"] == calculation_id]
+                assert t0 + ms(1.25) <= stop.time <= t0 + ms(1.5), shard
+            assert len(world.calls("StopCalculationExecution")) == 2
+            episodes = await service.storage.open_episodes("org-daily")
+            assert len(episodes) == 1
+            # Counted once each, up to the passes at 2 s (both calculations still run: a Stop takes the emulator
+            # 1 s): 2 x 2,000 ms x 9 DPUs, never a millisecond twice.
+            spent = world.metric("athena_supervisor_budget_spent_usd", budget="org-daily")
+            assert spent == pytest.approx(2 * 2000 * 9 / 3.6e6 * 0.35)

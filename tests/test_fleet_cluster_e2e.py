@@ -8,20 +8,26 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
+from supervisor.core.fleet import Lease, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
+from supervisor.storage import Storage
+from supervisor.storage.dynamodb import DynamoDbStorage
 from supervisor.storage.dynamodb_setup import ensure_table
+from supervisor.storage.dynamodb_table import Table
 from supervisor.storage.factory import build_storage_gateway, journal_table
 from tests.daemon_fixtures import SPARK_ENGINE
 from tests.moto_in_loop import Moto, MotoFrontend
@@ -45,7 +51,8 @@ def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str,
         "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
                      for account in ACCOUNTS],
         "workgroups": ["etl-*"],
-        "discovery_interval": "250ms",
+        # Sweeps each second: the scenarios act at scheduled looks, found by the first sweep.
+        "discovery_interval": "1s",
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb},
         "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -71,7 +78,9 @@ class Fleet:
         self.frontends: dict[str, MotoFrontend] = {}
         self._stops: dict[str, anyio.Event] = {}
 
-    async def start(self, name: str, **overrides: Any) -> RunningService:
+    async def start(self, name: str, *, storage: Callable[[Table], Storage] | None = None,
+                    **overrides: Any) -> RunningService:
+        """Start replica ``name``; ``storage``: builds its storage on its table (default: DynamoDbStorage)."""
         frontend = await self.stack.enter_async_context(MotoFrontend(self.moto).serving())
         self.frontends[name] = frontend
         config = replica_config(self.world, frontend.endpoint_url, name, self.table, **overrides)
@@ -80,7 +89,13 @@ class Fleet:
         ready, stop = anyio.Event(), anyio.Event()
 
         async def run() -> None:
-            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry()) as service:
+            own = None
+            if storage is not None:
+                gateway = await self.stack.enter_async_context(
+                    build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                own = storage(journal_table(settings, gateway))
+            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
+                                       storage=own) as service:
                 started.append(service)
                 ready.set()
                 await stop.wait()
@@ -179,9 +194,9 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
             owner = owners[shard][0]
             assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
                                    action="stop", outcome="sent") == 1
-        # Stable: nothing moves while both live.
+        # Stable: nothing moves while both live (ten rounds each).
         changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
-        await world.vt.run_for(60)
+        await world.vt.run_for(20)
         assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
         assert replicas.owners() == owners
 
@@ -232,6 +247,9 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         await world.vt.run_until(cut_at + LEASE + SKEW + ms(2.5))
         assert replicas.owners()[shard] == ["b"]
         assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
+        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
+            assert answer.status == 503
+            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
         # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (20 s),
         # without a second Stop.
         await world.vt.run_until(stopped_at + ms(21))
@@ -251,7 +269,7 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "90s"}}])
+                                             "calculation": {"max_runtime": "40s"}}])
         await world.vt.run_for(ms(1))
         shard = SHARDS[0]
         _, calculation_id = await runaway(athena[shard])
@@ -261,8 +279,138 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
         await replicas.start("b", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "90s"}}])
-        await world.vt.run_until(submitted + ms(91))
+                                             "calculation": {"max_runtime": "40s"}}])
+        await world.vt.run_until(submitted + ms(41))
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-        assert submitted + ms(90) <= stop.time <= submitted + ms(90) + CROSSING_MARGIN
+        assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
+
+
+async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_hosts_start(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        # Every shard's host first assumes its role: 3 s each. The four hosts start side by side, and the rounds
+        # renew the leases meanwhile: a round that waited for each host in turn (12 s) would pass the first shard's
+        # acting deadline (4 s after it was taken) and lose it.
+        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
+        started = world.now
+        await replicas.start("a")
+        await world.vt.run_for(LEASE * 3)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        assert len(world.calls("AssumeRole")) == len(SHARDS)
+        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(4))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+
+
+class SlowRenewal(DynamoDbStorage):
+    """The table as it is, except that renewals take longer: the next one once ``armed`` takes ``delay``, every one
+    takes ``each``."""
+
+    def __init__(self, table: Table, clock: Any, delay: timedelta, each: timedelta = timedelta(0)) -> None:
+        super().__init__(table, retention=timedelta(days=90))
+        self.clock, self.delay, self.each = clock, delay, each
+        self.armed = False
+
+    async def renew(self, lease: Lease, *, expires_at: Any) -> Lease | None:
+        delay = self.each
+        if self.armed:
+            self.armed = False
+            delay = self.delay
+        await self.clock.sleep(delay.total_seconds())
+        return await super().renew(lease, expires_at=expires_at)
+
+
+async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_the_rounds(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    slow: list[SlowRenewal] = []
+
+    def storage(table: Table) -> Storage:
+        slow.append(SlowRenewal(table, world.clock, LEASE / 2))
+        return slow[0]
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE)
+        assert all(names == ["a"] for names in replicas.owners().values())
+        # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
+        # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
+        # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired.
+        slow[0].armed = True
+        with capture_logs() as logs:
+            await world.vt.run_for(LEASE * 3)
+        events = [entry["event"] for entry in logs]
+        assert "cluster.store_failed" not in events, [e for e in logs if e["event"] == "cluster.store_failed"]
+        assert events.count("cluster.acting_deadline_passed") == 1
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 1
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS) + 1
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+
+    def storage(table: Table) -> Storage:
+        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
+        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
+        return SlowRenewal(table, world.clock, timedelta(0), each=timedelta(seconds=1.5))
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE * 4)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:
+    """Two replica names that, after ``dead`` (holding its two preferred shards) is gone, both want the same one."""
+    scopes = [f"{account}/{region}" for account, region in SHARDS]
+    held = tuple(sorted(scopes, key=lambda scope: preference(dead, scope), reverse=True)[:2])
+    names = [f"s{index}" for index in range(50)]
+    for first in names:
+        for second in names:
+            if first < second and max(held, key=lambda scope: preference(first, scope)) == max(
+                    held, key=lambda scope: preference(second, scope)):
+                return first, second, (held[0], held[1])
+    raise AssertionError("no racing pair")
+
+
+async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    first, second, held = racing_survivors("a0")
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        await members(world, stack)
+        await replicas.start("a0")
+        await world.vt.run_for(ms(1))
+        await replicas.start(first)
+        await replicas.start(second)
+        await world.vt.run_for(LEASE * 2)
+        owners = replicas.owners()
+        assert sorted(f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == \
+            sorted(held), owners
+        # a0 dies (it can no longer reach the table). Both survivors want the same one of its shards as soon as its
+        # leases expire: the one refused takes the other in the same round, not a round (2 s) later.
+        replicas.frontends["a0"].cut()
+
+        def moved() -> list[str]:
+            return [f"{account}/{region}" for (account, region), names in replicas.owners().items()
+                    if f"{account}/{region}" in held and names and names != ["a0"]]
+
+        await world.vt.run_until_true(lambda: bool(moved()), limit=LEASE * 2)
+        await world.vt.run_for(ms(0.1))
+        assert sorted(moved()) == sorted(held), replicas.owners()
+        assert replicas.metric(first, "athena_supervisor_lease_changes_total", outcome="refused") + replicas.metric(
+            second, "athena_supervisor_lease_changes_total", outcome="refused") >= 1

@@ -98,3 +98,16 @@ def test_the_holder_stops_acting_before_anyone_else_may_start() -> None:
     # The earliest instant another replica may take the lease, by a clock up to SKEW ahead of ours.
     earliest_takeover_by_our_clock = renewed_at + DURATION + SKEW - SKEW
     assert stop + timedelta(seconds=2) <= earliest_takeover_by_our_clock
+
+
+def test_the_other_free_shards_are_spares_for_one_another_replica_takes_first() -> None:
+    # c died holding four shards: a and b (one each) may take two more each, and both want them now.
+    leases = {scope: lease(scope, "c", -5) for scope in SHARDS[:4]}
+    leases |= {SHARDS[4]: lease(SHARDS[4], "a", 15), SHARDS[5]: lease(SHARDS[5], "b", 15)}
+    result = plan_leases("a", SHARDS, leases, ["a", "b"], NOW, skew=SKEW, free_since={}, orphan_after=DURATION)
+    assert len(result.acquire) == 2
+    assert sorted(result.acquire + result.spare) == sorted(SHARDS[:4])
+    # At its quota a replica has no spares: it takes nothing more.
+    leases |= {scope: lease(scope, "a", 15) for scope in result.acquire}
+    assert plan_leases("a", SHARDS, leases, ["a", "b"], NOW, skew=SKEW, free_since={},
+                       orphan_after=DURATION).spare == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,6 +163,21 @@ def test_idle_limit_counts_from_idle_since_only_while_idle() -> None:
     assert verdict.crossed_at == T0 + timedelta(minutes=16)
     busy = evaluate_session(session(SessionState.BUSY), idle_policy, later, dpu_hour_usd=PRICE)
     assert busy.verdict is None
+
+
+def test_busy_limit_counts_from_the_last_state_change_only_while_busy() -> None:
+    busy_policy = policy(session_rules=SessionRules(max_busy=timedelta(minutes=10)))
+    busy_since = T0 + timedelta(minutes=3)
+    busy = replace(session(SessionState.BUSY, idle_since=None), last_modified_at=busy_since)
+    below = evaluate_session(busy, busy_policy, T0 + timedelta(minutes=5), dpu_hour_usd=PRICE)
+    assert below.verdict is None and below.next_check_at == busy_since + timedelta(minutes=10)
+    verdict = evaluate_session(busy, busy_policy, T0 + timedelta(minutes=13, seconds=1), dpu_hour_usd=PRICE).verdict
+    assert verdict is not None and (verdict.rule, verdict.action) == ("max_busy", "terminate")
+    assert verdict.crossed_at == busy_since + timedelta(minutes=10) and verdict.observed == pytest.approx(601)
+    idle = replace(session(SessionState.IDLE), last_modified_at=busy_since)
+    assert evaluate_session(idle, busy_policy, T0 + timedelta(hours=1), dpu_hour_usd=PRICE).next_check_at is None
+    unknown = evaluate_session(replace(busy, last_modified_at=None), busy_policy, T0, dpu_hour_usd=PRICE)
+    assert unknown.missing == ("LastModifiedDateTime",) and unknown.verdict is None
 
 
 def test_session_limits_terminate_unless_the_policy_only_notifies() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from prometheus_client import CollectorRegistry
 
 from athena_spark_emulator import Emulator, Faults, FaultSpec
@@ -29,6 +29,7 @@ from athena_spark_emulator.testing import check_after_call
 from supervisor.clock import ManualClock
 from supervisor.config import load_settings, parse_settings
 from supervisor.events import EventSink
+from supervisor.gateway import new_session
 from supervisor.metrics import sum_samples
 from supervisor.service import RunningService, running_service
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
@@ -207,8 +208,8 @@ VirtualWorldFactory = Callable[..., AbstractAsyncContextManager[VirtualWorld]]
 
 @functools.cache
 def _test_client_session() -> AioSession:
-    """One botocore session for the tests' own clients: its loaded models make each new client cheap."""
-    return get_session()
+    """One botocore session for the tests' own clients (its data loader shared with the daemon's gateways)."""
+    return new_session()
 
 
 def aws_client(service: str, endpoint_url: str, *, account: str | None = None,

@@ -100,6 +100,7 @@ class VirtualTime:
         self.steps = 0  # deadlines jumped to
         self._loop = asyncio.get_running_loop()
         self._ready = _ready_queue(self._loop)
+        self._threads = anyio.to_thread.current_default_thread_limiter()  # this loop's, for as long as it runs
         self._executor_jobs = 0
         self._busy: list[str] = []
 
@@ -122,11 +123,15 @@ class VirtualTime:
     def _executor_job_done(self, _: object) -> None:
         self._executor_jobs -= 1
 
+    def _is_busy(self) -> bool:
+        """:meth:`activity` is not None, without describing it (this runs at every loop iteration)."""
+        return bool(self._ready or self._threads.borrowed_tokens or self._executor_jobs or self._busy)
+
     def activity(self) -> str | None:
         """What keeps the system busy right now, or None when nothing does."""
         if self._ready:
             return f"{len(self._ready)} ready callbacks, e.g. {self._ready[0]!r}"
-        threads = anyio.to_thread.current_default_thread_limiter().borrowed_tokens
+        threads = self._threads.borrowed_tokens
         if threads:
             return f"{threads} anyio worker threads busy"
         if self._executor_jobs:
@@ -149,13 +154,12 @@ class VirtualTime:
         quiet = 0
         while quiet < self.settle_iterations:
             await asyncio.sleep(0)
-            reason = self.activity()
-            if reason is None:
+            if not self._is_busy():
                 quiet += 1
                 continue
             quiet = 0
             if time.monotonic() - started > self.quiescence_timeout:
-                raise NotQuiescent(f"not quiescent after {self.quiescence_timeout}s of real time: {reason}")
+                raise NotQuiescent(f"not quiescent after {self.quiescence_timeout}s of real time: {self.activity()}")
             if not self._ready:  # only threads (or declared work) are busy: let them have the CPU
                 await asyncio.sleep(0.0002)
 

@@ -153,9 +153,9 @@ class Checks:
             self._wakeup.set()
 
     def _judgeable(self, key: TargetKey) -> tuple[Policy, CalculationSnapshot | SessionSnapshot,
-                                                  tuple[int, datetime] | None] | None:
-        """The policy applied to a known target, the target with its latest statistics and the observation
-        before; None when nothing may judge it."""
+                                                  tuple[int, datetime] | None, str] | None:
+        """The policy applied to a known target, the target with its latest statistics, the observation before
+        and its session's engine; None when nothing may judge it."""
         target: CalculationSnapshot | SessionSnapshot | None
         if key.kind is TargetKind.CALCULATION:
             target = self.inventory.calculations.get(key.target_id)
@@ -164,13 +164,14 @@ class Checks:
             target = session = self.inventory.sessions.get(key.target_id)
         if target is None or session is None or session.is_exempt:
             return None
-        policy = match_policy(self.policies, target.workgroup)
+        engine = self.inventory.engine_of(session)
+        policy = match_policy(self.policies, target.workgroup, engine)
         if policy is None:
             return None
         statistics = self.inventory.statistics.get(key, ())
         if statistics:
             target = replace(target, dpu_millis=statistics[-1][0], observed_at=statistics[-1][1])
-        return policy, target, statistics[-2] if len(statistics) == 2 else None
+        return policy, target, statistics[-2] if len(statistics) == 2 else None, engine
 
     def _evaluate(self, key: TargetKey, now: datetime) -> tuple[Policy, Evaluation] | None:
         """The policy applied to a known target and its evaluation with the latest statistics; None when
@@ -178,12 +179,13 @@ class Checks:
         judgeable = self._judgeable(key)
         if judgeable is None:
             return None
-        policy, target, previous = judgeable
+        policy, target, previous, engine = judgeable
         if isinstance(target, CalculationSnapshot):
             evaluation = evaluate_calculation(target, policy, now, dpu_hour_usd=self.price,
-                                              previous_statistics=previous)
+                                              previous_statistics=previous, engine=engine)
         else:
-            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous)
+            evaluation = evaluate_session(target, policy, now, dpu_hour_usd=self.price, previous_statistics=previous,
+                                          engine=engine)
         return policy, evaluation
 
     def upcoming(self, limit: int = 10) -> list[tuple[TargetRef | None, datetime, str, str | None]]:
@@ -200,7 +202,7 @@ class Checks:
         judgeable = self._judgeable(key)
         if judgeable is None:
             return None
-        policy, target, previous = judgeable
+        policy, target, previous, _engine = judgeable
         if isinstance(target, CalculationSnapshot):
             assessment = assess_calculation(target, policy.calculation, now, dpu_hour_usd=self.price,
                                             previous_statistics=previous) if policy.calculation else None
@@ -226,7 +228,10 @@ class Checks:
         snapshot: CalculationSnapshot | SessionSnapshot | None = (
             self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
             else self.inventory.sessions.get(key.target_id))
-        policy = match_policy(self.policies, snapshot.workgroup) if snapshot else None
+        session_id = snapshot.session_id if snapshot is not None else ""
+        session = self.inventory.sessions.get(session_id)
+        engine = self.inventory.engine_of(session) if session is not None else ""
+        policy = match_policy(self.policies, snapshot.workgroup, engine) if snapshot else None
         return policy is not None and needs_accrual(rules_for(key.kind, policy))
 
     def listed(self, key: TargetKey, raw_state: str) -> None:

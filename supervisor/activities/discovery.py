@@ -3,8 +3,10 @@
 A sweep: ListWorkGroups (and each watched workgroup's tags, every ``discovery.workgroup_refresh``, default a
 minute, or every sweep when sweeps are further apart), then ListSessions per watched workgroup (one listing
 per state), then, as soon as a workgroup is listed, ListCalculationExecutions for each of its sessions that
-may have live calculations (every active state but IDLE) whose policy or budget judges calculations. Sweeps
-repeat every ``discovery_interval`` (back to back when a sweep takes longer).
+may have live calculations (every active state but IDLE) whose policy or budget judges calculations. Only
+``PySpark engine version 3`` sessions have calculations: the calculations of a Spark Connect session
+(``Apache Spark version 3.5``, its ``EngineVersion``, else its workgroup's) are never listed. Sweeps repeat
+every ``discovery_interval`` (back to back when a sweep takes longer).
 
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
@@ -33,8 +35,9 @@ from supervisor.core.model import (
     SessionState,
     TargetKey,
     WorkgroupSnapshot,
+    runs_calculations,
 )
-from supervisor.core.policy import Policy, match_policy, workgroup_in_scope
+from supervisor.core.policy import Policy, has_limits, match_policy, workgroup_in_scope
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 
@@ -92,6 +95,7 @@ class Discovery:
         self._account_backoff = ACCOUNT_RETRY_INITIAL
         self._listings = anyio.CapacityLimiter(CONCURRENT_LISTINGS)
         self._swept = anyio.Event()
+        self._inapplicable: set[tuple[str, str]] = set()  # (workgroup, kind) reported
         self._wakeup = anyio.Event()
 
     def apply(self, settings: Settings, policies: Iterable[Policy]) -> None:
@@ -274,6 +278,37 @@ class Discovery:
         for reason in SKIP_REASONS:
             self.metrics.skipped_workgroups.labels(reason).set(sum(1 for r in skipped.values() if r == reason))
         self._log.info("discovery.workgroups", watched=self.watched(), skipped=skipped)
+        self._report_inapplicable()
+
+    def _report_inapplicable(self) -> None:
+        """Report, once per watched workgroup, limits its engine makes inapplicable: its policy's calculation limits,
+        and budgets' stop_calculations thresholds, where sessions have no calculations (Apache Spark version 3.5).
+        Logged once (``policy.calculation_limits_inapplicable``, ``budget.stop_calculations_inapplicable``) and
+        shown while it lasts by ``inapplicable_limits``."""
+        found: set[tuple[str, str]] = set()
+        for name in self.watched():
+            engine = self.inventory.workgroups[name].engine
+            if not engine or runs_calculations(engine):
+                continue
+            policy = match_policy(self.policies, name, engine)
+            if policy is not None and has_limits(policy.calculation):
+                found.add((name, "calculation_limits"))
+                if (name, "calculation_limits") not in self._inapplicable:
+                    self._log.warning("policy.calculation_limits_inapplicable", workgroup=name, engine=engine,
+                                      policy=policy.name, reason="sessions of this engine have no calculations")
+            budgets = [budget.name for budget in self.settings.budgets_for(name)
+                       if any(threshold.action == "stop_calculations" for threshold in budget.thresholds)]
+            if budgets:
+                found.add((name, "budget_stop_calculations"))
+                if (name, "budget_stop_calculations") not in self._inapplicable:
+                    self._log.warning("budget.stop_calculations_inapplicable", workgroup=name, engine=engine,
+                                      budgets=budgets, reason="sessions of this engine have no calculations: "
+                                      "stop_calculations stops nothing here")
+        for workgroup, kind in found - self._inapplicable:
+            self.metrics.inapplicable_limits.labels(workgroup, kind).set(1)
+        for workgroup, kind in self._inapplicable - found:
+            self.metrics.inapplicable_limits.labels(workgroup, kind).set(0)
+        self._inapplicable = found
 
     def skipped(self) -> dict[str, str]:
         """The workgroups seen but not watched, each with the reason (``SKIP_REASONS``)."""
@@ -355,9 +390,12 @@ class Discovery:
         return busy
 
     def _judges_calculations(self, session: SessionSnapshot) -> bool:
-        """Only sessions whose policy has calculation limits, or whose budget may stop calculations, need their
-        calculations listed."""
-        policy = match_policy(self.policies, session.workgroup)
+        """Only sessions with calculations (of an engine that has the calculation API) whose policy has calculation
+        limits, or whose budget may stop calculations, need their calculations listed."""
+        engine = self.inventory.engine_of(session)
+        if not runs_calculations(engine):
+            return False
+        policy = match_policy(self.policies, session.workgroup, engine)
         if policy is not None and policy.calculation is not None:
             return True
         return any(

@@ -29,7 +29,7 @@ from supervisor.core.safety import SafetyRails
 from supervisor.events import EventName, EventSink, NullSink
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
-from supervisor.storage import Storage
+from supervisor.storage import FenceLost, Storage
 
 HELD_RECHECK = timedelta(seconds=5)
 
@@ -91,6 +91,7 @@ class Enforcement:
         rails: SafetyRails,
         events: EventSink | None = None,
         void_reason: Callable[[Verdict], str | None] | None = None,
+        fence_lost: Callable[[], None] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.gateway = gateway
@@ -103,6 +104,8 @@ class Enforcement:
         # Asked on restart about escalations that never sent anything: a reason to drop them (their policy is
         # gone or now dry-run), or None to go on.
         self.void_reason: Callable[[Verdict], str | None] = void_reason or (lambda _: None)
+        # Called when a fenced write was refused: another replica owns the shard now; stop acting on it.
+        self._fence_lost: Callable[[], None] = fence_lost or (lambda: None)
         self._log = logger or structlog.get_logger("supervisor.enforcement")
         self._task_group: anyio.abc.TaskGroup | None = None
         self._claimed: set[TargetKey] = set()
@@ -148,8 +151,10 @@ class Enforcement:
         try:
             if not await self.storage.claim(escalation, decision_event(verdict), {**explanation, **(evidence or {})}):
                 return False
-        except BaseException:
+        except BaseException as error:
             self._claimed.discard(key)  # not recorded: the next judgement claims it again
+            if isinstance(error, FenceLost):
+                self._lost(error)
             raise
         if verdict.target.kind is not TargetKind.WORKGROUP:
             self.metrics.violations.labels(verdict.policy, verdict.rule).inc()
@@ -188,6 +193,10 @@ class Enforcement:
                 await anyio.sleep_forever()
             finally:
                 self._task_group = None
+
+    def _lost(self, error: FenceLost) -> None:
+        self._log.error("enforcement.fence_lost", error=str(error))
+        self._fence_lost()
 
     def readiness(self) -> str | None:
         """Why enforcement is degraded (destructive calls keep failing), or None."""
@@ -237,6 +246,9 @@ class Enforcement:
                 return await self._verify(escalation, calculation=True)
             if step is Step.VERIFY_SESSION:
                 return await self._verify(escalation, calculation=False)
+        except FenceLost as error:
+            self._lost(error)
+            return replace(escalation, next_step_at=self.clock.now() + self.timing.first_verify_after)
         except Exception as error:
             self._log.exception("enforcement.step_failed", step=step.value, error=repr(error),
                                 **escalation.verdict.describe())

@@ -28,6 +28,8 @@ from supervisor.config import (
     WebhookChannel,
     load_config,
 )
+from supervisor.config.models import ENGINES
+from supervisor.core.model import PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
 from supervisor.durations import format_duration
 from supervisor.redaction import MASK, redact_headers, redact_url, redact_value
 from supervisor.startup import StartupError, check_region
@@ -89,6 +91,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for key in ("endpoint_url", "sts_endpoint_url"):
         if data["aws"][key] is not None:
             data["aws"][key] = redact_url(data["aws"][key])
+    for account in data["accounts"]:
+        if account["external_id"] is not None:
+            account["external_id"] = "<redacted>"
     for channel in data["notifications"]:
         if channel["type"] == "webhook":
             channel["url"] = redact_url(channel["url"])
@@ -150,6 +155,7 @@ def _limits(policy: PolicyConfig) -> list[str]:
         parts = [
             f"max idle {_duration(sess.max_idle)}" if sess.max_idle else "",
             f"max age {_duration(sess.max_age)}" if sess.max_age else "",
+            f"max busy {_duration(sess.max_busy)} without a break" if sess.max_busy else "",
             f"max {sess.max_dpu_hours:g} DPU-hours" if sess.max_dpu_hours else "",
             f"max cost {_money(sess.max_cost_usd)}" if sess.max_cost_usd else "",
         ]
@@ -179,11 +185,38 @@ def _policy_block(index: int, policy: PolicyConfig, settings: Settings) -> list[
     mode = settings.mode_for(policy)
     origin = "set on the policy" if policy.mode is not None else "global"
     lines = [f"  {index}. {policy.name}", f"     workgroups: {', '.join(policy.workgroups)}"]
+    lines += _selectors(policy.accounts, policy.regions)
+    if policy.engines:
+        lines.append(f"     engines: {', '.join(policy.engines)}")
     lines += [f"     {line}" for line in _limits(policy)]
     lines.append(f"     action: {_action(policy, settings)}")
     lines.append(f"     mode: {mode} ({origin})")
     if policy.notify_before is not None:
         lines.append(f"     warn {_duration(policy.notify_before)} before a predicted crossing")
+    return lines
+
+
+def _selectors(accounts: tuple[str, ...], regions: tuple[str, ...]) -> list[str]:
+    lines = [f"     accounts: {', '.join(accounts)}"] if accounts else []
+    return lines + ([f"     regions: {', '.join(regions)}"] if regions else [])
+
+
+def _shards(settings: Settings) -> list[str]:
+    """What is supervised: the account of the credentials, or each account-region and how it is reached."""
+    if not settings.accounts:
+        return [f"supervised: the account of the credentials in {settings.aws.region}"]
+    lines = [f"supervised: {len(settings.shards())} account-regions"]
+    for account in settings.accounts:
+        how = f"role {account.role_arn}" if account.role_arn else "the supervisor's own credentials"
+        if account.external_id is not None:
+            how += " (with an external id)"  # never shown: a shared secret
+        lines.append(f"  {account.account_id} in {', '.join(account.regions or (settings.aws.region,))}: {how}")
+    cluster = settings.cluster
+    if cluster is not None:
+        lines.append(f"cluster: replicas lease the account-regions for {_duration(cluster.lease_duration)} "
+                     f"(renewed every {_duration(cluster.lease_duration / 3)}), clock skew allowance "
+                     f"{_duration(cluster.max_clock_skew)}, replica id "
+                     f"{cluster.replica_id or 'host name and process id'}")
     return lines
 
 
@@ -197,6 +230,7 @@ def _budget_block(budget: BudgetConfig) -> list[str]:
     lines = [
         f"  - {budget.name}: {_money(budget.limit_usd)} per {period}",
         f"     workgroups: {', '.join(budget.workgroups)}",
+        *_selectors(budget.accounts, budget.regions),
     ]
     for threshold in budget.thresholds:
         spent = budget.limit_usd * threshold.at_percent / 100
@@ -245,6 +279,7 @@ def summarize(settings: Settings, *, source: str) -> str:
         f"at most {aws.max_requests_per_second:g} requests/s, {aws.max_attempts} attempts per call",
         f"     timeouts per attempt: connect {_duration(aws.connect_timeout)}, read {_duration(aws.read_timeout)}; "
         f"STS endpoint {redact_url(sts) if sts else 'AWS default'}",
+        *_shards(settings),
         f"watched workgroups (Spark only): {', '.join(settings.workgroups)}",
         f"discovery interval: at most {_duration(settings.discovery_interval)}",
         _journal(settings),
@@ -271,11 +306,21 @@ def summarize(settings: Settings, *, source: str) -> str:
     for index, name in shadowed_policies(settings):
         lines.append(f"  warning: policy {index}. {name} can never match: earlier policies cover "
                      "all of its workgroups")
+    for index, name in engine_blind_policies(settings):
+        lines.append(f"  warning: policy {index}. {name}: its calculation limits never apply to {SPARK_CONNECT_ENGINE} "
+                     "workgroups (their sessions have no calculations; a workgroup's engine is known only at run "
+                     "time, where this is reported once per workgroup): add session.max_busy to stop runaway "
+                     f"Spark Connect jobs, or engines: [{PYSPARK_ENGINE}]")
     lines.append("")
     if settings.budgets:
         lines.append("budgets (every matching budget applies):")
         for budget in settings.budgets:
             lines += _budget_block(budget)
+        for name in calculation_only_budgets(settings):
+            lines.append(f"  warning: budget {name}: stop_calculations stops nothing in {SPARK_CONNECT_ENGINE} "
+                         "workgroups (their sessions have no calculations; a workgroup's engine is known only at run "
+                         "time, where this is reported once per workgroup) and no terminate_sessions or "
+                         "disable_workgroup threshold follows: add one to stop their spending")
     else:
         lines.append("budgets: none")
     lines.append("")
@@ -298,10 +343,29 @@ def _covers(earlier: str, later: str) -> bool:
 
 
 def shadowed_policies(settings: Settings) -> list[tuple[int, str]]:
-    """Policies (1-based index, name) that no workgroup can reach because earlier ones match first."""
+    """Policies (1-based index, name) that no workgroup can reach because earlier ones match first (earlier
+    policies count only when their engines include every engine of the later one)."""
     shadowed: list[tuple[int, str]] = []
     for index, policy in enumerate(settings.policies):
-        earlier = [glob for prior in settings.policies[:index] for glob in prior.workgroups]
+        engines = set(policy.engines or ENGINES)
+        earlier = [glob for prior in settings.policies[:index] if engines <= set(prior.engines or ENGINES)
+                   for glob in prior.workgroups]
         if all(any(_covers(glob, own) for glob in earlier) for own in policy.workgroups):
             shadowed.append((index + 1, policy.name))
     return shadowed
+
+
+def engine_blind_policies(settings: Settings) -> list[tuple[int, str]]:
+    """Policies (1-based index, name) with calculation limits that may govern workgroups of an engine without
+    calculations (known only at run time) and nothing to stop a busy session there (no session.max_busy)."""
+    return [(index + 1, policy.name) for index, policy in enumerate(settings.policies)
+            if policy.has_calculation_limits and policy.may_govern_engines_without_calculations
+            and (policy.session is None or policy.session.max_busy is None)]
+
+
+def calculation_only_budgets(settings: Settings) -> list[str]:
+    """Budgets whose only way to stop spending is stop_calculations, which stops nothing where sessions have no
+    calculations (Apache Spark version 3.5; a budget has no engine selector, so that is known only at run time)."""
+    return [budget.name for budget in settings.budgets
+            if any(t.action == "stop_calculations" for t in budget.thresholds)
+            and not any(t.action in ("terminate_sessions", "disable_workgroup") for t in budget.thresholds)]

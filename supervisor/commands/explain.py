@@ -24,7 +24,14 @@ from supervisor.commands.budgets import open_storage, preview_budgets
 from supervisor.config import Settings
 from supervisor.core.accrual import cost_usd, dpu_hours
 from supervisor.core.budgets import BudgetStatus
-from supervisor.core.model import CalculationSnapshot, Evaluation, SessionSnapshot, SessionState, TargetKey
+from supervisor.core.model import (
+    CalculationSnapshot,
+    Evaluation,
+    SessionSnapshot,
+    SessionState,
+    TargetKey,
+    runs_calculations,
+)
 from supervisor.core.policy import (
     Assessment,
     Dormant,
@@ -35,6 +42,7 @@ from supervisor.core.policy import (
     dormant_limits,
     evaluate_calculation,
     evaluate_session,
+    has_limits,
     match_policy,
     workgroup_in_scope,
 )
@@ -213,15 +221,17 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
     price = settings.pricing.price_for(settings.aws.region)
     session, calculation = look.session, look.calculation
     watched = settings.watches(session.workgroup)
-    policy = match_policy(compile_policies(settings), session.workgroup) if watched else None
+    engine = session.engine  # GetSession names it
+    policy = match_policy(compile_policies(settings), session.workgroup, engine) if watched else None
     if calculation is not None:
         key = TargetKey.calculation(calculation.calculation_id)
         millis = calculation.dpu_millis
-        evaluation = evaluate_calculation(calculation, policy, now, dpu_hour_usd=price) if policy else None
+        evaluation = evaluate_calculation(calculation, policy, now, dpu_hour_usd=price, engine=engine) \
+            if policy else None
         end = calculation.completed_at or now
         seen: dict[str, Any] = {
             "kind": "calculation", "id": calculation.calculation_id, "session_id": session.session_id,
-            "workgroup": session.workgroup, "state": calculation.raw_state,
+            "workgroup": session.workgroup, "engine": engine or None, "state": calculation.raw_state,
             "submitted_at": calculation.submitted_at.isoformat() if calculation.submitted_at else None,
             "runtime_seconds": _seconds(end - calculation.submitted_at) if calculation.submitted_at else None,
             "progress": calculation.progress,
@@ -231,11 +241,14 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
         millis = session.dpu_millis
         evaluation = evaluate_session(session, policy, now, dpu_hour_usd=price) if policy else None
         seen = {
-            "kind": "session", "id": session.session_id, "workgroup": session.workgroup, "state": session.raw_state,
+            "kind": "session", "id": session.session_id, "workgroup": session.workgroup, "engine": engine or None,
+            "state": session.raw_state,
             "started_at": session.started_at.isoformat() if session.started_at else None,
             "age_seconds": _seconds((session.ended_at or now) - session.started_at) if session.started_at else None,
             "idle_seconds": _seconds(now - session.idle_since)
             if session.idle_since and session.state is SessionState.IDLE else None,
+            "busy_seconds": _seconds(now - session.last_modified_at)
+            if session.last_modified_at and session.state is SessionState.BUSY else None,
         }
     seen["ended"] = _ended(look)
     seen["dpu_hours"] = round(dpu_hours(millis or 0), 6)
@@ -254,11 +267,16 @@ def explain(settings: Settings, storage: SqliteStorage, look: Look, now: datetim
         decision = (f"would {verdict.action} ({verdict.mode}): {verdict.rule} crossed "
                     f"({verdict.observed:g} > {verdict.limit:g} {verdict.unit})")
     elif policy is None:
-        decision = "nothing: no policy matches this workgroup (budgets still count its spend)"
+        decision = "nothing: no policy matches this workgroup" + (f" and engine ({engine})" if engine else "") \
+            + " (budgets still count its spend)"
     else:
         decision = _nothing_yet(look, policy, evaluation, limits)
+    notes = []
+    if policy is not None and has_limits(policy.calculation) and not runs_calculations(engine):
+        notes.append(f"the calculation limits of {policy.name} never apply here: {engine} sessions have no "
+                     "calculations (session limits such as max_busy do)")
     return {
-        "target": seen, "policy": policy.name if policy else None,
+        "target": seen, "policy": policy.name if policy else None, "notes": notes,
         "policy_action": policy.action if policy else None, "mode": policy.mode if policy else settings.mode,
         "limits": limits,
         "evaluation": explain_verdict(evaluation) if evaluation else None,
@@ -296,8 +314,8 @@ def _nothing_yet(look: Look, policy: Policy, evaluation: Evaluation | None, limi
 def _render(report: dict[str, Any]) -> list[str]:
     target = report["target"]
     lines = [f"{target['kind']} {target['id']} in workgroup {target['workgroup']}: {target['state']}"]
-    for key in ("session_id", "submitted_at", "runtime_seconds", "progress", "started_at", "age_seconds",
-                "idle_seconds", "ended", "dpu_hours", "cost_usd"):
+    for key in ("engine", "session_id", "submitted_at", "runtime_seconds", "progress", "started_at", "age_seconds",
+                "idle_seconds", "busy_seconds", "ended", "dpu_hours", "cost_usd"):
         if target.get(key) is not None:
             lines.append(f"  {key:<16} {target[key]}")
     lines.append(f"policy: {report['policy'] or '(none)'}"
@@ -317,6 +335,7 @@ def _render(report: dict[str, Any]) -> list[str]:
             state = "crossed" if threshold["crossed"] else (
                 f"predicted at {threshold['predicted_at']}" if threshold["predicted_at"] else "not predicted")
             lines.append(f"  {threshold['at_percent']:g}% {threshold['action']}: {state}")
+    lines += [f"note: {note}" for note in report["notes"]]
     lines.append(f"decision: {report['decision']}")
     if report["journal"]:
         lines.append("journal:")

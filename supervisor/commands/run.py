@@ -14,7 +14,6 @@ import anyio
 
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.logs import configure_logging
-from supervisor.service import run_until_signalled
 from supervisor.startup import startup_problems
 
 
@@ -34,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_INVALID_CONFIG
     configure_logging(settings.log_level)
+    from supervisor.service import run_until_signalled  # the whole daemon: not needed to refuse a bad config
+
     return anyio.run(run_until_signalled, settings, args.config)

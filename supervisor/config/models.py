@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic import model_validator as _model_validator
 
-from supervisor.config.errors import FieldProblem, join_hints, suggest
+from supervisor.config.errors import NO_VALUE, FieldProblem, join_hints, suggest
 from supervisor.config.notifications import (
     EventBridgeChannel,
     NotificationChannel,
@@ -41,7 +41,8 @@ from supervisor.config.types import (
     check_globs,
 )
 from supervisor.core.fleet import Shard
-from supervisor.durations import parse_duration
+from supervisor.core.model import PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
+from supervisor.durations import format_duration, parse_duration
 
 __all__ = [
     "AccountSettings",
@@ -53,6 +54,7 @@ __all__ = [
     "ClusterSettings",
     "DiscoverySettings",
     "Duration",
+    "EngineName",
     "EscalationSettings",
     "EventBridgeChannel",
     "EventName",
@@ -285,6 +287,10 @@ def _check_selectors(value: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 # --- policies ----------------------------------------------------------------------------------------
 
+# Athena's Spark engines a policy may select (``engines``): only the first has calculations.
+EngineName = Literal["PySpark engine version 3", "Apache Spark version 3.5"]
+ENGINES: tuple[str, ...] = (PYSPARK_ENGINE, SPARK_CONNECT_ENGINE)
+
 
 class CalculationLimits(StrictModel):
     max_runtime: Duration | None = None
@@ -299,6 +305,9 @@ class CalculationLimits(StrictModel):
 class SessionLimits(StrictModel):
     max_idle: Duration | None = None
     max_age: Duration | None = None
+    # BUSY without a break (from the status's LastModifiedDateTime while BUSY): the runaway-job limit of engines
+    # without calculations (Apache Spark version 3.5), useful on PySpark 3 too.
+    max_busy: Duration | None = None
     max_dpu_hours: Annotated[Number, Field(gt=0)] | None = None
     max_cost_usd: Annotated[Number, Field(gt=0)] | None = None
 
@@ -312,6 +321,8 @@ class PolicyConfig(StrictModel):
     # Empty: every account / region supervised.
     accounts: tuple[AccountId, ...] = ()
     regions: tuple[Text, ...] = ()
+    # Empty: every engine. Only PySpark engine version 3 sessions have calculations.
+    engines: tuple[EngineName, ...] = ()
     calculation: CalculationLimits | None = None
     session: SessionLimits | None = None
     action: PolicyAction = "stop"
@@ -333,9 +344,38 @@ class PolicyConfig(StrictModel):
     def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_selectors(value, "region")
 
+    @field_validator("engines")
+    @classmethod
+    def _check_engines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_selectors(value, "engine")
+
     def applies_to(self, shard: Shard) -> bool:
         """Whether this policy's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
         return _selects(self.accounts, self.regions, shard)
+
+    def selects_engine(self, engine: str) -> bool:
+        """Whether this policy's ``engines`` select ``engine`` (empty selects all; an engine not reported, ``""``,
+        is taken for PySpark engine version 3, as the daemon does)."""
+        return not self.engines or (engine or PYSPARK_ENGINE) in self.engines
+
+    @property
+    def has_calculation_limits(self) -> bool:
+        return self.calculation is not None and not self.calculation.is_empty()
+
+    @property
+    def may_govern_engines_without_calculations(self) -> bool:
+        """Whether a workgroup this policy governs may run an engine without calculations (known at run time)."""
+        return any(engine != PYSPARK_ENGINE for engine in (self.engines or ENGINES))
+
+    @_model_validator(mode="after")
+    def _calculation_limits_can_apply(self) -> PolicyConfig:
+        if self.has_calculation_limits and self.engines and PYSPARK_ENGINE not in self.engines:
+            raise FieldProblem(
+                "calculation limits never apply",
+                f"the policy's engines ({', '.join(self.engines)}) have no calculations; remove calculation (a "
+                f"runaway Spark Connect job is stopped by session.max_busy), or add {PYSPARK_ENGINE!r} to engines",
+                subpath=("calculation",), value=NO_VALUE)
+        return self
 
     @_model_validator(mode="after")
     def _has_a_limit(self) -> PolicyConfig:
@@ -545,9 +585,27 @@ class Settings(StrictModel):
                                            subpath=(key, index, "accounts", position), value=account)
                 for position, region in enumerate(item.regions):
                     if region not in known_regions:
-                        raise FieldProblem("region is not supervised", join_hints(
-                            f"supervised regions: {', '.join(known_regions)}", suggest(region, known_regions)),
-                            subpath=(key, index, "regions", position), value=region)
+                        raise FieldProblem("region is not supervised",
+                                           f"supervised regions: {', '.join(known_regions)}",
+                                           subpath=(key, index, "regions", position), value=region)
+        return self
+
+    @_model_validator(mode="after")
+    def _cluster_needs_shared_leases(self) -> Settings:
+        if self.cluster is None:
+            return self
+        if self.journal.backend != "dynamodb":
+            raise FieldProblem("replicas need a shared journal",
+                               "set journal.backend: dynamodb (and journal.table), or remove cluster",
+                               subpath=("cluster",), value=NO_VALUE)
+        margin = self.cluster.max_clock_skew + self.aws.connect_timeout
+        if self.cluster.lease_duration <= margin * 3 / 2:
+            raise FieldProblem(
+                "too short to act between renewals",
+                f"a holder stops acting max_clock_skew + aws.connect_timeout ({format_duration(margin)}) before "
+                f"its lease could expire and renews every third of it: make it longer than "
+                f"{format_duration(margin * 3 / 2)}, or lower aws.connect_timeout",
+                subpath=("cluster", "lease_duration"), value=format_duration(self.cluster.lease_duration))
         return self
 
     def shards(self) -> tuple[Shard, ...]:
@@ -576,14 +634,16 @@ class Settings(StrictModel):
         """Whether the top-level ``workgroups`` globs include ``workgroup``."""
         return any(fnmatch.fnmatchcase(workgroup, glob) for glob in self.workgroups)
 
-    def policy_for(self, workgroup: str) -> PolicyConfig | None:
-        """The policy that governs ``workgroup``: the first, in file order, whose globs match it.
+    def policy_for(self, workgroup: str, engine: str = "") -> PolicyConfig | None:
+        """The policy that governs ``workgroup`` (running ``engine``): the first, in file order, whose globs
+        match it and whose ``engines`` select the engine.
 
         ``None`` when the workgroup is not watched or no policy matches (then nothing is acted on).
         """
         if not self.watches(workgroup):
             return None
-        return next((policy for policy in self.policies if policy.matches(workgroup)), None)
+        return next((policy for policy in self.policies
+                     if policy.matches(workgroup) and policy.selects_engine(engine)), None)
 
     def budgets_for(self, workgroup: str) -> tuple[BudgetConfig, ...]:
         """Every budget whose globs match ``workgroup`` (all of them apply, unlike policies)."""

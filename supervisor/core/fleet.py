@@ -104,10 +104,12 @@ def preference(replica: str, shard_scope: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class LeasePlan:
-    """What a replica does with the shard leases this round."""
+    """What a replica does with the shard leases this round. ``spare``: the other free shards, most preferred
+    first, to take instead of one of ``acquire`` that another replica took first (both wanted it)."""
 
     acquire: tuple[str, ...] = ()
     release: tuple[str, ...] = ()
+    spare: tuple[str, ...] = ()
 
 
 def free_shards(shard_scopes: Sequence[str], leases: Mapping[str, Lease], now: datetime, *,
@@ -144,4 +146,5 @@ def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease
     wanted = list(candidates[:max(0, quota - len(mine))])
     orphans = [scope for scope in candidates[len(wanted):]
                if scope in free_since and now - free_since[scope] > orphan_after]
-    return LeasePlan(acquire=tuple(wanted + orphans))
+    spare = tuple(scope for scope in candidates[len(wanted):] if scope not in orphans)
+    return LeasePlan(acquire=tuple(wanted + orphans), spare=spare if wanted else ())

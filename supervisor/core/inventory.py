@@ -6,7 +6,7 @@ A plain in-memory structure: discovery puts listings in, checks put fresh looks 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from supervisor.core.model import CalculationSnapshot, SessionSnapshot, TargetKey, WorkgroupSnapshot
@@ -28,9 +28,16 @@ class Inventory:
 
     def put_session(self, session: SessionSnapshot) -> SessionSnapshot | None:
         previous = self.sessions.get(session.session_id)
+        if not session.engine and previous is not None and previous.engine:
+            session = replace(session, engine=previous.engine)  # GetSessionStatus does not name the engine
         self.sessions[session.session_id] = session
         self.record_statistics(TargetKey.session(session.session_id), session.dpu_millis, session.observed_at)
         return previous
+
+    def engine_of(self, session: SessionSnapshot) -> str:
+        """The session's engine: as it reported it, else its workgroup's; ``""`` when neither is known."""
+        workgroup = self.workgroups.get(session.workgroup)
+        return session.engine or (workgroup.engine if workgroup is not None else "")
 
     def put_calculation(self, calculation: CalculationSnapshot) -> CalculationSnapshot | None:
         previous = self.calculations.get(calculation.calculation_id)

@@ -64,6 +64,26 @@ ACTIVE_SESSION_STATES = frozenset(
 ENDED_SESSION_STATES = frozenset({SessionState.TERMINATED, SessionState.FAILED})
 EXEMPT_DESCRIPTION_MARKER = "[supervisor:exempt]"
 
+# Athena's Spark engines (release versions), as the API names them in EngineVersion.
+PYSPARK_ENGINE = "PySpark engine version 3"  # notebooks and the calculation API
+SPARK_CONNECT_ENGINE = "Apache Spark version 3.5"  # Spark Connect (GetSessionEndpoint); no calculation API
+
+
+def runs_calculations(engine: str) -> bool:
+    """Whether sessions of ``engine`` have calculations: only ``PySpark engine version 3`` has the calculation
+    API (Athena documents StartCalculationExecution, ListCalculationExecutions and GetCalculationExecution as
+    not supported on Apache Spark version 3.5, and later engines are Spark Connect ones). An engine the API did
+    not report (``""``) is taken for PySpark 3, the engine of every session before 3.5."""
+    return engine in ("", PYSPARK_ENGINE)
+
+
+def engine_name(engine: object) -> str:
+    """The engine of an API answer's ``EngineVersion``: a name (GetSession) or an ``EngineVersion`` structure
+    (ListSessions, ListWorkGroups: the effective version, else the selected one); ``""`` when absent."""
+    if isinstance(engine, Mapping):
+        engine = engine.get("EffectiveEngineVersion") or engine.get("SelectedEngineVersion")
+    return engine if isinstance(engine, str) else ""
+
 
 class MalformedItem(ValueError):
     """An API item lacks a field nothing can be done without (an id); it is skipped, logged and counted."""
@@ -108,6 +128,7 @@ class WorkgroupSnapshot:
     enabled: bool
     is_spark: bool
     tags: Mapping[str, str] | None = field(default_factory=dict)  # None: could not be read
+    engine: str = ""  # the effective engine version, e.g. "Apache Spark version 3.5"; "" when not reported
 
     def is_exempt(self, exempt_tag: str) -> bool:
         return self.tags is not None and self.tags.get(exempt_tag, "").strip().lower() == "true"
@@ -115,7 +136,8 @@ class WorkgroupSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    """A session as last seen. ``dpu_millis`` is None when only a list summary was seen."""
+    """A session as last seen. ``dpu_millis`` is None when only a list summary was seen; ``engine`` is ``""``
+    when the answer did not name it (GetSessionStatus)."""
 
     session_id: str
     workgroup: str
@@ -128,6 +150,7 @@ class SessionSnapshot:
     last_modified_at: datetime | None
     observed_at: datetime
     dpu_millis: int | None = None
+    engine: str = ""
 
     @classmethod
     def from_api(cls, workgroup: str, data: Mapping[str, Any], observed_at: datetime) -> SessionSnapshot:
@@ -146,6 +169,7 @@ class SessionSnapshot:
             last_modified_at=status.get("LastModifiedDateTime"),
             observed_at=observed_at,
             dpu_millis=_dpu_millis(data.get("Statistics")),
+            engine=engine_name(data.get("EngineVersion")),
         )
 
     @property
@@ -290,11 +314,13 @@ class Verdict(LimitFacts):
     action: ActionName
     mode: ModeName
     origin: Origin = Origin.POLICY
+    engine: str = ""  # the target's engine when known ("Apache Spark version 3.5"); not kept by the journal row
 
     def describe(self) -> dict[str, Any]:
         """The stable explanation of this verdict, used in logs, journal details and notifications."""
-        return {**self.describe_limit(), "crossed_at": self.crossed_at.isoformat(),
-                "decided_at": self.decided_at.isoformat(), "action": self.action, "mode": self.mode}
+        described = {**self.describe_limit(), "crossed_at": self.crossed_at.isoformat(),
+                     "decided_at": self.decided_at.isoformat(), "action": self.action, "mode": self.mode}
+        return {**described, "engine": self.engine} if self.engine else described
 
 
 @dataclass(frozen=True, slots=True)

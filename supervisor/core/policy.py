@@ -1,12 +1,18 @@
 """Pure policy evaluation: snapshot + rules + price + now → verdict, warnings and the next deadline.
 
 No I/O and no clock reads: ``now`` is always an argument. Policies are evaluated in configuration order
-and the first policy whose workgroup globs match a target's workgroup is the one applied to it.
+and the first policy whose workgroup globs match a target's workgroup (and whose ``engines``, if any, include
+the target's engine) is the one applied to it. Calculation limits apply only where there are calculations
+(``PySpark engine version 3``).
 
 Measures (Athena reports no run-start time, so calculation time counts from SubmissionDateTime):
 - ``max_queued``: now − SubmissionDateTime while the calculation waits (CREATING, CREATED, QUEUED).
 - ``max_runtime``: now − SubmissionDateTime while the calculation is live (waiting, RUNNING, CANCELING).
 - ``max_idle``: now − IdleSinceDateTime while the session is IDLE.
+- ``max_busy``: now − LastModifiedDateTime while the session is BUSY (its last state change: when it became
+  BUSY, so a session BUSY without a break for longer than the limit crosses it; the model's SessionStatus has
+  no other state-change time). The limit of engines without calculations, where a runaway Spark Connect job
+  shows only as a BUSY session.
 - ``max_age``: now − StartDateTime while the session is active.
 - ``max_dpu_hours`` / ``max_cost_usd``: Statistics.DpuExecutionInMillis / 3.6e6 (× price). The crossing
   instant is predicted from the accrual rate between two observations (or the average since start) and
@@ -25,6 +31,7 @@ from supervisor.config import Settings
 from supervisor.core.accrual import MILLIS_PER_HOUR, accrual_rate
 from supervisor.core.model import (
     ACCRUING_CALCULATION_STATES,
+    PYSPARK_ENGINE,
     WAITING_CALCULATION_STATES,
     ActionName,
     CalculationSnapshot,
@@ -54,6 +61,7 @@ class SessionRules:
     max_age: timedelta | None = None
     max_dpu_hours: float | None = None
     max_cost_usd: float | None = None
+    max_busy: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +73,12 @@ class Policy:
     action: ActionName
     mode: ModeName
     notify_before: timedelta | None = None
+    engines: tuple[str, ...] = ()  # empty: every engine
 
-    def matches(self, workgroup: str) -> bool:
-        return workgroup_matches(workgroup, self.workgroups)
+    def matches(self, workgroup: str, engine: str = "") -> bool:
+        """Whether it governs ``workgroup`` running ``engine`` (``""``, not reported, is taken for PySpark 3)."""
+        return workgroup_matches(workgroup, self.workgroups) and (
+            not self.engines or (engine or PYSPARK_ENGINE) in self.engines)
 
 
 def compile_policies(settings: Settings) -> tuple[Policy, ...]:
@@ -82,9 +93,10 @@ def compile_policies(settings: Settings) -> tuple[Policy, ...]:
                 calculation.max_runtime, calculation.max_queued, calculation.max_dpu_hours, calculation.max_cost_usd
             ) if calculation else None,
             session=SessionRules(
-                session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd
+                session.max_idle, session.max_age, session.max_dpu_hours, session.max_cost_usd, session.max_busy
             ) if session else None,
             action=config.action, mode=settings.mode_for(config), notify_before=config.notify_before,
+            engines=tuple(config.engines),
         ))
     return tuple(compiled)
 
@@ -94,14 +106,19 @@ def rules_for(kind: TargetKind, policy: Policy) -> CalculationRules | SessionRul
     return policy.calculation if kind is TargetKind.CALCULATION else policy.session
 
 
+def has_limits(rules: CalculationRules | SessionRules | None) -> bool:
+    """Whether these rules set any limit."""
+    return rules is not None and any(getattr(rules, name) is not None for name in rules.__slots__)
+
+
 def needs_accrual(rules: CalculationRules | SessionRules | None) -> bool:
     """Do these rules limit DPU-hours or cost (and so need statistics, not just a listing)?"""
     return rules is not None and (rules.max_dpu_hours is not None or rules.max_cost_usd is not None)
 
 
-def match_policy(policies: Sequence[Policy], workgroup: str) -> Policy | None:
-    """The first policy, in configuration order, whose workgroup globs match."""
-    return next((policy for policy in policies if policy.matches(workgroup)), None)
+def match_policy(policies: Sequence[Policy], workgroup: str, engine: str = "") -> Policy | None:
+    """The first policy, in configuration order, whose workgroup globs (and engines) match."""
+    return next((policy for policy in policies if policy.matches(workgroup, engine)), None)
 
 
 def workgroup_matches(name: str, patterns: Iterable[str]) -> bool:
@@ -169,7 +186,7 @@ def _accrual_crossings(
 
 
 def _conclude(
-    assessment: Assessment, target: TargetRef, policy: Policy, action: ActionName, now: datetime
+    assessment: Assessment, target: TargetRef, policy: Policy, action: ActionName, now: datetime, engine: str = ""
 ) -> Evaluation:
     present = list(assessment.positions)
     needs_statistics, missing = assessment.needs_statistics, assessment.missing
@@ -179,7 +196,7 @@ def _conclude(
         verdict = Verdict(
             target=target, policy=policy.name, rule=first.rule, observed=first.observed, limit=first.limit,
             unit=first.unit, crossed_at=min(first.crossed_at or now, now), decided_at=now,
-            action=action, mode=policy.mode,
+            action=action, mode=policy.mode, engine=engine,
         )
         return Evaluation(verdict=verdict, missing=missing)
     upcoming = [c for c in present if c.crossed_at is not None and c.crossed_at > now]
@@ -252,9 +269,12 @@ def assess_session(
     if session.state is None or not session.is_active:
         return None
     idle_since = session.idle_since if session.state is SessionState.IDLE else None
+    busy = session.state is SessionState.BUSY
+    busy_since = session.last_modified_at if busy else None
     crossings: list[Position | None] = [
         _time_crossing("max_idle", idle_since, rules.max_idle, now),
         _time_crossing("max_age", session.started_at, rules.max_age, now),
+        _time_crossing("max_busy", busy_since, rules.max_busy, now),
     ]
     needs_statistics = False
     if needs_accrual(rules):
@@ -269,6 +289,7 @@ def assess_session(
     missing = tuple(name for name, value, limit in (
         ("IdleSinceDateTime", idle_since if session.state is SessionState.IDLE else True, rules.max_idle),
         ("StartDateTime", session.started_at, rules.max_age),
+        ("LastModifiedDateTime", busy_since if busy else True, rules.max_busy),
     ) if limit is not None and value is None)
     return Assessment(tuple(c for c in crossings if c is not None), needs_statistics, missing)
 
@@ -340,15 +361,16 @@ def evaluate_calculation(
     *,
     dpu_hour_usd: float,
     previous_statistics: tuple[int, datetime] | None = None,
+    engine: str = "",
 ) -> Evaluation:
     """Judge one calculation. ``previous_statistics`` is (DpuExecutionInMillis, observed_at) of an earlier
-    detailed observation, used for the accrual rate."""
+    detailed observation, used for the accrual rate; ``engine`` (its session's) is named in the verdict."""
     rules = policy.calculation
     assessment = assess_calculation(calculation, rules, now, dpu_hour_usd=dpu_hour_usd,
                                     previous_statistics=previous_statistics) if rules else None
     if assessment is None:
         return Evaluation()
-    return _conclude(assessment, TargetRef.of_calculation(calculation), policy, policy.action, now)
+    return _conclude(assessment, TargetRef.of_calculation(calculation), policy, policy.action, now, engine)
 
 
 def evaluate_session(
@@ -358,12 +380,14 @@ def evaluate_session(
     *,
     dpu_hour_usd: float,
     previous_statistics: tuple[int, datetime] | None = None,
+    engine: str = "",
 ) -> Evaluation:
-    """Judge one session. Session limits terminate the session (unless the policy only notifies)."""
+    """Judge one session. Session limits terminate the session (unless the policy only notifies). ``engine``
+    (default: the one the session reported) is named in the verdict."""
     rules = policy.session
     assessment = assess_session(session, rules, now, dpu_hour_usd=dpu_hour_usd,
                                 previous_statistics=previous_statistics) if rules else None
     if assessment is None:
         return Evaluation()
     action: ActionName = "notify" if policy.action == "notify" else "terminate"
-    return _conclude(assessment, TargetRef.of_session(session), policy, action, now)
+    return _conclude(assessment, TargetRef.of_session(session), policy, action, now, engine or session.engine)

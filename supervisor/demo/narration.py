@@ -21,8 +21,8 @@ from supervisor.events import EventName
 from supervisor.storage import Storage
 
 RULE_VERBS = {
-    "max_runtime": "has run", "max_queued": "has waited", "max_idle": "has been idle", "max_age": "is",
-    "max_dpu_hours": "has used", "max_cost_usd": "has used",
+    "max_runtime": "has run", "max_queued": "has waited", "max_idle": "has been idle", "max_busy": "has been busy",
+    "max_age": "is", "max_dpu_hours": "has used", "max_cost_usd": "has used",
 }
 ACTION_WORDS = {"stop": "stop it", "terminate": "terminate the session", "notify": "notify only"}
 INDENT = " " * 11

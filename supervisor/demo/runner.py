@@ -21,10 +21,10 @@ import anyio
 from athena_spark_emulator import ControlClient, Emulator
 from supervisor.config import Settings
 from supervisor.core.escalation import Escalation
-from supervisor.core.model import TargetKey
+from supervisor.core.model import SPARK_CONNECT_ENGINE, TargetKey
 from supervisor.demo.narration import Narrator, short_id
 from supervisor.demo.report import format_footer, format_summary, outcome_of
-from supervisor.demo.scenario import EXEMPT_WORKGROUP, WORKGROUPS, Part, Scenario
+from supervisor.demo.scenario import ENGINES, EXEMPT_WORKGROUP, WORKGROUPS, Part, Scenario
 from supervisor.demo.workload import Athena, athena_client
 from supervisor.durations import format_duration
 from supervisor.service import RunningService, running_service
@@ -130,7 +130,10 @@ async def run_demo(
 async def create_workgroups(athena: Athena, scenario: Scenario) -> None:
     for name in WORKGROUPS:
         tags = {scenario.limits.exempt_tag: "true"} if name == EXEMPT_WORKGROUP else None
-        await athena.create_spark_workgroup(name, tags=tags)
+        if name in ENGINES:
+            await athena.create_spark_workgroup(name, tags=tags, engine=ENGINES[name])
+        else:
+            await athena.create_spark_workgroup(name, tags=tags)
 
 
 def print_header(
@@ -156,6 +159,8 @@ def print_header(
     say(f"  demo-notebooks  a session may stay idle {format_duration(limits.max_idle)}; then TerminateSession")
     say(f"  demo-ml         a calculation may use ${limits.max_cost_usd:g} of DPU time "
         f"(at ${limits.dpu_hour_usd:g}/DPU-hour); then StopCalculationExecution")
+    say(f"  demo-connect    ({SPARK_CONNECT_ENGINE}: Spark Connect, no calculations) a session may stay BUSY "
+        f"{format_duration(limits.max_busy)} without a break; then TerminateSession")
     say(f"  exempt          sessions with [supervisor:exempt] in their description; workgroups tagged "
         f"{limits.exempt_tag}=true ({EXEMPT_WORKGROUP})")
     say()
@@ -166,14 +171,15 @@ async def launch(athena: Athena, scenario: Scenario, narrator: Narrator) -> list
     """Start every session, wait until they are IDLE, then submit the calculations."""
     workgroups = sorted({part.workgroup for part in scenario.parts})
     narrator.say(f"a user starts {len(scenario.parts)} Spark sessions in {', '.join(workgroups)}")
-    launched = [Launched(part, await athena.start_session(part.workgroup, part.session_description))
+    launched = [Launched(part, await athena.start_session(part.workgroup, part.session_description,
+                                                          spark_connect=part.engine == SPARK_CONNECT_ENGINE))
                 for part in scenario.parts]
     for item in launched:
         narrator.names[item.session_id] = item.part.name
     async with anyio.create_task_group() as task_group:
         for item in launched:
-            task_group.start_soon(athena.wait_idle, item.session_id)
-    narrator.say("the sessions are IDLE; the user submits the calculations:")
+            task_group.start_soon(athena.wait_ready, item.session_id)
+    narrator.say("the sessions are ready; the user submits the calculations (Spark Connect runs its own job):")
     for item in launched:
         if item.part.code is not None:
             item.calculation_id = await athena.start_calculation(item.session_id, item.part.code)
@@ -289,22 +295,28 @@ def judge(item: Launched, seen: Observation, scenario: Scenario) -> None:
                 item.problem = f"{name}: expected Stop then TerminateSession; outcome {calc.outcome}"
         return
     if session is not None and session.is_done:  # expect == "terminated"
-        if session.outcome == "terminated" and session.verdict.rule == "max_idle":
+        if session.outcome == "terminated" and session.verdict.rule == item.part.rule:
             item.settled = seen.session_state == "TERMINATED"
         else:
-            item.problem = f"{name}: expected termination for max_idle; got {session.outcome} ({session.verdict.rule})"
+            item.problem = (f"{name}: expected termination for {item.part.rule}; got {session.outcome} "
+                            f"({session.verdict.rule})")
 
 
 def check_audit(launched: list[Launched], calls: list[dict[str, Any]]) -> None:
-    """Cross-check with the emulator's audit log: nothing destructive reached what should be spared."""
+    """Cross-check with the emulator's audit log: nothing destructive reached what should be spared, and no
+    calculation call was made about a Spark Connect session (it has no calculations)."""
     def named(operation: str, member: str) -> set[Any]:
         return {call["request"].get(member) for call in calls if call["operation"] == operation}
 
     stopped = named("StopCalculationExecution", "CalculationExecutionId")
     terminated = named("TerminateSession", "SessionId")
+    about_calculations = {call["request"].get("SessionId") for call in calls
+                          if "Calculation" in str(call["operation"])}
     for item in launched:
         if item.problem:
             continue
+        if item.part.engine == SPARK_CONNECT_ENGINE and item.session_id in about_calculations:
+            item.problem = f"{item.part.name}: the audit log shows a calculation call about a Spark Connect session"
         if item.part.expect in ("completed", "exempt") and (
             item.calculation_id in stopped or item.session_id in terminated
         ):

@@ -13,14 +13,16 @@ from datetime import timedelta
 from typing import Literal
 
 from supervisor.config import Settings
-from supervisor.core.model import EXEMPT_DESCRIPTION_MARKER
+from supervisor.core.model import EXEMPT_DESCRIPTION_MARKER, PYSPARK_ENGINE, SPARK_CONNECT_ENGINE
 from supervisor.durations import format_duration
 
 ETL = "demo-etl"
 EXEMPT_WORKGROUP = "demo-etl-finance"
 NOTEBOOKS = "demo-notebooks"
 ML = "demo-ml"
-WORKGROUPS = (ETL, EXEMPT_WORKGROUP, NOTEBOOKS, ML)
+CONNECT = "demo-connect"  # Apache Spark version 3.5: Spark Connect, no calculations
+WORKGROUPS = (ETL, EXEMPT_WORKGROUP, NOTEBOOKS, ML, CONNECT)
+ENGINES = {CONNECT: SPARK_CONNECT_ENGINE}  # the others run PySpark engine version 3
 
 SESSION_START = 1.0  # seconds CREATING -> IDLE in the emulator
 STOP_LATENCY = 1.0  # seconds from StopCalculationExecution to CANCELED when a calculation honours it
@@ -40,6 +42,7 @@ class Limits:
 
     max_runtime: timedelta
     max_idle: timedelta
+    max_busy: timedelta
     max_cost_usd: float
     dpu_hour_usd: float
     stop_grace: timedelta
@@ -59,6 +62,11 @@ class Part:
     code: str | None  # the calculation's CodeBlock, None for a session left idle
     expect: Expectation
     why_left_alone: str | None = None
+    rule: str = "max_idle"  # the limit that terminates a session part
+
+    @property
+    def engine(self) -> str:
+        return ENGINES.get(self.workgroup, PYSPARK_ENGINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +91,10 @@ def read_limits(settings: Settings) -> Limits:
     etl = settings.policy_for(ETL)
     notebooks = settings.policy_for(NOTEBOOKS)
     ml = settings.policy_for(ML)
+    connect = settings.policy_for(CONNECT, SPARK_CONNECT_ENGINE)
     runtime = etl.calculation.max_runtime if etl and etl.calculation and etl.action == "stop" else None
     idle = notebooks.session.max_idle if notebooks and notebooks.session and notebooks.action != "notify" else None
+    busy = connect.session.max_busy if connect and connect.session and connect.action != "notify" else None
     cost = ml.calculation.max_cost_usd if ml and ml.calculation and ml.action == "stop" else None
     if runtime is None:
         problems.append(f"policies: the first policy matching {ETL!r} needs calculation.max_runtime and action stop")
@@ -93,14 +103,17 @@ def read_limits(settings: Settings) -> Limits:
                         "and action stop or terminate")
     if cost is None:
         problems.append(f"policies: the first policy matching {ML!r} needs calculation.max_cost_usd and action stop")
-    for name, policy in ((ETL, etl), (NOTEBOOKS, notebooks), (ML, ml)):
+    if busy is None:
+        problems.append(f"policies: the first policy matching {CONNECT!r} ({SPARK_CONNECT_ENGINE}) needs "
+                        "session.max_busy and action stop or terminate")
+    for name, policy in ((ETL, etl), (NOTEBOOKS, notebooks), (ML, ml), (CONNECT, connect)):
         if policy is not None and settings.mode_for(policy) != "enforce":
             problems.append(f"policies: {policy.name} (for {name!r}) must be in enforce mode for the demo")
     if problems:
         raise DemoConfigError("; ".join(problems))
-    assert runtime is not None and idle is not None and cost is not None
+    assert runtime is not None and idle is not None and cost is not None and busy is not None
     return Limits(
-        max_runtime=runtime, max_idle=idle, max_cost_usd=cost,
+        max_runtime=runtime, max_idle=idle, max_busy=busy, max_cost_usd=cost,
         dpu_hour_usd=settings.pricing.price_for(settings.aws.region),
         stop_grace=settings.escalation.stop_grace, terminate_grace=settings.escalation.terminate_grace,
         discovery_interval=settings.discovery_interval,
@@ -128,6 +141,9 @@ def build(settings: Settings) -> Scenario:
              "escalated"),
         Part("idle", NOTEBOOKS, "a notebook session nobody uses (stays IDLE)", f"{session}\nexploration", None,
              "terminated"),
+        Part("runaway-job", CONNECT, "a Spark Connect client's 8-DPU job that never ends (the session stays BUSY)",
+             f"# sim: start={_seconds(SESSION_START)} busy=forever dpus=8 terminate_latency=1s\ninteractive analysis",
+             None, "terminated", rule="max_busy"),
         Part("expensive", ML, f"a {ml_dpus}-DPU training calculation",
              f"{session}\nfeature training", f"# sim: runtime={_seconds(long_run)} dpus={ml_dpus}\n{CODE}",
              "stopped"),
@@ -144,6 +160,7 @@ def build(settings: Settings) -> Scenario:
     )
     discovery = limits.discovery_interval.total_seconds()
     escalation = runtime + limits.stop_grace.total_seconds() + 2 * STOP_LATENCY + 2
-    settle = max(escalation, limits.max_idle.total_seconds() + 3, cost_crossing + STOP_LATENCY + 2, runtime + 1)
+    settle = max(escalation, limits.max_idle.total_seconds() + 3, limits.max_busy.total_seconds() + 3,
+                 cost_crossing + STOP_LATENCY + 2, runtime + 1)
     return Scenario(limits=limits, parts=parts, ml_dpus=ml_dpus, settle_within=settle + discovery,
                     left_alone_after=runtime + 2 * discovery)

@@ -16,6 +16,9 @@ from aiobotocore.session import get_session
 
 SPARK_ENGINE = {"SelectedEngineVersion": "PySpark engine version 3"}
 ENGINE_CONFIGURATION = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 60, "DefaultExecutorDpuSize": 1}
+# Apache Spark version 3.5 takes Spark properties as classifications, and no DPU sizes.
+SPARK_CONNECT_CONFIGURATION = {"MaxConcurrentDpus": 60, "Classifications": [
+    {"Name": "spark-defaults", "Properties": {"spark.sql.shuffle.partitions": "16"}}]}
 # The emulator accepts any SigV4 credentials; these are never sent anywhere else.
 DUMMY_CREDENTIALS = {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
 
@@ -28,15 +31,17 @@ class Athena:
         self.region = region
         self.account_id = account_id
 
-    async def create_spark_workgroup(self, name: str, *, tags: dict[str, str] | None = None) -> None:
+    async def create_spark_workgroup(self, name: str, *, tags: dict[str, str] | None = None,
+                                     engine: str = SPARK_ENGINE["SelectedEngineVersion"]) -> None:
         await self._client.create_work_group(
-            Name=name, Configuration={"EngineVersion": SPARK_ENGINE},
+            Name=name, Configuration={"EngineVersion": {"SelectedEngineVersion": engine}},
             Tags=[{"Key": key, "Value": value} for key, value in (tags or {}).items()],
         )
 
-    async def start_session(self, workgroup: str, description: str) -> str:
+    async def start_session(self, workgroup: str, description: str, *, spark_connect: bool = False) -> str:
         response = await self._client.start_session(
-            WorkGroup=workgroup, Description=description, EngineConfiguration=ENGINE_CONFIGURATION,
+            WorkGroup=workgroup, Description=description,
+            EngineConfiguration=SPARK_CONNECT_CONFIGURATION if spark_connect else ENGINE_CONFIGURATION,
         )
         return str(response["SessionId"])
 
@@ -44,9 +49,10 @@ class Athena:
         response = await self._client.get_session_status(SessionId=session_id)
         return str(response["Status"]["State"])
 
-    async def wait_idle(self, session_id: str, *, within: float = 30.0) -> None:
+    async def wait_ready(self, session_id: str, *, within: float = 30.0) -> None:
+        """Until the session is IDLE (or BUSY: a Spark Connect session whose job started at once)."""
         deadline = time.monotonic() + within
-        while (state := await self.session_state(session_id)) != "IDLE":
+        while (state := await self.session_state(session_id)) not in ("IDLE", "BUSY"):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"session {session_id} is {state}, not IDLE, after {within:g}s")
             await anyio.sleep(0.1)

@@ -1,0 +1,216 @@
+"""moto's DynamoDB as a process of its own, for the fleet harness: one request at a time, transactions in time
+proportional to their own items, leases first.
+
+This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
+werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with three differences, all about
+how faithfully it stands in for DynamoDB, neither about what it answers:
+
+- **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
+  backend does not make a conditional write's check and its write one step (a thread switch can fall between
+  them), whereas DynamoDB applies each request to an item atomically. A fleet relies on exactly that (of two
+  replicas taking one expired lease, one wins), so requests are serialised, as ``tests/dynamodb_fixtures.py`` does
+  in process.
+- **Transactions on their own items.** Before each TransactWriteItems, moto deep-copies every table it names (its
+  rollback), so a transaction costs time in proportion to the whole table: a fleet's table holds every event and
+  every watched target, and after a few minutes each claim or intent took seconds, serialised in front of every
+  lease renewal. DynamoDB's own cost is per item. Here a transaction runs on a table that holds only the items
+  the transaction names (a transaction's conditions can only read those), and its outcome is written back to the
+  real table: the same answers, errors and rollbacks, at the cost of the transaction's own items.
+- **Leases first.** Of the requests waiting for their turn, those on the lease and heartbeat items go first (see
+  :class:`SerialMoto`).
+
+It counts the requests it served by operation (``X-Amz-Target``), every replica's (killed ones' included), and
+the seconds spent serving them: ``GET /_bench/calls`` answers ``{"calls": {"PutItem": 12, ...}, "busy_seconds":
+{...}}`` (not a moto route, never forwarded).
+
+Usage:
+    python bench/dynamodb_server.py [--host 127.0.0.1] [--port 0] [--slow-log SECONDS]
+
+When it listens it prints one JSON line on stdout, ``{"event": "dynamodb.ready", "endpoint_url": ...}``; SIGTERM
+stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import heapq
+import io
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+COUNTS_PATH = "/_bench/calls"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:
+        return None
+
+
+def _touched(table: Any, op: dict[str, Any]) -> tuple[DynamoType, DynamoType] | None:
+    """The (hash, range) key of the item one transaction write names, or None if it cannot be read."""
+    key = op.get("Item") if "Item" in op else op.get("Key")
+    try:
+        return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
+    """Wrap moto's ``DynamoDBBackend.transact_write_items`` so that it runs on tables holding only the items the
+    transaction names, then writes them back (see the module docstring)."""
+
+    @functools.wraps(transact)
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        real: dict[str, Any] = {}
+        keys: dict[str, list[tuple[DynamoType, DynamoType]]] = defaultdict(list)
+        for item in transact_items:
+            op = next(iter(item.values()), None) if isinstance(item, dict) else None
+            name = op.get("TableName") if isinstance(op, dict) else None
+            table = self.tables.get(name) if isinstance(name, str) else None
+            key = _touched(table, op) if table is not None and table.range_key_attr else None  # type: ignore[arg-type]
+            if table is None or key is None or table.global_indexes or table.indexes or table.stream_shard:
+                return transact(self, transact_items)  # anything unusual: moto's own way
+            real[name] = table  # type: ignore[index]
+            keys[name].append(key)  # type: ignore[index]
+        for name, table in real.items():
+            own = copy.copy(table)
+            own.items = defaultdict(dict)
+            for hash_key, range_key in keys[name]:
+                found = table.items.get(hash_key, {}).get(range_key)
+                if found is not None:
+                    own.items[hash_key][range_key] = copy.deepcopy(found)
+            self.tables[name] = own
+        try:
+            return transact(self, transact_items)
+        finally:
+            for name, table in real.items():
+                own = self.tables[name]  # the transaction's table, or moto's rollback copy of it
+                for hash_key, range_key in keys[name]:
+                    found = own.items.get(hash_key, {}).get(range_key)
+                    if found is not None:
+                        table.items[hash_key][range_key] = found
+                    elif range_key in table.items.get(hash_key, {}):
+                        del table.items[hash_key][range_key]
+                self.tables[name] = table
+
+    return transact_write_items
+
+
+class PriorityLock:
+    """A lock whose waiters get it by priority (lower first), then in arrival order."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[int, int]] = []
+        self._order = itertools.count()
+
+    @contextlib.contextmanager
+    def held(self, priority: int) -> Iterator[None]:
+        with self._condition:
+            entry = (priority, next(self._order))
+            heapq.heappush(self._waiting, entry)
+            while self._busy or self._waiting[0] != entry:
+                self._condition.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._busy = False
+                self._condition.notify_all()
+
+
+LEASE_PARTITIONS = frozenset({"LEASE", "REPLICA"})  # supervisor/storage/dynamodb_layout.py: leases, heartbeats
+
+
+def _partition(body: bytes) -> str | None:
+    """The partition key a single-item request or a Query names (None for batches and transactions)."""
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        request = json.loads(body)
+        for found in (request.get("Key"), request.get("Item")):
+            if found:
+                return str(found["pk"]["S"])
+        return str(request["ExpressionAttributeValues"][":pk"]["S"])
+    return None
+
+
+class SerialMoto:
+    """moto's WSGI app, one request at a time, counting requests and busy seconds by operation.
+
+    Waiting requests on the lease and heartbeat items go first: DynamoDB serves requests side by side in
+    milliseconds, while moto serves one at a time and a large Query takes it seconds (it renders ~1.5 ms of JSON
+    per item on this machine); without this, a replica's lease renewal would wait behind other replicas' watch-list
+    reads and lose its lease to the stand-in's queue, not to anything the replica did.
+    """
+
+    def __init__(self, slow_log: float | None = None) -> None:
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._lock = PriorityLock()
+        self.calls: Counter[str] = Counter()
+        self.busy: Counter[str] = Counter()
+        self.slow_log = slow_log
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == COUNTS_PATH:
+            with self._lock.held(0):
+                body = json.dumps({"calls": dict(self.calls),
+                                   "busy_seconds": {k: round(v, 3) for k, v in self.busy.items()}}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2] or "other"
+        arrived = time.perf_counter()
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        partition = _partition(body) if operation in ("GetItem", "PutItem", "UpdateItem", "Query") else None
+        with self._lock.held(0 if partition in LEASE_PARTITIONS else 1):
+            began = time.perf_counter()
+            try:
+                return list(self._app(environ, start_response))
+            finally:
+                ended = time.perf_counter()
+                self.calls[operation] += 1
+                self.busy[operation] += ended - began
+                if self.slow_log is not None and ended - arrived >= self.slow_log:
+                    print(json.dumps({"event": "dynamodb.slow_request", "time": round(time.time(), 3),
+                                      "operation": operation, "partition": partition,
+                                      "waited": round(began - arrived, 3), "served": round(ended - began, 3)}),
+                          file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--slow-log", type=float, metavar="SECONDS",
+                        help="log (stderr, JSON) each request that took this long, waiting for its turn included")
+    args = parser.parse_args(argv)
+    DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
+        DynamoDBBackend.transact_write_items)
+    server = make_server(args.host, args.port, SerialMoto(args.slow_log), threaded=True, request_handler=_Quiet)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{args.host}:{server.server_port}"}),
+          flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

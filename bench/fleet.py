@@ -1,0 +1,383 @@
+"""Fleet bench: 1, 2 and 3 replicas over many account-regions, judged from the emulator's audit log.
+
+For each fleet size, on fresh processes (``bench/fleet_processes.py``: the emulator throttled to ``--tps`` per
+account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the replicas as ``athena-supervisor run``):
+
+1. **Quiet load**: every account-region gets ``--sessions`` sessions (busy, each with a calculation that crosses
+   nothing during the run; one exempt, one in an unwatched workgroup). The replicas start, spread the shards and
+   sweep them; the run waits until every shard has been swept once by its owner ("first full sweep").
+2. **Violators**: then each account-region gets ``--violations`` calculations crossing ``max_runtime`` at
+   instants spread over ``--window`` seconds, starting ``--lead`` seconds later (a sweep must list them first; a
+   quarter ignore Stop, so TerminateSession is due ``stop_grace`` after the Stop), and one *probe* crossing 0.5 s
+   after the kill below.
+3. **Kill -9** (2 replicas and more): in the middle of the window, the replica holding the most shards is
+   SIGKILLed. Its shards' probes are held until another replica takes the shard: **takeover** = the first
+   destructive call on a killed replica's shard after the kill − the kill (the slowest of its shards), next to
+   the lease takeover from the survivors' logs. Actions due on those shards between the kill and the takeover
+   are "held by the takeover": reported apart, not in the lag figures.
+4. The run ends ``stop_grace`` + 10 s after the last crossing; every replica gets SIGTERM. The audit log is judged
+   (``bench.fleet_workload.judge``: due, missed, wrongful, duplicate, lag = received − due).
+
+Figures per size: lag p50/p99/max, missed/wrongful/duplicate, takeover, DynamoDB calls per action and per second
+(server-side counts, every replica's, killed ones' included; "at rest" over the first sweep, "steady" over the
+violator window), Athena API calls, CPU seconds and % of a core per replica over the steady window (before the
+kill) and over its life, peak RSS (``wait4``).
+
+Usage:
+    python bench/fleet.py --out bench/results/fleet.json              # the full run (see bench/README.md)
+    python bench/fleet.py --replicas 1,2,3 --shards 12 --sessions 250 --out ...
+    python bench/fleet.py --quick                                      # ~1 minute (tests/test_fleet_bench.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.fleet_processes import (  # noqa: E402
+    Fleet,
+    Replica,
+    ReplicaSettings,
+    fleet_shards,
+    log_time,
+    wait_for,
+)
+from bench.fleet_workload import (  # noqa: E402
+    Action,
+    Workload,
+    create_workgroups,
+    destructive_calls,
+    judge,
+    percentiles,
+)
+
+DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+PROBE_AFTER_KILL = 0.5
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    replicas: tuple[int, ...] = (1, 2, 3)
+    shards: int = 12
+    sessions: int = 1000           # per account-region
+    tps: float = 50.0              # per account-region: the emulator's throttle; the replicas' limiter 0.95 ×
+    violations: int = 20           # per account-region, crossing over the window
+    window: float = 60.0           # seconds over which the crossings fall
+    lead: float = 50.0             # seconds from populating the violators to the first crossing (≥ a sweep)
+    discovery_interval: float = 30.0
+    lease_duration: float = 15.0          # the default, and deploy/kubernetes-fleet's
+    stop_grace: float = 5.0
+    tail: float = 10.0             # seconds the run goes on after the last action fell due
+    first_sweep_timeout: float = 600.0
+    seed: int = 1
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """The smoke run of the test suite: one fleet of 2 replicas (so a kill and a takeover), 4 small shards."""
+        return cls(replicas=(2,), shards=4, sessions=20, violations=3, window=6.0, lead=5.0, tail=5.0,
+                   discovery_interval=1.0, lease_duration=6.0, stop_grace=3.0, first_sweep_timeout=120.0)
+
+    def settings(self) -> ReplicaSettings:
+        # Timeouts and clock-skew allowance as in deploy/kubernetes-fleet/configmap.yaml.
+        return ReplicaSettings(lease_duration=self.lease_duration, max_clock_skew=1.0, connect_timeout=1.0,
+                               read_timeout=3.0, max_attempts=4, max_requests_per_second=round(0.95 * self.tps, 3),
+                               discovery_interval=self.discovery_interval, stop_grace=self.stop_grace,
+                               terminate_grace=300.0, log_level="info")
+
+
+@contextlib.contextmanager
+def directory(keep: Path | None, name: str) -> Iterator[Path]:
+    if keep is not None:
+        path = keep / name
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            yield Path(tmp)
+
+
+def first_sweep_done(fleet: Fleet, since: float) -> bool:
+    """Every shard has an owner that completed a sweep of it after ``since``."""
+    owners = fleet.owners()
+    if any(len(names) != 1 for names in owners.values()):
+        return False
+    for shard, [name] in owners.items():
+        swept = fleet.replicas[name].metric("athena_supervisor_last_discovery_timestamp_seconds",
+                                            account=shard.account, region=shard.region)
+        if swept < since:
+            return False
+    return True
+
+
+def cpu_snapshot(replicas: dict[str, Replica]) -> dict[str, float]:
+    return {name: replica.cpu_seconds() for name, replica in replicas.items() if replica.alive}
+
+
+def dynamodb_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {op: after.get(op, 0) - before.get(op, 0) for op in sorted(set(after) | set(before))
+            if after.get(op, 0) - before.get(op, 0)}
+
+
+def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str, Any]:
+    rng = random.Random(config.seed)
+    shards = fleet_shards(config.shards)
+    names = [f"r{index + 1}" for index in range(replicas)]
+    began = time.time()
+    with directory(keep, f"replicas-{replicas}") as where, \
+            Fleet(where, shards, config.settings(), throttle_tps=config.tps) as fleet:
+        control = fleet.emulator.control
+        create_workgroups(control, shards)
+        workload = Workload()
+        for shard in shards:
+            workload.add(control, shard, [], quiet=max(0, config.sessions - config.violations - 3))
+        log(f"{replicas} replica(s): {config.shards} account-regions × {config.sessions} sessions populated")
+        started = time.time()
+        start_calls = fleet.dynamodb.calls()
+        for name in names:
+            fleet.start(name, wait=False)
+        for name in names:
+            _ = fleet.replicas[name].url
+        fleet.wait_spread(within=120)
+        wait_for(lambda: first_sweep_done(fleet, started), config.first_sweep_timeout, "a first sweep of every shard",
+                 interval=1.0)
+        first_sweep = time.time() - started
+        log(f"first full sweep after {first_sweep:.1f} s")
+
+        # The violators, and the probes of the takeover.
+        populated = time.time()
+        kill_at = populated + config.lead + config.window / 2 if replicas > 1 else None
+        for shard in shards:
+            offsets = [config.lead + config.window * (index + rng.random()) / config.violations
+                       for index in range(config.violations)]
+            plan = [(offset, index % 4 == 3) for index, offset in enumerate(offsets)]
+            if kill_at is not None:
+                plan.append((kill_at + PROBE_AFTER_KILL - populated, False))
+            workload.add(control, shard, plan, quiet=0, exempt=0, unwatched=0)
+        rest_calls = fleet.dynamodb.calls()
+        rest_seconds = time.time() - started
+        rest_dynamodb = dynamodb_delta(rest_calls, start_calls)
+        steady_cpu_from, steady_from, steady_dynamodb = cpu_snapshot(fleet.replicas), time.time(), rest_calls
+        last_crossing = populated + config.lead + config.window
+        end_at = max(last_crossing, (kill_at or 0) + config.lease_duration + 2) + config.stop_grace + config.tail
+
+        killed: dict[str, Any] | None = None
+        if kill_at is not None:
+            time.sleep(max(0.0, kill_at - time.time()))
+            held = {name: replica.owned() for name, replica in fleet.live().items()}
+            victim = max(sorted(held), key=lambda name: len(held[name]))
+            steady_cpu_to, steady_to = cpu_snapshot(fleet.replicas), time.time()
+            steady_dynamodb_to = fleet.dynamodb.calls()
+            fleet.replicas[victim].kill()
+            killed_at = time.time()
+            killed = {"replica": victim, "shards": sorted(str(s) for s in held[victim]), "at": killed_at}
+            log(f"kill -9 {victim} (holding {len(held[victim])} shards)")
+        time.sleep(max(0.0, end_at - time.time()))
+        if kill_at is None:
+            steady_cpu_to, steady_to = cpu_snapshot(fleet.replicas), time.time()
+            steady_dynamodb_to = fleet.dynamodb.calls()
+        ended = time.time()
+        end_stats = fleet.dynamodb.stats()
+        queueing = fleet.dynamodb.queueing()
+        end_calls = {operation: int(count) for operation, count in end_stats["calls"].items()}
+        athena_calls = control.state()["calls"]
+        lease_acquired = [(replica.name, event) for replica in fleet.generations if replica.alive
+                          for event in replica.events("cluster.lease_acquired")]
+        for replica in fleet.live().values():
+            replica.stop()
+        usage = {replica.name: asdict(replica.usage) | {"seconds": round((replica.ended_at or ended) -
+                                                                          replica.started_at, 1)}
+                 for replica in fleet.generations if replica.usage is not None}
+        calls = destructive_calls(control)
+        workload.resolve_crossings(fleet.emulator.endpoint_url)
+    verdict = judge(workload, calls, stop_grace=config.stop_grace, until=ended)
+    actions: list[Action] = verdict.pop("actions")
+    takeover = None
+    held_actions: list[Action] = []
+    if killed is not None:
+        victim_shards = set(killed["shards"])
+        firsts = {}
+        for shard in victim_shards:
+            after = [a.at for a in actions if a.shard == shard and a.at is not None and a.at > killed["at"]]
+            firsts[shard] = round(min(after) - killed["at"], 3) if after else None
+        leases = {}
+        for _name, event in lease_acquired:
+            if event.get("shard") in victim_shards and log_time(event) > killed["at"]:
+                leases.setdefault(event["shard"], round(log_time(event) - killed["at"], 3))
+        takeover_end = max((v for v in firsts.values() if v is not None), default=0.0) + killed["at"]
+        # Due before the first new owner acted, and not taken by the killed replica: waiting for the takeover.
+        held_actions = [a for a in actions if a.shard in victim_shards and a.due_at <= takeover_end
+                        and (a.at is None or a.at > killed["at"])]
+        takeover = {"killed": killed["replica"], "shards": sorted(victim_shards),
+                    "first_action_seconds": firsts, "lease_acquired_seconds": leases,
+                    "max_first_action_seconds": max((v for v in firsts.values() if v is not None), default=None),
+                    "bound_seconds": config.lease_duration + 2,
+                    "held_actions_lag": percentiles([a.lag for a in held_actions if a.lag is not None])}
+    steady = [a for a in actions if a not in held_actions]
+    steady_seconds = steady_to - steady_from
+    taken = verdict["taken"]
+    run_dynamodb = dynamodb_delta(end_calls, rest_calls)
+    steady_dynamodb_delta = dynamodb_delta(steady_dynamodb_to, steady_dynamodb)
+    per_replica_steady = {name: round(100 * (steady_cpu_to[name] - steady_cpu_from[name]) / steady_seconds, 1)
+                          for name in steady_cpu_to if name in steady_cpu_from}
+    return {
+        "replicas": replicas,
+        "account_regions": config.shards,
+        "sessions": workload.sessions,
+        "calculations": workload.calculations,
+        "first_full_sweep_seconds": round(first_sweep, 1),
+        "counts": verdict["counts"],
+        "due": verdict["due"],
+        "taken": taken,
+        "lag_seconds": percentiles([a.lag for a in steady if a.lag is not None]),
+        "lag_by_kind": {kind: percentiles([a.lag for a in steady if a.kind == kind and a.lag is not None])
+                        for kind in ("stop", "terminate")},
+        "takeover": takeover,
+        "missed": verdict["missed"], "wrongful": verdict["wrongful"], "duplicates": verdict["duplicates"],
+        "dynamodb": {
+            "at_rest_per_second": round(sum(rest_dynamodb.values()) / rest_seconds, 1),
+            "at_rest_by_operation": rest_dynamodb,
+            "steady_per_second": round(sum(steady_dynamodb_delta.values()) / steady_seconds, 1),
+            "steady_writes_per_second": round(sum(v for k, v in steady_dynamodb_delta.items()
+                                                  if k in DYNAMODB_WRITES) / steady_seconds, 1),
+            "steady_by_operation": steady_dynamodb_delta,
+            "per_action": round(sum(run_dynamodb.values()) / taken, 1) if taken else None,
+            "run_by_operation": run_dynamodb,
+            "total": sum(end_calls.values()),
+            # moto's time per request (one at a time): what a Stop waits for its claim and intent here
+            "server_ms_per_request": {op: round(1000 * end_stats["busy_seconds"][op] / count, 1)
+                                      for op, count in end_calls.items() if count},
+            "server_queueing": queueing,
+        },
+        "athena_calls": athena_calls,
+        "cpu": {
+            "steady_window_seconds": round(steady_seconds, 1),
+            "steady_percent_of_a_core": per_replica_steady,
+            "steady_percent_mean": round(sum(per_replica_steady.values()) / len(per_replica_steady), 1)
+            if per_replica_steady else None,
+            "steady_percent_total": round(sum(per_replica_steady.values()), 1),
+        },
+        "replica_processes": usage,
+        "peak_rss_mib_max": max((u["peak_rss_mib"] for u in usage.values()), default=None),
+        "seconds": round(time.time() - began, 1),
+    }
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    rows: list[tuple[str, list[Any]]] = [
+        ("account-regions × sessions", [f"{r['account_regions']} × {r['sessions'] // r['account_regions']}"
+                                        for r in results]),
+        ("first full sweep (s)", [r["first_full_sweep_seconds"] for r in results]),
+        ("due actions", [r["due"] for r in results]),
+        ("missed / wrongful / duplicate", [f"{r['counts']['missed']} / {r['counts']['wrongful']} / "
+                                           f"{r['counts']['duplicate']}" for r in results]),
+        ("lag p50 (s)", [r["lag_seconds"]["p50"] for r in results]),
+        ("lag p99 (s)", [r["lag_seconds"]["p99"] for r in results]),
+        ("lag max (s)", [r["lag_seconds"]["max"] for r in results]),
+        ("takeover after kill -9 (s)", [(r["takeover"] or {}).get("max_first_action_seconds") for r in results]),
+        ("  lease taken after (s, max)", [max((r["takeover"] or {}).get("lease_acquired_seconds", {}).values(),
+                                              default=None) for r in results]),
+        ("  held actions lag max (s)", [((r["takeover"] or {}).get("held_actions_lag") or {}).get("max")
+                                        for r in results]),
+        ("DynamoDB calls per action", [r["dynamodb"]["per_action"] for r in results]),
+        ("DynamoDB calls/s at rest", [r["dynamodb"]["at_rest_per_second"] for r in results]),
+        ("DynamoDB calls/s steady", [r["dynamodb"]["steady_per_second"] for r in results]),
+        ("  of which writes/s", [r["dynamodb"]["steady_writes_per_second"] for r in results]),
+        ("moto: waits ≥ 0.5 s / longest (s)", [f"{r['dynamodb']['server_queueing']['waited_0_5s_or_more']} / "
+                                               f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
+                                               for r in results]),
+        ("Athena API calls", [r["athena_calls"] for r in results]),
+        ("CPU % of a core per replica", [r["cpu"]["steady_percent_mean"] for r in results]),
+        ("CPU % of a core, all replicas", [r["cpu"]["steady_percent_total"] for r in results]),
+        ("peak RSS per replica (MiB, max)", [r["peak_rss_mib_max"] for r in results]),
+        ("wall time (s)", [r["seconds"] for r in results]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    head = f"{'replicas':{width}}  " + "  ".join(f"{r['replicas']:>14}" for r in results)
+    return "\n".join([head] + [f"{label:{width}}  " + "  ".join(f"{fmt(v):>14}" for v in values)
+                               for label, values in rows])
+
+
+def targets(result: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, bool | None]:
+    smaller = [r for r in results if r["replicas"] < result["replicas"]]
+    cpu = result["cpu"]["steady_percent_mean"]
+    takeover = (result["takeover"] or {}).get("max_first_action_seconds")
+    p99 = result["lag_seconds"]["p99"]
+    return {
+        "lag_p99_le_1s": p99 is not None and p99 <= 1.0,
+        "no_missed_wrongful_duplicate": not any(result["counts"].values()),
+        "takeover_le_lease_plus_2s": None if result["takeover"] is None else
+        takeover is not None and takeover <= result["takeover"]["bound_seconds"],
+        "cpu_per_replica_below_smaller_fleets": None if not smaller or cpu is None else
+        all(cpu < r["cpu"]["steady_percent_mean"] for r in smaller),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--replicas", help="fleet sizes, e.g. 1,2,3")
+    parser.add_argument("--shards", type=int, help="account-regions (default 12)")
+    parser.add_argument("--sessions", type=int, help="sessions per account-region (default 1000)")
+    parser.add_argument("--tps", type=float, help="requests/s per account-region (default 50)")
+    parser.add_argument("--violations", type=int, help="crossings per account-region (default 20)")
+    parser.add_argument("--window", type=float, help="seconds over which crossings fall (default 60)")
+    parser.add_argument("--lead", type=float, help="seconds from the violators' populate to the first crossing")
+    parser.add_argument("--discovery-interval", type=float, help="the replicas' discovery_interval (default 30)")
+    parser.add_argument("--lease-duration", type=float, help="cluster.lease_duration (default 15)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 4 × 20 sessions, ~1 minute")
+    parser.add_argument("--keep", type=Path, help="keep configs, logs and DynamoDB/emulator logs here")
+    parser.add_argument("--out", type=Path, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    config = BenchConfig.quick() if args.quick else BenchConfig()
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in (
+        "shards", "sessions", "tps", "violations", "window", "lead", "discovery_interval", "lease_duration", "seed")
+        if getattr(args, name) is not None}
+    if args.replicas:
+        overrides["replicas"] = tuple(int(n) for n in args.replicas.split(","))
+    config = replace(config, **overrides)
+    results = []
+    for size in config.replicas:
+        result = run_size(config, size, args.keep)
+        results.append(result)
+        log(f"{size} replica(s) done: {result['counts']}, lag {result['lag_seconds']}")
+    for result in results:
+        result["targets"] = targets(result, results)
+    summary = {"command": " ".join(["bench/fleet.py", *(argv if argv is not None else sys.argv[1:])]),
+               "parameters": asdict(config) | {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
+               "results": results}
+    print(table(results))
+    print("targets:", json.dumps({r["replicas"]: r["targets"] for r in results}))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    ok = all(not any(r["counts"].values()) for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

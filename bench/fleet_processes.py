@@ -1,0 +1,451 @@
+"""The processes of a fleet run: the emulator, moto's DynamoDB and the replicas, each a real process.
+
+- the emulator: ``python -m supervisor emulator --port 0`` (every account-region; ``--throttle-tps`` per
+  account-region);
+- DynamoDB: ``bench/dynamodb_server.py`` (moto's server app, one request at a time; see its docstring);
+- the table: ``python -m supervisor setup-dynamodb --config FILE``, as an operator creates it;
+- each replica: ``python -m supervisor run --config FILE`` with ``cluster.replica_id`` = its name, its log in a
+  file of its own, its ``/metrics`` URL read from its ``supervisor.started`` line. ``kill()`` is SIGKILL,
+  ``stop()`` SIGTERM; both reap the process with ``os.wait4`` for its CPU seconds and peak RSS.
+
+Account-regions (shards) are reached as the daemon reaches member accounts: ``accounts[].role_arn`` assumed
+through the emulator's STS, so each shard's calls are served by its own account and region in the emulator.
+
+:class:`Fleet` starts and always stops all of it; the workload and the judging are in
+:mod:`bench.fleet_workload`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from athena_spark_emulator import ControlClient  # noqa: E402
+
+# The replicas' own credentials: any will do for the emulator's STS and for moto ("fleet" names no account,
+# so the emulator serves the daemon's own calls, AssumeRole included, in its default account).
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "fleet", "AWS_SECRET_ACCESS_KEY": "fleet", "AWS_DEFAULT_REGION": "us-east-1"}
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+TABLE = "athena-supervisor-fleet"
+WATCHED = "fleet-calc"          # the watched workgroup of every shard (policy ``runtime``)
+UNWATCHED = "other-calc"        # a Spark workgroup outside ``workgroups``: never acted on
+RUNTIME_LIMIT = 1800.0          # seconds: the policy's max_runtime (crossings are placed with submitted_ago)
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Shard:
+    """One account-region."""
+
+    account: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.region}"
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account}:role/athena-supervisor"
+
+
+def fleet_shards(count: int, regions_per_account: int = 2) -> list[Shard]:
+    """``count`` account-regions: accounts 111111111111, 222222222222, ... with ``regions_per_account`` each."""
+    accounts = [str(digit) * 12 for digit in range(1, 10)]
+    shards = [Shard(account, region) for account in accounts for region in REGIONS[:regions_per_account]]
+    if count > len(shards):
+        raise ValueError(f"at most {len(shards)} account-regions with {regions_per_account} regions per account")
+    return shards[:count]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSettings:
+    """What shapes every replica's config (seconds unless said otherwise)."""
+
+    lease_duration: float = 3.0
+    max_clock_skew: float = 0.5
+    connect_timeout: float = 0.5
+    read_timeout: float = 2.0
+    max_attempts: int = 3
+    max_requests_per_second: float = 100.0     # per account-region
+    discovery_interval: float = 1.0
+    stop_grace: float = 8.0
+    terminate_grace: float = 120.0             # long: a retried TerminateSession would be a duplicate
+    log_level: str = "info"
+
+    @property
+    def acting_margin(self) -> float:
+        """How long before its lease could expire a holder stops acting (``max_clock_skew + connect_timeout``)."""
+        return self.max_clock_skew + self.connect_timeout
+
+
+def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *, emulator_url: str,
+                   dynamodb_url: str) -> dict[str, Any]:
+    """The configuration of replica ``name`` (JSON is YAML)."""
+    accounts: dict[str, list[str]] = {}
+    for shard in shards:
+        accounts.setdefault(shard.account, []).append(shard.region)
+    return {
+        "aws": {"region": "us-east-1", "endpoint_url": emulator_url, "max_attempts": settings.max_attempts,
+                "max_requests_per_second": settings.max_requests_per_second,
+                "connect_timeout": f"{settings.connect_timeout:g}s", "read_timeout": f"{settings.read_timeout:g}s"},
+        "accounts": [{"account_id": account, "role_arn": Shard(account, regions[0]).role_arn, "regions": regions}
+                     for account, regions in accounts.items()],
+        "workgroups": ["fleet-*"],
+        "mode": "enforce",
+        "discovery_interval": f"{settings.discovery_interval:g}s",
+        "log_level": settings.log_level,
+        "journal": {"backend": "dynamodb", "table": TABLE, "region": "us-east-1", "endpoint_url": dynamodb_url},
+        "cluster": {"lease_duration": f"{settings.lease_duration:g}s",
+                    "max_clock_skew": f"{settings.max_clock_skew:g}s", "replica_id": name},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "escalation": {"stop_grace": f"{settings.stop_grace:g}s", "terminate_grace": f"{settings.terminate_grace:g}s"},
+        # Many targets stopped within a minute, on purpose: the rails are not what this harness measures.
+        "safety": {"max_actions_per_minute": 100000, "circuit_breaker_fraction": 1.0},
+        "policies": [{"name": "runtime", "workgroups": [WATCHED],
+                      "calculation": {"max_runtime": f"{RUNTIME_LIMIT:g}s"}, "action": "stop"}],
+    }
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **AWS_ENV, "PYTHONPATH": str(ROOT)}
+
+
+def _ready_line(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited before it was ready (exit {process.wait()})")
+    ready: dict[str, Any] = json.loads(line)
+    return ready
+
+
+def _terminate(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class EmulatorProcess:
+    """``python -m supervisor emulator --port 0`` (``throttle_tps``: per account-region)."""
+
+    def __init__(self, log: Path, throttle_tps: float | None = None) -> None:
+        command = [sys.executable, "-m", "supervisor", "emulator", "--port", "0"]
+        if throttle_tps is not None:
+            command += ["--throttle-tps", f"{throttle_tps:g}"]
+        with log.open("ab") as stream:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True,
+                                            env=_env())
+        ready = _ready_line(self.process, "the emulator")
+        self.endpoint_url: str = ready["endpoint_url"]
+        self.control = ControlClient(ready["control_url"], timeout=300)
+
+    def close(self) -> None:
+        _terminate(self.process)
+
+
+class DynamoDbProcess:
+    """``bench/dynamodb_server.py``: moto's DynamoDB, one request at a time, counting requests by operation."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as stream:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0",
+                                             "--slow-log", "0.5"],
+                                            cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True, env=_env())
+        self.endpoint_url: str = _ready_line(self.process, "the DynamoDB server")["endpoint_url"]
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """``calls``: requests served so far by operation (every replica's, killed ones' included);
+        ``busy_seconds``: the time spent serving them, by operation."""
+        with urllib.request.urlopen(f"{self.endpoint_url}/_bench/calls", timeout=30) as response:
+            stats: dict[str, dict[str, Any]] = json.loads(response.read())
+        return stats
+
+    def calls(self) -> dict[str, int]:
+        return {operation: int(count) for operation, count in self.stats()["calls"].items()}
+
+    def queueing(self) -> dict[str, Any]:
+        """From its slow-request log: how many requests waited 0.5 s or more for their turn, and the longest wait."""
+        waits = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+                waits.append(float(json.loads(line)["waited"]))
+        return {"waited_0_5s_or_more": sum(wait >= 0.5 for wait in waits),
+                "longest_wait_seconds": max(waits, default=0.0)}
+
+    def close(self) -> None:
+        _terminate(self.process)
+
+
+@dataclass
+class Usage:
+    """What the kernel says a reaped process used."""
+
+    cpu_seconds: float
+    peak_rss_mib: float
+    exit_code: int
+
+
+@dataclass
+class Replica:
+    """One ``athena-supervisor run`` process (a generation of replica ``name``: a restart is a new Replica)."""
+
+    name: str
+    config: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+    started_at: float
+    usage: Usage | None = None
+    ended_at: float | None = None
+    _url: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def spawn(cls, name: str, config: Path, log: Path) -> Replica:
+        with log.open("ab") as stream:
+            process = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
+                                       cwd=ROOT, env=_env(), stdout=stream, stderr=stream)
+        return cls(name, config, log, process, time.time())
+
+    @property
+    def alive(self) -> bool:
+        return self.usage is None and self.process.poll() is None
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The log lines of this process (JSON objects), optionally only the event ``name``."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if name is not None and f'"{name}"' not in line:
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if name is None or event.get("event") == name:
+                    found.append(event)
+        return found
+
+    @property
+    def url(self) -> str:
+        """The ``/metrics`` base URL (from the ``supervisor.started`` line; waits for it)."""
+        if self._url is None:
+            started = wait_for(lambda: self.events("supervisor.started") or self._exited(), STARTUP_TIMEOUT,
+                               f"replica {self.name} to start")
+            self._url = str(started[0]["http"])
+        return self._url
+
+    def _exited(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"replica {self.name} exited with {self.process.returncode}; log: {self.log}")
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of its ``/metrics``: (name, labels, value)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return [(sample.name, dict(sample.labels), sample.value)
+                for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples ``name`` whose labels include ``labels``."""
+        return sum(value for sample, found, value in self.metrics()
+                   if sample == name and all(found.get(k) == v for k, v in labels.items()))
+
+    def owned(self) -> set[Shard]:
+        """The shards whose ``shard_owned`` gauge is 1 (it holds the lease and may act)."""
+        return {Shard(labels["account"], labels["region"]) for sample, labels, value in self.metrics()
+                if sample == "athena_supervisor_shard_owned" and value == 1}
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far (user + system), while it runs."""
+        if self.usage is not None:
+            return self.usage.cpu_seconds
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def kill(self) -> Usage:
+        """SIGKILL, then reap."""
+        return self._end(signal.SIGKILL)
+
+    def stop(self, timeout: float = 30.0) -> Usage:
+        """SIGTERM (in-flight calls finish, leases are released), then reap; SIGKILL after ``timeout``."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def _end(self, signum: int, timeout: float = 30.0) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        deadline = time.time() + timeout
+        while True:
+            pid, status, rusage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                self.process.kill()
+                _, status, rusage = os.wait4(self.process.pid, 0)
+                break
+            time.sleep(0.02)
+        self.ended_at = time.time()
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.usage = Usage(rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss / 1024, self.process.returncode)
+        return self.usage
+
+
+def wait_for(predicate: Callable[[], Any], within: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {within:g} s for {what}")
+        time.sleep(interval)
+    return value
+
+
+def log_time(event: dict[str, Any]) -> float:
+    """The epoch instant of a log line (structlog's ISO ``timestamp``, UTC)."""
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+class Fleet:
+    """An emulator, a DynamoDB server, the table, and the replicas started since, all under ``directory``.
+
+    Args:
+        shards: the account-regions every replica's config lists.
+        settings: the replicas' settings.
+        throttle_tps: the emulator's throttle per account-region (None: unthrottled).
+    """
+
+    def __init__(self, directory: Path, shards: list[Shard], settings: ReplicaSettings, *,
+                 throttle_tps: float | None = None) -> None:
+        self.directory = directory
+        self.shards = shards
+        self.settings = settings
+        self.throttle_tps = throttle_tps
+        self.replicas: dict[str, Replica] = {}       # the current process of each name
+        self.generations: list[Replica] = []          # every process started, in order
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Fleet:
+        try:
+            self.emulator = EmulatorProcess(self.directory / "emulator.log", self.throttle_tps)
+            self._stack.callback(self.emulator.close)
+            self.dynamodb = DynamoDbProcess(self.directory / "dynamodb.log")
+            self._stack.callback(self.dynamodb.close)
+            self._stack.callback(self._stop_all)
+            self.create_table()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def write_config(self, name: str, *, dynamodb_url: str | None = None,
+                     settings: ReplicaSettings | None = None) -> Path:
+        path = self.directory / f"{name}.yaml"
+        config = replica_config(name, self.shards, settings or self.settings, emulator_url=self.emulator.endpoint_url,
+                                dynamodb_url=dynamodb_url or self.dynamodb.endpoint_url)
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def create_table(self) -> None:
+        """``athena-supervisor setup-dynamodb`` with a replica's config."""
+        result = subprocess.run([sys.executable, "-m", "supervisor", "setup-dynamodb", "--config",
+                                 str(self.write_config("setup"))], cwd=ROOT, env=_env(), capture_output=True,
+                                text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"setup-dynamodb failed ({result.returncode}): {result.stderr}")
+
+    def start(self, name: str, *, dynamodb_url: str | None = None, wait: bool = True) -> Replica:
+        """Start replica ``name`` (again: a new process with the same replica id, config and a new log)."""
+        generation = sum(1 for replica in self.generations if replica.name == name)
+        config = self.directory / f"{name}.yaml"
+        if generation == 0 or dynamodb_url is not None:  # a restart keeps its config
+            config = self.write_config(name, dynamodb_url=dynamodb_url)
+        log = self.directory / f"{name}-{generation}.log"
+        log.unlink(missing_ok=True)
+        replica = Replica.spawn(name, config, log)
+        self.replicas[name] = replica
+        self.generations.append(replica)
+        if wait:
+            _ = replica.url
+        return replica
+
+    def live(self) -> dict[str, Replica]:
+        return {name: replica for name, replica in self.replicas.items() if replica.alive}
+
+    def owners(self) -> dict[Shard, list[str]]:
+        """Which live replicas say they may act on each shard now."""
+        found: dict[Shard, list[str]] = {shard: [] for shard in self.shards}
+        for name, replica in self.live().items():
+            for shard in replica.owned():
+                found.setdefault(shard, []).append(name)
+        return found
+
+    def spread(self) -> dict[str, set[Shard]] | None:
+        """Each live replica's shards when every shard has exactly one owner and the live replicas hold fair
+        shares (as even as possible); else None."""
+        owners = self.owners()
+        if any(len(names) != 1 for names in owners.values()):
+            return None
+        held: dict[str, set[Shard]] = {name: set() for name in self.live()}
+        for shard, [name] in owners.items():
+            held[name].add(shard)
+        sizes = [len(shards) for shards in held.values()]
+        return held if sizes and max(sizes) - min(sizes) <= 1 else None
+
+    def wait_spread(self, within: float = 60.0) -> dict[str, set[Shard]]:
+        result: dict[str, set[Shard]] = wait_for(self.spread, within, "every shard owned once, evenly", 0.2)
+        return result
+
+    def _stop_all(self) -> None:
+        for replica in self.replicas.values():
+            replica.stop()
+
+    @contextlib.contextmanager
+    def running(self, names: list[str]) -> Iterator[dict[str, Replica]]:
+        """Start ``names`` (in parallel) and wait until the shards are spread over them."""
+        for name in names:
+            self.start(name, wait=False)
+        for name in names:
+            _ = self.replicas[name].url
+        self.wait_spread()
+        yield self.replicas
+
+
+SENT_LOGS = {"StopCalculationExecution": ("calculation.stop_requested", "target_id"),
+             "TerminateSession": ("session.terminate_requested", "session_id")}
+
+
+def senders(replicas: list[Replica], operation: str, target: str) -> list[tuple[Replica, dict[str, Any]]]:
+    """Which replica processes logged sending ``operation`` (answered) for ``target`` (a calculation id for Stop,
+    a session id for Terminate), with the log line: the audit log says what the service received, not from whom."""
+    event, key = SENT_LOGS[operation]
+    return [(replica, line) for replica in replicas for line in replica.events(event) if line.get(key) == target]

@@ -1,0 +1,154 @@
+"""Long real-time scenarios that mostly wait run in the background of the rest of the suite, all at once.
+
+The crash loop, the enforcement bench and the demo each take 15-25 s of real time for a few seconds of CPU; run
+as ordinary tests they keep a worker waiting for a minute while a core idles. Instead, a test declares its
+scenario with ``@in_background(scenario)``: ``scenario(directory)`` does the real-time part (starts processes,
+waits for them) and returns what the test asserts on, and the test gets that value, or the exception it raised,
+from ``background.result(scenario)``.
+
+One process of the run (the first xdist worker to start a test, or the only process) starts the scenarios of
+every such test selected, each in a thread, as soon as it starts its first test; it writes each outcome to the
+run's temporary directory, where a test in another worker reads it. These tests are collected last, so by the
+time they run their scenarios have usually ended while the other tests kept both cores busy. The scenarios start
+in the session's test environment (``aws_test_credentials``) and take it with them (each builds the environment of
+its processes when it starts), so a test that changes the environment meanwhile does not reach them. Their own
+output (the crash loop's progress lines on stderr) may show up in the captured output of a test that runs
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+RESULT_TIMEOUT = 300.0  # seconds; every scenario bounds its own waits well below this
+OWNER_FILE = "background.owner"
+
+T = TypeVar("T")
+Scenario = Callable[[Path], Any]
+
+
+def in_background(scenario: Callable[[Path], T]) -> pytest.MarkDecorator:
+    """Mark a test whose real-time part is ``scenario``, played in the background from the start of the run."""
+    return pytest.mark.background.with_args(scenario)
+
+
+def _key(scenario: Scenario) -> str:
+    return f"{scenario.__module__}.{scenario.__qualname__}"
+
+
+def _scenarios(items: list[pytest.Item]) -> list[Scenario]:
+    found: dict[str, Scenario] = {}
+    for item in items:
+        marker = item.get_closest_marker("background")
+        if marker is not None:
+            found.setdefault(_key(marker.args[0]), marker.args[0])
+    return list(found.values())
+
+
+class Background:
+    """The background scenarios of one run, as one of its processes sees them.
+
+    Args:
+        shared: a directory every process of the run shares (the run's temporary directory).
+        directory: makes a fresh directory for a scenario, from its name.
+    """
+
+    def __init__(self, shared: Path, directory: Callable[[str], Path]) -> None:
+        self._shared = shared
+        self._directory = directory
+        self._runs: dict[str, tuple[threading.Thread, Future[Any]]] = {}
+        self.owner = False
+
+    def claim(self, scenarios: list[Scenario]) -> None:
+        """Play ``scenarios`` in this process, unless another process of the run already does."""
+        try:
+            os.close(os.open(self._shared / OWNER_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        self.owner = True
+        for scenario in scenarios:
+            self._start(scenario)
+
+    def _start(self, scenario: Scenario) -> None:
+        key = _key(scenario)
+        future: Future[Any] = Future()
+        directory = self._directory(scenario.__name__)
+
+        def run() -> None:
+            try:
+                outcome: tuple[str, Any] = ("value", scenario(directory))
+            except BaseException as error:  # handed to the test, which raises it
+                outcome = ("error", error)
+            self._publish(key, outcome)
+            if outcome[0] == "value":
+                future.set_result(outcome[1])
+            else:
+                future.set_exception(outcome[1])
+
+        thread = threading.Thread(target=run, name=f"background {key}", daemon=True)
+        self._runs[key] = (thread, future)
+        thread.start()
+
+    def _publish(self, key: str, outcome: tuple[str, Any]) -> None:
+        try:
+            data = pickle.dumps(outcome)
+        except Exception:  # an exception that does not pickle: its traceback as text
+            error = outcome[1]
+            data = pickle.dumps(("error", RuntimeError("".join(traceback.format_exception(error)))))
+        part = self._shared / f"{key}.part"
+        part.write_bytes(data)
+        part.rename(self._shared / f"{key}.outcome")  # whole or absent for a reader in another process
+
+    def result(self, scenario: Callable[[Path], T]) -> T:
+        """What ``scenario`` returned; raises what it raised."""
+        key = _key(scenario)
+        if self.owner:
+            if key not in self._runs:  # not selected when the run started (cannot happen through in_background)
+                self._start(scenario)
+            value: T = self._runs[key][1].result(RESULT_TIMEOUT)
+            return value
+        path = self._shared / f"{key}.outcome"
+        deadline = time.monotonic() + RESULT_TIMEOUT
+        while not path.exists():
+            assert time.monotonic() < deadline, f"no outcome of the background scenario {key} in {RESULT_TIMEOUT} s"
+            time.sleep(0.05)
+        kind, payload = pickle.loads(path.read_bytes())
+        if kind == "error":
+            raise payload
+        published: T = payload
+        return published
+
+    def join(self) -> None:
+        for thread, _ in self._runs.values():
+            thread.join(RESULT_TIMEOUT)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of background scenarios last: their scenarios have the whole run to end."""
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               aws_test_credentials: None) -> Iterator[Background]:
+    """This process's view of the run's background scenarios; started here if no other process did first."""
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp.parent if hasattr(request.config, "workerinput") else basetemp  # xdist: <run>/popen-gwN
+    runner = Background(shared, tmp_path_factory.mktemp)
+    scenarios = _scenarios(request.session.items)
+    if scenarios:
+        runner.claim(scenarios)
+    try:
+        yield runner
+    finally:
+        runner.join()

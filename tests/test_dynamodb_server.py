@@ -1,0 +1,74 @@
+"""The DynamoDB server of the fleet harness (``bench/dynamodb_server.py``): moto's answers, transactions run on
+their own items. A canceled transaction must leave every item as it was, a successful one apply all of its writes,
+and neither may touch another item."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["endpoint_url"]
+        client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="a",
+                              aws_secret_access_key="b")
+        client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        yield client
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "1"}}
+
+
+def item(client: Any, pk: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = client.get_item(TableName="t", Key=key(pk), ConsistentRead=True).get("Item")
+    return found
+
+
+def test_a_canceled_transaction_writes_nothing_and_a_successful_one_everything(dynamodb: Any) -> None:
+    dynamodb.put_item(TableName="t", Item={**key("a"), "n": {"N": "1"}})
+    dynamodb.put_item(TableName="t", Item={**key("c"), "n": {"N": "1"}})
+    dynamodb.put_item(TableName="t", Item={**key("untouched"), "n": {"N": "7"}})
+    writes = [
+        {"Put": {"TableName": "t", "Item": {**key("b"), "n": {"N": "1"}}}},
+        {"Update": {"TableName": "t", "Key": key("a"), "UpdateExpression": "SET #n = #n + :one",
+                    "ExpressionAttributeNames": {"#n": "n"}, "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ]
+    fails = {"Delete": {"TableName": "t", "Key": key("c"), "ConditionExpression": "attribute_not_exists(pk)"}}
+    with pytest.raises(ClientError) as canceled:
+        dynamodb.transact_write_items(TransactItems=[*writes, fails])
+    assert [reason["Code"] for reason in canceled.value.response["CancellationReasons"]] == [
+        "None", "None", "ConditionalCheckFailed"]
+    assert item(dynamodb, "b") is None
+    assert item(dynamodb, "a") == {**key("a"), "n": {"N": "1"}}
+    assert item(dynamodb, "c") == {**key("c"), "n": {"N": "1"}}
+
+    dynamodb.transact_write_items(TransactItems=[*writes, {"Delete": {"TableName": "t", "Key": key("c")}}])
+    assert item(dynamodb, "b") == {**key("b"), "n": {"N": "1"}}
+    assert item(dynamodb, "a") == {**key("a"), "n": {"N": "2"}}
+    assert item(dynamodb, "c") is None
+    assert item(dynamodb, "untouched") == {**key("untouched"), "n": {"N": "7"}}
+    count = dynamodb.scan(TableName="t", Select="COUNT")["Count"]
+    assert count == 3  # a, b, untouched

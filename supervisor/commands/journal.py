@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def _resolved(query: EventQuery, candidates: list[str]) -> EventQuery:
     if len(candidates) > 1 and query.target_id not in candidates:
         raise Ambiguous(query.target_id, candidates)
     if len(candidates) == 1:
-        return EventQuery(**{**{name: getattr(query, name) for name in query.__slots__}, "target_id": candidates[0]})
+        return replace(query, target_id=candidates[0])
     return query
 
 

@@ -46,7 +46,9 @@ def _session() -> AioSession:
     # Imported when publishing is configured: every emulator process would pay for aiobotocore otherwise.
     from aiobotocore.session import AioSession
 
-    session = AioSession()
+    # Credentials are given: the user's AWS_PROFILE (perhaps of another machine) must not be read, or a missing
+    # profile would refuse the configuration.
+    session = AioSession(session_vars={"profile": (None, None, None, None)})
     session.register_component("data_loader", _shared_loader())
     return session
 

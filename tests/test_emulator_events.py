@@ -520,3 +520,13 @@ async def test_a_control_call_in_another_account_region(world: World) -> None:
     names: Callable[[], set[str]] = lambda: {  # noqa: E731
         record.name for record in world.emulator.backend_for("444444444444", "eu-central-1").store.workgroups.values()}
     assert names() == {"primary", "etl"}
+
+
+async def test_the_users_aws_profile_is_not_read(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue_url, _ = await world.queue()
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")  # the delivery clients sign with dummy keys of their own
+    await world.publish_to(queue_url)
+    monkeypatch.delenv("AWS_PROFILE")  # (moto, which serves this process too, would read it)
+    await world.session()
+    await world.vt.run_for(0)
+    assert len(await world.receive(queue_url)) == 1

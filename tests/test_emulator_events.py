@@ -37,15 +37,24 @@ IDLE_AT_ONCE = "# sim: start=0s"
 
 
 class RecordingMoto(MotoFrontend):
-    """moto, remembering the operation (``X-Amz-Target``) of every request it serves."""
+    """moto, remembering the operation (``X-Amz-Target``) of every request it serves and the message bodies
+    it accepted in SendMessage/SendMessageBatch (reading them back from moto's SQS costs more and more as a
+    queue fills)."""
 
     def __init__(self, moto: Moto) -> None:
         super().__init__(moto)
         self.operations: list[str] = []
+        self.sent: list[dict[str, Any]] = []
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.operations.append(request.headers.get("X-Amz-Target", "").rpartition(".")[2])
-        return await super()._handle(request)
+        operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        self.operations.append(operation)
+        response = await super()._handle(request)
+        if operation in ("SendMessage", "SendMessageBatch") and response.status == 200:
+            body = json.loads(await request.read())
+            entries = body["Entries"] if operation == "SendMessageBatch" else [body]
+            self.sent += [json.loads(entry["MessageBody"]) for entry in entries]
+        return response
 
 
 @dataclass
@@ -299,19 +308,20 @@ async def test_a_delay_range_spreads_deliveries_and_batches_what_falls_due_toget
 
 
 async def outcomes(world: World, calls: int, **options: Any) -> tuple[list[int], dict[str, int]]:
-    """With publishing configured by ``options`` (to a fresh queue), how many copies of each call's event
-    arrived, call by call, and the counters."""
+    """With publishing configured by ``options`` (to a fresh queue: moto's sends cost more as a queue fills),
+    how many copies of each call's event the queue accepted, call by call, and the counters."""
     queue_url, _ = await world.queue()
     await world.publish_to(queue_url, delay=1, **options)  # counters restart; all due at once: batches of 10
+    world.moto.sent.clear()
     answers = [request_id(await world.athena.update_work_group(WorkGroup="etl", Description=str(n)))
                for n in range(calls)]
     await world.vt.run_for(1)
-    copies = collections.Counter(event["detail"]["requestID"] for event in await world.receive(queue_url))
+    copies = collections.Counter(event["detail"]["requestID"] for event in world.moto.sent)
     return [copies[answer] for answer in answers], await world.counters()
 
 
 async def test_drops_and_duplicates_follow_their_rates_and_the_seed(world: World) -> None:
-    # moto's SQS reads cost more the fuller the queue: few calls, rates high enough to show.
+    # Few calls, rates high enough to show (the draws themselves: tests/test_emulator_event_settings.py).
     rates = {"drop_rate": 0.3, "duplicate_rate": 0.3}
     first, counters = await outcomes(world, 40, seed=11, **rates)
     assert counters["events"] == 40
@@ -320,6 +330,7 @@ async def test_drops_and_duplicates_follow_their_rates_and_the_seed(world: World
     assert counters["published"] == sum(first) == 40 - counters["dropped"] + counters["duplicated"]
     assert (await outcomes(world, 40, seed=11, **rates))[0] == first
     assert (await outcomes(world, 40, seed=12, **rates))[0] != first
+
 
 
 async def test_a_duplicate_is_the_same_event(world: World) -> None:

@@ -58,7 +58,8 @@ THROTTLING_CODES = frozenset({
 CONDITION_FAILED_CODE = "ConditionalCheckFailedException"
 TRANSACTION_CANCELED_CODE = "TransactionCanceledException"
 CONDITION_REASONS = frozenset({"ConditionalCheckFailed", "None"})
-SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts", "dynamodb": "dynamodb"}
+SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts", "dynamodb": "dynamodb",
+                    "sqs": "sqs"}
 
 # Backoff between attempts: WAIT_INITIAL × 2^(attempt-1) plus up to WAIT_JITTER of jitter, at most WAIT_MAX.
 WAIT_INITIAL = 0.1

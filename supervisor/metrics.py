@@ -210,6 +210,33 @@ class Families:
             f"{PREFIX}_journal_events_pruned", "Journal events deleted because they were older than "
             "journal.retention (SQLite; a DynamoDB table expires them by its TTL, uncounted).", registry=r,
         )
+        # Event-fed discovery (docs/events.md).
+        self.events_received = Counter(
+            f"{PREFIX}_events_received", "Messages drained from the event queue, by outcome: applied (a look or "
+            "a workgroup refresh was made), known (already known: nothing to do), duplicate (an event id seen "
+            "before), unknown_event, malformed, unwatched (a workgroup or session not supervised), failed_call "
+            "(a refused API call: it changed nothing), unknown_shard (an account-region not configured), "
+            "not_owned (a shard another replica holds: handed back), retried (its look failed: redelivered).",
+            ("outcome",), registry=r,
+        )
+        self.missed_events = Counter(
+            f"{PREFIX}_discovery_missed_events", "Sessions and calculations a backstop sweep found first although "
+            "their start event should have arrived (started after the event path was up, longer ago than "
+            "discovery.events.late_after): events are being lost.", (*shard, "kind"), registry=r,
+        )
+        self.events_queue_depth = Gauge(
+            f"{PREFIX}_events_queue_depth", "Messages waiting in the event queue (ApproximateNumberOfMessages).",
+            registry=r,
+        )
+        self.events_last_received = Gauge(
+            f"{PREFIX}_events_last_received_timestamp_seconds", "Unix time the last event message was received.",
+            registry=r,
+        )
+        self.event_delivery = Histogram(
+            f"{PREFIX}_event_delivery_seconds", "From an API call (its CloudTrail eventTime, whole seconds) to "
+            "the daemon receiving its event.", registry=r,
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
 
 
 class Metrics:
@@ -246,6 +273,11 @@ class Metrics:
         self.skipped_workgroups = ShardGauge(f.skipped_workgroups, labels)
         self.inapplicable_limits = ShardGauge(f.inapplicable_limits, labels)
         self.circuit_breaker_open = ShardGauge(f.circuit_breaker_open, labels)
+        self.missed_events = ShardCounter(f.missed_events, labels)
+        self.events_received = f.events_received
+        self.events_queue_depth = f.events_queue_depth
+        self.events_last_received = f.events_last_received
+        self.event_delivery = f.event_delivery
 
         self.shard_owned = ShardGauge(f.shard_owned, labels)
         self.shard_credentials_failing = ShardGauge(f.shard_credentials_failing, labels)

@@ -177,28 +177,31 @@ class EventFeed:
         if event.event_id in self._seen:
             return "duplicate", None
         if event.failed:
-            return self._seen_now(event, "failed_call"), None
+            return "failed_call", None
         if event.kind is None:
-            return self._seen_now(event, "unknown_event"), None
+            return "unknown_event", None
         routed = self.route(event.account, event.region)
         if isinstance(routed, str):
             return routed, None
+        # Seen from now on: a copy that comes while this one is being looked at is a duplicate (if this look
+        # fails, this message is not deleted and comes back).
+        self._remember(event.event_id)
         try:
             outcome = await routed.on_event(event)
         except AwsCallError as error:
+            self._seen.pop(event.event_id, None)
             self._log.warning("events.look_failed", event_name=event.name, event_id=event.event_id,
                               operation=error.operation, error=error.code)
             return "retried", None
         self._log.debug("events.received", event_name=event.name, event_id=event.event_id, outcome=outcome,
                         session_id=event.session_id or None, calculation_id=event.calculation_id or None,
                         workgroup=event.workgroup or None)
-        return self._seen_now(event, outcome), routed
+        return outcome, routed
 
-    def _seen_now(self, event: AthenaEvent, outcome: Outcome) -> Outcome:
-        self._seen[event.event_id] = None
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
-        return outcome
 
     def _note_delivery(self, event: AthenaEvent) -> None:
         now = self.clock.now()

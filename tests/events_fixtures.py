@@ -61,7 +61,9 @@ class EventQueue:
 
 
 @asynccontextmanager
-async def event_queue(name: str = "athena-events") -> AsyncIterator[EventQueue]:
+async def event_queue() -> AsyncIterator[EventQueue]:
+    """A queue of its own: moto's backends are per process, so a name shared by two tests would share messages."""
     async with MotoFrontend(Moto()).serving() as frontend, aws_client("sqs", frontend.endpoint_url) as sqs:
+        name = f"athena-events-{uuid.uuid4().hex[:12]}"
         url = (await sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"}))["QueueUrl"]
         yield EventQueue(sqs, url, frontend)

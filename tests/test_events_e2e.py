@@ -67,7 +67,7 @@ async def test_an_announced_calculation_is_looked_at_at_once_and_stopped_at_its_
         assert len(world.calls("ListSessions")) == swept
         assert not world.calls("ListCalculationExecutions", SessionId=session_id)
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 2
-        await world.vt.run_for(3)  # the handled messages are deleted once the watch list is saved
+        await world.vt.run_for(12)  # the handled messages are deleted once the watch list is saved (every 5 s)
         assert await queue.depth() == (0, 0)
         assert world.metric("athena_supervisor_events_queue_depth") == 0
         status = await readyz(service.http_url)
@@ -88,7 +88,7 @@ async def test_odd_messages_are_counted_and_dropped_without_effect(virtual_world
                                         errorCode="InvalidRequestException"))
         await announce_session(world, queue, "other-a")
         await queue.send(api_call_event("TerminateSession", world.now, {"sessionId": "s-9"}, account="999999999999"))
-        await world.vt.run_for(3)
+        await world.vt.run_for(6)
         received = {outcome: world.metric("athena_supervisor_events_received_total", outcome=outcome)
                     for outcome in ("applied", "duplicate", "malformed", "unknown_event", "failed_call", "unwatched",
                                     "unknown_shard")}
@@ -146,7 +146,7 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
             submitted = world.now
-            await world.vt.run_for(3)  # looked at, saved, and the messages deleted
+            await world.vt.run_for(12)  # looked at, saved, and the messages deleted (every 5 s)
             assert await queue.depth() == (0, 0)
         await world.vt.run_for(30)
         # Down for 30 s; back with every listing failing: only the saved watch list knows the calculation.

@@ -38,10 +38,13 @@ from .event_path import EventPath
 
 BATCH = 10  # SQS's most messages per ReceiveMessage and per DeleteMessageBatch
 # Messages received and not yet deleted (being looked at, or waiting for the watch list to be saved): the feed
-# stops receiving above this, so a burst never outgrows what the daemon can look at within the visibility timeout.
-MAX_HELD = 200
-# Handled messages are deleted in batches, after their shards' watch lists are saved, at most this often.
-DELETE_EVERY = timedelta(seconds=1)
+# stops receiving above this, so a burst never outgrows what the daemon can look at within the visibility timeout
+# (SQS allows 120,000 in flight).
+MAX_HELD = 5_000
+# Handled messages are deleted in batches, after their shards' watch lists are saved, at most this often: a save
+# builds the whole list (~2 µs per watched target), so saving once a second at 20,000 targets would cost 4% of
+# a core; every 5 s it is under 1%. The queue's visibility timeout must be well above this (docs/events.md).
+DELETE_EVERY = timedelta(seconds=5)
 # Between ReceiveMessage calls when the queue was empty and wait_time is 0 (no long polling).
 IDLE_POLL = timedelta(seconds=1)
 RETRY_INITIAL = timedelta(seconds=1)

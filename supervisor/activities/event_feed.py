@@ -17,6 +17,7 @@ Delivery is best effort: late, duplicated, out of order, lost. So:
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,8 +46,12 @@ MAX_HELD = 5_000
 # builds the whole list (~2 µs per watched target), so saving once a second at 20,000 targets would cost 4% of
 # a core; every 5 s it is under 1%. The queue's visibility timeout must be well above this (docs/events.md).
 DELETE_EVERY = timedelta(seconds=5)
-# Between ReceiveMessage calls when the queue was empty and wait_time is 0 (no long polling).
+# Between ReceiveMessage calls when the queue was empty and wait_time is 0 (no long polling); jittered by half,
+# so that replicas polling one queue do not keep the same phase.
 IDLE_POLL = timedelta(seconds=1)
+# After handing messages back, a replica waits about this long before it receives again, so that the replica
+# holding their shard (waiting in its own long poll) gets them rather than this one again.
+HAND_BACK_PAUSE = timedelta(milliseconds=500)
 RETRY_INITIAL = timedelta(seconds=1)
 RETRY_MAX = timedelta(minutes=1)
 DEPTH_EVERY = timedelta(seconds=30)
@@ -87,9 +92,12 @@ class EventFeed:
         metrics: Metrics,
         path: EventPath,
         route: Route,
+        rng: random.Random | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.settings = settings
+        self._rng = rng or random.Random()
+        self._handed_back = False
         self.region = region
         self.gateway = gateway
         self.clock = clock
@@ -129,6 +137,9 @@ class EventFeed:
             while self._held.count > MAX_HELD - BATCH:
                 self._room = anyio.Event()
                 await self._room.wait()
+            if self._handed_back:
+                self._handed_back = False
+                await self.clock.sleep(self._jittered(HAND_BACK_PAUSE))
             try:
                 answer = await self._sqs("ReceiveMessage", {"MaxNumberOfMessages": BATCH, "WaitTimeSeconds": wait})
             except AwsCallError as error:
@@ -149,7 +160,7 @@ class EventFeed:
                 self._held.count += 1
                 task_group.start_soon(self._handle, message)
             if not messages and wait == 0:
-                await self.clock.sleep(IDLE_POLL.total_seconds())
+                await self.clock.sleep(self._jittered(IDLE_POLL))
 
     async def _handle(self, message: Mapping[str, Any]) -> None:
         receipt = str(message.get("ReceiptHandle", ""))
@@ -163,6 +174,7 @@ class EventFeed:
         if outcome == "retried":  # left in the queue: delivered again after its visibility timeout
             self._release(1)
         elif outcome == "not_owned":
+            self._handed_back = True
             await self._hand_back(receipt)
             self._release(1)
         else:
@@ -220,6 +232,9 @@ class EventFeed:
             await self._sqs("ChangeMessageVisibility", {"ReceiptHandle": receipt, "VisibilityTimeout": 0})
         except AwsCallError as error:  # it comes back after its visibility timeout anyway
             self._log.warning("events.hand_back_failed", error=error.code)
+
+    def _jittered(self, pause: timedelta) -> float:
+        return pause.total_seconds() * self._rng.uniform(0.5, 1.5)
 
     def _release(self, count: int) -> None:
         self._held.count -= count

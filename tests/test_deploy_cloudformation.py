@@ -8,7 +8,8 @@ central bus.
 
 Templates are read with cfn-lint's own YAML loader (it knows the ``!Sub``-style tags) and instantiated by a
 small evaluator of the intrinsic functions they use (``Ref``, ``Fn::Sub``, ``Fn::If``, ``Fn::Join``,
-``Fn::Equals``, ``Fn::Not``, ``Fn::GetAtt``) for a given set of parameters, as CloudFormation would.
+``Fn::Equals``, ``Fn::Not``, ``Fn::And``, ``Fn::GetAtt``) for a given set of parameters, as CloudFormation
+would, leaving out the resources and outputs whose ``Condition`` does not hold.
 """
 
 from __future__ import annotations

@@ -134,6 +134,10 @@ class Families:
             f"{PREFIX}_last_discovery_timestamp_seconds", "Unix time of the last completed discovery sweep.",
             labelnames=shard, registry=r,
         )
+        self.discovery_interval = Gauge(
+            f"{PREFIX}_discovery_interval_seconds", "How often full discovery sweeps run: discovery_interval, or "
+            "discovery.backstop_interval with event-fed discovery.", labelnames=shard, registry=r,
+        )
         self.unknown_states = Counter(
             f"{PREFIX}_unknown_states",
             "Targets reported in a state this version does not know; never acted on.",
@@ -264,6 +268,7 @@ class Metrics:
         self.aws_api_calls = ShardCounter(f.aws_api_calls, labels)
         self.enforcement_lag = ShardHistogram(f.enforcement_lag, labels)
         self.last_discovery = ShardGauge(f.last_discovery, labels)
+        self.discovery_interval = ShardGauge(f.discovery_interval, labels)
         self.unknown_states = ShardCounter(f.unknown_states, labels)
         self.held_actions = ShardCounter(f.held_actions, labels)
         self.enforcement_failing = ShardGauge(f.enforcement_failing, labels)
@@ -296,6 +301,7 @@ class Metrics:
         account, region = self.shard.labels
         for gauge in (self.families.escalations_in_flight, self.families.active_sessions,
                       self.families.active_calculations, self.families.last_discovery,
+                      self.families.discovery_interval,
                       self.families.enforcement_failing, self.families.skipped_workgroups,
                       self.families.inapplicable_limits,
                       self.families.circuit_breaker_open, self.families.shard_credentials_failing):

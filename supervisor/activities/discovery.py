@@ -138,6 +138,7 @@ class Discovery:
         while True:
             started = self.clock.now()
             self._wakeup = anyio.Event()
+            self.metrics.discovery_interval.set(self.interval.total_seconds())
             try:
                 await self.sweep()
             except Exception as error:  # an odd answer never stops discovery

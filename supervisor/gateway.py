@@ -75,8 +75,11 @@ class Priority(IntEnum):
     ENFORCE = 0
     VERIFY = 1
     NOTIFY = 2
-    DISCOVER = 3
-    ACCOUNT = 4  # budget accounting: after discovery, with its own share (service.ACCOUNTING_SHARE)
+    # A look an event asked for (a session or calculation just started): before the listings of a sweep, so a
+    # backstop sweep (at 10,000 sessions, minutes of listings) never delays what events announce.
+    ANNOUNCED = 3
+    DISCOVER = 4
+    ACCOUNT = 5  # budget accounting: after discovery, with its own share (service.ACCOUNTING_SHARE)
 
 
 class AwsCallError(Exception):

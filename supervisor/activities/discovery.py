@@ -302,7 +302,7 @@ class Discovery:
             return "unwatched"
         # GetSession, not GetSessionStatus: the description (exemption marker) and the engine.
         session = await athena.get_session(self.gateway, session_id, workgroup, self.clock,
-                                           priority=Priority.DISCOVER, statistics=True)
+                                           priority=Priority.ANNOUNCED, statistics=True)
         if self.inventory.put_session(session) is not None:
             return "known"  # a sweep or a look got there first
         if not session.is_exempt:
@@ -314,7 +314,7 @@ class Discovery:
             return "known"
         session = self.inventory.sessions.get(session_id)
         if session is None:  # its StartSession event is late, lost, or in an unwatched workgroup
-            session = await athena.get_session(self.gateway, session_id, "", self.clock, priority=Priority.DISCOVER,
+            session = await athena.get_session(self.gateway, session_id, "", self.clock, priority=Priority.ANNOUNCED,
                                                statistics=True)
             if session.workgroup not in self.watched():
                 return "unwatched"
@@ -322,7 +322,7 @@ class Discovery:
         if session.is_exempt or session.workgroup not in self.watched() or not self._judges_calculations(session):
             return "unwatched"
         calculation = await athena.get_calculation(self.gateway, calculation_id, session_id, session.workgroup,
-                                                   self.clock, priority=Priority.DISCOVER)
+                                                   self.clock, priority=Priority.ANNOUNCED)
         if self.inventory.put_calculation(calculation) is not None:
             return "known"
         self._judge(TargetKey.calculation(calculation_id), calculation.raw_state,

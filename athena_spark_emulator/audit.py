@@ -35,12 +35,14 @@ def _decode(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-Entry = tuple[float, str, str, str | None, bytes, int, str | None]
+Entry = tuple[float, str, str, str | None, bytes, int, str | None, str]
+API = "api"
+CONTROL = "control"
 
 
 class AuditLog:
     """Every API call of every account-region: ``(time, account, region, operation, raw body, HTTP status,
-    error type)``, oldest first.
+    error type, via)``, oldest first; ``via`` is ``api`` (``POST /``) or ``control`` (``POST /_emulator/call``).
 
     Bodies are kept as the raw bytes received (cheaper than parsed dicts) and decoded on read. The number of
     calls kept per account-region is counted as they come and go, for ``GET /_emulator/state``.
@@ -64,11 +66,11 @@ class AuditLog:
                    if account in (None, entry_account) and region in (None, entry_region))
 
     def record(self, time: float, account: str, region: str, operation: str | None, body: bytes, status: int,
-               error: str | None) -> None:
+               error: str | None, via: str = API) -> None:
         if len(self._entries) == self._entries.maxlen:
             dropped = self._entries[0]
             self._counts[(dropped[1], dropped[2])] -= 1
-        self._entries.append((time, account, region, operation, body, status, error))
+        self._entries.append((time, account, region, operation, body, status, error, via))
         self._counts[(account, region)] += 1
 
     def clear(self, account: str | None = None, region: str | None = None) -> None:
@@ -94,8 +96,8 @@ class AuditLog:
         selected.reverse()
         return [
             {"time": iso_millis(time), "account": entry_account, "region": entry_region, "operation": op,
-             "request": _decode(body), "status": status, "error": error}
-            for time, entry_account, entry_region, op, body, status, error in selected
+             "request": _decode(body), "status": status, "error": error, "via": via}
+            for time, entry_account, entry_region, op, body, status, error, via in selected
         ]
 
 

@@ -1,7 +1,8 @@
 """One emulated account-region: its store, faults and Athena service, serving its callers' calls.
 
 Every account-region records its calls in the audit log it is given (one log for the whole emulator,
-each entry labelled with the account and region) and answers STS through the shared STS service.
+each entry labelled with the account and region), answers STS through the shared STS service, and hands
+every successful Athena call to the emulator's event publisher (which keeps the write calls' events).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 import structlog
 
 from athena_spark_emulator import sts
-from athena_spark_emulator.audit import AuditLog
-from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, Caller
+from athena_spark_emulator.audit import API, CONTROL, AuditLog
+from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, Caller, RequestInfo
 from athena_spark_emulator.clock import Clock
+from athena_spark_emulator.cloudtrail import ApiCall
 from athena_spark_emulator.context import Context
 from athena_spark_emulator.credentials import Keyring
 from athena_spark_emulator.errors import ApiError
+from athena_spark_emulator.events import EventPublisher
 from athena_spark_emulator.fault_controls import FaultControls
 from athena_spark_emulator.faults import Faults, FaultSpec
 from athena_spark_emulator.identity import Identity
@@ -35,6 +38,13 @@ from athena_spark_emulator.sts_service import StsService
 from athena_spark_emulator.workgroups import PRIMARY, new_workgroup, spark_configuration
 
 NO_RESOURCES = Resources()
+
+
+def _request_fields(request: RequestInfo | None) -> tuple[str, str, str]:
+    """``(request id, user agent, source address)`` of an event; a request id is made up when not given."""
+    if request is None:
+        return str(uuid.uuid4()), "", "127.0.0.1"
+    return request.request_id, request.user_agent, request.source_ip
 
 
 class Backend(FaultControls):
@@ -52,11 +62,13 @@ class Backend(FaultControls):
         faults: the fault registry (inject one with a seeded RNG for reproducible error rates).
         audit: the audit log its calls are recorded in (default: its own).
         sts_service: the STS service (default: its own, with no issued credentials and no role rules).
+        events: the event publisher its successful calls go to (default: none, no events).
     """
 
     def __init__(self, *, clock: Clock, workgroups: Sequence[str] = (), throttle_tps: float | None = None,
                  account_id: str = DEFAULT_ACCOUNT, region: str = DEFAULT_REGION, faults: Faults | None = None,
                  audit: AuditLog | None = None, sts_service: StsService | None = None,
+                 events: EventPublisher | None = None,
                  logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self.clock = clock
         self.account_id = account_id
@@ -70,6 +82,7 @@ class Backend(FaultControls):
         self.faults = self.injections.faults
         self.audit = audit if audit is not None else AuditLog()
         self.sts_service = sts_service or StsService(Keyring(), Roles(), load_sts_model())
+        self.events = events
         self.store = Store()
         self.service = self._service()
         self.reset()
@@ -96,17 +109,31 @@ class Backend(FaultControls):
     def _resources(self, body: dict[str, Any]) -> Resources:
         return request_resources(self.store, body) if self.injections.targeted else NO_RESOURCES
 
-    def _record(self, received: float, operation: str | None, raw: bytes, status: int, error: str | None) -> None:
-        self.audit.record(received, self.account_id, self.region, operation, raw, status, error)
+    def _record(self, received: float, operation: str | None, raw: bytes, status: int, error: str | None,
+                via: str = API) -> None:
+        self.audit.record(received, self.account_id, self.region, operation, raw, status, error, via)
 
-    async def call(self, target: str | None, raw: bytes, caller: Caller | None = None) -> tuple[int, bytes, str | None]:
+    def _announce(self, call: ApiCall) -> None:
+        """Give a successful call to the event publisher; its failure is logged, never answered."""
+        events = self.events
+        if events is None or not events.wants(call.operation):
+            return
+        try:
+            events.publish(call)
+        except Exception as error:  # an event is a side effect: it must not fail the call
+            self._log.exception("emulator.event_failed", operation=call.operation, error=repr(error))
+
+    async def call(self, target: str | None, raw: bytes, caller: Caller | None = None,
+                   request: RequestInfo | None = None) -> tuple[int, bytes, str | None]:
         """Serve one AWS JSON 1.1 call; return ``(HTTP status, response body, error type or None)``.
 
         The request is processed after its injected latency: a state change it causes happens then. A
-        ``caller`` with a refusal (expired or unknown token) is answered that error before any fault.
+        ``caller`` with a refusal (expired or unknown token) is answered that error before any fault. A
+        successful write call's event (with ``request``'s id, user agent and address) is published.
         """
         received = self.clock.now()
         identity = caller.identity if caller is not None else self.identity
+        served: ApiCall | None = None
         try:
             if caller is not None and caller.refusal is not None:
                 raise caller.refusal
@@ -119,13 +146,41 @@ class Backend(FaultControls):
             await self.injections.before(operation, resources, identity)
             if undecodable is not None:
                 raise undecodable
-            payload = self.service.handle(operation, body, self.clock.now())
-            payload = self.injections.after(operation, resources, payload)
+            response = self.service.handle(operation, body, self.clock.now())
+            payload = self.injections.after(operation, resources, response)
             status, error = 200, None
+            # The event records what the service answered (before field removals, a fault of the answer).
+            served = ApiCall(operation, body, response, identity, caller.access_key_id if caller else None,
+                             received, *_request_fields(request))
         except ApiError as failure:
             payload, status, error = failure.body(), failure.status, failure.error_type
         self._record(received, audit_operation(target), raw, status, error)
+        if served is not None:
+            self._announce(served)
         return status, encode(payload), error
+
+    def control_call(self, operation: str, params: dict[str, Any],
+                     request: RequestInfo | None = None) -> tuple[int, dict[str, Any], str | None]:
+        """``POST /_emulator/call``: serve one call as this account-region's default caller would make it
+        (same validation, answers and event), without throttling or any injected fault; audited as
+        ``control``. Returns ``(HTTP status, response or error body, error type or None)``.
+
+        The event's caller is the account's IAM user, its access key id the account id (the 12-digit key
+        that names this account).
+        """
+        received = self.clock.now()
+        served: ApiCall | None = None
+        try:
+            payload = self.service.handle(operation, params, received)
+            status, error = 200, None
+            served = ApiCall(operation, params, payload, self.identity, self.account_id, received,
+                             *_request_fields(request))
+        except ApiError as failure:
+            payload, status, error = failure.body(), failure.status, failure.error_type
+        self._record(received, operation, encode(params), status, error, CONTROL)
+        if served is not None:
+            self._announce(served)
+        return status, payload, error
 
     async def call_sts(self, raw: bytes, caller: Caller | None = None) -> tuple[int, bytes, str | None]:
         """Serve one STS Query-protocol call; return ``(status, XML body, error code)``.

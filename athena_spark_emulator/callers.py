@@ -39,6 +39,22 @@ class Caller:
 
     identity: Identity
     refusal: ApiError | None = None
+    access_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the HTTP request says besides its body, for the CloudTrail event of a call.
+
+    Attributes:
+        request_id: the ``x-amzn-RequestId`` answered.
+        user_agent: the request's ``User-Agent`` (empty when it had none).
+        source_ip: the client's address.
+    """
+
+    request_id: str
+    user_agent: str = ""
+    source_ip: str = "127.0.0.1"
 
 
 class Callers:
@@ -61,15 +77,16 @@ class Callers:
         if signature is None:
             return Caller(Identity(self.default_account, self.default_region))
         region = signature.region or self.default_region
-        issued = self._keyring.get(signature.access_key_id)
+        key = signature.access_key_id
+        issued = self._keyring.get(key)
         if issued is not None:
             identity = Identity(issued.role.account_id, region, issued.role)
             if security_token != issued.session_token:
-                return Caller(identity, unrecognized_client())
+                return Caller(identity, unrecognized_client(), key)
             if issued.expired(now):
-                return Caller(identity, expired_token())
-            return Caller(identity)
-        return Caller(Identity(self.account_of(signature.access_key_id), region))
+                return Caller(identity, expired_token(), key)
+            return Caller(identity, access_key_id=key)
+        return Caller(Identity(self.account_of(key), region), access_key_id=key)
 
     def account_of(self, access_key_id: str) -> str:
         """The account of a long-term access key id: itself when it is 12 digits, else the default."""

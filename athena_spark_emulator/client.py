@@ -15,11 +15,31 @@ from typing import Any
 
 
 class ControlError(RuntimeError):
-    """The control API answered an error (the message is its ``error``)."""
+    """The control API answered an error (the message is its ``error``).
+
+    Attributes:
+        status: the HTTP status.
+        error_type: for :meth:`ControlClient.call`, the Athena error's ``__type`` (else None).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
 
 
 def _query(**values: str | None) -> dict[str, str]:
     return {key: value for key, value in values.items() if value}
+
+
+def _error_type(detail: str) -> str | None:
+    """The ``__type`` of an Athena error body (what ``POST /_emulator/call`` answers), else None."""
+    try:
+        body = json.loads(detail)
+    except ValueError:
+        return None
+    error_type = body.get("__type") if isinstance(body, dict) else None
+    return error_type if isinstance(error_type, str) else None
 
 
 class ControlClient:
@@ -46,7 +66,8 @@ class ControlClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
-            raise ControlError(f"{method} {path}: HTTP {error.code}: {detail}") from None
+            raise ControlError(f"{method} {path}: HTTP {error.code}: {detail}", status=error.code,
+                               error_type=_error_type(detail)) from None
 
     def calls(self, since: str | None = None, operation: str | None = None, *, account: str | None = None,
               region: str | None = None) -> list[dict[str, Any]]:
@@ -153,4 +174,39 @@ class ControlClient:
     def clear_roles(self, role_arn: str | None = None) -> list[dict[str, Any]]:
         """Remove the rule of one role (or every rule); returns the rules left."""
         result: list[dict[str, Any]] = self._request("DELETE", "roles", query=_query(role_arn=role_arn))["roles"]
+        return result
+
+    # -- CloudTrail events and calls as a user would make them -------------------------------------------
+    def set_events(self, *, sqs_queue_url: str | None = None, event_bus_name: str | None = None,
+                   endpoint_url: str | None = None, region: str | None = None, delay: str | float | None = None,
+                   drop_rate: float | None = None, duplicate_rate: float | None = None,
+                   seed: int | None = None) -> dict[str, Any]:
+        """Publish every successful write call's CloudTrail event to an SQS queue or an EventBridge bus
+        (replacing any previous configuration); returns what :meth:`events` returns."""
+        body = {key: value for key, value in (
+            ("sqs_queue_url", sqs_queue_url), ("event_bus_name", event_bus_name), ("endpoint_url", endpoint_url),
+            ("region", region), ("delay", delay), ("drop_rate", drop_rate), ("duplicate_rate", duplicate_rate),
+            ("seed", seed)) if value is not None}
+        result: dict[str, Any] = self._request("POST", "events", body)
+        return result
+
+    def events(self) -> dict[str, Any]:
+        """``{"configuration": {...} or None, "counters": {"events", "published", "dropped", "duplicated",
+        "failed", "pending", "discarded"}}``."""
+        result: dict[str, Any] = self._request("GET", "events")
+        return result
+
+    def clear_events(self) -> dict[str, Any]:
+        """Stop publishing (pending deliveries are discarded); returns the last counters."""
+        result: dict[str, Any] = self._request("DELETE", "events")
+        return result
+
+    def call(self, operation: str, params: dict[str, Any] | None = None, *, account: str | None = None,
+             region: str | None = None) -> dict[str, Any]:
+        """Make one Athena call as a user of that account-region would (same answer and event), without
+        throttling or injected faults; returns the response. An Athena error raises :class:`ControlError`
+        with its ``error_type``."""
+        body: dict[str, Any] = {"operation": operation, "params": params or {}}
+        body.update(_query(account=account, region=region))
+        result: dict[str, Any] = self._request("POST", "call", body)
         return result

@@ -8,7 +8,9 @@ Every route takes ``?account=&region=``. Faults and populate act on that account
 the default one, created on first use); ``calls``, ``state`` and ``reset`` take them as filters (none: every
 account-region).
 
-Control routes are never throttled, never fail by injection and are not recorded in the audit log.
+Control routes are never throttled, never fail by injection and are not recorded in the audit log (but the
+Athena call that ``POST /_emulator/call`` makes is, labelled ``control``). Event publishing and ``/call`` are
+in :mod:`~athena_spark_emulator.control_events`.
 """
 
 from __future__ import annotations
@@ -33,29 +35,33 @@ from athena_spark_emulator.signing import REGION_NAME
 PREFIX = "/_emulator"
 
 
-def _bad_request(message: str) -> web.HTTPBadRequest:
+def bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
-async def _json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         return {}
     try:
         return json.loads(raw)
     except ValueError as error:
-        raise _bad_request(f"invalid JSON: {error}") from None
+        raise bad_request(f"invalid JSON: {error}") from None
+
+
+def checked_scope(account: Any, region: Any) -> tuple[str | None, str | None]:
+    """``account`` and ``region`` (None or empty: absent); raise 400 when malformed."""
+    account, region = account or None, region or None
+    if account is not None and (not isinstance(account, str) or ACCOUNT_ID.fullmatch(account) is None):
+        raise bad_request(f"account: expected 12 digits, got {account!r}")
+    if region is not None and (not isinstance(region, str) or REGION_NAME.fullmatch(region) is None):
+        raise bad_request(f"region: expected a region name such as us-east-1, got {region!r}")
+    return account, region
 
 
 def _scope(request: web.Request) -> tuple[str | None, str | None]:
     """``account`` and ``region`` of the query string (None when absent); raise 400 when malformed."""
-    account = request.query.get("account") or None
-    region = request.query.get("region") or None
-    if account is not None and ACCOUNT_ID.fullmatch(account) is None:
-        raise _bad_request(f"account: expected 12 digits, got {account!r}")
-    if region is not None and REGION_NAME.fullmatch(region) is None:
-        raise _bad_request(f"region: expected a region name such as us-east-1, got {region!r}")
-    return account, region
+    return checked_scope(request.query.get("account"), request.query.get("region"))
 
 
 class ControlApi:
@@ -94,7 +100,7 @@ class ControlApi:
         try:
             since = parse_since(since_text) if since_text else None
         except ValueError:
-            raise _bad_request(f"since: not an ISO-8601 instant: {since_text!r}") from None
+            raise bad_request(f"since: not an ISO-8601 instant: {since_text!r}") from None
         operation = request.query.get("operation") or None
         entries = self._fleet.audit.entries(since, operation, account=account, region=region)
         return web.json_response({"calls": entries})
@@ -104,16 +110,16 @@ class ControlApi:
 
     async def set_faults(self, request: web.Request) -> web.Response:
         backend = self._backend(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
-            raise _bad_request("expected a JSON object")
+            raise bad_request("expected a JSON object")
         operation = body.get("operation")
         if operation is not None and not isinstance(operation, str):
-            raise _bad_request("operation must be a string")
+            raise bad_request("operation must be a string")
         try:
             spec = FaultSpec.from_json(body)
         except ValueError as error:
-            raise _bad_request(str(error)) from None
+            raise bad_request(str(error)) from None
         backend.faults.set(operation, spec, backend.clock.now())
         self._log.info("emulator.faults_set", account=backend.account_id, region=backend.region,
                        operation=operation, **spec.to_json())
@@ -133,11 +139,11 @@ class ControlApi:
     async def add_rule(self, request: web.Request) -> web.Response:
         backend = self._backend(request)
         kind = request.path.rsplit("/", 1)[-1]
-        body = await _json_body(request)
+        body = await json_body(request)
         try:
             rule = backend.install(kind, body)
         except ValueError as error:
-            raise _bad_request(str(error)) from None
+            raise bad_request(str(error)) from None
         self._log.info("emulator.fault_added", account=backend.account_id, region=backend.region, kind=kind,
                        **rule)
         return web.json_response(rule)
@@ -165,11 +171,11 @@ class ControlApi:
 
     async def populate(self, request: web.Request) -> web.Response:
         backend = self._backend(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         try:
             created = populate(backend.store, body, backend.clock.now())
         except PopulateError as error:
-            raise _bad_request(str(error)) from None
+            raise bad_request(str(error)) from None
         self._log.info("emulator.populated", account=backend.account_id, region=backend.region,
                        workgroups=len(created["workgroups"]), sessions=len(created["sessions"]))
         return web.json_response(created)
@@ -179,9 +185,9 @@ class ControlApi:
 
     async def set_role(self, request: web.Request) -> web.Response:
         try:
-            rule = RoleRule.from_json(await _json_body(request))
+            rule = RoleRule.from_json(await json_body(request))
         except ValueError as error:
-            raise _bad_request(str(error)) from None
+            raise bad_request(str(error)) from None
         self._fleet.roles.put(rule)
         self._log.info("emulator.role_set", **rule.to_json())
         return web.json_response(rule.to_json())

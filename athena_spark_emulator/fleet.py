@@ -1,4 +1,4 @@
-"""Every emulated account-region, and what they share: one clock, one audit log, STS.
+"""Every emulated account-region, and what they share: one clock, one audit log, STS, the event publisher.
 
 Each API call is served by its caller's account-region (the account rule in
 :mod:`~athena_spark_emulator.callers`), created on first use with the ``primary`` workgroup. The default
@@ -16,9 +16,10 @@ import structlog
 
 from athena_spark_emulator.audit import AuditLog
 from athena_spark_emulator.backend import Backend
-from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, Callers
+from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, Callers, RequestInfo
 from athena_spark_emulator.clock import Clock
 from athena_spark_emulator.credentials import Keyring
+from athena_spark_emulator.events import EventPublisher
 from athena_spark_emulator.faults import Faults
 from athena_spark_emulator.model import load_sts_model
 from athena_spark_emulator.roles import Roles
@@ -60,6 +61,7 @@ class Fleet:
         self._throttle_tps = throttle_tps
         self._faults = faults or Faults()
         self._log = logger or structlog.get_logger("athena_spark_emulator")
+        self.events = EventPublisher(clock, logger=self._log)
         self._backends: dict[tuple[str, str], Backend] = {}
         self.default = self.backend()
 
@@ -77,7 +79,7 @@ class Fleet:
                 clock=self.clock, account_id=key[0], region=key[1],
                 workgroups=self._workgroups if is_default else (), throttle_tps=self._throttle_tps,
                 faults=self._faults if is_default else self._faults.spawn(), audit=self.audit,
-                sts_service=self._sts, logger=self._log,
+                sts_service=self._sts, events=self.events, logger=self._log,
             )
             self._backends[key] = backend
             if not is_default:
@@ -94,11 +96,12 @@ class Fleet:
                 if account in (None, backend_account) and region in (None, backend_region)]
 
     async def call(self, target: str | None, raw: bytes, *, authorization: str | None = None,
-                   security_token: str | None = None) -> tuple[int, bytes, str | None]:
+                   security_token: str | None = None,
+                   request: RequestInfo | None = None) -> tuple[int, bytes, str | None]:
         """Serve one Athena call in its caller's account-region; see :meth:`Backend.call`."""
         caller = self.callers.identify(authorization, security_token, self.clock.now())
         backend = self.backend(caller.identity.account_id, caller.identity.region)
-        return await backend.call(target, raw, caller)
+        return await backend.call(target, raw, caller, request)
 
     async def call_sts(self, raw: bytes, *, authorization: str | None = None,
                        security_token: str | None = None) -> tuple[int, bytes, str | None]:

@@ -11,9 +11,11 @@ from aiohttp import web
 
 from athena_spark_emulator import sts
 from athena_spark_emulator.backend import Backend
-from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION
+from athena_spark_emulator.callers import DEFAULT_ACCOUNT, DEFAULT_REGION, RequestInfo
 from athena_spark_emulator.clock import Clock, SystemClock
 from athena_spark_emulator.control import PREFIX, ControlApi
+from athena_spark_emulator.control_events import EventControlApi
+from athena_spark_emulator.events import EventPublisher
 from athena_spark_emulator.faults import Faults
 from athena_spark_emulator.fleet import Fleet
 from athena_spark_emulator.protocol import CONTENT_TYPE
@@ -54,6 +56,11 @@ class Emulator:
         """The default account-region (store, faults; ``backend.audit`` is the whole emulator's audit log)."""
         return self.fleet.default
 
+    @property
+    def events(self) -> EventPublisher:
+        """The CloudTrail event publisher (``await emu.events.configure(EventSettings.from_json({...}))``)."""
+        return self.fleet.events
+
     def backend_for(self, account: str | None = None, region: str | None = None) -> Backend:
         """An account-region (each defaults to the default one), created on first use."""
         return self.fleet.backend(account, region)
@@ -70,6 +77,7 @@ class Emulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([web.post("/", self._api)])
         app.add_routes(ControlApi(self.fleet, logger=self._log).routes())
+        app.add_routes(EventControlApi(self.fleet).routes())
         return app
 
     async def _api(self, request: web.Request) -> web.Response:
@@ -81,9 +89,11 @@ class Emulator:
         if target is None and request.content_type == sts.FORM_CONTENT_TYPE:
             status, body, _ = await self.fleet.call_sts(raw, authorization=authorization, security_token=token)
             return web.Response(body=body, status=status, content_type=sts.XML_CONTENT_TYPE)
-        status, body, _ = await self.fleet.call(target, raw, authorization=authorization, security_token=token)
+        info = RequestInfo(str(uuid.uuid4()), headers.get("User-Agent", ""), request.remote or "127.0.0.1")
+        status, body, _ = await self.fleet.call(target, raw, authorization=authorization, security_token=token,
+                                                request=info)
         return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
-                            headers={"x-amzn-RequestId": str(uuid.uuid4())})
+                            headers={"x-amzn-RequestId": info.request_id})
 
     async def start(self) -> None:
         """Bind and serve; afterwards ``port`` holds the bound port.
@@ -105,6 +115,7 @@ class Emulator:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+            await self.fleet.events.close()  # pending events are discarded
             self._log.info("emulator.stopped", endpoint_url=self.endpoint_url)
 
     async def __aenter__(self) -> Emulator:

@@ -62,3 +62,71 @@ def test_emulator_command_refuses_a_bad_account_or_region(option: str, value: st
         build_parser().parse_args(["emulator", option, value])
     assert exited.value.code == 2
     assert f"argument {option}: not a" in capsys.readouterr().err
+
+
+def test_emulator_command_publishes_events() -> None:
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    process: subprocess.Popen[str] | None = None
+    try:
+        host, port = moto.get_host_and_port()
+        keys = {"region_name": "eu-west-1", "aws_access_key_id": "210987654321", "aws_secret_access_key": "b"}
+        sqs = boto3.client("sqs", endpoint_url=f"http://{host}:{port}", **keys)
+        queue_url = sqs.create_queue(QueueName="athena-events")["QueueUrl"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "emulator", "--port", "0", "--events-sqs-url", queue_url,
+             "--events-region", "eu-west-1", "--events-delay", "0.1s", "--events-duplicate-rate", "1",
+             "--events-seed", "4"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready["events"] == {"sqs_queue_url": queue_url, "event_bus_name": None,
+                                   "endpoint_url": f"http://{host}:{port}", "region": "eu-west-1",
+                                   "delay": "0.1s", "drop_rate": 0.0, "duplicate_rate": 1.0, "seed": 4}
+        athena = boto3.client("athena", endpoint_url=ready["endpoint_url"], **keys)
+        athena.create_work_group(Name="etl", Configuration={"EngineVersion": {
+            "SelectedEngineVersion": "PySpark engine version 3"}})
+        messages = []
+        for _ in range(20):  # real time: the emulator and moto are processes/threads of their own
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                         VisibilityTimeout=600)
+            messages += answer.get("Messages", [])
+            if len(messages) == 2:
+                break
+        first, second = (json.loads(message["Body"]) for message in messages)
+        assert first == second  # duplicated: the same event twice
+        assert (first["detail"]["eventName"], first["account"], first["region"]) == (
+            "CreateWorkGroup", "210987654321", "eu-west-1")
+        assert first["detail"]["requestParameters"]["name"] == "etl"
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+        moto.stop()
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--events-delay", "2s"], "--events-delay needs --events-sqs-url (or --events-bus-name)"),
+    (["--events-sqs-url", "http://q/1/a", "--events-delay", "5s-1s"], "--events-delay: expected a duration"),
+    (["--events-sqs-url", "queue"], "--events-sqs-url: expected an http(s) URL"),
+    (["--events-bus-name", "central"], "--events-endpoint-url: required with event_bus_name"),
+    (["--events-sqs-url", "http://q/1/a", "--events-bus-name", "b"], "--events-sqs-url: give either"),
+])
+def test_emulator_command_refuses_bad_event_options(options: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from supervisor.cli import main
+
+    assert main(["emulator", "--port", "0", *options]) == 2
+    assert capsys.readouterr().err.startswith(message)
+
+
+@pytest.mark.parametrize("option", ["--events-drop-rate", "--events-duplicate-rate"])
+def test_emulator_command_refuses_a_rate_out_of_range(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["emulator", option, "1.5"])
+    assert exited.value.code == 2
+    assert f"argument {option}: must be a probability from 0 to 1" in capsys.readouterr().err

@@ -40,7 +40,8 @@ def test_calls_audit_log(manual_emulator: EmulatorHandle, athena: Any, emulator_
     assert [c["operation"] for c in calls] == ["ListWorkGroups", "GetSession", "ListSessions"]
     assert all(ISO_MILLIS.match(c["time"]) for c in calls)
     assert calls[1] == {"time": marker, "account": "123456789012", "region": "us-east-1", "operation": "GetSession",
-                        "request": {"SessionId": "nope"}, "status": 400, "error": "ResourceNotFoundException"}
+                        "request": {"SessionId": "nope"}, "status": 400, "error": "ResourceNotFoundException",
+                        "via": "api"}
     assert calls[2]["request"] == {"WorkGroup": "spark", "MaxResults": 5} and calls[2]["error"] is None
     assert [c["operation"] for c in manual_emulator.calls(since=marker)] == ["GetSession", "ListSessions"]
     assert len(manual_emulator.calls(operation="ListSessions")) == 1

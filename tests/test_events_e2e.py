@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from athena_spark_emulator.event_settings import EventSettings
+from supervisor.core.cloudtrail import EventKind, parse_event
 from tests.events_fixtures import EventQueue, api_call_event, event_queue
 from tests.virtual_fixtures import VirtualWorld, ms, times
 
@@ -201,3 +203,63 @@ async def test_an_event_whose_look_fails_stays_in_the_queue_and_a_later_copy_app
         await world.vt.run_for(3)
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 1
         assert session_id in service.runtime.inventory.sessions
+
+
+async def test_the_emulators_own_events_drive_the_daemon_late_and_twice(virtual_world: VirtualWorld) -> None:
+    """The whole path as in production: Athena's calls (the emulator) publish CloudTrail-shaped events to SQS,
+    2 s late and each twice; the daemon knows the calculation from them and stops it once, at its crossing."""
+    world = virtual_world
+    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
+    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)):
+        await world.emulator.fleet.events.configure(EventSettings.from_json({
+            "sqs_queue_url": queue.url, "endpoint_url": queue.frontend.endpoint_url, "region": "us-east-1",
+            "delay": "2s", "duplicate_rate": 1.0}))
+        await world.vt.run_for(OFFSET)
+        session_id = await world.start_session("etl-a")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(12))
+        assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
+            submitted + ms(10) + MARGIN]
+        looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
+        assert submitted + ms(2) <= looks[0] <= submitted + ms(3.5)  # the delay, then the feed's next poll
+        await world.vt.run_for(12)
+        assert world.metric("athena_supervisor_events_received_total", outcome="duplicate") >= 2
+        assert len(world.calls("StopCalculationExecution")) == 1
+
+
+async def test_every_event_the_emulator_publishes_parses_with_the_ids_discovery_needs(
+    virtual_world: VirtualWorld,
+) -> None:
+    """The contract between the emulator's publisher and the daemon's parser, call by call."""
+    world = virtual_world
+    async with event_queue() as queue:
+        await world.emulator.fleet.events.configure(EventSettings.from_json({
+            "sqs_queue_url": queue.url, "endpoint_url": queue.frontend.endpoint_url, "region": "us-east-1"}))
+        await world.create_workgroup("etl-b", tags={"team": "b"})
+        arn = "arn:aws:athena:us-east-1:123456789012:workgroup/etl-b"
+        await world.athena.untag_resource(ResourceARN=arn, TagKeys=["team"])
+        await world.athena.update_work_group(WorkGroup="etl-b",
+                                             ConfigurationUpdates={"EnforceWorkGroupConfiguration": True})
+        session_id = await world.start_session("etl-b")
+        calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+        await world.athena.stop_calculation_execution(CalculationExecutionId=calculation_id)
+        await world.athena.terminate_session(SessionId=session_id)
+        await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
+        await world.vt.run_for(1)
+        bodies = []
+        while answer := (await queue.sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10)).get("Messages"):
+            bodies += [message["Body"] for message in answer]
+        parsed = {(event.name, event.kind, event.workgroup, event.session_id, event.calculation_id)
+                  for event in map(parse_event, bodies)}
+        assert parsed == {
+            ("CreateWorkGroup", EventKind.WORKGROUP_CHANGED, "etl-b", "", ""),
+            ("TagResource", EventKind.WORKGROUP_CHANGED, "etl-b", "", ""),
+            ("UntagResource", EventKind.WORKGROUP_CHANGED, "etl-b", "", ""),
+            ("UpdateWorkGroup", EventKind.WORKGROUP_CHANGED, "etl-b", "", ""),
+            ("StartSession", EventKind.SESSION_STARTED, "etl-b", session_id, ""),
+            ("StartCalculationExecution", EventKind.CALCULATION_STARTED, "", session_id, calculation_id),
+            ("StopCalculationExecution", EventKind.CALCULATION_STOPPED, "", "", calculation_id),
+            ("TerminateSession", EventKind.SESSION_TERMINATED, "", session_id, ""),
+            ("DeleteWorkGroup", EventKind.WORKGROUP_DELETED, "etl-b", "", ""),
+        }

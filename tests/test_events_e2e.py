@@ -13,8 +13,11 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import anyio
+import pytest
 
 from athena_spark_emulator.event_settings import EventSettings
+from supervisor.cli import main
 from supervisor.core.cloudtrail import EventKind, parse_event
 from tests.events_fixtures import EventQueue, api_call_event, event_queue
 from tests.virtual_fixtures import VirtualWorld, ms, times
@@ -162,7 +165,9 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
             assert not world.calls("ListCalculationExecutions")
 
 
-async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(virtual_world: VirtualWorld) -> None:
+async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(
+    virtual_world: VirtualWorld, capsys: pytest.CaptureFixture[str],
+) -> None:
     world = virtual_world
     async with event_queue() as queue, world.daemon(**events_config(queue)) as service:
         await world.vt.run_for(OFFSET)
@@ -177,6 +182,11 @@ async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(virtual_w
             events = (await response.json())["events"]
         assert events["problem"] == "the event queue cannot be read (ReceiveMessage: NetworkError)"
         assert events["received"] == {"applied": 1}
+        capsys.readouterr()
+        assert await anyio.to_thread.run_sync(main, ["status", "--url", service.http_url]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert f"events: {queue.url}: NOT READABLE: {events['problem']}" in lines
+        assert any(line.startswith("  last message ") and line.endswith("received: applied 1") for line in lines)
         # Enforcement of what is known goes on; the calculation its lost event announced waits for the backstop.
         assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
         queue.frontend.restore()

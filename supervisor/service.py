@@ -46,7 +46,7 @@ from supervisor.shard import (
     supervised,
     void_reason_for,
 )
-from supervisor.status import service_status
+from supervisor.status import event_path_summary, service_status
 from supervisor.storage import LeaseStore, Storage
 from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
@@ -199,8 +199,9 @@ async def running_service(
             async def breaker_reset() -> tuple[int, dict[str, object]]:
                 return 200, (await reloader.reset_breaker("POST /-/breaker/reset"))[1]
 
-            operations = Operations(status=status, reload=reload, breaker_reset=breaker_reset,
-                                    lifecycle=settings.http.enable_lifecycle)
+            operations = Operations(
+                status=status, reload=reload, breaker_reset=breaker_reset, lifecycle=settings.http.enable_lifecycle,
+                readiness_details=None if feed is None else lambda: {"events": event_path_summary(feed, clock.now())})
             async with (
                 serving(metrics.registry, lambda: readiness_of(hosts, cluster, feed), settings.http.host,
                         settings.http.port, operations) as url,

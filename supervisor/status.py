@@ -38,13 +38,14 @@ def service_status(live: LiveConfig, shards: Iterable[Shard], hosts: Mapping[Sha
         "mode": settings.mode,
         "replica": replica,
         "config": live.describe(),
-        "events": _events(events, now) if events is not None else None,
+        "events": event_path_summary(events, now) if events is not None else None,
         "shards": [_shard_status(shard, hosts.get(shard), now) for shard in shards],
     }
 
 
-def _events(feed: EventFeed, now: datetime) -> dict[str, Any]:
-    """The event path: the queue, whether it can be read, the last message and its delivery lag, the depth."""
+def event_path_summary(feed: EventFeed, now: datetime) -> dict[str, Any]:
+    """The event path (``/status`` and ``/readyz``): the queue, whether it can be read, the last message and its
+    delivery lag, the depth, the messages received by outcome."""
     path = feed.path
     last = path.last_received_at
     return {

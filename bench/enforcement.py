@@ -21,6 +21,7 @@ Usage:
     python bench/enforcement.py --quick            # ≤ 1 minute smoke run (the test suite runs this)
     python bench/enforcement.py --series 100,1000,10000 --out-dir bench/results
     python bench/enforcement.py --sessions 1000 --budgets --skip-naive   # sweep cadence with budgets on
+    python bench/enforcement.py --events --sessions 10000 --out bench/results/events-10000.json  # bench/events.py
 
 ``--budgets`` adds a daily budget over every bench workgroup (limit 1,000,000 USD, one ``notify`` threshold,
 so it never acts): the daemon then also accounts spend (GetSession per active session). ``--skip-naive``
@@ -53,6 +54,8 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 RUNTIME_LIMIT_S = 1800.0          # policy max_runtime of the bench-rt-* workgroups
 DPU_LIMIT_HOURS = 2.0             # policy max_dpu_hours of bench-dpu-0
 VIOLATOR_DPUS = 8                 # a DPU violator crosses 2 DPU-hours after 900 s of running
@@ -649,7 +652,12 @@ def main() -> int:
                         help="a daily budget over every bench workgroup (notify only, never reached): accounting on")
     parser.add_argument("--series", default=None, help="comma-separated session counts, e.g. 100,1000,10000")
     parser.add_argument("--out-dir", default=None, help="with --series: one results-<N>.json each")
+    from bench import events  # the event-fed discovery bench shares this command line
+
+    events.add_arguments(parser)
     args = parser.parse_args()
+    if args.events:
+        return events.main(args)
     if args.quick:
         args.sessions, args.stop_grace, args.naive_interval = 50, 3.0, 10.0
         args.duration = args.duration or 15.0

@@ -58,7 +58,8 @@ THROTTLING_CODES = frozenset({
 CONDITION_FAILED_CODE = "ConditionalCheckFailedException"
 TRANSACTION_CANCELED_CODE = "TransactionCanceledException"
 CONDITION_REASONS = frozenset({"ConditionalCheckFailed", "None"})
-SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts", "dynamodb": "dynamodb"}
+SERVICE_PREFIXES = {"athena": "athena", "sns": "sns", "events": "events", "sts": "sts", "dynamodb": "dynamodb",
+                    "sqs": "sqs"}
 
 # Backoff between attempts: WAIT_INITIAL × 2^(attempt-1) plus up to WAIT_JITTER of jitter, at most WAIT_MAX.
 WAIT_INITIAL = 0.1
@@ -74,8 +75,11 @@ class Priority(IntEnum):
     ENFORCE = 0
     VERIFY = 1
     NOTIFY = 2
-    DISCOVER = 3
-    ACCOUNT = 4  # budget accounting: after discovery, with its own share (service.ACCOUNTING_SHARE)
+    # A look an event asked for (a session or calculation just started): before the listings of a sweep, so a
+    # backstop sweep (at 10,000 sessions, minutes of listings) never delays what events announce.
+    ANNOUNCED = 3
+    DISCOVER = 4
+    ACCOUNT = 5  # budget accounting: after discovery, with its own share (service.ACCOUNTING_SHARE)
 
 
 class AwsCallError(Exception):

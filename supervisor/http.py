@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Readiness = Callable[[], tuple[bool, str]]
+Details = Callable[[], dict[str, Any]]
 Status = Callable[[], dict[str, Any]]
 Action = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -23,6 +24,8 @@ class Operations:
     (each answers an HTTP status and a JSON body), served only when ``lifecycle`` is on."""
 
     status: Status | None = None
+    # Shown by /readyz beside readiness (the event path: its last message, delivery lag and queue depth).
+    readiness_details: Details | None = None
     reload: Action | None = None
     breaker_reset: Action | None = None
     lifecycle: bool = False
@@ -44,7 +47,10 @@ def build_app(registry: CollectorRegistry, readiness: Readiness,
 
     async def readyz(_: web.Request) -> web.Response:
         ready, reason = readiness()
-        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready, "reason": reason}
+        if operations.readiness_details is not None:
+            body.update(operations.readiness_details())
+        return web.json_response(body, status=200 if ready else 503)
 
     async def status(_: web.Request) -> web.Response:
         if operations.status is None:

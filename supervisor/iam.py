@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 WORKGROUP_ARN = "arn:aws:athena:${Region}:${Account}:workgroup/${WorkgroupPrefix}*"
 SNS_TOPIC_ARN = "arn:aws:sns:${Region}:${Account}:${NotificationTopic}"
 EVENT_BUS_ARN = "arn:aws:events:${Region}:${Account}:event-bus/${EventBus}"
+EVENT_QUEUE_ARN = "arn:aws:sqs:${QueueRegion}:${Account}:${EventQueue}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,13 @@ NOTIFY_SNS = Feature("notifications_sns", "only with an sns notification channel
                      (Grant("NotifySnsTopic", ("sns:Publish",), SNS_TOPIC_ARN),))
 NOTIFY_EVENTBRIDGE = Feature("notifications_eventbridge", "only with an eventbridge notification channel",
                              (Grant("NotifyEventBus", ("events:PutEvents",), EVENT_BUS_ARN),))
+EVENTS = Feature(
+    "events",
+    "only with discovery.events: the SQS queue an EventBridge rule fills with Athena's API calls (docs/events.md); "
+    "ChangeMessageVisibility hands a message for another replica's shard back at once",
+    (Grant("DrainAthenaEventQueue", ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                     "sqs:ChangeMessageVisibility"), EVENT_QUEUE_ARN),),
+)
 EXPLAIN = Feature("explain", "the read-only commands explain and budgets (an operator's role, not the daemon's)", (
     Grant("ListWorkgroups", ("athena:ListWorkGroups",), "*"),
     Grant("ReadSparkWorkgroups", (
@@ -114,6 +122,7 @@ AUTHORIZED_BY: dict[str, frozenset[str]] = {
     "dynamodb:TransactWriteItems": frozenset({"dynamodb:ConditionCheckItem", "dynamodb:PutItem",
                                               "dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
     "dynamodb:TransactGetItems": frozenset({"dynamodb:GetItem"}),
+    "sqs:DeleteMessageBatch": frozenset({"sqs:DeleteMessage"}),
 }
 """Operations that IAM has no action for: each is authorized by the actions of its items instead."""
 
@@ -136,12 +145,12 @@ def watches_the_credentials_account(settings: Settings) -> bool:
 # --- end of the fleet block ----------------------------------------------------------------------------------
 
 FEATURES: tuple[Feature, ...] = (
-    DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EXPLAIN, *FLEET_FEATURES)
-DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE)
+    DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EVENTS, EXPLAIN, *FLEET_FEATURES)
+DAEMON_FEATURES: tuple[Feature, ...] = (DAEMON, BUDGETS_DISABLE_WORKGROUP, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EVENTS)
 POLICY_FILES: dict[str, tuple[Feature, ...]] = {
     "policy.json": DAEMON_FEATURES,
     "explain-policy.json": (EXPLAIN,),
-    "fleet-policy.json": (FLEET_STORAGE, FLEET_ACCOUNTS, NOTIFY_SNS, NOTIFY_EVENTBRIDGE),
+    "fleet-policy.json": (FLEET_STORAGE, FLEET_ACCOUNTS, NOTIFY_SNS, NOTIFY_EVENTBRIDGE, EVENTS),
     "fleet-setup-policy.json": (FLEET_SETUP,),
 }
 """File name under ``deploy/iam/`` -> the features it grants. The DynamoDB journal is optional: its grant comes
@@ -159,8 +168,9 @@ def features_for(settings: Settings) -> tuple[Feature, ...]:
     actions = {threshold.action for budget in settings.budgets for threshold in budget.thresholds}
     channels = {channel.type for channel in settings.notifications}
     own = watches_the_credentials_account(settings)
+    events = getattr(getattr(settings, "discovery", None), "events", None)
     optional = {BUDGETS_DISABLE_WORKGROUP: own and "disable_workgroup" in actions, NOTIFY_SNS: "sns" in channels,
-                NOTIFY_EVENTBRIDGE: "eventbridge" in channels}
+                NOTIFY_EVENTBRIDGE: "eventbridge" in channels, EVENTS: events is not None}
     core = (DAEMON,) if own else ()
     return (*core, *(feature for feature, used in optional.items() if used), *fleet_features_for(settings))
 

@@ -134,6 +134,10 @@ class Families:
             f"{PREFIX}_last_discovery_timestamp_seconds", "Unix time of the last completed discovery sweep.",
             labelnames=shard, registry=r,
         )
+        self.discovery_interval = Gauge(
+            f"{PREFIX}_discovery_interval_seconds", "How often full discovery sweeps run: discovery_interval, or "
+            "discovery.backstop_interval with event-fed discovery.", labelnames=shard, registry=r,
+        )
         self.unknown_states = Counter(
             f"{PREFIX}_unknown_states",
             "Targets reported in a state this version does not know; never acted on.",
@@ -210,6 +214,33 @@ class Families:
             f"{PREFIX}_journal_events_pruned", "Journal events deleted because they were older than "
             "journal.retention (SQLite; a DynamoDB table expires them by its TTL, uncounted).", registry=r,
         )
+        # Event-fed discovery (docs/events.md).
+        self.events_received = Counter(
+            f"{PREFIX}_events_received", "Messages drained from the event queue, by outcome: applied (a look or "
+            "a workgroup refresh was made), known (already known: nothing to do), duplicate (an event id seen "
+            "before), unknown_event, malformed, unwatched (a workgroup or session not supervised), failed_call "
+            "(a refused API call: it changed nothing), unknown_shard (an account-region not configured), "
+            "not_owned (a shard another replica holds: handed back), retried (its look failed: redelivered).",
+            ("outcome",), registry=r,
+        )
+        self.missed_events = Counter(
+            f"{PREFIX}_discovery_missed_events", "Sessions and calculations a backstop sweep found first although "
+            "their start event should have arrived (started after the event path was up, longer ago than "
+            "discovery.events.late_after): events are being lost.", (*shard, "kind"), registry=r,
+        )
+        self.events_queue_depth = Gauge(
+            f"{PREFIX}_events_queue_depth", "Messages waiting in the event queue (ApproximateNumberOfMessages).",
+            registry=r,
+        )
+        self.events_last_received = Gauge(
+            f"{PREFIX}_events_last_received_timestamp_seconds", "Unix time the last event message was received.",
+            registry=r,
+        )
+        self.event_delivery = Histogram(
+            f"{PREFIX}_event_delivery_seconds", "From an API call (its CloudTrail eventTime, whole seconds) to "
+            "the daemon receiving its event.", registry=r,
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
 
 
 class Metrics:
@@ -237,6 +268,7 @@ class Metrics:
         self.aws_api_calls = ShardCounter(f.aws_api_calls, labels)
         self.enforcement_lag = ShardHistogram(f.enforcement_lag, labels)
         self.last_discovery = ShardGauge(f.last_discovery, labels)
+        self.discovery_interval = ShardGauge(f.discovery_interval, labels)
         self.unknown_states = ShardCounter(f.unknown_states, labels)
         self.held_actions = ShardCounter(f.held_actions, labels)
         self.enforcement_failing = ShardGauge(f.enforcement_failing, labels)
@@ -246,6 +278,11 @@ class Metrics:
         self.skipped_workgroups = ShardGauge(f.skipped_workgroups, labels)
         self.inapplicable_limits = ShardGauge(f.inapplicable_limits, labels)
         self.circuit_breaker_open = ShardGauge(f.circuit_breaker_open, labels)
+        self.missed_events = ShardCounter(f.missed_events, labels)
+        self.events_received = f.events_received
+        self.events_queue_depth = f.events_queue_depth
+        self.events_last_received = f.events_last_received
+        self.event_delivery = f.event_delivery
 
         self.shard_owned = ShardGauge(f.shard_owned, labels)
         self.shard_credentials_failing = ShardGauge(f.shard_credentials_failing, labels)
@@ -264,6 +301,7 @@ class Metrics:
         account, region = self.shard.labels
         for gauge in (self.families.escalations_in_flight, self.families.active_sessions,
                       self.families.active_calculations, self.families.last_discovery,
+                      self.families.discovery_interval,
                       self.families.enforcement_failing, self.families.skipped_workgroups,
                       self.families.inapplicable_limits,
                       self.families.circuit_breaker_open, self.families.shard_credentials_failing):

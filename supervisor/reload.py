@@ -9,8 +9,8 @@ reload. :class:`Reloader` does the reload (SIGHUP, or ``POST /-/reload`` when ``
 - a valid one is applied at once to every shard's activities: policies, budgets, mode, scope, pace, pricing,
   escalation timing, safety limits, notifications and the log level; every known target is judged again at once,
   so a tightened limit under a running target acts within the look it takes;
-- what needs a restart (``aws``, ``accounts``, ``cluster``, ``journal``, ``http``) is reported and kept as it
-  runs;
+- what needs a restart (``aws``, ``accounts``, ``cluster``, ``journal``, ``http``, ``discovery.events``) is
+  reported and kept as it runs;
 - the circuit breaker is reset (a reload is an operator's explicit act, as ``athena-supervisor breaker reset``).
 
 Each reload is journaled (``config.reloaded`` / ``config.reload_failed``), logged and counted
@@ -82,10 +82,18 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
     before, after = running.model_dump(mode="json"), loaded.model_dump(mode="json")
     differ = tuple(key for key in Settings.model_fields if before.get(key) != after.get(key))
     kept = {key: getattr(running, key) for key in RESTART_ONLY}
+    # The event feed (its queue, its gateway) is built at start: discovery.events waits for a restart too.
+    events_differ = running.discovery.events != loaded.discovery.events
+    discovery = loaded.discovery.model_copy(update={"events": running.discovery.events})
+    settings = loaded.model_copy(update={**kept, "discovery": discovery})
+    after["discovery"]["events"] = before["discovery"]["events"]
+    changed = tuple(key for key in Settings.model_fields
+                    if before.get(key) != after.get(key) and key not in RESTART_ONLY)
     return ReloadPlan(
-        settings=loaded.model_copy(update=kept),
-        changed=tuple(key for key in differ if key not in RESTART_ONLY),
-        needs_restart=tuple(key for key in differ if key in RESTART_ONLY),
+        settings=settings,
+        changed=changed,
+        needs_restart=tuple(key for key in differ if key in RESTART_ONLY) + (
+            ("discovery.events",) if events_differ else ()),
     )
 
 

@@ -9,8 +9,8 @@ that crashes is logged with its name and stops the process (``run`` exits non-ze
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -23,15 +23,19 @@ from supervisor.activities.budgets import Budgets
 from supervisor.activities.checks import Checks
 from supervisor.activities.discovery import Discovery
 from supervisor.activities.enforcement import Enforcement
+from supervisor.activities.event_feed import EventFeed, Route, Routed
+from supervisor.activities.event_path import EventPath
 from supervisor.activities.retention import Retention
 from supervisor.clock import Clock, SystemClock
 from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
 from supervisor.events import EventSink
+from supervisor.gateway import Gateway
 from supervisor.http import Operations, serving
 from supervisor.metrics import Metrics
 from supervisor.notify import Notifier, notifying
+from supervisor.ratelimit import PriorityRateLimiter
 from supervisor.reload import LiveConfig, Reloader
 from supervisor.shard import (
     ACCOUNTING_SHARE,
@@ -42,7 +46,7 @@ from supervisor.shard import (
     supervised,
     void_reason_for,
 )
-from supervisor.status import service_status
+from supervisor.status import event_path_summary, service_status
 from supervisor.storage import LeaseStore, Storage
 from supervisor.storage.factory import open_storage
 from supervisor.storage.sqlite import SqliteStorage
@@ -51,6 +55,8 @@ __all__ = ["ACCOUNTING_SHARE", "EXIT_TASK_CRASHED", "RunningService", "TaskCrash
            "run_until_signalled", "running_service", "void_reason_for"]
 
 EXIT_TASK_CRASHED = 1
+# SQS calls per second of the event feed (receives, deletes, the depth): far below what it needs, far above zero.
+EVENT_QUEUE_RATE = 20.0
 _supervised = supervised  # the name tests and older callers use
 
 
@@ -101,12 +107,15 @@ class RunningService:
         return self.runtime.budgets
 
 
-def readiness_of(hosts: dict[Shard, ShardHost], cluster: Cluster | None = None) -> tuple[bool, str]:
-    """Ready when every shard is; else the reasons, each named by its shard when there are several."""
+def readiness_of(hosts: dict[Shard, ShardHost], cluster: Cluster | None = None,
+                 feed: EventFeed | None = None) -> tuple[bool, str]:
+    """Ready when every shard is (and the event queue can be read); else the reasons, each named by its shard
+    when there are several."""
+    reasons = [reason] if feed is not None and (reason := feed.readiness()) is not None else []
     if cluster is not None:
-        reason = cluster.readiness()
-        return (reason is None, reason or "ok")
-    reasons = []
+        if (reason := cluster.readiness()) is not None:
+            reasons.insert(0, reason)
+        return (not reasons, "; ".join(reasons) or "ok")
     for shard, host in hosts.items():
         reason = host.readiness()
         if reason is not None:
@@ -136,7 +145,8 @@ async def running_service(
         open_storage(settings, metrics=metrics, clock=clock) if storage is None else _closing(storage))
     try:
         # The daemon's own credentials: STS (assuming member roles, the account id) and notifications.
-        async with journal as storage, build_gateway(settings, metrics, clock=clock) as own_gateway:
+        async with (journal as storage, build_gateway(settings, metrics, clock=clock) as own_gateway,
+                    AsyncExitStack() as stack):
             if settings.cluster is not None and not isinstance(storage, LeaseStore):
                 raise TypeError("cluster: needs a storage that holds leases (journal.backend: dynamodb)")
             # Without an injected sink, events go to the configured channels (flushed, bounded, at exit; none yet
@@ -148,6 +158,8 @@ async def running_service(
             cluster: Cluster | None = None
             hosts: dict[Shard, ShardHost] = {}
             live = LiveConfig(settings, clock.now(), config_path)
+            event_path = (EventPath(late_after=settings.discovery.events.late_after)
+                          if settings.discovery.events is not None else None)
             if settings.cluster is not None:
                 assert isinstance(storage, LeaseStore)
                 cluster = Cluster(
@@ -157,18 +169,25 @@ async def running_service(
                     metrics=metrics,
                     host_for=lambda shard, lease, may_send, fence_lost: ShardHost(
                         shard, live.settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
-                        may_send=may_send, fence_lost=fence_lost),
+                        may_send=may_send, fence_lost=fence_lost, event_path=event_path),
                 )
             else:
-                hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
+                hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway,
+                                          event_path=event_path)
                          for shard in settings.shards()}
 
             def current_hosts() -> dict[Shard, ShardHost]:
                 return cluster.hosts if cluster is not None else hosts
 
+            events_settings = settings.discovery.events
+            feed = None if event_path is None or events_settings is None else EventFeed(
+                settings=events_settings, region=events_settings.queue_region(settings.aws.region),
+                gateway=await stack.enter_async_context(event_gateway(settings, metrics, clock, own_gateway)),
+                clock=clock, metrics=metrics, path=event_path, route=router(settings.shards(), current_hosts))
+
             def status() -> dict[str, object]:
                 return service_status(live, settings.shards(), current_hosts(), clock.now(),
-                                      replica=cluster.replica if cluster is not None else None)
+                                      replica=cluster.replica if cluster is not None else None, events=feed)
 
             reloader = Reloader(live=live, hosts=current_hosts, storage=storage, metrics=metrics, clock=clock,
                                 notifier=notifier, gateway=own_gateway)
@@ -180,10 +199,11 @@ async def running_service(
             async def breaker_reset() -> tuple[int, dict[str, object]]:
                 return 200, (await reloader.reset_breaker("POST /-/breaker/reset"))[1]
 
-            operations = Operations(status=status, reload=reload, breaker_reset=breaker_reset,
-                                    lifecycle=settings.http.enable_lifecycle)
+            operations = Operations(
+                status=status, reload=reload, breaker_reset=breaker_reset, lifecycle=settings.http.enable_lifecycle,
+                readiness_details=None if feed is None else lambda: {"events": event_path_summary(feed, clock.now())})
             async with (
-                serving(metrics.registry, lambda: readiness_of(hosts, cluster), settings.http.host,
+                serving(metrics.registry, lambda: readiness_of(hosts, cluster, feed), settings.http.host,
                         settings.http.port, operations) as url,
                 notifying(notifier),
                 anyio.create_task_group() as task_group,
@@ -196,6 +216,8 @@ async def running_service(
                     await task_group.start(supervised, name, host.run, name=name)
                 if cluster is not None:
                     await task_group.start(supervised, "cluster", cluster.run, name="cluster")
+                if feed is not None:
+                    await task_group.start(supervised, "events", feed.run, name="events")
                 retention = Retention(storage=storage, clock=clock, retention=settings.journal.retention,
                                       metrics=metrics)
                 await task_group.start(supervised, "retention", retention.run, name="retention")
@@ -205,6 +227,34 @@ async def running_service(
                     task_group.cancel_scope.cancel()
     finally:
         log.info("supervisor.stopped")
+
+
+def event_gateway(settings: Settings, metrics: Metrics, clock: Clock, own: Gateway) -> Gateway:
+    """The event feed's gateway: the daemon's own credentials, the queue's region, and a read timeout that
+    outlasts a long poll (``discovery.events.wait_time``)."""
+    aws, events = settings.aws, settings.discovery.events
+    assert events is not None
+    return Gateway(region=events.queue_region(aws.region), max_attempts=aws.max_attempts, metrics=metrics,
+                   limiter=PriorityRateLimiter(EVENT_QUEUE_RATE, burst=EVENT_QUEUE_RATE, clock=clock), clock=clock,
+                   connect_timeout=aws.connect_timeout, read_timeout=aws.read_timeout + events.wait_time,
+                   session=own.session)
+
+
+def router(shards: tuple[Shard, ...], hosts: Callable[[], dict[Shard, ShardHost]]) -> Route:
+    """Where an event of (account, region) goes: the discovery of that shard, if this process supervises it now.
+    The implicit shard (no ``accounts``; its account may be unknown) takes every account of its region."""
+
+    def route(account: str, region: str) -> Routed:
+        for shard in shards:
+            if shard.region != region or (shard.account_id and shard.account_id != account):
+                continue
+            host = hosts().get(shard)
+            if host is None:
+                return "not_owned"
+            return host.runtime.discovery if host.runtime is not None else "retried"
+        return "unknown_shard"
+
+    return route
 
 
 @asynccontextmanager

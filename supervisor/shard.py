@@ -23,6 +23,7 @@ from supervisor.activities.budgets import Budgets
 from supervisor.activities.checks import Checks
 from supervisor.activities.discovery import Discovery
 from supervisor.activities.enforcement import Enforcement
+from supervisor.activities.event_path import EventPath
 from supervisor.activities.warnings import Warnings
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import Settings
@@ -193,11 +194,13 @@ async def shard_runtime(
     shard: Shard, settings: Settings, *, storage: Storage, metrics: Metrics, clock: Clock,
     events: EventSink | None, session: AioSession | None = None, fence: Fence | None = None,
     may_send: Callable[[], bool] | None = None, fence_lost: Callable[[], None] | None = None,
+    event_path: EventPath | None = None,
 ) -> AsyncIterator[ShardRuntime]:
     """Build ``shard``'s collaborators from the process-wide ``settings``; the gateway closes on exit.
 
     ``fence`` and ``may_send`` come with a lease (a replica of a cluster): claims and intents are fenced
-    writes, and no destructive call starts while ``may_send`` says False."""
+    writes, and no destructive call starts while ``may_send`` says False. ``event_path``: with event-fed
+    discovery, the state of the event feed (discovery then sweeps every ``backstop_interval``)."""
     settings = settings.for_shard(shard)
     metrics = metrics.for_shard(shard)
     storage = storage.for_shard(shard, fence)
@@ -229,7 +232,7 @@ async def shard_runtime(
         )
         discovery = Discovery(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
-            policies=policies, metrics=metrics,
+            policies=policies, metrics=metrics, event_path=event_path,
         )
         accounting, budgets = budget_activities(
             settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory, discovery=discovery,
@@ -272,6 +275,7 @@ class ShardHost:
     fence: Fence | None = None
     may_send: Callable[[], bool] | None = None
     fence_lost: Callable[[], None] | None = None
+    event_path: EventPath | None = None
     runtime: ShardRuntime | None = None
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
@@ -338,7 +342,7 @@ class ShardHost:
                     shard_runtime(self.shard, self.settings, storage=self.storage, metrics=self.metrics,
                                   clock=self.clock, events=self.events, session=session,
                                   fence=self.fence, may_send=self.may_send,
-                                  fence_lost=self.fence_lost) as runtime,
+                                  fence_lost=self.fence_lost, event_path=self.event_path) as runtime,
                     anyio.create_task_group() as task_group,
                 ):
                     await task_group.start(runtime.run)

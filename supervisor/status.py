@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from supervisor import __version__
+from supervisor.activities.event_feed import EventFeed
 from supervisor.core import escalation as machine
 from supervisor.core.budgets import BudgetStatus
 from supervisor.core.fleet import Shard
@@ -27,9 +28,9 @@ def _time(value: datetime | None) -> str | None:
 
 
 def service_status(live: LiveConfig, shards: Iterable[Shard], hosts: Mapping[Shard, ShardHost], now: datetime, *,
-                   replica: str | None = None) -> dict[str, Any]:
+                   replica: str | None = None, events: EventFeed | None = None) -> dict[str, Any]:
     """The status document. ``shards``: every configured shard (a replica lists those it does not own too);
-    ``hosts``: the ones this process supervises now."""
+    ``hosts``: the ones this process supervises now; ``events``: the event feed, with event-fed discovery."""
     settings = live.settings
     return {
         "version": __version__,
@@ -37,7 +38,23 @@ def service_status(live: LiveConfig, shards: Iterable[Shard], hosts: Mapping[Sha
         "mode": settings.mode,
         "replica": replica,
         "config": live.describe(),
+        "events": event_path_summary(events, now) if events is not None else None,
         "shards": [_shard_status(shard, hosts.get(shard), now) for shard in shards],
+    }
+
+
+def event_path_summary(feed: EventFeed, now: datetime) -> dict[str, Any]:
+    """The event path (``/status`` and ``/readyz``): the queue, whether it can be read, the last message and its
+    delivery lag, the depth, the messages received by outcome."""
+    path = feed.path
+    last = path.last_received_at
+    return {
+        "queue": feed.settings.sqs_queue_url, "problem": path.problem, "up_since": _time(path.up_since),
+        "last_message_at": _time(last),
+        "last_message_age_seconds": round((now - last).total_seconds(), 3) if last is not None else None,
+        "last_delivery_seconds": path.last_delivery_seconds,
+        "queue_depth": path.queue_depth, "queue_depth_at": _time(path.queue_depth_at),
+        "received": {outcome: count for outcome, count in feed.received.items() if count},
     }
 
 
@@ -67,6 +84,7 @@ def _activities(runtime: ShardRuntime, now: datetime) -> dict[str, Any]:
         "sessions": sum(sessions.values()),
         "calculations": sum(calculations.values()),
         "last_sweep": {"at": _time(discovery.last_discovery_at),
+                       "every_seconds": discovery.interval.total_seconds(),
                        "seconds": round(discovery.last_sweep_duration.total_seconds(), 3),
                        "problems": dict(discovery.problems)},
         "next_deadlines": [

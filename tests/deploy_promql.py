@@ -42,5 +42,14 @@ FLEET_METRICS: dict[str, tuple[str, ...]] = {
     "athena_supervisor_shard_credentials_failing": ("account", "region"),
     "athena_supervisor_lease_changes_total": ("outcome",),
 }
+# Event-fed discovery's metrics (docs/events.md, "Metrics"), with their labels: the alert rules and the dashboard's
+# Events row rely on them.
+EVENT_METRICS: dict[str, tuple[str, ...]] = {
+    "athena_supervisor_events_received_total": ("outcome",),
+    "athena_supervisor_discovery_missed_events_total": ("account", "region", "kind"),
+    "athena_supervisor_events_queue_depth": (),
+    "athena_supervisor_events_last_received_timestamp_seconds": (),
+    "athena_supervisor_event_delivery_seconds": (),
+}
 # Metrics of a target gain these labels in a fleet (its shard); the rules and panels must not drop them.
 SHARD_LABELS = ("account", "region")

@@ -1,17 +1,22 @@
 """deploy/cloudformation/: every template passes cfn-lint, and the two IAM roles of a fleet grant exactly what
 supervisor/iam.py says (the member role: the daemon's Athena actions on the account's workgroups; the
 supervisor's role: the journal table and the member roles), stay clean under parliament once instantiated,
-and suit a StackSet (no account, region or partition written in them).
+and suit a StackSet (no account, region or partition written in them). The event-fed discovery templates
+(events.yaml, events-member.yaml) match the Athena calls of issue 14 and nothing else (checked on moto's
+EventBridge and SQS), let only their own rule write to the queue, and forward member accounts' events to the
+central bus.
 
 Templates are read with cfn-lint's own YAML loader (it knows the ``!Sub``-style tags) and instantiated by a
 small evaluator of the intrinsic functions they use (``Ref``, ``Fn::Sub``, ``Fn::If``, ``Fn::Join``,
-``Fn::Equals``, ``Fn::Not``, ``Fn::GetAtt``) for a given set of parameters, as CloudFormation would.
+``Fn::Equals``, ``Fn::Not``, ``Fn::And``, ``Fn::GetAtt``) for a given set of parameters, as CloudFormation
+would, leaving out the resources and outputs whose ``Condition`` does not hold.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 CFN_DIR = REPO / "deploy" / "cloudformation"
 MEMBER_ROLE = CFN_DIR / "member-role.yaml"
 SUPERVISOR_ROLE = CFN_DIR / "supervisor-role.yaml"
+EVENTS = CFN_DIR / "events.yaml"
+EVENTS_MEMBER = CFN_DIR / "events-member.yaml"
 PSEUDO = {"AWS::Partition": "aws", "AWS::AccountId": "123456789012", "AWS::Region": "us-east-1",
           "AWS::StackName": "stack", "AWS::URLSuffix": "amazonaws.com"}
 SUPERVISOR_ROLE_ARN = "arn:aws:iam::123456789012:role/athena-supervisor-fleet"
@@ -110,7 +117,13 @@ def instantiate(template: Template, **parameters: str) -> Template:
             return [item for item in (resolve(item) for item in node) if item is not NO_VALUE]
         return node
 
-    return {"Resources": resolve(dict(template["Resources"])), "Outputs": resolve(dict(template.get("Outputs", {})))}
+    def created(section: dict[str, Any]) -> dict[str, Any]:
+        """The section's entries whose ``Condition`` holds (or that have none)."""
+        return {name: {key: value for key, value in entry.items() if key != "Condition"}
+                for name, entry in section.items() if "Condition" not in entry or condition(entry["Condition"])}
+
+    return {"Resources": resolve(created(template["Resources"])),
+            "Outputs": resolve(created(template.get("Outputs", {})))}
 
 
 def the_role(instance: Template) -> dict[str, Any]:
@@ -168,7 +181,7 @@ def parliament_problems(document: dict[str, Any]) -> list[str]:
 
 
 def test_the_fleet_s_templates_are_there() -> None:
-    assert {MEMBER_ROLE, SUPERVISOR_ROLE} <= set(templates())
+    assert {MEMBER_ROLE, SUPERVISOR_ROLE, EVENTS, EVENTS_MEMBER} <= set(templates())
 
 
 @pytest.mark.parametrize("path", templates(), ids=lambda path: path.name)
@@ -316,11 +329,226 @@ def test_supervisor_role_trusts_the_service_account_or_pod_identity() -> None:
                    "Regions": "us-east-1,eu-west-1", "ExternalId": "x"}),
     (SUPERVISOR_ROLE, {"OidcProvider": OIDC, "AllowTableSetup": "true",
                        "NotificationTopicArn": "arn:aws:sns:us-east-1:123456789012:t",
-                       "EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/b"}),
-], ids=["member-role", "supervisor-role"])
+                       "EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/b",
+                       "EventsQueueArn": "arn:aws:sqs:us-east-1:123456789012:athena-supervisor-events"}),
+    (EVENTS_MEMBER, {"CentralAccountId": "210987654321", "CentralRegion": "eu-west-1"}),
+], ids=["member-role", "supervisor-role", "events-forward-role"])
 def test_parliament_finds_nothing_of_medium_severity_or_above(path: Path, parameters: dict[str, str]) -> None:
     document = permissions(the_role(instantiate(load(path), **parameters)))
     assert not parliament_problems(document)
     for statement in document["Statement"]:
         for action in statement["Action"]:
             assert (statement["Resource"] == "*") != bool(resource_types(action)), action
+
+
+def test_supervisor_role_may_drain_the_events_queue() -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:athena-supervisor-events"
+    statements = grants(permissions(the_role(instantiate(load(SUPERVISOR_ROLE), EventsQueueArn=queue))))
+    expected = generated((iam.EVENTS,), QueueRegion="us-east-1", EventQueue="athena-supervisor-events")
+    assert statements["DrainAthenaEventQueue"] == expected["DrainAthenaEventQueue"]
+    assert statements["DrainAthenaEventQueue"][1] == queue
+    assert "DrainAthenaEventQueue" not in grants(permissions(the_role(instantiate(load(SUPERVISOR_ROLE)))))
+
+
+# --- event-fed discovery: events.yaml (the queue's account) and events-member.yaml (a StackSet) -----------------
+
+# The calls of issue 14 whose CloudTrail events announce new work or a changed workgroup (docs/events.md).
+ATHENA_EVENT_NAMES = (
+    "StartSession", "StartCalculationExecution", "StopCalculationExecution", "TerminateSession",
+    "CreateWorkGroup", "UpdateWorkGroup", "DeleteWorkGroup", "TagResource", "UntagResource",
+)
+# What the daemon does with a message: it deletes it within about 30 s of receiving it (docs/events.md).
+DAEMON_HOLD_SECONDS = 30
+CENTRAL_ACCOUNT = "210987654321"
+
+
+def resources_of(instance: Template, kind: str) -> dict[str, dict[str, Any]]:
+    return {name: resource["Properties"] for name, resource in instance["Resources"].items()
+            if resource["Type"] == kind}
+
+
+def the_rule(instance: Template) -> dict[str, Any]:
+    (rule,) = resources_of(instance, "AWS::Events::Rule").values()
+    return rule
+
+
+def test_both_rules_match_the_same_athena_calls() -> None:
+    central = the_rule(instantiate(load(EVENTS)))
+    member = the_rule(instantiate(load(EVENTS_MEMBER), CentralAccountId=CENTRAL_ACCOUNT, CentralRegion="eu-west-1"))
+    assert central["EventPattern"] == member["EventPattern"] == {
+        "source": ["aws.athena"],
+        "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {"eventSource": ["athena.amazonaws.com"], "eventName": list(ATHENA_EVENT_NAMES),
+                   "errorCode": [{"exists": False}]},
+    }
+    for rule in (central, member):
+        assert rule["EventBusName"] == "default", "CloudTrail puts its events on the default bus"
+        assert rule["State"] == "ENABLED"
+
+
+def test_the_rule_feeds_the_queue_and_gives_up_into_the_dead_letter_queue() -> None:
+    instance = instantiate(load(EVENTS))
+    (target,) = the_rule(instance)["Targets"]
+    assert target["Arn"] == "<EventsQueue.Arn>"
+    assert target["DeadLetterConfig"] == {"Arn": "<DeadLetterQueue.Arn>"}
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600
+    assert instance["Outputs"]["QueueUrl"]["Value"] == "<EventsQueue>"
+    assert instance["Outputs"]["QueueArn"]["Value"] == "<EventsQueue.Arn>"
+
+
+def test_the_queue_outlasts_the_daemon_s_hold_and_tolerates_hand_backs() -> None:
+    queues = resources_of(instantiate(load(EVENTS)), "AWS::SQS::Queue")
+    queue, dead = queues["EventsQueue"], queues["DeadLetterQueue"]
+    assert int(queue["VisibilityTimeout"]) >= 4 * DAEMON_HOLD_SECONDS
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == "<DeadLetterQueue.Arn>"
+    # A replica hands back a message for a shard it does not hold: with R replicas the owner receives it after
+    # about R receives, more during a lease takeover. Ten replicas in a takeover stay far from the limit.
+    assert int(queue["RedrivePolicy"]["maxReceiveCount"]) >= 50
+    assert int(queue["ReceiveMessageWaitTimeSeconds"]) == 20
+    assert int(dead["MessageRetentionPeriod"]) >= int(queue["MessageRetentionPeriod"])
+    for properties in (queue, dead):
+        assert properties["SqsManagedSseEnabled"] is True
+    assert queue["QueueName"] == "athena-supervisor-events" and dead["QueueName"] == "athena-supervisor-events-dlq"
+    assert dead["RedriveAllowPolicy"]["sourceQueueArns"] == [
+        "arn:aws:sqs:us-east-1:123456789012:athena-supervisor-events"]
+
+
+def test_only_the_rule_may_send_to_the_queues() -> None:
+    (policy,) = resources_of(instantiate(load(EVENTS)), "AWS::SQS::QueuePolicy").values()
+    assert policy["Queues"] == ["<EventsQueue>", "<DeadLetterQueue>"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == ["<EventsQueue.Arn>", "<DeadLetterQueue.Arn>"]
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": "<AthenaCallsRule.Arn>"}}
+
+
+@pytest.mark.parametrize(("parameters", "expected"), [
+    ({}, {}),
+    ({"MemberAccountIds": "111111111111,222222222222"},
+     {"athena-supervisor-member-accounts": ({"AWS": ["111111111111", "222222222222"]}, None)}),
+    ({"OrganizationId": "o-abcdef1234"},
+     {"athena-supervisor-organization": ("*", {"StringEquals": {"aws:PrincipalOrgID": "o-abcdef1234"}})}),
+], ids=["one-account", "member-accounts", "organization"])
+def test_the_default_bus_admits_only_the_member_accounts_asked_for(
+        parameters: dict[str, str], expected: dict[str, tuple[Any, Any]]) -> None:
+    policies = resources_of(instantiate(load(EVENTS), **parameters), "AWS::Events::EventBusPolicy").values()
+    found = {}
+    for policy in policies:
+        statement = policy["Statement"]
+        assert policy["EventBusName"] == "default"
+        assert statement["Action"] == "events:PutEvents"
+        assert statement["Resource"] == "arn:aws:events:us-east-1:123456789012:event-bus/default"
+        found[policy["StatementId"]] = (statement["Principal"], statement.get("Condition"))
+    assert found == expected
+
+
+def test_a_member_forwards_to_the_central_bus_through_a_role_only_its_rule_may_use() -> None:
+    central_bus = f"arn:aws:events:eu-west-1:{CENTRAL_ACCOUNT}:event-bus/default"
+    instance = instantiate(load(EVENTS_MEMBER), CentralAccountId=CENTRAL_ACCOUNT, CentralRegion="eu-west-1")
+    (target,) = the_rule(instance)["Targets"]
+    assert target["Arn"] == central_bus and target["RoleArn"] == "<ForwardRole.Arn>"
+    role = the_role(instance)
+    assert "RoleName" not in role, "a StackSet creates one stack per region; IAM names are global"
+    assert grants(permissions(role)) == {"PutOnTheCentralBus": (frozenset({"events:PutEvents"}), central_bus)}
+    (statement,) = trust(role)["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    rule_arn = "arn:aws:events:us-east-1:123456789012:rule/athena-supervisor-events-forward"
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012", "aws:SourceArn": rule_arn}}
+    assert the_rule(instance)["Name"] == rule_arn.rsplit("/", 1)[1]
+
+
+def test_a_member_stack_in_the_central_region_forwards_nothing() -> None:
+    """The central account is often watched too: its other regions forward, its own region has events.yaml."""
+    account = PSEUDO["AWS::AccountId"]
+    other_region = instantiate(load(EVENTS_MEMBER), CentralAccountId=account, CentralRegion="eu-west-1")
+    assert {"ForwardRole", "ForwardRule"} <= set(other_region["Resources"])
+    central = instantiate(load(EVENTS_MEMBER), CentralAccountId=account, CentralRegion="us-east-1")
+    assert [resource["Type"] for resource in central["Resources"].values()] == [
+        "AWS::CloudFormation::WaitConditionHandle"]
+    assert "RuleArn" not in central["Outputs"]
+
+
+# --- the pattern on moto's EventBridge, delivered to SQS -----------------------------------------------------------
+
+
+def cloudtrail_detail(event_name: str, **overrides: Any) -> dict[str, Any]:
+    """The ``detail`` of an "AWS API Call via CloudTrail" event for an Athena call, as CloudTrail writes it."""
+    return {
+        "eventVersion": "1.09", "eventTime": "2026-01-05T10:00:00Z", "eventSource": "athena.amazonaws.com",
+        "eventName": event_name, "awsRegion": "us-east-1", "sourceIPAddress": "192.0.2.10",
+        "userAgent": "aws-cli/2", "requestParameters": {"workGroup": "spark-etl"},
+        "responseElements": {"sessionId": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111", "state": "CREATING"},
+        "requestID": "5ec1a7e2-EXAMPLE", "eventID": f"{event_name}-EXAMPLE", "readOnly": False,
+        "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": "123456789012",
+        "eventCategory": "Management", **overrides,
+    }
+
+
+def test_the_rule_delivers_successful_athena_writes_and_nothing_else(moto_dynamodb: str) -> None:
+    """moto in server mode (the session's, every service) stands in for EventBridge and SQS: the queues are made
+    with the template's attributes, the rule with its pattern and target, and CloudTrail-shaped events put on
+    the default bus; the queue receives exactly the successful calls the daemon wants."""
+    import boto3
+
+    instance = instantiate(load(EVENTS), QueueName=f"events-{uuid.uuid4().hex[:12]}",
+                           RuleName=f"events-{uuid.uuid4().hex[:12]}")
+    queues = resources_of(instance, "AWS::SQS::Queue")
+    options = {"endpoint_url": moto_dynamodb, "region_name": PSEUDO["AWS::Region"],
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    sqs, events = boto3.client("sqs", **options), boto3.client("events", **options)
+
+    created: dict[str, str] = {}  # "<Logical.Arn>" -> the ARN moto gave it
+
+    def create_queue(logical: str) -> str:
+        properties = queues[logical]
+        attributes = {}
+        for key, value in properties.items():
+            if key in {"QueueName", "Tags"}:
+                continue
+            text = json.dumps(value) if isinstance(value, dict) else str(value).lower() if isinstance(value, bool) \
+                else str(value)
+            for placeholder, arn in created.items():
+                text = text.replace(placeholder, arn)
+            attributes[key] = text
+        url: str = sqs.create_queue(QueueName=properties["QueueName"], Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        created[f"<{logical}.Arn>"] = arn
+        return url
+
+    dead_url = create_queue("DeadLetterQueue")
+    queue_url = create_queue("EventsQueue")
+    queue_arn, dead_arn = created["<EventsQueue.Arn>"], created["<DeadLetterQueue.Arn>"]
+    assert json.loads(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+                      ["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"] == dead_arn
+    rule = the_rule(instance)
+    events.put_rule(Name=rule["Name"], EventPattern=json.dumps(rule["EventPattern"]), State=rule["State"])
+    (target,) = rule["Targets"]
+    events.put_targets(Rule=rule["Name"], Targets=[{**target, "Arn": queue_arn, "DeadLetterConfig": {"Arn": dead_arn}}])
+    try:
+        wanted = [cloudtrail_detail(name) for name in ATHENA_EVENT_NAMES]
+        unwanted = [
+            cloudtrail_detail("StartSession", errorCode="AccessDenied", errorMessage="not authorized",
+                              responseElements=None),                 # a failed call changed nothing
+            cloudtrail_detail("GetSession", readOnly=True),           # a read
+            cloudtrail_detail("StartQueryExecution"),                 # Athena SQL, not Spark
+            cloudtrail_detail("StartSession", eventSource="glue.amazonaws.com"),
+        ]
+        entries = [{"Source": "aws.athena", "DetailType": "AWS API Call via CloudTrail", "Detail": json.dumps(detail)}
+                   for detail in [*wanted, *unwanted]]
+        entries.append({"Source": "aws.athena", "DetailType": "AWS Service Event via CloudTrail",
+                        "Detail": json.dumps(cloudtrail_detail("StartSession"))})
+        for start in range(0, len(entries), 10):  # PutEvents takes ten entries at most
+            assert events.put_events(Entries=entries[start:start + 10])["FailedEntryCount"] == 0
+        received = []
+        while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=0).get("Messages", []):
+            received += [json.loads(message["Body"]) for message in batch]
+        assert sorted(event["detail"]["eventName"] for event in received) == sorted(ATHENA_EVENT_NAMES)
+        assert {(event["source"], event["detail-type"]) for event in received} == {
+            ("aws.athena", "AWS API Call via CloudTrail")}
+    finally:
+        events.remove_targets(Rule=rule["Name"], Ids=[target["Id"]])
+        events.delete_rule(Name=rule["Name"])
+        for url in (queue_url, dead_url):
+            sqs.delete_queue(QueueUrl=url)

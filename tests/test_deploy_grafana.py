@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from supervisor.metrics import Metrics, exported_metric_names
-from tests.deploy_promql import FLEET_METRICS, SHARD_LABELS, metric_names
+from tests.deploy_promql import EVENT_METRICS, FLEET_METRICS, SHARD_LABELS, metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
@@ -134,7 +134,7 @@ SHARD_METRICS = frozenset({
     "athena_supervisor_enforcement_lag_seconds_bucket", "athena_supervisor_enforcement_lag_seconds_sum",
     "athena_supervisor_enforcement_lag_seconds_count", "athena_supervisor_unknown_states_total",
     "athena_supervisor_aws_api_calls_total", "athena_supervisor_shard_owned",
-    "athena_supervisor_shard_credentials_failing",
+    "athena_supervisor_shard_credentials_failing", "athena_supervisor_discovery_missed_events_total",
 })
 SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?")
 
@@ -172,3 +172,10 @@ def test_per_workgroup_panels_tell_shards_apart(dashboard: dict[str, Any]) -> No
 def test_the_fleet_row_shows_ownership_credentials_and_lease_changes(dashboard: dict[str, Any]) -> None:
     read = {name for _, expr in queries(dashboard) for name in metric_names(expr)}
     assert set(FLEET_METRICS) <= read
+
+
+def test_the_events_row_shows_every_event_metric(dashboard: dict[str, Any]) -> None:
+    read = {name for _, expr in queries(dashboard) for name in metric_names(expr)}
+    histogram = "athena_supervisor_event_delivery_seconds"
+    expected = {f"{name}_bucket" if name == histogram else name for name in EVENT_METRICS}
+    assert expected <= read, expected - read

@@ -18,12 +18,13 @@ import pytest
 import yaml
 
 from supervisor.metrics import Metrics, exported_metric_names
-from tests.deploy_promql import FLEET_METRICS, metric_names
+from tests.deploy_promql import EVENT_METRICS, FLEET_METRICS, metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yaml"
 FLEET_DOC = REPO / "docs" / "fleet.md"
+EVENTS_DOC = REPO / "docs" / "events.md"
 SERVICE = REPO / "deploy" / "kubernetes" / "service.yaml"
 # Series Prometheus itself makes, not the daemon.
 PROMETHEUS_SERIES = frozenset({"up"})
@@ -100,6 +101,10 @@ def test_the_issue_s_alerts_are_all_there() -> None:
         "sum by (job, account, region) (athena_supervisor_shard_owned",
         "athena_supervisor_shard_credentials_failing",
         "athena_supervisor_lease_changes_total",
+        # event-fed discovery
+        "increase(athena_supervisor_discovery_missed_events_total",
+        "athena_supervisor_events_last_received_timestamp_seconds",
+        "athena_supervisor_events_queue_depth",
     ):
         assert fragment in joined, fragment
 
@@ -112,14 +117,27 @@ def test_aggregations_keep_the_shard() -> None:
         "athena_supervisor_circuit_breaker_open", "athena_supervisor_held_actions_total",
         "athena_supervisor_aws_api_calls_total", "athena_supervisor_last_discovery_timestamp_seconds",
         "athena_supervisor_shard_owned", "athena_supervisor_shard_credentials_failing",
+        "athena_supervisor_discovery_missed_events_total",
     }
     for rule in rules():
         expr = " ".join(rule["expr"].split())
         if not metric_names(expr) & per_target or rule["alert"] == "AthenaSupervisorLeaseChurn":
             continue
-        for grouping in re.findall(r"\b(?:sum|max|min|avg|group) by \(([^)]*)\)", expr):
-            labels = {label.strip() for label in grouping.split(",")}
-            assert {"account", "region"} <= labels, f"{rule['alert']}: by ({grouping}) drops the shard"
+        for match in re.finditer(r"\b(?:sum|max|min|avg|group) by \(([^)]*)\) ?\(", expr):
+            if not metric_names(argument(expr, match.end() - 1)) & per_target:
+                continue  # e.g. max by (job) of a process-wide gauge (the last event received)
+            labels = {label.strip() for label in match.group(1).split(",")}
+            assert {"account", "region"} <= labels, f"{rule['alert']}: by ({match.group(1)}) drops the shard"
+
+
+def argument(expr: str, start: int) -> str:
+    """The text between the parenthesis at ``start`` and the one that closes it."""
+    depth = 0
+    for index in range(start, len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[index], 0)
+        if depth == 0:
+            return expr[start + 1:index]
+    raise AssertionError(f"unbalanced parentheses in {expr!r}")
 
 
 def test_fleet_metrics_are_documented() -> None:
@@ -130,6 +148,25 @@ def test_fleet_metrics_are_documented() -> None:
         assert f"`{name}`" in section, f"docs/fleet.md's Metrics section lacks {name}"
         for label in labels:
             assert f"`{label}`" in section, label
+
+
+def section(path: Path, title: str) -> str:
+    doc = path.read_text(encoding="utf-8")
+    start = doc.index(f"\n## {title}\n")
+    end = doc.find("\n## ", start + 1)
+    return doc[start:end if end != -1 else None]
+
+
+def test_event_metrics_and_alerts_are_documented() -> None:
+    metrics = section(EVENTS_DOC, "Metrics")
+    for name, labels in EVENT_METRICS.items():
+        assert f"`{name}`" in metrics, f"docs/events.md's Metrics section lacks {name}"
+        for label in labels:
+            assert f"`{label}`" in metrics, label
+    alerts = section(EVENTS_DOC, "Alerts")
+    for rule in rules():
+        if "events" in rule["alert"].lower():
+            assert f"`{rule['alert']}`" in alerts, f"docs/events.md's Alerts section lacks {rule['alert']}"
 
 
 def test_rules_are_labelled_and_annotated() -> None:

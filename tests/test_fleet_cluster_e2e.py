@@ -7,6 +7,7 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +31,7 @@ from supervisor.storage.dynamodb_setup import ensure_table
 from supervisor.storage.dynamodb_table import Table
 from supervisor.storage.factory import build_storage_gateway, journal_table
 from tests.daemon_fixtures import SPARK_ENGINE
+from tests.events_fixtures import api_call_event
 from tests.moto_in_loop import Moto, MotoFrontend
 from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
 
@@ -414,3 +416,48 @@ async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once
         assert sorted(moved()) == sorted(held), replicas.owners()
         assert replicas.metric(first, "athena_supervisor_lease_changes_total", outcome="refused") + replicas.metric(
             second, "athena_supervisor_lease_changes_total", outcome="refused") >= 1
+
+
+async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virtual_world: VirtualWorld) -> None:
+    """Event-fed discovery in a fleet: both replicas drain one queue; an event for a shard the other replica
+    holds is handed back at once (visibility 0) and acted on by its owner. No sweep runs after the first ones."""
+    world = virtual_world
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        frontend = await stack.enter_async_context(MotoFrontend(replicas.moto).serving())
+        sqs = await stack.enter_async_context(aws_client("sqs", frontend.endpoint_url))
+        queue = (await sqs.create_queue(QueueName=f"athena-events-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+        discovery = {"backstop_interval": "10m", "events": {
+            "sqs_queue_url": queue, "endpoint_url": frontend.endpoint_url, "region": "us-east-1", "wait_time": "0s"}}
+        # A limit longer than a few hand-backs: each takes up to a poll (a second, jittered) of the other replica.
+        policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
+        await replicas.start("a", discovery=discovery, policies=policies)
+        await replicas.start("b", discovery=discovery, policies=policies)
+        await world.vt.run_for(LEASE)
+        owners = replicas.owners()
+        assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"], owners
+        submitted = world.now
+        calculations = {}
+        for (account, region), client in athena.items():
+            session_id, calculation_id = await runaway(client)
+            calculations[(account, region)] = calculation_id
+            for event in (
+                api_call_event("StartSession", world.now, {"workGroup": "etl-a"}, {"sessionId": session_id},
+                               account=account, region=region),
+                api_call_event("StartCalculationExecution", world.now, {"sessionId": session_id},
+                               {"calculationExecutionId": calculation_id}, account=account, region=region),
+            ):
+                await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
+        await world.vt.run_until(submitted + ms(11))
+        for shard, calculation_id in calculations.items():
+            [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
+            assert stop.time == submitted + ms(10) + CROSSING_MARGIN, shard
+            assert replicas.metric(owners[shard][0], "athena_supervisor_actions_total", account=shard[0],
+                                   region=shard[1], action="stop", outcome="sent") == 1
+        applied = sum(replicas.metric(name, "athena_supervisor_events_received_total", outcome="applied")
+                      for name in "ab")
+        assert applied == 8  # each session and calculation once, by its shard's owner
+        handed_back = sum(replicas.metric(name, "athena_supervisor_events_received_total", outcome="not_owned")
+                          for name in "ab")
+        assert handed_back >= 1  # one replica's receive takes messages of the other's shards too
+        assert not [call for call in world.calls("ListCalculationExecutions") if call.time > submitted]

@@ -243,6 +243,15 @@ class Checks:
             self._not_before.pop(key, None)
             self._failed_looks.pop(key, None)
 
+    def look_soon(self, key: TargetKey) -> bool:
+        """Look at a known target now, routinely (an event says it is changing); False when it is claimed (its
+        escalation looks at it) or paused (an unknown state, failed looks)."""
+        if self.enforcement.is_claimed(key) or key in self._not_before:
+            return False
+        if self.deadlines.schedule(key, self.clock.now(), CheckKind.STATISTICS):
+            self._wakeup.set()
+        return True
+
     def unknown_state(self, key: TargetKey) -> None:
         """A fresh look showed a state this version does not know: never act, look again only after a pause."""
         self._not_before[key] = self.clock.now() + UNKNOWN_STATE_RECHECK
@@ -334,19 +343,21 @@ class Checks:
             await self.clock.sleep(WATCH_SAVE_INTERVAL.total_seconds())
             await self.save_watch()
 
-    async def save_watch(self) -> None:
-        """Save the watch list if it changed since the last save (a failure is logged; the next one retries)."""
+    async def save_watch(self) -> bool:
+        """Save the watch list if it changed since the last save; False when that failed (logged; the next save
+        retries)."""
         if self.storage is None:
-            return
+            return True
         entries = self.watch_entries()
         if entries == self._saved_watch:
-            return
+            return True
         try:
             await self.storage.save_watch(entries)
         except Exception as error:
             self._log.warning("checks.watch_save_failed", error=repr(error))
-            return
+            return False
         self._saved_watch = entries
+        return True
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._resume()

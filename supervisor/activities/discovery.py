@@ -8,6 +8,12 @@ may have live calculations (every active state but IDLE) whose policy or budget 
 (``Apache Spark version 3.5``, its ``EngineVersion``, else its workgroup's) are never listed. Sweeps repeat
 every ``discovery_interval`` (back to back when a sweep takes longer).
 
+With event-fed discovery (``discovery.events``, docs/events.md) the feed hands each Athena API-call event to
+:meth:`Discovery.on_event`: a new session or calculation is looked at (a Get at discovery priority) and handed
+to checks at once, a workgroup change has the workgroups read again (and a newly watched one listed). Full
+sweeps are then the backstop, every ``discovery.backstop_interval``; a session or calculation a sweep finds
+that an event should have announced is counted (``discovery_missed_events_total``).
+
 Discovery never dies: a failing listing (one workgroup, one session, one page) is logged with its operation
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
 retries. A deleted workgroup is dropped from the watch list; a disabled one once its known sessions have
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import anyio
 import anyio.abc
@@ -26,6 +33,7 @@ import structlog
 from supervisor import athena
 from supervisor.clock import Clock
 from supervisor.config import Settings
+from supervisor.core.cloudtrail import AthenaEvent, EventKind
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
     ACTIVE_SESSION_STATES,
@@ -34,6 +42,7 @@ from supervisor.core.model import (
     SessionSnapshot,
     SessionState,
     TargetKey,
+    TargetKind,
     WorkgroupSnapshot,
     runs_calculations,
 )
@@ -42,6 +51,7 @@ from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
 
 from .checks import Checks
+from .event_path import EventPath
 
 # While exemption tags cannot be read, the workgroups are read again after a backoff doubling up to this.
 ACCOUNT_RETRY_MAX = timedelta(minutes=1)
@@ -57,6 +67,7 @@ RARE_STATES_EVERY = 5
 # Sessions whose calculations are listed: every active state but IDLE. A session still CREATING or CREATED accepts
 # calculations, which wait QUEUED (max_queued) until it is ready; a DEGRADED one runs its calculations on.
 CALCULATING_SESSION_STATES = ACTIVE_SESSION_STATES - {SessionState.IDLE}
+EventOutcome = Literal["applied", "known", "unwatched", "unknown_event"]
 SKIP_REASONS = ("out_of_scope", "not_spark", "exempt_workgroup", "tags_unknown", "disabled")
 
 
@@ -71,9 +82,11 @@ class Discovery:
         checks: Checks,
         policies: Iterable[Policy],
         metrics: Metrics,
+        event_path: EventPath | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.settings = settings
+        self.event_path = event_path
         self.gateway = gateway
         self.clock = clock
         self.inventory = inventory
@@ -97,6 +110,15 @@ class Discovery:
         self._swept = anyio.Event()
         self._inapplicable: set[tuple[str, str]] = set()  # (workgroup, kind) reported
         self._wakeup = anyio.Event()
+        # One workgroup refresh at a time: a sweep's and those workgroup events ask for.
+        self._refreshing = anyio.Lock()
+
+    @property
+    def interval(self) -> timedelta:
+        """How often full sweeps run: ``discovery_interval``; with events, ``discovery.backstop_interval``."""
+        if self.event_path is not None:
+            return self.settings.discovery.backstop_interval
+        return self.settings.discovery_interval
 
     def apply(self, settings: Settings, policies: Iterable[Policy]) -> None:
         """Take reloaded settings. A new scope (``workgroups``, ``safety.exempt_tag``) or workgroup refresh has the
@@ -116,12 +138,13 @@ class Discovery:
         while True:
             started = self.clock.now()
             self._wakeup = anyio.Event()
+            self.metrics.discovery_interval.set(self.interval.total_seconds())
             try:
                 await self.sweep()
             except Exception as error:  # an odd answer never stops discovery
                 self.problems["sweep"] = repr(error)
                 self._log.exception("discovery.sweep_failed", error=repr(error))
-            await self.clock.sleep_until(started + self.settings.discovery_interval, self._wakeup)
+            await self.clock.sleep_until(started + self.interval, self._wakeup)
 
     async def first_sweep(self) -> None:
         """Return once a sweep has completed: the watched workgroups and their active sessions are known."""
@@ -131,7 +154,7 @@ class Discovery:
         """Why discovery is not ready (no recent complete sweep, or a part of it failing), or None."""
         if self.last_discovery_at is None:
             return "no discovery sweep has completed yet" + (f"; {self._problem_text()}" if self.problems else "")
-        stale_after = max(self.settings.discovery_interval * 3, self.last_sweep_duration * 2, timedelta(seconds=30))
+        stale_after = max(self.interval * 3, self.last_sweep_duration * 2, timedelta(seconds=30))
         age = self.clock.now() - self.last_discovery_at
         if age > stale_after:
             return f"last discovery sweep finished {age.total_seconds():.0f}s ago"
@@ -174,25 +197,9 @@ class Discovery:
         for session_id, session in self.inventory.sessions.items():
             known.setdefault(session.workgroup, []).append(session_id)
 
-        async def list_one(workgroup: str) -> None:
-            async with self._listings:
-                try:
-                    sessions = await athena.list_sessions(
-                        self.gateway, workgroup, self.clock, sorted(states), on_malformed=self._malformed)
-                except AwsCallError as error:
-                    if error.is_not_found:
-                        self._drop_workgroup(workgroup, "deleted")
-                    else:
-                        self._failed(f"workgroup {workgroup}", error)
-                    return
-            # Reconciled, and its calculations listed, as soon as it is listed: a workgroup whose listing is slow
-            # or failing (retries take seconds) never holds up the others.
-            busy = self._reconcile_sessions(sessions, known.get(workgroup, ()), states)
-            await self._list_calculations(busy)
-
         async with anyio.create_task_group() as task_group:
             for workgroup in watched:
-                task_group.start_soon(list_one, workgroup)
+                task_group.start_soon(self._list_workgroup, workgroup, states, known.get(workgroup, ()))
         still_watched = set(self.watched())
         for session_id in [sid for sid, s in self.inventory.sessions.items() if s.workgroup not in still_watched]:
             self.checks.forget_target(TargetKey.session(session_id))
@@ -207,6 +214,25 @@ class Discovery:
         self._log.debug("discovery.sweep", workgroups=len(watched), sessions=len(self.inventory.sessions),
                         calculations=len(self.inventory.calculations), failures=len(self.problems),
                         seconds=self.last_sweep_duration.total_seconds())
+
+    async def _list_workgroup(self, workgroup: str, states: Collection[SessionState], known: Iterable[str]) -> None:
+        """List one workgroup's sessions in ``states``, reconcile them with the ``known`` ones, and list the
+        calculations of those that may have some."""
+        async with self._listings:
+            listed_at = self.clock.now()
+            try:
+                sessions = await athena.list_sessions(
+                    self.gateway, workgroup, self.clock, sorted(states), on_malformed=self._malformed)
+            except AwsCallError as error:
+                if error.is_not_found:
+                    self._drop_workgroup(workgroup, "deleted")
+                else:
+                    self._failed(f"workgroup {workgroup}", error)
+                return
+        # Reconciled, and its calculations listed, as soon as it is listed: a workgroup whose listing is slow
+        # or failing (retries take seconds) never holds up the others.
+        busy = self._reconcile_sessions(sessions, known, states, listed_at)
+        await self._list_calculations(busy)
 
     def watched(self) -> list[str]:
         exempt_tag = self.settings.safety.exempt_tag
@@ -229,6 +255,7 @@ class Discovery:
             for session in pending:
                 try:
                     async with self._listings:
+                        listed_at = self.clock.now()
                         live = await athena.list_calculations(self.gateway, session, self.clock,
                                                               on_malformed=self._malformed)
                 except AwsCallError as error:
@@ -237,15 +264,98 @@ class Discovery:
                         continue  # its calculations stay as last known
                     live = []
                 if session.session_id in self.inventory.sessions:  # not forgotten while we listed
-                    self._reconcile_calculations(session, live)
+                    self._reconcile_calculations(session, live, listed_at)
 
         async with anyio.create_task_group() as task_group:
             for _ in range(min(CONCURRENT_LISTINGS, len(busy))):
                 task_group.start_soon(worker)
 
+    # -- events ---------------------------------------------------------------------------------------------
+
+    async def on_event(self, event: AthenaEvent) -> EventOutcome:
+        """Act on one Athena API call of this shard; the outcome, as ``events_received_total`` counts it:
+        ``applied`` (a look or a workgroup refresh was made), ``known`` (nothing new), ``unwatched`` (not
+        supervised here), ``unknown_event``.
+
+        Raises:
+            AwsCallError: a look it needed failed (the event is then delivered again).
+        """
+        match event.kind:
+            case EventKind.SESSION_STARTED:
+                return await self._session_started(event.session_id, event.workgroup)
+            case EventKind.CALCULATION_STARTED:
+                return await self._calculation_started(event.calculation_id, event.session_id)
+            case EventKind.CALCULATION_STOPPED:
+                return self._ending(TargetKey.calculation(event.calculation_id))
+            case EventKind.SESSION_TERMINATED:
+                return self._ending(TargetKey.session(event.session_id))
+            case EventKind.WORKGROUP_CHANGED | EventKind.WORKGROUP_DELETED:
+                return await self._workgroup_changed(event.workgroup)
+        return "unknown_event"
+
+    async def _session_started(self, session_id: str, workgroup: str) -> EventOutcome:
+        if session_id in self.inventory.sessions:
+            return "known"
+        if workgroup not in self.inventory.workgroups:  # created moments ago: its own event may still be on the way
+            await self._refresh_workgroups(self.clock.now())
+        if workgroup not in self.watched():
+            return "unwatched"
+        # GetSession, not GetSessionStatus: the description (exemption marker) and the engine.
+        session = await athena.get_session(self.gateway, session_id, workgroup, self.clock,
+                                           priority=Priority.ANNOUNCED, statistics=True)
+        if self.inventory.put_session(session) is not None:
+            return "known"  # a sweep or a look got there first
+        if not session.is_exempt:
+            self._judge(TargetKey.session(session_id), session.raw_state, known=session.state is not None)
+        return "applied"
+
+    async def _calculation_started(self, calculation_id: str, session_id: str) -> EventOutcome:
+        if calculation_id in self.inventory.calculations:
+            return "known"
+        session = self.inventory.sessions.get(session_id)
+        if session is None:  # its StartSession event is late, lost, or in an unwatched workgroup
+            session = await athena.get_session(self.gateway, session_id, "", self.clock, priority=Priority.ANNOUNCED,
+                                               statistics=True)
+            if session.workgroup not in self.watched():
+                return "unwatched"
+            self.inventory.put_session(session)
+        if session.is_exempt or session.workgroup not in self.watched() or not self._judges_calculations(session):
+            return "unwatched"
+        calculation = await athena.get_calculation(self.gateway, calculation_id, session_id, session.workgroup,
+                                                   self.clock, priority=Priority.ANNOUNCED)
+        if self.inventory.put_calculation(calculation) is not None:
+            return "known"
+        self._judge(TargetKey.calculation(calculation_id), calculation.raw_state,
+                    known=calculation.state is not None)
+        return "applied"
+
+    def _ending(self, key: TargetKey) -> EventOutcome:
+        """A Stop or Terminate was asked (by us, or by its owner): a known target is looked at soon, so that
+        its end is seen without waiting for a sweep."""
+        known = (self.inventory.calculations if key.kind is TargetKind.CALCULATION else self.inventory.sessions)
+        if key.target_id not in known:
+            return "unwatched"
+        return "applied" if self.checks.look_soon(key) else "known"
+
+    async def _workgroup_changed(self, workgroup: str) -> EventOutcome:
+        """Created, updated (enabled, disabled, engine), tagged or deleted: the workgroups are read again at once;
+        one that is watched now and was not has its sessions listed at once."""
+        before = set(self.watched())
+        await self._refresh_workgroups(self.clock.now())
+        if workgroup in self.watched() and workgroup not in before:
+            known = [sid for sid, session in self.inventory.sessions.items() if session.workgroup == workgroup]
+            await self._list_workgroup(workgroup, ACTIVE_SESSION_STATES, known)
+            self._update_gauges(self.watched())
+            return "applied"
+        return "applied" if workgroup in before or workgroup in self.watched() else "unwatched"
+
     # -- workgroups -------------------------------------------------------------------------------------------
 
     async def _refresh_workgroups(self, now: datetime) -> None:
+        async with self._refreshing:
+            await self._read_workgroups(now)
+
+    async def _read_workgroups(self, now: datetime) -> None:
         try:
             summaries = await athena.list_workgroups(self.gateway)
         except AwsCallError as error:
@@ -361,7 +471,8 @@ class Discovery:
     # -- reconciling ----------------------------------------------------------------------------------------
 
     def _reconcile_sessions(
-        self, listed: list[SessionSnapshot], known: Iterable[str], states: Collection[SessionState]
+        self, listed: list[SessionSnapshot], known: Iterable[str], states: Collection[SessionState],
+        listed_at: datetime,
     ) -> list[SessionSnapshot]:
         """Store the sessions one workgroup listed; forget the ``known`` ones of that workgroup it no longer
         lists; return the sessions to list calculations of.
@@ -369,16 +480,19 @@ class Discovery:
         A session missing from a sweep that listed only IDLE and BUSY may have become DEGRADED (a rare state,
         listed every RARE_STATES_EVERY sweeps; its calculations run on): it is kept, with its deadlines, until a
         sweep that lists every active state, unless a fresh look showed it ended. Sessions of a workgroup whose
-        listing failed stay as last known."""
+        listing failed stay as last known, and so do those learned (an event, a fresh look) after the listing
+        was asked for."""
         seen = {session.session_id for session in listed}
         every_state = set(states) >= ACTIVE_SESSION_STATES
         for session_id in known:
             session = self.inventory.sessions.get(session_id)
-            if session is not None and session_id not in seen and (every_state or not session.is_active):
+            if (session is not None and session_id not in seen and (every_state or not session.is_active)
+                    and session.observed_at < listed_at):
                 self.checks.forget_target(TargetKey.session(session_id))
         busy: list[SessionSnapshot] = []
         for session in listed:
-            self.inventory.put_session(session)
+            if self.inventory.put_session(session) is None:
+                self._note_if_missed(TargetKey.session(session.session_id), session.started_at)
             if session.is_exempt or not self._judge(TargetKey.session(session.session_id), session.raw_state,
                                                     known=session.state is not None):
                 continue
@@ -403,16 +517,27 @@ class Discovery:
             for budget in self.settings.budgets_for(session.workgroup) for threshold in budget.thresholds
         )
 
-    def _reconcile_calculations(self, session: SessionSnapshot, live: Iterable[CalculationSnapshot]) -> None:
+    def _reconcile_calculations(self, session: SessionSnapshot, live: Iterable[CalculationSnapshot],
+                                listed_at: datetime) -> None:
         live = list(live)
         live_ids = {calculation.calculation_id for calculation in live}
         for calculation_id in list(self.inventory.calculations_by_session.get(session.session_id, ())):
-            if calculation_id not in live_ids:
+            known = self.inventory.calculations.get(calculation_id)
+            if calculation_id not in live_ids and (known is None or known.observed_at < listed_at):
                 self.checks.forget_target(TargetKey.calculation(calculation_id))
         for calculation in live:
-            self.inventory.put_calculation(calculation)
+            if self.inventory.put_calculation(calculation) is None:
+                self._note_if_missed(TargetKey.calculation(calculation.calculation_id), calculation.submitted_at)
             self._judge(TargetKey.calculation(calculation.calculation_id), calculation.raw_state,
                         known=calculation.state is not None)
+
+    def _note_if_missed(self, key: TargetKey, started_at: datetime | None) -> None:
+        """A sweep found a target it did not know: with events on, count it if its start event should have come."""
+        if self.event_path is None or not self.event_path.should_have_announced(started_at, self.clock.now()):
+            return
+        self.metrics.missed_events.labels(key.kind.value).inc()
+        self._log.warning("discovery.missed_event", target_kind=key.kind.value, target_id=key.target_id,
+                          started_at=started_at.isoformat() if started_at else None)
 
     def _judge(self, key: TargetKey, raw_state: str, *, known: bool) -> bool:
         """Hand a listed target to checks; False (and reported once) when its state is unknown."""

@@ -82,9 +82,23 @@ def render(status: dict[str, Any]) -> list[str]:
         + (f" from {config['path']}" if config["path"] else "")
         + (f"; last reload {last['at']}: {last['outcome']}" if last else ""),
     ]
+    events = status.get("events")
+    if events:
+        lines += ["", *_events(events)]
     for shard in status["shards"]:
         lines += ["", *_shard(shard)]
     return lines
+
+
+def _events(events: dict[str, Any]) -> list[str]:
+    """Event-fed discovery: the queue, whether it can be read, the last message, the depth, the outcomes."""
+    state = f"NOT READABLE: {events['problem']}" if events["problem"] else f"up since {events['up_since'] or '-'}"
+    last = (f"last message {events['last_message_at']} ({events['last_message_age_seconds']:.0f} s ago, delivered "
+            f"{events['last_delivery_seconds']:.0f} s after its call)" if events["last_message_at"]
+            else "no message yet")
+    depth = "unknown" if events["queue_depth"] is None else f"{events['queue_depth']} waiting"
+    received = ", ".join(f"{outcome} {count}" for outcome, count in sorted(events["received"].items()))
+    return [f"events: {events['queue']}: {state}", f"  {last}; queue {depth}; received: {received or 'none'}"]
 
 
 def _shard(shard: dict[str, Any]) -> list[str]:

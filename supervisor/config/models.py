@@ -32,6 +32,7 @@ from supervisor.config.types import (
     HttpUrl,
     LogLevel,
     Mode,
+    NonNegativeDuration,
     Number,
     PeriodKind,
     PolicyAction,
@@ -183,12 +184,50 @@ class HttpSettings(StrictModel):
     enable_lifecycle: bool = False
 
 
+_QUEUE_URL_REGION = re.compile(r"^https?://sqs[.-]([a-z]{2}(?:-[a-z]+)+-\d+)\.")
+MAX_LONG_POLL = timedelta(seconds=20)  # SQS's longest ReceiveMessage wait
+
+
+class EventsSettings(StrictModel):
+    """Event-fed discovery (docs/events.md): the SQS queue an EventBridge rule fills with Athena's API calls."""
+
+    sqs_queue_url: HttpUrl
+    # The queue's region: unset, the one in an AWS queue URL (``https://sqs.<region>.amazonaws.com/…``), else
+    # aws.region. endpoint_url: unset, AWS's SQS endpoint (never aws.endpoint_url, which is Athena's).
+    region: Text | None = None
+    endpoint_url: HttpUrl | None = None
+    # How long one ReceiveMessage waits for a message (SQS long polling, at most 20s); 0s polls.
+    wait_time: NonNegativeDuration = MAX_LONG_POLL
+    # An event arriving later than this after its call is late: a backstop sweep that finds its session or
+    # calculation first counts it in discovery_missed_events_total.
+    late_after: Duration = timedelta(minutes=5)
+
+    @field_validator("wait_time")
+    @classmethod
+    def _at_most_twenty_seconds(cls, value: timedelta) -> timedelta:
+        if value > MAX_LONG_POLL:
+            raise FieldProblem("longer than SQS allows", "SQS long polling waits at most 20s",
+                               value=format_duration(value))
+        return value
+
+    def queue_region(self, default: str) -> str:
+        """``region``, else the region an AWS queue URL names, else ``default`` (aws.region)."""
+        if self.region:
+            return self.region
+        found = _QUEUE_URL_REGION.match(self.sqs_queue_url)
+        return found.group(1) if found else default
+
+
 class DiscoverySettings(StrictModel):
     """How discovery looks for work (``discovery_interval``, at the top level, paces the sweeps)."""
 
     # The workgroup list and the workgroups' tags are re-read this often (and at every sweep when sweeps are
     # further apart): a new workgroup, or a new exemption tag, counts within this long.
     workgroup_refresh: Duration = timedelta(seconds=60)
+    # Event-fed discovery: new sessions, calculations and workgroup changes learned from Athena's API-call
+    # events within seconds; full sweeps then run every backstop_interval instead of discovery_interval.
+    events: EventsSettings | None = None
+    backstop_interval: Duration = timedelta(minutes=15)
 
 
 class PricingSettings(StrictModel):

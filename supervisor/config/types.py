@@ -65,6 +65,13 @@ Duration = Annotated[
 ]
 """A positive duration written as ``45s``, ``15m``, ``1h30m``; dumped to JSON in the same form."""
 
+NonNegativeDuration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""A duration that may be zero (``0s``)."""
+
 Number = Annotated[float, BeforeValidator(_number)]
 Count = Annotated[int, BeforeValidator(_number)]
 Text = Annotated[str, BeforeValidator(_non_empty_text)]

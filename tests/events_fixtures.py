@@ -19,13 +19,14 @@ from tests.virtual_fixtures import ACCOUNT_ID, REGION, aws_client
 def api_call_event(name: str, time: datetime, request: dict[str, Any], response: dict[str, Any] | None = None, *,
                    account: str = ACCOUNT_ID, region: str = REGION, event_id: str | None = None,
                    **detail: Any) -> dict[str, Any]:
-    """One event; ``detail`` entries (``errorCode``, ``eventTime``) override the CloudTrail record's."""
+    """One event; ``detail`` entries (``errorCode``, ``eventTime``) override the CloudTrail record's; ``event_id``
+    is both CloudTrail's ``eventID`` and EventBridge's ``id`` (a redelivered copy repeats them)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ")
     record: dict[str, Any] = {
         "eventVersion": "1.09", "userIdentity": {"type": "IAMUser", "accountId": account},
         "eventTime": stamp, "eventSource": "athena.amazonaws.com", "eventName": name, "awsRegion": region,
         "sourceIPAddress": "127.0.0.1", "userAgent": "tests", "requestParameters": request,
-        "responseElements": response, "requestID": str(uuid.uuid4()), "eventID": str(uuid.uuid4()),
+        "responseElements": response, "requestID": str(uuid.uuid4()), "eventID": event_id or str(uuid.uuid4()),
         "readOnly": False, "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": account,
         "eventCategory": "Management", **detail,
     }

@@ -81,6 +81,13 @@ def test_malformed_bodies_say_what_is_wrong(text: str, reason: str) -> None:
         parse_event(text)
 
 
+def test_copies_are_told_apart_by_cloudtrails_event_id_whatever_envelope_they_came_in() -> None:
+    event = json.loads(body("TerminateSession", {"sessionId": "s1"}))
+    forwarded = {**event, "id": "another-envelope"}
+    assert parse_event(json.dumps(forwarded)).event_id == parse_event(json.dumps(event)).event_id == \
+        event["detail"]["eventID"]
+
+
 def test_an_event_without_its_id_or_name_is_malformed() -> None:
     event = json.loads(body("TerminateSession", {"sessionId": "s1"}))
     del event["id"], event["detail"]["eventID"], event["detail"]["eventName"]

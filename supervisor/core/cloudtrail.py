@@ -89,7 +89,9 @@ def parse_event(body: str | bytes) -> AthenaEvent:
     name = _text(detail, "eventName")
     account = _text(event, "account") or _text(detail, "recipientAccountId")
     region = _text(event, "region") or _text(detail, "awsRegion")
-    event_id = _text(event, "id") or _text(detail, "eventID")
+    # CloudTrail's own id: the same in every copy of the event, however it was wrapped on its way (a bus that
+    # forwards it, a redelivery); EventBridge's envelope id only when the record has none.
+    event_id = _text(detail, "eventID") or _text(event, "id")
     if not (name and account and region and event_id):
         missing = [field for field, value in (("detail.eventName", name), ("account", account), ("region", region),
                                               ("id", event_id)) if not value]

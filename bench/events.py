@@ -16,7 +16,9 @@ Workload (fresh for each side, the same seed):
   ``POST /_emulator/call`` (as a user would call StartCalculationExecution; it does not spend the daemon's
   request budget, and publishes the event). A share (``--violator-share``) runs past the limit (a quarter of
   those ignore Stop, so TerminateSession is due ``--stop-grace`` after the Stop); the others end before it.
-  Arrivals stop ``--max-runtime`` + ``--stop-grace`` + 15 s before the end, so every crossing is due in the run.
+  Arrivals stop ``--max-runtime`` + ``--stop-grace`` + 15 s before the end, so every crossing is due in the run
+  (or at ``--arrivals-until``: with dropped events, before the last backstop sweep of the run starts, so that a
+  sweep can find every calculation whose event was lost).
 
 Judged from the emulator's audit log (the daemon's own calls, ``via: api``; ms timestamps):
 
@@ -119,6 +121,8 @@ def build_workload(args: argparse.Namespace) -> Workload:
     names = [f"bench-long-{i}" for i in range(LONG_WORKGROUPS)] + [NEW_WORKGROUP]
     spec = {"workgroups": [{"name": name} for name in names], "sessions": groups}
     last = args.duration - args.max_runtime - args.stop_grace - 15
+    if args.arrivals_until is not None:
+        last = min(last, args.arrivals_until)
     arrivals: list[Arrival] = []
     offset = 2.0
     while True:
@@ -515,7 +519,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "parameters": {key: getattr(args, key) for key in (
             "sessions", "idle_sessions", "arrival_rate", "violator_share", "max_runtime", "delay", "drop_rate",
-            "backstop", "restart_at", "tps", "duration", "stop_grace", "seed")} | {"cpus": os.cpu_count()},
+            "backstop", "restart_at", "arrivals_until", "tps", "duration", "stop_grace", "seed")}
+        | {"cpus": os.cpu_count()},
     }
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         for side in ("events",) if args.skip_polling else ("events", "polling"):
@@ -540,6 +545,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backstop", type=float, default=900.0, help="discovery.backstop_interval, s")
     group.add_argument("--restart-at", type=float, default=None, help="restart the daemon this many s in")
     group.add_argument("--skip-polling", action="store_true", help="the events side only")
+    group.add_argument("--arrivals-until", type=float, default=None,
+                       help="no arrival after this many s (with --drop-rate: before the last backstop sweep, so "
+                            "that a sweep can find every calculation whose event was dropped)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -350,9 +350,12 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
     stops: dict[str, list[float]] = {}
     terminates: dict[str, list[float]] = {}
     by_operation: dict[str, int] = {}
+    throttled: dict[str, int] = {}
     for call in daemon_calls:
         operation = call["operation"] or "?"
         by_operation[operation] = by_operation.get(operation, 0) + 1
+        if call["error"] == "TooManyRequestsException":
+            throttled[operation] = throttled.get(operation, 0) + 1
         if call["status"] != 200:
             continue
         request = call["request"] if isinstance(call["request"], dict) else {}
@@ -369,6 +372,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
     first_full_sweep = max((first_listed.get(s, math.inf) for s in workload.long_sessions), default=math.inf)
     arrivals = [a for a in workload.arrivals if a.calculation_id]
     discovery: list[float] = []
+    slow_discovery: list[tuple[float, float]] = []  # (latency, seconds after start)
     by_sweep = 0
     unknown = 0
     for arrival in arrivals:
@@ -380,6 +384,7 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
             continue
         by_sweep += listed < got
         discovery.append(known - arrival.submitted)
+        slow_discovery.append((known - arrival.submitted, arrival.submitted - started))
     tolerance = 0.002
     due_by = ended - 2.0
     lags: list[float] = []
@@ -389,8 +394,11 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
     violators = {a.calculation_id: a for a in arrivals if a.violates}
     ignoring = {a.session_id: a for a in arrivals if a.ignores_stop}
 
+    slow_actions: list[tuple[float, float]] = []  # (lag, seconds after start it was due)
+
     def note(lag: float, due: float) -> None:
         lags.append(lag)
+        slow_actions.append((lag, due - started))
         if restarted is not None and restarted <= due <= restarted + AFTER_RESTART_S:
             after_restart.append(lag)
 
@@ -438,7 +446,10 @@ def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, end
         "due_actions": len(lags) + len(missed), "missed": len(missed), "missed_detail": missed[:10],
         "wrongful": len(wrongful), "wrongful_detail": wrongful[:10],
         "duplicate_stops": sum(len(times) - 1 for times in stops.values()),
+        "slowest_discovery": [{"seconds": round(a, 3), "at": round(b, 1)} for a, b in sorted(slow_discovery)[-5:]],
+        "slowest_actions": [{"lag": round(a, 3), "due_at": round(b, 1)} for a, b in sorted(slow_actions)[-8:]],
         "api_calls": len(daemon_calls), "api_calls_by_operation": dict(sorted(by_operation.items())),
+        "throttled_by_operation": dict(sorted(throttled.items())),
         "first_full_sweep_seconds": round(first_full_sweep - started, 1) if first_full_sweep < math.inf else None,
         "steady_seconds": round(ended - steady_from, 1),
         "steady_api_calls_per_second": round(len(steady_calls) / max(1.0, ended - steady_from), 2),

@@ -274,3 +274,28 @@ async def test_every_event_the_emulator_publishes_parses_with_the_ids_discovery_
             ("TerminateSession", EventKind.SESSION_TERMINATED, "", session_id, ""),
             ("DeleteWorkGroup", EventKind.WORKGROUP_DELETED, "etl-b", "", ""),
         }
+
+
+async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afresh_at_its_deadline(
+    virtual_world: VirtualWorld,
+) -> None:
+    """Found by the bench (wrongful Stops after a restart): the restarted daemon's first sweep listed a resumed
+    calculation RUNNING; it completed before its deadline; at the deadline the daemon must look afresh, not act on
+    the listing."""
+    world = virtual_world
+    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
+    async with event_queue() as queue:
+        async with world.daemon(policies=policies, **events_config(queue)):
+            await world.vt.run_for(OFFSET)
+            session_id = await announce_session(world, queue, "etl-a")
+            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=110s dpus=2")
+            submitted = world.now
+            await world.vt.run_for(30)
+        await world.vt.run_for(10)
+        async with world.daemon(policies=policies, **events_config(queue)):
+            await world.vt.run_until(submitted + timedelta(minutes=3))
+            listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
+            assert listed and listed[0] < submitted + ms(110)  # the restart's sweep saw it RUNNING
+            assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
+            looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
+            assert looks[-1] == submitted + timedelta(minutes=2) + MARGIN  # afresh, at the deadline: COMPLETED

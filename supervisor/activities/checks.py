@@ -447,13 +447,14 @@ class Checks:
         return True
 
     async def _look_resumed(self, key: TargetKey, ref: TargetRef, priority: Priority) -> bool:
-        """A first look at a target known only from the saved watch list: it and its session (GetSession, for
-        the exemption marker), unless a sweep has listed them meanwhile."""
-        if ref.session_id not in self.inventory.sessions:
+        """A first look at a target known from the saved watch list: the target itself, always afresh (a sweep
+        may have listed it meanwhile, but a listing is no fresh look), and a calculation's session when it is not
+        known (GetSession, for the exemption marker)."""
+        if key.kind is TargetKind.SESSION or ref.session_id not in self.inventory.sessions:
             session = await athena.get_session(self.gateway, ref.session_id, ref.workgroup, self.clock,
                                                priority=priority, statistics=True)
             self.inventory.put_session(session)
-        if key.kind is TargetKind.CALCULATION and key.target_id not in self.inventory.calculations:
+        if key.kind is TargetKind.CALCULATION:
             self.inventory.put_calculation(await athena.get_calculation(
                 self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
         self._resumed.pop(key, None)

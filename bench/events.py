@@ -322,7 +322,10 @@ def run_side(side: str, args: argparse.Namespace, directory: Path) -> dict[str, 
     result = analyse(calls, workload, started, ended, args, restarted)
     steady_from = started + (result["first_full_sweep_seconds"] or (ended - started) / 2)
     steady = [s for s in stats.samples if s[0] >= steady_from]
-    steady_core = ((steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0])
+    # CPU seconds are each process's own: across a restart the counter starts again, so only the differences
+    # between two samples of one process count.
+    busy = sum(b[1] - a[1] for a, b in zip(steady, steady[1:], strict=False) if b[1] >= a[1])
+    steady_core = (busy / (steady[-1][0] - steady[0][0])
                    if len(steady) >= 2 and steady[-1][0] > steady[0][0] else None)
     result.update({
         "side": side, "seconds": round(ended - started, 1), "exit_code": stats.exit_code,

@@ -40,6 +40,7 @@ same journal; the lag of the crossings due in the first two minutes after the re
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -324,7 +325,7 @@ def run_side(side: str, args: argparse.Namespace, directory: Path) -> dict[str, 
     steady = [s for s in stats.samples if s[0] >= steady_from]
     # CPU seconds are each process's own: across a restart the counter starts again, so only the differences
     # between two samples of one process count.
-    busy = sum(b[1] - a[1] for a, b in zip(steady, steady[1:], strict=False) if b[1] >= a[1])
+    busy = sum(b[1] - a[1] for a, b in itertools.pairwise(steady) if b[1] >= a[1])
     steady_core = (busy / (steady[-1][0] - steady[0][0])
                    if len(steady) >= 2 and steady[-1][0] > steady[0][0] else None)
     result.update({

@@ -276,3 +276,47 @@ async def test_an_unknown_state_seen_while_verifying_a_stop_is_counted_once_and_
         # Looked at 1, 2, 4, 8 s after the Stop, then every retry_backoff_max (8 s), not every second.
         assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
             crossing + ms(s) for s in (0, 1, 2, 4, 8, 16, 24, 32, 40)]
+
+
+# -- 6. the answer of a destructive call that cannot be journaled ------------------------------------------------
+
+
+class AnswerNotJournaled(SqliteStorage):
+    """The journal as it is, except that the store fails when the answer of the first Stop is written."""
+
+    def __init__(self, path: Any, failed: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.failed = [] if failed is None else failed  # shared with the shard views
+
+    def for_shard(self, shard: Any, fence: Any = None) -> SqliteStorage:
+        return AnswerNotJournaled(self.path, self.failed, _database=self._database, _shard=shard.scope)
+
+    async def save(self, escalation: Any, event: str, detail: Any, *, time: datetime) -> None:
+        if event == "stop.sent" and not self.failed:
+            self.failed.append(event)
+            raise OSError("disk I/O error")
+        await super().save(escalation, event, detail, time=time)
+
+
+async def test_a_stop_whose_answer_cannot_be_journaled_is_not_sent_again(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    storage = AnswerNotJournaled(world.journal_path)
+    with capture_logs() as logs:
+        async with world.daemon(discovery_interval=SWEEPS, storage=storage,
+                                escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
+            crossing = world.now + ms(1.5) + MARGIN
+            await world.vt.run_until(crossing + ms(40))
+            # Answered, so sent: the escalation goes on from the answer (verified 1 s later: stopped), whatever the
+            # store said about writing it down; the journal has the escalation whole from that next step.
+            assert storage.failed == ["stop.sent"]
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [crossing]
+            assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
+                crossing, crossing + ms(1)]
+            assert journaled(service, calculation_id) == [
+                ("decision", crossing), ("stop.intent", crossing), ("verify.done", crossing + ms(1))]
+            assert world.metric("athena_supervisor_escalations_total", outcome="stopped") == 1
+    assert [entry["operation"] for entry in logs if entry["event"] == "enforcement.answer_not_journaled"] == [
+        "StopCalculationExecution"]

@@ -37,9 +37,10 @@ RESULT_TIMEOUT = 300.0  # seconds; every scenario bounds its own waits well belo
 OWNER_FILE = "background.owner"
 # How much lower the priority of the thread that runs a process's tests is than that of its background scenarios.
 # The tests in virtual time do not care when they get the CPU; the background scenarios' processes do (lease
-# renewals, kills right after an intent, a Terminate due at a given instant). With a nice value 5 higher, a test
-# thread competing with them for a core gets a third of their share (CFS weights 335 and 1024).
-TEST_THREAD_NICENESS = 5
+# renewals, kills right after an intent, a Terminate due at a given instant). With a nice value 3 higher, a test
+# thread competing with them for a core gets half their share (CFS weights 526 and 1024). (5, a third, starved the
+# tests too much where other processes keep the cores busy: the run took 2.5 times as long.)
+TEST_THREAD_NICENESS = 3
 
 T = TypeVar("T")
 Scenario = Callable[[Path], Any]

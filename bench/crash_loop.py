@@ -113,7 +113,7 @@ class LoopConfig:
     def quick(cls, seed: int = 7) -> LoopConfig:
         """The bounded loop of the test suite: 5 kills, about 25 s on a 2-core machine."""
         return cls(seed=seed, kills=5, horizon=6.0, calc_violators=7, idle_violators=2, quiet_calcs=4,
-                   busy_sessions=2, random_kill_after=(0.3, 3.0), intent_wait=8.0, settle_timeout=60.0,
+                   busy_sessions=2, random_kill_after=(0.3, 3.0), intent_wait=20.0, settle_timeout=60.0,
                    latency=2.0, read_timeout=3.0, stop_grace=4.0, max_runtime=3.0, max_idle=3.0)
 
     @property

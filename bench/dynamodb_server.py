@@ -2,8 +2,9 @@
 proportional to their own items, leases first.
 
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
-werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with four differences, all about
-how faithfully it stands in for DynamoDB, neither about what it answers:
+werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), made cheaper per request as the tests'
+moto is (``bench/moto_speedups.py``: items written out directly, transactions on their own items, dispatching
+remembered), with four differences, all about how faithfully it stands in for DynamoDB, neither about what it answers:
 
 - **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
   backend does not make a conditional write's check and its write one step (a thread switch can fall between
@@ -15,7 +16,8 @@ how faithfully it stands in for DynamoDB, neither about what it answers:
   every watched target, and after a few minutes each claim or intent took seconds, serialised in front of every
   lease renewal. DynamoDB's own cost is per item. Here a transaction runs on a table that holds only the items
   the transaction names (a transaction's conditions can only read those), and its outcome is written back to the
-  real table: the same answers, errors and rollbacks, at the cost of the transaction's own items.
+  real table: the same answers, errors and rollbacks, at the cost of the transaction's own items
+  (``bench/moto_speedups.py``, which the tests' moto uses too).
 - **Leases first.** Of the requests waiting for their turn, those on the lease and heartbeat items go first (see
   :class:`SerialMoto`).
 - **Idempotent transactions.** A TransactWriteItems sent again with the same ``ClientRequestToken`` and items is
@@ -36,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import functools
 import heapq
 import io
 import itertools
@@ -46,14 +46,19 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
-from moto.server import DomainDispatcherApplication, create_backend_app
+from moto.server import create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import moto_speedups  # noqa: E402
 
 COUNTS_PATH = "/_bench/calls"
 
@@ -61,56 +66,6 @@ COUNTS_PATH = "/_bench/calls"
 class _Quiet(WSGIRequestHandler):
     def log(self, type: str, message: str, *args: Any) -> None:
         return None
-
-
-def _touched(table: Any, op: dict[str, Any]) -> tuple[DynamoType, DynamoType] | None:
-    """The (hash, range) key of the item one transaction write names, or None if it cannot be read."""
-    key = op.get("Item") if "Item" in op else op.get("Key")
-    try:
-        return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])  # type: ignore[index]
-    except (KeyError, TypeError):
-        return None
-
-
-def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
-    """Wrap moto's ``DynamoDBBackend.transact_write_items`` so that it runs on tables holding only the items the
-    transaction names, then writes them back (see the module docstring)."""
-
-    @functools.wraps(transact)
-    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-        real: dict[str, Any] = {}
-        keys: dict[str, list[tuple[DynamoType, DynamoType]]] = defaultdict(list)
-        for item in transact_items:
-            op = next(iter(item.values()), None) if isinstance(item, dict) else None
-            name = op.get("TableName") if isinstance(op, dict) else None
-            table = self.tables.get(name) if isinstance(name, str) else None
-            key = _touched(table, op) if table is not None and table.range_key_attr else None  # type: ignore[arg-type]
-            if table is None or key is None or table.global_indexes or table.indexes or table.stream_shard:
-                return transact(self, transact_items)  # anything unusual: moto's own way
-            real[name] = table  # type: ignore[index]
-            keys[name].append(key)  # type: ignore[index]
-        for name, table in real.items():
-            own = copy.copy(table)
-            own.items = defaultdict(dict)
-            for hash_key, range_key in keys[name]:
-                found = table.items.get(hash_key, {}).get(range_key)
-                if found is not None:
-                    own.items[hash_key][range_key] = copy.deepcopy(found)
-            self.tables[name] = own
-        try:
-            return transact(self, transact_items)
-        finally:
-            for name, table in real.items():
-                own = self.tables[name]  # the transaction's table, or moto's rollback copy of it
-                for hash_key, range_key in keys[name]:
-                    found = own.items.get(hash_key, {}).get(range_key)
-                    if found is not None:
-                        table.items[hash_key][range_key] = found
-                    elif range_key in table.items.get(hash_key, {}):
-                        del table.items[hash_key][range_key]
-                self.tables[name] = table
-
-    return transact_write_items
 
 
 class PriorityLock:
@@ -163,7 +118,7 @@ class SerialMoto:
     """
 
     def __init__(self, slow_log: float | None = None) -> None:
-        self._app = DomainDispatcherApplication(create_backend_app)
+        self._app = moto_speedups.Dispatcher(create_backend_app)
         self._lock = PriorityLock()
         self._answered: dict[str, tuple[float, bytes, str, list[tuple[str, str]], bytes]] = {}
         self.calls: Counter[str] = Counter()
@@ -238,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-log", type=float, metavar="SECONDS",
                         help="log (stderr, JSON) each request that took this long, waiting for its turn included")
     args = parser.parse_args(argv)
-    DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
-        DynamoDBBackend.transact_write_items)
+    moto_speedups.install()
     server = make_server(args.host, args.port, SerialMoto(args.slow_log), threaded=True, request_handler=_Quiet)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{args.host}:{server.server_port}"}),

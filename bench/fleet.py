@@ -28,7 +28,7 @@ Usage:
     python bench/fleet.py                    # the issue's size: 12 × 1,000 sessions, 1, 2, 3 replicas (does not fit
                                              # on a 2-core machine: see bench/README.md)
     python bench/fleet.py --shards 12 --sessions 100 --violations 6 --out bench/results/fleet-12x100.json
-    python bench/fleet.py --quick            # 2 replicas over 4 × 20 sessions, ~1 minute (tests/test_fleet_bench.py)
+    python bench/fleet.py --quick            # 2 replicas over 2 × 6 sessions, ~25 s (tests/test_fleet_bench.py)
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        """The smoke run of the test suite: one fleet of 2 replicas (so a kill and a takeover), 4 small shards."""
-        return cls(replicas=(2,), shards=4, sessions=20, violations=3, window=6.0, lead=5.0, tail=5.0,
-                   discovery_interval=1.0, lease_duration=6.0, stop_grace=3.0, first_sweep_timeout=120.0)
+        """The smoke run of the test suite: one fleet of 2 replicas (so a kill and a takeover) over 2 tiny shards,
+        every step of a run and every figure, none of them meaningful (the process tests judge the behaviour)."""
+        return cls(replicas=(2,), shards=2, sessions=6, violations=2, window=2.0, lead=3.0, tail=1.0,
+                   discovery_interval=1.0, lease_duration=6.0, stop_grace=2.0, first_sweep_timeout=120.0)
 
     def settings(self) -> ReplicaSettings:
         # Timeouts and clock-skew allowance as in deploy/kubernetes-fleet/configmap.yaml.
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--discovery-interval", type=float, help="the replicas' discovery_interval (default 30)")
     parser.add_argument("--lease-duration", type=float, help="cluster.lease_duration (default 15)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 4 × 20 sessions, ~1 minute")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 2 × 6 sessions, ~25 s")
     parser.add_argument("--keep", type=Path, help="keep configs, logs and DynamoDB/emulator logs here")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -11,8 +11,8 @@
 Account-regions (shards) are reached as the daemon reaches member accounts: ``accounts[].role_arn`` assumed
 through the emulator's STS, so each shard's calls are served by its own account and region in the emulator.
 
-:class:`Fleet` starts and always stops all of it; the workload and the judging are in
-:mod:`bench.fleet_workload`.
+:class:`Fleet` starts and always stops all of it; several fleets, each in accounts of its own, may share one emulator
+(as the process tests do). The workload and the judging are in :mod:`bench.fleet_workload`.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ class Shard:
         return f"arn:aws:iam::{self.account}:role/athena-supervisor"
 
 
-def fleet_shards(count: int, regions_per_account: int = 2) -> list[Shard]:
-    """``count`` account-regions: accounts 111111111111, 222222222222, ... with ``regions_per_account`` each."""
-    accounts = [str(digit) * 12 for digit in range(1, 10)]
+def fleet_shards(count: int, regions_per_account: int = 2, *, first_account: int = 1) -> list[Shard]:
+    """``count`` account-regions: accounts 111111111111, 222222222222, ... (from ``first_account`` of them: 4 is
+    444444444444) with ``regions_per_account`` each."""
+    accounts = [str(digit) * 12 for digit in range(first_account, 10)]
     shards = [Shard(account, region) for account in accounts for region in REGIONS[:regions_per_account]]
     if count > len(shards):
         raise ValueError(f"at most {len(shards)} account-regions with {regions_per_account} regions per account")
@@ -97,7 +98,7 @@ class ReplicaSettings:
 
 
 def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *, emulator_url: str,
-                   dynamodb_url: str) -> dict[str, Any]:
+                   dynamodb_url: str, table: str = TABLE) -> dict[str, Any]:
     """The configuration of replica ``name`` (JSON is YAML)."""
     accounts: dict[str, list[str]] = {}
     for shard in shards:
@@ -112,7 +113,7 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
         "mode": "enforce",
         "discovery_interval": f"{settings.discovery_interval:g}s",
         "log_level": settings.log_level,
-        "journal": {"backend": "dynamodb", "table": TABLE, "region": "us-east-1", "endpoint_url": dynamodb_url},
+        "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb_url},
         "cluster": {"lease_duration": f"{settings.lease_duration:g}s",
                     "max_clock_skew": f"{settings.max_clock_skew:g}s", "replica_id": name},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -220,6 +221,8 @@ class Replica:
     usage: Usage | None = None
     ended_at: float | None = None
     _url: str | None = field(default=None, repr=False)
+    _read: int = field(default=0, repr=False)                                   # bytes of the log parsed so far
+    _events: list[dict[str, Any]] = field(default_factory=list, repr=False)     # its JSON lines, in order
 
     @classmethod
     def spawn(cls, name: str, config: Path, log: Path) -> Replica:
@@ -233,16 +236,21 @@ class Replica:
         return self.usage is None and self.process.poll() is None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """The log lines of this process (JSON objects), optionally only the event ``name``."""
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if name is not None and f'"{name}"' not in line:
-                continue
+        """The log lines of this process (JSON objects), optionally only the event ``name``.
+
+        Each call parses only what was written since the last one (whole lines), so that polling a log costs the
+        same whatever its length (not thread-safe: one caller per replica)."""
+        with self.log.open("rb") as stream:
+            stream.seek(self._read)
+            data = stream.read()
+        complete = data.rfind(b"\n") + 1
+        self._read += complete
+        for line in data[:complete].decode(errors="replace").splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 event = json.loads(line)
-                if name is None or event.get("event") == name:
-                    found.append(event)
-        return found
+                if isinstance(event, dict):
+                    self._events.append(event)
+        return [event for event in self._events if name is None or event.get("event") == name]
 
     @property
     def url(self) -> str:
@@ -317,7 +325,7 @@ class Replica:
         return self.usage
 
 
-def wait_for(predicate: Callable[[], Any], within: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], within: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not (value := predicate()):
@@ -338,23 +346,36 @@ class Fleet:
     Args:
         shards: the account-regions every replica's config lists.
         settings: the replicas' settings.
-        throttle_tps: the emulator's throttle per account-region (None: unthrottled).
+        throttle_tps: the emulator's throttle per account-region (None: unthrottled), for an emulator of its own.
+        emulator: an emulator shared with other fleets (each in accounts of its own), left running at the end. The
+            DynamoDB server is always the fleet's own: it serves one request at a time, and three fleets' replicas
+            queued behind each other there past their read timeouts on a loaded machine.
+        table: the DynamoDB table of its replicas.
+        setup: how the table is made: ``"command"`` runs ``athena-supervisor setup-dynamodb`` as an operator does;
+            ``"in-process"`` calls what that command runs (``supervisor.commands.setup_dynamodb.setup``) in this
+            process, without the cost of one more Python process.
     """
 
     def __init__(self, directory: Path, shards: list[Shard], settings: ReplicaSettings, *,
-                 throttle_tps: float | None = None) -> None:
+                 throttle_tps: float | None = None, emulator: EmulatorProcess | None = None, table: str = TABLE,
+                 setup: str = "command") -> None:
         self.directory = directory
         self.shards = shards
         self.settings = settings
         self.throttle_tps = throttle_tps
+        self.table = table
+        self.setup = setup
         self.replicas: dict[str, Replica] = {}       # the current process of each name
         self.generations: list[Replica] = []          # every process started, in order
         self._stack = contextlib.ExitStack()
+        if emulator is not None:
+            self.emulator = emulator
 
     def __enter__(self) -> Fleet:
         try:
-            self.emulator = EmulatorProcess(self.directory / "emulator.log", self.throttle_tps)
-            self._stack.callback(self.emulator.close)
+            if not hasattr(self, "emulator"):
+                self.emulator = EmulatorProcess(self.directory / "emulator.log", self.throttle_tps)
+                self._stack.callback(self.emulator.close)
             self.dynamodb = DynamoDbProcess(self.directory / "dynamodb.log")
             self._stack.callback(self.dynamodb.close)
             self._stack.callback(self._stop_all)
@@ -367,16 +388,28 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
+    def config(self, name: str, *, dynamodb_url: str | None = None,
+               settings: ReplicaSettings | None = None) -> dict[str, Any]:
+        return replica_config(name, self.shards, settings or self.settings, emulator_url=self.emulator.endpoint_url,
+                              dynamodb_url=dynamodb_url or self.dynamodb.endpoint_url, table=self.table)
+
     def write_config(self, name: str, *, dynamodb_url: str | None = None,
                      settings: ReplicaSettings | None = None) -> Path:
         path = self.directory / f"{name}.yaml"
-        config = replica_config(name, self.shards, settings or self.settings, emulator_url=self.emulator.endpoint_url,
-                                dynamodb_url=dynamodb_url or self.dynamodb.endpoint_url)
-        path.write_text(json.dumps(config, indent=2))
+        path.write_text(json.dumps(self.config(name, dynamodb_url=dynamodb_url, settings=settings), indent=2))
         return path
 
     def create_table(self) -> None:
-        """``athena-supervisor setup-dynamodb`` with a replica's config."""
+        """The replicas' table, made with a replica's config (see ``setup``)."""
+        if self.setup == "in-process":
+            import anyio
+
+            from supervisor.commands.setup_dynamodb import setup
+            from supervisor.config import parse_settings
+
+            settings = parse_settings(self.config("setup"), environ={})
+            anyio.run(setup, settings)
+            return
         result = subprocess.run([sys.executable, "-m", "supervisor", "setup-dynamodb", "--config",
                                  str(self.write_config("setup"))], cwd=ROOT, env=_env(), capture_output=True,
                                 text=True, timeout=120)

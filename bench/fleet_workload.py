@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,6 +76,8 @@ class Workload:
     quiet_calculations: dict[tuple[Shard, str], str] = field(default_factory=dict)  # → kind
     sessions: int = 0
     calculations: int = 0
+    shards: set[Shard] = field(default_factory=set)                               # every one populated
+
 
     def add(self, control: ControlClient, shard: Shard, violators: list[tuple[float, bool]], *, quiet: int = 0,
             exempt: int = 1, unwatched: int = 1) -> list[Violator]:
@@ -116,6 +119,7 @@ class Workload:
             for calculation_id in session["CalculationExecutionIds"]:
                 self.quiet_calculations[(shard, calculation_id)] = kind
         self.violators += planned
+        self.shards.add(shard)
         self.sessions += len(created)
         self.calculations += sum(len(session["CalculationExecutionIds"]) for session in created)
         return planned
@@ -251,9 +255,12 @@ def judge(workload: Workload, calls: list[dict[str, Any]], *, stop_grace: float,
     }
 
 
-def destructive_calls(control: ControlClient) -> list[dict[str, Any]]:
-    """Every destructive call in the audit log (all account-regions), oldest first."""
+def destructive_calls(control: ControlClient, shards: Iterable[Shard] | None = None) -> list[dict[str, Any]]:
+    """Every destructive call in the audit log (of ``shards``, or all account-regions), oldest first."""
     found = [call for operation in DESTRUCTIVE for call in control.calls(operation=operation)]
+    if shards is not None:
+        scopes = {str(shard) for shard in shards}
+        found = [call for call in found if f"{call['account']}/{call['region']}" in scopes]
     return sorted(found, key=lambda call: str(call["time"]))
 
 
@@ -272,14 +279,15 @@ def missing_actions(workload: Workload, calls: list[dict[str, Any]]) -> list[str
 
 
 def wait_done(control: ControlClient, workload: Workload, within: float, interval: float = 0.5) -> list[dict[str, Any]]:
-    """Wait until every action of the workload is in the audit log; its destructive calls then.
+    """Wait until every action of the workload is in the audit log; the destructive calls of its account-regions
+    then (those of other account-regions the emulator serves, another fleet's, are not its business).
 
     Raises:
         TimeoutError: naming what is still missing.
     """
     deadline = time.monotonic() + within
     while True:
-        calls = destructive_calls(control)
+        calls = destructive_calls(control, workload.shards)
         missing = missing_actions(workload, calls)
         if not missing:
             return calls

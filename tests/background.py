@@ -1,23 +1,26 @@
 """Long real-time scenarios that mostly wait run in the background of the rest of the suite, all at once.
 
-The crash loop, the enforcement bench and the demo each take 15-25 s of real time for a few seconds of CPU; run
-as ordinary tests they keep a worker waiting for a minute while a core idles. Instead, a test declares its
-scenario with ``@in_background(scenario)``: ``scenario(directory)`` does the real-time part (starts processes,
-waits for them) and returns what the test asserts on, and the test gets that value, or the exception it raised,
-from ``background.result(scenario)``.
+The crash loop, the enforcement bench, the demo, the fleet bench and the fleet's process tests each take 15-45 s of
+real time for a few seconds of CPU each; run as ordinary tests they keep a worker waiting while a core idles.
+Instead, a test declares its scenario with ``@in_background(scenario)``: ``scenario(directory)`` does the real-time
+part (starts processes, waits for them) and returns what the test asserts on, and the test gets that value, or the
+exception it raised, from ``background.result(scenario)``.
 
 One process of the run (the first xdist worker to start a test, or the only process) starts the scenarios of
 every such test selected, each in a thread, as soon as it starts its first test; it writes each outcome to the
 run's temporary directory, where a test in another worker reads it. These tests are collected last, so by the
-time they run their scenarios have usually ended while the other tests kept both cores busy. The scenarios start
-in the session's test environment (``aws_test_credentials``) and take it with them (each builds the environment of
-its processes when it starts), so a test that changes the environment meanwhile does not reach them. A scenario
-must not write to this process's stdout or stderr: that would land in the captured output of whatever test runs
-meanwhile (and fail one that checks its stderr).
+time they run their scenarios have usually ended while the other tests kept both cores busy. Those other tests run
+at a lower priority than the scenarios (``yield_the_cpu``): a scenario's processes get a core when they need one,
+whatever the tests in virtual time do meanwhile. The scenarios start in the session's test environment
+(``aws_test_credentials``) and take it with them (each builds the environment of its processes when it starts), so
+a test that changes the environment meanwhile does not reach them. A scenario must not write to this process's
+stdout or stderr: that would land in the captured output of whatever test runs meanwhile (and fail one that checks
+its stderr).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import threading
@@ -32,6 +35,12 @@ import pytest
 
 RESULT_TIMEOUT = 300.0  # seconds; every scenario bounds its own waits well below this
 OWNER_FILE = "background.owner"
+# How much lower the priority of the thread that runs a process's tests is than that of its background scenarios.
+# The tests in virtual time do not care when they get the CPU; the background scenarios' processes do (lease
+# renewals, kills right after an intent, a Terminate due at a given instant). With a nice value 3 higher, a test
+# thread competing with them for a core gets half their share (CFS weights 526 and 1024). (5, a third, starved the
+# tests too much where other processes keep the cores busy: the run took 2.5 times as long.)
+TEST_THREAD_NICENESS = 3
 
 T = TypeVar("T")
 Scenario = Callable[[Path], Any]
@@ -148,7 +157,17 @@ def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     scenarios = _scenarios(request.session.items)
     if scenarios:
         runner.claim(scenarios)
+    yield_the_cpu()
     try:
         yield runner
     finally:
         runner.join()
+
+
+def yield_the_cpu() -> None:
+    """Lower the priority of this thread, the one that runs the tests (and of the threads and processes it starts
+    from now on), by ``TEST_THREAD_NICENESS``; the background scenarios' threads, started before, keep theirs, and
+    so do the processes they start. On Linux a nice value belongs to a thread; elsewhere this lowers the whole
+    process, background included, which changes nothing between them."""
+    with contextlib.suppress(OSError):
+        os.nice(TEST_THREAD_NICENESS)

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.httpsession import where
+
+# Bytecode is cached during a test run even where PYTHONDONTWRITEBYTECODE is set (as on the shared development
+# machine): without it, every xdist worker compiles and assertion-rewrites each test module again (~5 s of CPU per
+# worker), and each of the ~30 Python processes the tests start compiles the supervisor and the emulator again
+# (~0.4 s each). The files go where Python and pytest always put them (``__pycache__``, ignored by git). Set
+# before the plugins below and the test modules are imported; the processes the tests start inherit it through
+# ``aws_test_credentials``.
+sys.dont_write_bytecode = False
 
 # The emulator fixtures come from the `pytest11` entry point of this distribution (pyproject.toml).
 pytest_plugins = ["tests.virtual_fixtures", "tests.dynamodb_fixtures", "tests.background"]
@@ -83,7 +92,8 @@ def aws_test_credentials(one_certificate_ca_bundle: Path) -> Iterator[None]:
     bundle: the tests' clients, and the processes they start, load the one-certificate bundle).
 
     For the whole session, so that the scenarios running in the background (tests/background.py) see it too; a
-    test that changes one of these variables (``monkeypatch``, ``no_aws_credentials``) is undone to it.
+    test that changes one of these variables (``monkeypatch``, ``no_aws_credentials``) is undone to it. The
+    processes the tests start also cache their bytecode (no ``PYTHONDONTWRITEBYTECODE``; see the top of this file).
     """
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -92,6 +102,7 @@ def aws_test_credentials(one_certificate_ca_bundle: Path) -> Iterator[None]:
         monkeypatch.setenv("AWS_CA_BUNDLE", str(one_certificate_ca_bundle))
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ATHENA"):
             monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # see sys.dont_write_bytecode above
         yield
 
 

@@ -23,6 +23,11 @@ from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.storage.sqlite import SqliteStorage
 from tests.virtual_fixtures import EXEMPT_TAG, VirtualWorld, ms, times
 
+# Sweeps every second rather than every 250 ms (tests/daemon_fixtures.py) wherever the instants asserted follow
+# from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
+# sweep at 1 s lists them before their crossings): a quarter of the listing requests.
+SWEEPS = "1s"
+
 MARGIN = CROSSING_MARGIN
 VERIFY = timedelta(seconds=1)  # machine.Timing.first_verify_after
 GRACE = timedelta(seconds=1)  # stop_grace and terminate_grace in daemon_config
@@ -36,7 +41,7 @@ async def readyz(url: str) -> tuple[int, str]:
 
 async def test_runtime_violation_is_stopped_at_its_crossing(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with world.daemon():
+    async with world.daemon(discovery_interval=SWEEPS):
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
@@ -64,7 +69,7 @@ async def test_calculation_ignoring_stop_gets_its_session_terminated_after_stop_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    async with world.daemon():
+    async with world.daemon(discovery_interval=SWEEPS):
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2 on_stop=ignore")
@@ -92,7 +97,7 @@ async def test_session_stuck_terminating_counts_escalation_failures_and_retries_
 ) -> None:
     world = virtual_world
     policies = [{"name": "idle", "workgroups": ["etl-*"], "session": {"max_idle": "500ms"}}]
-    async with world.daemon(policies=policies):
+    async with world.daemon(policies=policies):  # 250 ms sweeps: max_idle is 500 ms
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a", "# sim: start=0s on_terminate=stuck")
         idle_since = world.now
@@ -117,7 +122,7 @@ async def test_idle_and_age_limits_terminate_sessions_at_their_crossings(virtual
         {"name": "idle", "workgroups": ["etl-a"], "session": {"max_idle": "1s"}},
         {"name": "age", "workgroups": ["etl-b-*"], "session": {"max_age": "2s"}},
     ]
-    async with world.daemon(policies=policies):
+    async with world.daemon(discovery_interval=SWEEPS, policies=policies):
         await world.vt.run_for(OFFSET)
         idle_session = await world.start_session("etl-a")
         busy_session = await world.start_session("etl-b-young", "# sim: start=300ms")
@@ -142,7 +147,7 @@ async def test_dpu_and_cost_limits_are_enforced_at_the_predicted_crossing(virtua
         {"name": "dpu", "workgroups": ["etl-a"], "calculation": {"max_dpu_hours": 0.005}},
         {"name": "cost", "workgroups": ["etl-cost"], "session": {"max_cost_usd": 0.0035}},
     ]
-    async with world.daemon(policies=policies):
+    async with world.daemon(discovery_interval=SWEEPS, policies=policies):
         await world.vt.run_for(OFFSET)
         dpu_session = await world.start_session("etl-a")
         cost_session = await world.start_session("etl-cost")
@@ -159,7 +164,7 @@ async def test_dpu_and_cost_limits_are_enforced_at_the_predicted_crossing(virtua
 
 async def test_dry_run_journals_and_counts_but_never_acts(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with world.daemon(mode="dry-run") as service:
+    async with world.daemon(discovery_interval=SWEEPS, mode="dry-run") as service:
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
@@ -181,7 +186,7 @@ async def test_exempt_and_out_of_scope_sessions_are_left_alone(virtual_world: Vi
     await world.create_workgroup("etl-exempt", tags={EXEMPT_TAG: "true"})
     await world.create_workgroup("adhoc")
     policies = [{"name": "all", "workgroups": ["*"], "calculation": {"max_runtime": "1s"}}]
-    async with world.daemon(policies=policies):
+    async with world.daemon(discovery_interval=SWEEPS, policies=policies):
         await world.vt.run_for(OFFSET)
         watched = await world.start_session("etl-a")
         exempt_by_description = await world.start_session("etl-a", "# sim: start=0s\n[supervisor:exempt] nightly")
@@ -203,7 +208,7 @@ async def test_exempt_and_out_of_scope_sessions_are_left_alone(virtual_world: Vi
 
 async def test_throttling_is_absorbed(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with world.daemon() as service:
+    async with world.daemon(discovery_interval=SWEEPS) as service:
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
@@ -233,7 +238,7 @@ async def test_circuit_breaker_holds_actions_when_a_cycle_would_hit_an_abnormal_
 ) -> None:
     world = virtual_world
     safety = {"max_actions_per_minute": 100, "circuit_breaker_fraction": 0.5, "circuit_breaker_min_targets": 2}
-    async with world.daemon(safety=safety):
+    async with world.daemon(discovery_interval=SWEEPS, safety=safety):
         await world.vt.run_for(OFFSET)
         sessions = [await world.start_session("etl-a") for _ in range(4)]
         for session_id in sessions:
@@ -269,7 +274,7 @@ async def test_max_actions_per_minute_delays_but_never_drops(virtual_world: Virt
 
 async def test_an_escalation_resumes_after_a_restart_at_the_instants_it_was_due(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with world.daemon():
+    async with world.daemon(discovery_interval=SWEEPS):
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2 on_stop=ignore")
@@ -277,7 +282,7 @@ async def test_an_escalation_resumes_after_a_restart_at_the_instants_it_was_due(
         stopped = submitted + ms(1.5) + MARGIN
         await world.vt.run_until(stopped + ms(0.3))  # the Stop is sent; its verification is due at stop + 1 s
     await world.vt.run_for(ms(0.4))  # down for 400 ms
-    async with world.daemon() as service:
+    async with world.daemon(discovery_interval=SWEEPS) as service:
         await world.vt.run_until(stopped + GRACE + ms(0.5))
         # Resumed from the journal: verified when due, found still running, terminated; nothing sent twice.
         assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [stopped]
@@ -304,7 +309,7 @@ async def test_a_pending_escalation_whose_policy_was_removed_is_voided_on_restar
     await world.vt.run_for(5)
     restarted = world.now
     policies = [{"name": "other", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1h"}}]
-    async with world.daemon(policies=policies) as service:
+    async with world.daemon(discovery_interval=SWEEPS, policies=policies) as service:
         await world.vt.run_for(1)
         assert world.metric("athena_supervisor_escalations_total", outcome="voided") == 1
         entry = service.storage.journal.recent_events(1, target_id=calculation_id)[0]
@@ -335,7 +340,7 @@ async def test_rare_session_states_are_listed_every_fifth_sweep_and_their_sessio
     starting = await world.start_session("etl-a", "# sim: start=60s")  # stays CREATING for the whole test
     started = world.now
     policies = [{"name": "age", "workgroups": ["etl-*"], "session": {"max_age": "2s"}}]
-    async with world.daemon(policies=policies) as service:
+    async with world.daemon(policies=policies) as service:  # about sweeps: every 250 ms
         await world.vt.run_until(started + ms(2.6))
         assert times(world.calls("TerminateSession", SessionId=starting)) == [started + ms(2) + MARGIN]
         assert service.discovery.sweeps == 11  # at 0, 250, …, 2500 ms
@@ -349,7 +354,7 @@ async def test_rare_session_states_are_listed_every_fifth_sweep_and_their_sessio
 async def test_a_new_workgroup_is_watched_within_the_workgroup_refresh(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     started = world.now
-    async with world.daemon(discovery={"workgroup_refresh": "5s"}):
+    async with world.daemon(discovery_interval=SWEEPS, discovery={"workgroup_refresh": "5s"}):
         await world.vt.run_for(OFFSET)
         await world.create_workgroup("etl-new")
         await world.vt.run_until(started + ms(10.1))

@@ -21,10 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import parliament
 import pytest
-from cfnlint.api import ManualArgs, lint_file
-from cfnlint.decode import decode
 
 from supervisor import iam
 from tests.test_deploy_iam import (
@@ -58,6 +55,9 @@ def templates() -> list[Path]:
 
 
 def load(path: Path) -> Template:
+    from cfnlint.decode import decode  # cfnlint and parliament are imported by the tests that use them, not by
+    # every xdist worker at collection (~1.4 s of CPU each)
+
     template, errors = decode(str(path))
     assert not errors, [str(error) for error in errors]
     assert isinstance(template, dict)
@@ -162,6 +162,8 @@ def generated(features: tuple[iam.Feature, ...], **placeholders: str) -> dict[st
 
 
 def parliament_problems(document: dict[str, Any]) -> list[str]:
+    import parliament
+
     parliament.override_config(str(community_config()))
     analyzed = parliament.analyze_policy_string(json.dumps(document), include_community_auditors=True)
     problems = []
@@ -186,12 +188,16 @@ def test_the_fleet_s_templates_are_there() -> None:
 
 @pytest.mark.parametrize("path", templates(), ids=lambda path: path.name)
 def test_cfn_lint_finds_nothing(path: Path) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
     matches = lint_file(path, config=ManualArgs(regions=LINT_REGIONS))
     assert not matches, "\n".join(str(match) for match in matches)
 
 
 def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
     """Guard: the linter must see what we claim it checks (here a misspelt resource type and a bad Ref)."""
+    from cfnlint.api import ManualArgs, lint_file
+
     text = MEMBER_ROLE.read_text(encoding="utf-8")
     for (old, new), rule in (
         (("Type: AWS::IAM::Role", "Type: AWS::IAM::Rol"), "E3006"),

@@ -30,6 +30,10 @@ from tests.virtual_fixtures import ACCOUNT_ID, REGION, VirtualWorld, ms, times
 MARGIN = CROSSING_MARGIN
 OFFSET = ms(0.1)
 WINDOW = ms(12)  # 2 × (connect_timeout 1 s + read_timeout 5 s)
+# Sweeps every second, not every 250 ms (tests/daemon_fixtures.py): each target is known from the journal or the
+# first sweep after it started (100 ms after the daemon), before its crossing at 1.5 s; what is asserted here, the
+# escalation's instants, follows from the crossing and the escalation's own timers. A quarter of the sweeps' requests.
+SWEEPS = "1s"
 
 
 def aws_with_short_timeouts(world: VirtualWorld) -> dict[str, Any]:
@@ -119,7 +123,7 @@ async def test_a_restart_waits_out_a_call_still_in_flight_and_never_sends_it_twi
     in_flight = asyncio.ensure_future(send())
     await world.vt.run_for(1)  # the daemon restarts 1 s after it died
     restarted = world.now
-    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES,
+    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=SWEEPS,
                             escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
         await world.vt.run_until(intent_at + ms(40))
         request = request_of(call, target)
@@ -149,7 +153,7 @@ async def test_a_restart_resends_a_call_that_never_reached_aws_once_after_the_in
     call.journal_intent(world, target, intent_at)  # … and the daemon died before the call left
     await world.vt.run_for(1)
     restarted = world.now
-    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES,
+    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=SWEEPS,
                             escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
         await world.vt.run_until(intent_at + ms(40))
         request = request_of(call, target)
@@ -170,7 +174,7 @@ async def test_a_refused_stop_is_retried_from_one_second_doubling_independently_
     world = virtual_world
     escalation = {"stop_grace": "1s", "terminate_grace": "2m", "retry_backoff_max": "8s"}
     with capture_logs() as logs:
-        async with world.daemon(escalation=escalation) as service:
+        async with world.daemon(escalation=escalation, discovery_interval=SWEEPS) as service:
             await world.vt.run_for(OFFSET)
             outage = world.emulator.backend.add_error("AccessDeniedException", operation="StopCalculationExecution")
             session_id = await world.start_session("etl-a")
@@ -201,7 +205,7 @@ async def test_a_refused_stop_is_retried_from_one_second_doubling_independently_
 
 async def test_a_stop_answered_500_is_looked_at_before_it_is_sent_again(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with world.daemon(aws=aws_with_short_timeouts(world)) as service:
+    async with world.daemon(aws=aws_with_short_timeouts(world), discovery_interval=SWEEPS) as service:
         await world.vt.run_for(OFFSET)
         world.emulator.backend.add_error("InternalServerException", operation="StopCalculationExecution", count=1)
         session_id = await world.start_session("etl-a")
@@ -229,7 +233,7 @@ async def test_a_refused_terminate_backs_off_from_one_second_after_the_stop_was_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    async with world.daemon():
+    async with world.daemon(discovery_interval=SWEEPS):
         await world.vt.run_for(OFFSET)
         world.emulator.backend.add_error("AccessDeniedException", operation="StopCalculationExecution", count=3)
         world.emulator.backend.add_error("AccessDeniedException", operation="TerminateSession", count=1)
@@ -257,7 +261,7 @@ async def test_an_unknown_state_seen_while_verifying_a_stop_is_counted_once_and_
 ) -> None:
     world = virtual_world
     escalation = {"stop_grace": "1s", "terminate_grace": "1s", "retry_backoff_max": "8s"}
-    async with world.daemon(escalation=escalation):
+    async with world.daemon(escalation=escalation, discovery_interval=SWEEPS):
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s on_stop=ignore")
@@ -272,3 +276,47 @@ async def test_an_unknown_state_seen_while_verifying_a_stop_is_counted_once_and_
         # Looked at 1, 2, 4, 8 s after the Stop, then every retry_backoff_max (8 s), not every second.
         assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
             crossing + ms(s) for s in (0, 1, 2, 4, 8, 16, 24, 32, 40)]
+
+
+# -- 6. the answer of a destructive call that cannot be journaled ------------------------------------------------
+
+
+class AnswerNotJournaled(SqliteStorage):
+    """The journal as it is, except that the store fails when the answer of the first Stop is written."""
+
+    def __init__(self, path: Any, failed: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.failed = [] if failed is None else failed  # shared with the shard views
+
+    def for_shard(self, shard: Any, fence: Any = None) -> SqliteStorage:
+        return AnswerNotJournaled(self.path, self.failed, _database=self._database, _shard=shard.scope)
+
+    async def save(self, escalation: Any, event: str, detail: Any, *, time: datetime) -> None:
+        if event == "stop.sent" and not self.failed:
+            self.failed.append(event)
+            raise OSError("disk I/O error")
+        await super().save(escalation, event, detail, time=time)
+
+
+async def test_a_stop_whose_answer_cannot_be_journaled_is_not_sent_again(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    storage = AnswerNotJournaled(world.journal_path)
+    with capture_logs() as logs:
+        async with world.daemon(discovery_interval=SWEEPS, storage=storage,
+                                escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
+            await world.vt.run_for(OFFSET)
+            session_id = await world.start_session("etl-a")
+            calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
+            crossing = world.now + ms(1.5) + MARGIN
+            await world.vt.run_until(crossing + ms(40))
+            # Answered, so sent: the escalation goes on from the answer (verified 1 s later: stopped), whatever the
+            # store said about writing it down; the journal has the escalation whole from that next step.
+            assert storage.failed == ["stop.sent"]
+            assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [crossing]
+            assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
+                crossing, crossing + ms(1)]
+            assert journaled(service, calculation_id) == [
+                ("decision", crossing), ("stop.intent", crossing), ("verify.done", crossing + ms(1))]
+            assert world.metric("athena_supervisor_escalations_total", outcome="stopped") == 1
+    assert [entry["operation"] for entry in logs if entry["event"] == "enforcement.answer_not_journaled"] == [
+        "StopCalculationExecution"]

@@ -18,6 +18,11 @@ import yaml
 from supervisor.core.scheduling import CROSSING_MARGIN
 from tests.virtual_fixtures import ACCOUNT_ID, REGION, START, VirtualWorld, VirtualWorldFactory, ms, times
 
+# Sweeps every second rather than every 250 ms (tests/daemon_fixtures.py) wherever the instants asserted follow
+# from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
+# sweep at 1 s lists them before their crossings): a quarter of the listing requests.
+SWEEPS = "1s"
+
 MARGIN = CROSSING_MARGIN
 OFFSET = ms(0.1)
 EMULATOR_DOC = Path(__file__).resolve().parent.parent / "docs" / "emulator.md"
@@ -52,7 +57,7 @@ async def test_the_documented_config_learns_the_account_from_sts_and_enforces(
         config["journal"]["path"] = str(world.journal_path)
         assert "http" not in config
         # Only so that the test does not take the default port (9464) on a machine others share.
-        async with world.daemon(config, http={"port": 0}):
+        async with world.daemon(config, http={"port": 0}, discovery_interval=SWEEPS):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=5m")
@@ -73,7 +78,7 @@ async def test_while_sts_fails_no_workgroup_is_enforced_and_once_it_answers_enfo
     outage = world.emulator.backend.add_error("AccessDeniedException", operation="GetCallerIdentity")
     session_id = await world.start_session("etl-a")
     calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")  # crosses at T0 + 1.5 s
-    async with world.daemon(aws=aws_without_account_id(world)) as service:
+    async with world.daemon(discovery_interval=SWEEPS, aws=aws_without_account_id(world)) as service:
         await world.vt.run_for(5)
         status, body = await readyz(service.http_url)
         assert status == 503
@@ -98,7 +103,8 @@ async def test_without_exemption_tags_enforcement_needs_no_sts(virtual_world: Vi
     world = virtual_world
     world.emulator.backend.add_error("AccessDeniedException", operation="GetCallerIdentity")
     safety = {"max_actions_per_minute": 100, "circuit_breaker_fraction": 1.0, "exempt_tag": None}
-    async with world.daemon(aws=aws_without_account_id(world), safety=safety) as service:
+    async with world.daemon(aws=aws_without_account_id(world), safety=safety,
+                            discovery_interval=SWEEPS) as service:
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")

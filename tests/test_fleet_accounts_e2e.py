@@ -38,7 +38,9 @@ def accounts_config(world: VirtualWorld, **overrides: Any) -> dict[str, Any]:
             {"account_id": SECOND, "role_arn": role(SECOND), "external_id": "s3cr3t-external-id"},
         ],
         "workgroups": ["etl-*"],
-        "discovery_interval": "250ms",
+        # Every second: the targets start 100 ms after the daemon and are listed by the sweep at 1 s, before their
+        # crossings (1 s and 1.5 s later); the instants asserted follow from the crossings.
+        "discovery_interval": "1s",
         "journal": {"path": str(world.journal_path)},
         "http": {"host": "127.0.0.1", "port": 0},
         "escalation": {"stop_grace": "1s", "terminate_grace": "1s"},
@@ -211,7 +213,8 @@ async def test_a_budget_over_two_accounts_sums_their_spend_and_acts_in_both(virt
             calculations[shard] = response["CalculationExecutionId"]
         budgets = [{"name": "org-daily", "workgroups": ["etl-*"], "period": "rolling:1h", "limit_usd": 0.002,
                     "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
-        config = accounts_config(world, budgets=budgets, policies=[],
+        # Spend is counted every discovery_interval: every 250 ms here, which the instants below follow from.
+        config = accounts_config(world, budgets=budgets, policies=[], discovery_interval="250ms",
                                  accounts=[{"account_id": FIRST, "role_arn": role(FIRST)},
                                            {"account_id": SECOND, "role_arn": role(SECOND)}])
         async with world.daemon(config) as service:

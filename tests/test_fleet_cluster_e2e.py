@@ -79,6 +79,8 @@ class Fleet:
         self.services: dict[str, RunningService] = {}
         self.frontends: dict[str, MotoFrontend] = {}
         self._stops: dict[str, anyio.Event] = {}
+        self._running = 0
+        self.all_ended = anyio.Event()  # set once every replica started has stopped
 
     async def start(self, name: str, *, storage: Callable[[Table], Storage] | None = None,
                     **overrides: Any) -> RunningService:
@@ -91,16 +93,22 @@ class Fleet:
         ready, stop = anyio.Event(), anyio.Event()
 
         async def run() -> None:
-            own = None
-            if storage is not None:
-                gateway = await self.stack.enter_async_context(
-                    build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
-                own = storage(journal_table(settings, gateway))
-            async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
-                                       storage=own) as service:
-                started.append(service)
-                ready.set()
-                await stop.wait()
+            self._running += 1
+            try:
+                own = None
+                if storage is not None:
+                    gateway = await self.stack.enter_async_context(
+                        build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                    own = storage(journal_table(settings, gateway))
+                async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
+                                           storage=own) as service:
+                    started.append(service)
+                    ready.set()
+                    await stop.wait()
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self.all_ended.set()
 
         self._task_group.start_soon(run, name=f"replica {name}")
         await self.world.vt.run_until_set(ready)
@@ -146,9 +154,10 @@ async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
             yield result
         finally:
             await result._stop_all()
-            stopping = anyio.Event()
-            task_group.start_soon(world.vt.run_until_set, stopping)
-            stopping.set()
+            # Virtual time runs until every replica has stopped: a shutdown may wait on the clock (a release or
+            # heartbeat retried after a failed attempt), and nothing else would move it.
+            if result.services or result._running:
+                await world.vt.run_until_set(result.all_ended)
 
 
 async def members(world: VirtualWorld, stack: AsyncExitStack) -> dict[tuple[str, str], Any]:

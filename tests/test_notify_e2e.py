@@ -25,6 +25,11 @@ from supervisor.core.scheduling import CROSSING_MARGIN
 from tests.moto_in_loop import moto_in_loop
 from tests.virtual_fixtures import VirtualWorld, aws_client, ms, times
 
+# Sweeps every second rather than every 250 ms (tests/daemon_fixtures.py) wherever the instants asserted follow
+# from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
+# sweep at 1 s lists them before their crossings): a quarter of the listing requests.
+SWEEPS = "1s"
+
 OFFSET = ms(0.1)
 WAIT_INITIAL = ms(0.2)  # the notifier's backoff: WAIT_INITIAL × 2^(n−1) plus up to WAIT_INITIAL of jitter
 
@@ -86,7 +91,7 @@ async def test_webhooks_are_retried_and_counted_while_enforcement_goes_on(
         {"type": "webhook", "url": f"{receiver.url}/down", "retries": 2, "min_severity": "warning"},
         {"type": "webhook", "url": f"{receiver.url}/slow", "retries": 1, "timeout": "100ms"},
     ]
-    async with world.daemon(notifications=notifications) as service:
+    async with world.daemon(discovery_interval=SWEEPS, notifications=notifications) as service:
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
@@ -171,7 +176,7 @@ async def test_sns_and_eventbridge_receive_events(virtual_world: VirtualWorld, m
             {"type": "sns", "topic_arn": topic_arn, "endpoint_url": moto_endpoint, "events": ["violation"]},
             {"type": "eventbridge", "endpoint_url": moto_endpoint, "region": "us-east-1"},
         ]
-        async with world.daemon(notifications=notifications):
+        async with world.daemon(discovery_interval=SWEEPS, notifications=notifications):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl-a")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")

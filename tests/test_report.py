@@ -16,6 +16,11 @@ from supervisor.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import daemon_config, write_config
 from tests.virtual_fixtures import VirtualWorld, ms
 
+# Sweeps every second rather than every 250 ms (tests/daemon_fixtures.py) wherever the instants asserted follow
+# from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
+# sweep at 1 s lists them before their crossings): a quarter of the listing requests.
+SWEEPS = "1s"
+
 WINDOW = ["--since", "2025-12-31", "--until", "2026-01-02"]
 PRICE = 0.35
 
@@ -49,7 +54,7 @@ async def test_a_dry_run_says_what_enforcing_would_have_saved_as_observed(
 ) -> None:
     world = virtual_world
     config = daemon_config(world.emulator.endpoint_url, world.journal_path, policies=policy("dry-run"))
-    async with world.daemon(config):
+    async with world.daemon(config, discovery_interval=SWEEPS):
         await world.vt.run_for(ms(0.1))
         session_id = await world.start_session("etl-a")
         running = await world.start_calculation(session_id, "# sim: runtime=60s dpus=4")
@@ -75,7 +80,7 @@ async def test_enforcing_reports_the_overshoot_and_the_spend_rate_stopped(
 ) -> None:
     world = virtual_world
     config = daemon_config(world.emulator.endpoint_url, world.journal_path, policies=policy("enforce"))
-    async with world.daemon(config):
+    async with world.daemon(config, discovery_interval=SWEEPS):
         await world.vt.run_for(ms(0.1))
         session_id = await world.start_session("etl-a")
         await world.start_calculation(session_id, "# sim: runtime=60s dpus=4")
@@ -115,7 +120,7 @@ async def test_held_calls_budgets_and_no_lookups(virtual_world: VirtualWorld, tm
                            workgroups=["etl-*", "ml-*"],
                            safety={"max_actions_per_minute": 1, "circuit_breaker_fraction": 1.0})
     await world.create_workgroup("ml-a")
-    async with world.daemon(config):
+    async with world.daemon(config, discovery_interval=SWEEPS):
         await world.vt.run_for(ms(0.1))
         for _ in range(2):
             session_id = await world.start_session("ml-a")

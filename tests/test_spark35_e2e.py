@@ -19,6 +19,11 @@ from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.storage.sqlite import SqliteStorage
 from tests.virtual_fixtures import VirtualWorld, ms, times
 
+# Sweeps every second rather than every 250 ms (tests/daemon_fixtures.py) wherever the instants asserted follow
+# from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
+# sweep at 1 s lists them before their crossings): a quarter of the listing requests.
+SWEEPS = "1s"
+
 SPARK_CONNECT = "Apache Spark version 3.5"
 OFFSET = ms(0.1)
 CALCULATION_CALLS = ("ListCalculationExecutions", "GetCalculationExecution", "GetCalculationExecutionStatus",
@@ -45,7 +50,7 @@ def calculation_calls_about(world: VirtualWorld, session_ids: set[str]) -> list[
 async def test_calculations_are_never_listed_for_spark_connect_sessions(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     await create_connect_workgroup(world, "etl-connect")
-    async with world.daemon():  # etl-limits: calculation max_runtime 1500ms on etl-*
+    async with world.daemon(discovery_interval=SWEEPS):  # etl-limits: calculation max_runtime 1500ms on etl-*
         await world.vt.run_for(OFFSET)
         connect = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=4")
         session_id = await world.start_session("etl-a")
@@ -73,7 +78,7 @@ async def test_mixed_engines_max_busy_stops_a_runaway_spark_connect_job_and_calc
 ) -> None:
     world = virtual_world
     await create_connect_workgroup(world, "etl-connect")
-    async with world.daemon(policies=MIXED_POLICIES):
+    async with world.daemon(discovery_interval=SWEEPS, policies=MIXED_POLICIES):
         await world.vt.run_for(OFFSET)
         runaway = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=8")
         busy_since = world.now
@@ -149,7 +154,7 @@ async def test_limits_the_engine_makes_inapplicable_are_reported_once_per_workgr
 async def test_max_busy_also_terminates_a_pyspark_3_session_busy_with_calculations(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     policies = [{"name": "busy", "workgroups": ["etl-*"], "session": {"max_busy": "3s"}}]
-    async with world.daemon(policies=policies):
+    async with world.daemon(discovery_interval=SWEEPS, policies=policies):
         await world.vt.run_for(OFFSET)
         session_id = await world.start_session("etl-a")
         await world.start_calculation(session_id, "# sim: runtime=2s")
@@ -171,7 +176,7 @@ async def test_session_cost_limits_and_budgets_work_for_spark_connect_sessions(v
     # pass at 500 ms after its start (10,500 DPU-ms), which terminates it at once.
     budgets = [{"name": "connect-budget", "workgroups": ["etl-connect-b"], "period": "rolling:1h", "limit_usd": 0.001,
                 "thresholds": [{"at_percent": 100, "action": "terminate_sessions"}]}]
-    async with world.daemon(policies=policies, budgets=budgets):
+    async with world.daemon(policies=policies, budgets=budgets):  # spend counted every 250 ms
         await world.vt.run_for(OFFSET)
         costly = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=20")
         started = world.now

@@ -32,6 +32,7 @@ from supervisor.events import EventSink
 from supervisor.gateway import new_session
 from supervisor.metrics import sum_samples
 from supervisor.service import RunningService, running_service
+from supervisor.storage import Storage
 from tests.daemon_fixtures import SPARK_ENGINE, daemon_config
 from tests.virtual_time import EmulatorClockView, VirtualTime, virtual_time
 
@@ -83,11 +84,13 @@ class VirtualWorld:
     # -- the daemon -------------------------------------------------------------------------------------
 
     def daemon(self, config: dict[str, Any] | None = None, *, events: EventSink | None = None,
-               config_path: Path | None = None, **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
+               config_path: Path | None = None, storage: Storage | None = None,
+               **overrides: Any) -> AbstractAsyncContextManager[RunningService]:
         """``async with world.daemon(**config overrides) as service:`` runs the daemon on the virtual clock;
         ``config`` replaces the tests' configuration (``daemon_config``) as a whole; with ``events``, the
         daemon's events go to that sink instead of the configured notification channels; with ``config_path``,
-        the configuration is that file's (and a reload reads it again).
+        the configuration is that file's (and a reload reads it again); with ``storage``, the daemon keeps its
+        journal there instead of the configured one.
 
         Leaving the block stops the daemon as SIGTERM does, with virtual time running meanwhile: its shutdown
         waits on the clock (the notifier's bounded flush), so what is still being retried then is retried at
@@ -109,7 +112,7 @@ class VirtualWorld:
                     try:
                         async with running_service(settings, clock=self.clock, registry=CollectorRegistry(),
                                                    events=events, config_path=str(config_path) if config_path else None,
-                                                   ) as service:
+                                                   storage=storage) as service:
                             self.service = service
                             try:
                                 yield service

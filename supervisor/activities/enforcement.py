@@ -281,8 +281,17 @@ class Enforcement:
                 return await self._send_error(escalation, step, error)
             answered = self.clock.now()
             escalation = machine.sent(escalation, step, answered, self.timing)
-            await self.storage.save(escalation, call.sent_event,
-                                    {"operation": call.operation, "state": response.get("State")}, time=answered)
+            try:
+                await self.storage.save(escalation, call.sent_event,
+                                        {"operation": call.operation, "state": response.get("State")}, time=answered)
+            except FenceLost:
+                raise
+            except Exception as error:
+                # The call was answered: the escalation goes on from the answer, never sending the call again for
+                # want of a record of it. Its next step writes the escalation whole; a restart before then finds
+                # the intent unanswered and looks at the target before anything is sent, as after a crash.
+                self._log.error("enforcement.answer_not_journaled", operation=call.operation, error=repr(error),
+                                **verdict.describe())
         self._failing.pop(call.operation, None)
         self.metrics.enforcement_failing.labels(call.operation).set(0)
         self.metrics.actions.labels(call.action, verdict.policy, "sent").inc()

@@ -1,0 +1,167 @@
+"""moto as the tests and the benches run it: the same answers, for less CPU per request.
+
+moto stands in for DynamoDB (and SNS, SQS, EventBridge) in the test suite (``tests/moto_in_loop.py``,
+``tests/dynamodb_fixtures.py``) and in the fleet harness (``bench/dynamodb_server.py``). Three of its costs grow with
+things that have nothing to do with the request, and :func:`install` removes them without changing any answer:
+
+- **Responses of DynamoDB items.** moto 5.2 serializes every response by walking botocore's output shape, and each
+  ``AttributeValue`` (every attribute of every item) asks a chain of alias providers for each of the ten members
+  the shape has (``S``, ``N``, ``B``, ... ``BOOL``): ~1.5 ms of CPU per item returned. An ``AttributeValue`` moto
+  holds as a plain dict of wire members is written here directly, member by member in the shape's order, exactly
+  as moto's serializer writes it (``tests/test_moto_speedups.py`` compares both on every kind of value); anything
+  else (binary values, objects) goes through moto's own code.
+- **Transactions.** Before each TransactWriteItems moto deep-copies every table it names (its rollback), so a
+  transaction costs time in proportion to the whole table: a fleet's table holds every event and watched target.
+  Here a transaction runs on a table holding only the items it names (its conditions can only read those) and its
+  outcome is written back: the same answers, errors and rollbacks at the cost of its own items
+  (:func:`transact_on_own_items`; ``tests/test_dynamodb_server.py``).
+- **Dispatching.** moto's server finds the service of each request from its host name by listing moto's package
+  directory and matching every service's URL patterns, twice per request; the answer depends on the host name
+  only, so :class:`Dispatcher` remembers it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections import defaultdict
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from moto.core.serialize import BaseJSONSerializer
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+# Members written as strings (moto's _serialize_type_string), as they are (booleans), as string lists, and the
+# containers; binary members (B, BS) are left to moto.
+_STRINGS = frozenset({"S", "N"})
+_AS_IS = frozenset({"NULL", "BOOL"})
+_STRING_SETS = frozenset({"SS", "NS"})
+_HANDLED = _STRINGS | _AS_IS | _STRING_SETS | {"M", "L"}
+
+
+class _NotPlain(Exception):
+    """A value the fast path leaves to moto's serializer."""
+
+
+def _string(value: Any) -> Any:
+    if isinstance(value, Enum):
+        value = value.value
+    return str(value) if value not in [None, {}, []] else value
+
+
+def _attribute_value(value: Any, order: tuple[str, ...]) -> dict[str, Any]:
+    """``value`` (an AttributeValue as a dict of wire members) as moto's JSON serializer writes it."""
+    if type(value) is not dict or not value.keys() <= _HANDLED:
+        raise _NotPlain
+    written: dict[str, Any] = {}
+    for member in order:
+        member_value = value.get(member)
+        if member_value is None:
+            continue
+        if member in _STRINGS:
+            written[member] = _string(member_value)
+        elif member in _AS_IS:
+            written[member] = member_value
+        elif member in _STRING_SETS:
+            if type(member_value) is not list:
+                raise _NotPlain
+            written[member] = [_string(item) for item in member_value]
+        elif member == "M":
+            if type(member_value) is not dict or "" in member_value:  # moto writes an empty name its own way
+                raise _NotPlain
+            written[member] = {key: _attribute_value(item, order) for key, item in member_value.items()
+                               if item is not None}
+        else:  # L
+            if type(member_value) is not list:
+                raise _NotPlain
+            written[member] = [None if item is None else _attribute_value(item, order) for item in member_value]
+    return written
+
+
+_moto_serialize_structure = BaseJSONSerializer._serialize_type_structure
+
+
+def _serialize_type_structure(self: BaseJSONSerializer, serialized: Any, value: Any, shape: Any, key: str) -> None:
+    if key and shape.name == "AttributeValue" and not shape.serialization.get("name") and value is not None:
+        try:
+            serialized[key] = _attribute_value(value, tuple(shape.members))
+            return
+        except _NotPlain:
+            pass
+    _moto_serialize_structure(self, serialized, value, shape, key)
+
+
+def _touched(table: Any, op: dict[str, Any]) -> tuple[DynamoType, DynamoType] | None:
+    """The (hash, range) key of the item one transaction write names, or None if it cannot be read."""
+    key = op.get("Item") if "Item" in op else op.get("Key")
+    try:
+        return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
+    """Wrap moto's ``DynamoDBBackend.transact_write_items`` so that it runs on tables holding only the items the
+    transaction names, then writes them back (see the module docstring)."""
+
+    @functools.wraps(transact)
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        real: dict[str, Any] = {}
+        keys: dict[str, list[tuple[DynamoType, DynamoType]]] = defaultdict(list)
+        for item in transact_items:
+            op = next(iter(item.values()), None) if isinstance(item, dict) else None
+            name = op.get("TableName") if isinstance(op, dict) else None
+            table = self.tables.get(name) if isinstance(name, str) else None
+            key = _touched(table, op) if table is not None and table.range_key_attr else None  # type: ignore[arg-type]
+            if table is None or key is None or table.global_indexes or table.indexes or table.stream_shard:
+                return transact(self, transact_items)  # anything unusual: moto's own way
+            real[name] = table  # type: ignore[index]
+            keys[name].append(key)  # type: ignore[index]
+        for name, table in real.items():
+            own = copy.copy(table)
+            own.items = defaultdict(dict)
+            for hash_key, range_key in keys[name]:
+                found = table.items.get(hash_key, {}).get(range_key)
+                if found is not None:
+                    own.items[hash_key][range_key] = copy.deepcopy(found)
+            self.tables[name] = own
+        try:
+            return transact(self, transact_items)
+        finally:
+            for name, table in real.items():
+                own = self.tables[name]  # the transaction's table, or moto's rollback copy of it
+                for hash_key, range_key in keys[name]:
+                    found = own.items.get(hash_key, {}).get(range_key)
+                    if found is not None:
+                        table.items[hash_key][range_key] = found
+                    elif range_key in table.items.get(hash_key, {}):
+                        del table.items[hash_key][range_key]
+                self.tables[name] = table
+
+    transact_write_items.own_items = True  # type: ignore[attr-defined]
+    return transact_write_items
+
+
+class Dispatcher(DomainDispatcherApplication):
+    """moto's server application (every service), remembering the service of each host name."""
+
+    def __init__(self, create_app: Callable[..., Any]) -> None:
+        super().__init__(create_app)
+        self._backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backends:
+            self._backends[host] = super().get_backend_for_host(host)
+        return self._backends[host]
+
+
+def install() -> None:
+    """Make this process's moto cheaper as the module docstring says (idempotent)."""
+    if BaseJSONSerializer._serialize_type_structure is not _serialize_type_structure:
+        BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+    if not getattr(DynamoDBBackend.transact_write_items, "own_items", False):
+        DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
+            DynamoDBBackend.transact_write_items)

@@ -225,7 +225,7 @@ async def shard_runtime(
         checks = Checks(
             gateway=gateway, clock=clock, inventory=inventory, enforcement=enforcement, warnings=warnings,
             policies=policies, dpu_hour_usd=settings.pricing.price_for(shard.region), metrics=metrics,
-            storage=storage,
+            storage=storage, watch_slot=str(shard),
         )
         discovery = Discovery(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,

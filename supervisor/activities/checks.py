@@ -25,7 +25,7 @@ import structlog
 from supervisor import athena
 from supervisor.clock import Clock
 from supervisor.core.accrual import accrual_rate
-from supervisor.core.fleet import WatchEntry
+from supervisor.core.fleet import WatchEntry, next_slot
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
     CalculationSnapshot,
@@ -61,8 +61,9 @@ FAILED_CHECK_RETRY = timedelta(seconds=1)
 FAILED_CHECK_RETRY_MAX = timedelta(minutes=1)
 # A target whose fresh look showed a state this version does not know is looked at again this late.
 UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
-# The watch list (every scheduled look) is saved at most this often, when it changed: a restarted daemon, or
-# the next owner of the shard, resumes from it instead of waiting for a full sweep.
+# The watch list (every scheduled look) is saved this often (only what changed is written): a restarted daemon,
+# or the next owner of the shard, resumes from it instead of waiting for a full sweep. Each shard saves in its own
+# slot of the interval (``watch_slot``), so the shards of a replica do not all write at the same moments.
 WATCH_SAVE_INTERVAL = timedelta(seconds=30)
 
 
@@ -79,6 +80,7 @@ class Checks:
         dpu_hour_usd: float,
         metrics: Metrics,
         storage: Storage | None = None,
+        watch_slot: str = "",
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.gateway = gateway
@@ -103,7 +105,7 @@ class Checks:
         self._last_listed: dict[TargetKey, str] = {}  # the state each target was last listed in
         # Targets resumed from the saved watch list and not yet seen again: what a first look needs.
         self._resumed: dict[TargetKey, TargetRef] = {}
-        self._saved_watch: list[WatchEntry] | None = None
+        self._watch_slot = watch_slot  # whose slot of WATCH_SAVE_INTERVAL the periodic saves use (the shard's)
 
     def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
         """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
@@ -325,28 +327,23 @@ class Checks:
                 continue
             self._resumed[key] = entry.target
             self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING)
-        self._saved_watch = entries
         if entries:
             self._log.info("checks.resumed", targets=len(entries))
 
     async def _save_watch_periodically(self) -> None:
         while True:
-            await self.clock.sleep(WATCH_SAVE_INTERVAL.total_seconds())
+            await self.clock.sleep_until(next_slot(self.clock.now(), WATCH_SAVE_INTERVAL, self._watch_slot))
             await self.save_watch()
 
     async def save_watch(self) -> None:
-        """Save the watch list if it changed since the last save (a failure is logged; the next one retries)."""
+        """Save the watch list: the storage writes what changed since it last read or wrote it, nothing when
+        nothing did, so this may be called as often as needed. A failure is logged; the next save retries."""
         if self.storage is None:
             return
-        entries = self.watch_entries()
-        if entries == self._saved_watch:
-            return
         try:
-            await self.storage.save_watch(entries)
+            await self.storage.save_watch(self.watch_entries())
         except Exception as error:
             self._log.warning("checks.watch_save_failed", error=repr(error))
-            return
-        self._saved_watch = entries
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._resume()

@@ -55,8 +55,12 @@ class Storage(Protocol):
 
     # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
-        """Replace this shard's watched targets and their next deadlines, all at once (a reader sees the old
-        list or the new one). Raises :class:`FenceLost` if the view's fence is stale."""
+        """Make ``entries`` this shard's watched targets and their next deadlines, writing only what changed since
+        the list this view last read or wrote: a save that changed nothing writes nothing, so it may be called
+        as often as the caller likes. A reader may see a save half done (DynamoDB: several transactions), each
+        target as it was or as it is now; a new owner only ever looks at what it reads, so that is harmless (see
+        :mod:`~supervisor.storage.dynamodb_watch`). Raises :class:`FenceLost` if the view's fence is stale
+        (nothing of that transaction is written)."""
         ...
 
     async def watch(self) -> list[WatchEntry]: ...

@@ -1,16 +1,24 @@
 """The watch list in DynamoDB: each shard's watched targets and the next instant each must be looked at.
 
-A save writes the new list under a fresh generation id (``S#<shard>#WATCH``, sort key ``<generation>#<target>``),
-then switches the shard's generation pointer (``S#<shard>#META``/``WATCH``) to it in a transaction that, for a
-fenced view, also checks the lease; only then are older generations' items deleted. A reader follows the
-pointer, so it sees the old list or the new one, never a mix, and a replica that lost its lease cannot replace
-the new owner's list (its items are removed again, and :class:`~supervisor.storage.FenceLost` raised).
+One item per watched target (``S#<shard>#WATCH``, sort key the target key). A save writes only what changed since
+what this view knows the table holds (a target added or its deadline moved: a put; a target gone: a delete), in
+transactions that, for a fenced view, also check the shard's lease: a replica that lost its lease cannot change
+the new owner's list (:class:`~supervisor.storage.FenceLost`, nothing written). What the view knows the table holds
+is what it last read (a new owner reads the list to resume) or wrote; after a failed save it is read again.
+
+A save of more than one transaction (99 writes each) is not atomic as a whole, so a new owner that reads the list
+while the old one's save is half done (the old one crashed, or stopped at its acting deadline, in the middle) sees
+each target either as it was or as it is now: an older deadline only makes it look at that target earlier (a look
+at a target is always harmless: it is judged afresh), a target removed but still listed is looked at and found
+gone, and a target added but not yet listed is found by the first sweep, as one discovered after the last save
+always is. Nothing it reads can make it act: every action follows a fresh look.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
+
+import anyio
 
 from supervisor.core.fleet import Fence, WatchEntry
 from supervisor.core.model import TargetKey, TargetKind, TargetRef
@@ -19,55 +27,67 @@ from supervisor.storage.dynamodb_codec import Item, iso, parse_time
 from supervisor.storage.dynamodb_journal import FencedWriter
 from supervisor.storage.dynamodb_layout import ShardKeys
 from supervisor.storage.dynamodb_registry import ShardRegistry
-from supervisor.storage.dynamodb_table import Key, Table, Write
+from supervisor.storage.dynamodb_table import TRANSACTION_LIMIT, Key, Table, Write
 
-SWITCH_ATTEMPTS = 5
+WRITES_PER_TRANSACTION = TRANSACTION_LIMIT - 1  # one place is the fence's condition check
 
 
 class DynamoWatch:
-    """One shard's watch list in ``table`` (the pointer switch fenced by ``fence``)."""
+    """One shard's watch list in ``table`` (its writes fenced by ``fence``)."""
 
     def __init__(self, table: Table, registry: ShardRegistry, scope: str, fence: Fence | None = None) -> None:
         self._table = table
         self._registry = registry
         self._keys = ShardKeys(scope)
         self._writer = FencedWriter(table, scope, fence)
+        # What the table holds, as far as this view knows (None: read it before the next save), and the sort keys
+        # of items that are no watch entry (a layout of an earlier development version), deleted by the next save.
+        self._stored: dict[TargetKey, WatchEntry] | None = None
+        self._strays: list[str] = []
+        self._saving = anyio.Lock()
 
     async def save(self, entries: Sequence[WatchEntry]) -> None:
-        await self._registry.ensure_shard(self._keys)
-        generation = uuid.uuid4().hex
-        await self._table.write_many(puts=[(self._keys.watched(generation, entry.target.key), _item(entry))
-                                           for entry in entries])
-        try:
-            for _ in range(SWITCH_ATTEMPTS):
-                pointer = await self._table.get(self._keys.watch_generation)
-                current = pointer.get("generation") if pointer else None
-                switch = Write.put(self._keys.watch_generation, {"generation": generation},
-                                   condition="#generation = :current" if current else "attribute_not_exists(#pk)",
-                                   values={":current": current} if current else None)
-                # Another save switched in between (only without a fence): switch again, the last save wins.
-                if await self._writer.transact([switch], priority=Priority.DISCOVER) is None:
-                    break
-        finally:
-            await self._remove_all_but(await self._generation())
+        async with self._saving:
+            stored = dict(self._stored) if self._stored is not None else await self._read()
+            wanted = {entry.target.key: entry for entry in entries}
+            writes = [(key, Write.put(self._key(key), _item(entry))) for key, entry in wanted.items()
+                      if stored.get(key) != entry]
+            writes += [(key, Write.delete(self._key(key))) for key in stored if key not in wanted]
+            strays = [Write.delete(Key(self._keys.watch, sk)) for sk in self._strays]
+            if not writes and not strays:
+                return
+            self._stored = None  # unknown until every transaction has answered
+            await self._registry.ensure_shard(self._keys)
+            for start in range(0, len(writes), WRITES_PER_TRANSACTION):
+                chunk = writes[start:start + WRITES_PER_TRANSACTION]
+                await self._transact([write for _, write in chunk])
+            for start in range(0, len(strays), WRITES_PER_TRANSACTION):
+                await self._transact(strays[start:start + WRITES_PER_TRANSACTION])
+            self._strays = []
+            self._stored = wanted
 
     async def entries(self) -> list[WatchEntry]:
-        generation = await self._generation()
-        if generation is None:
-            return []
-        items = await self._table.query(self._keys.watch, sk="begins_with(#sk, :generation)",
-                                        values={":generation": f"{generation}#"})
-        return [_entry(item) for item in items]
+        return list((await self._read()).values())
 
-    async def _generation(self) -> str | None:
-        pointer = await self._table.get(self._keys.watch_generation)
-        return str(pointer["generation"]) if pointer else None
+    async def _read(self) -> dict[TargetKey, WatchEntry]:
+        found: dict[TargetKey, WatchEntry] = {}
+        strays = []
+        for item in await self._table.query(self._keys.watch):
+            entry = _entry(item)
+            if entry is None:
+                strays.append(str(item["sk"]))
+            else:
+                found[entry.target.key] = entry
+        self._stored, self._strays = dict(found), strays
+        return found
 
-    async def _remove_all_but(self, generation: str | None) -> None:
-        items = await self._table.query(self._keys.watch, projection="#sk")
-        await self._table.write_many(deletes=[Key(self._keys.watch, str(item["sk"])) for item in items
-                                              if generation is None or not str(item["sk"]).startswith(
-                                                  f"{generation}#")])
+    async def _transact(self, writes: list[Write]) -> None:
+        canceled = await self._writer.transact(writes, priority=Priority.DISCOVER)
+        if canceled is not None:  # no write of a save has a condition of its own: only the fence can refuse it
+            raise canceled
+
+    def _key(self, key: TargetKey) -> Key:
+        return Key(self._keys.watch, str(key))
 
 
 def _item(entry: WatchEntry) -> dict[str, object]:
@@ -76,7 +96,12 @@ def _item(entry: WatchEntry) -> dict[str, object]:
             "workgroup": target.workgroup, "next_check_at": iso(entry.next_check_at)}
 
 
-def _entry(item: Item) -> WatchEntry:
-    key = TargetKey.parse(str(item["sk"]).split("#", 1)[1])
-    return WatchEntry(TargetRef(TargetKind(item["target_kind"]), str(item["target_id"]), str(item["session_id"]),
-                                str(item["workgroup"]), key.scope), parse_time(item["next_check_at"]))
+def _entry(item: Item) -> WatchEntry | None:
+    """The entry an item holds; None for an item of another layout."""
+    try:
+        key = TargetKey.parse(str(item["sk"]))
+        return WatchEntry(TargetRef(TargetKind(item["target_kind"]), str(item["target_id"]),
+                                    str(item["session_id"]), str(item["workgroup"]), key.scope),
+                          parse_time(item["next_check_at"]))
+    except (KeyError, ValueError):
+        return None

@@ -225,11 +225,11 @@ async def shard_runtime(
         checks = Checks(
             gateway=gateway, clock=clock, inventory=inventory, enforcement=enforcement, warnings=warnings,
             policies=policies, dpu_hour_usd=settings.pricing.price_for(shard.region), metrics=metrics,
-            storage=storage, watch_slot=str(shard),
+            storage=storage, watch_slot=f"watch {shard}",
         )
         discovery = Discovery(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
-            policies=policies, metrics=metrics,
+            policies=policies, metrics=metrics, sweep_slot=None if shard.implicit else str(shard),
         )
         accounting, budgets = budget_activities(
             settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory, discovery=discovery,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
-from supervisor.core.fleet import Lease, preference
+from supervisor.core.fleet import Lease, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
@@ -311,6 +311,53 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
         assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
 
 
+def to_ms(instant: datetime) -> datetime:
+    """An instant as the audit log writes it (truncated to the millisecond)."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def sweeps_of(world: VirtualWorld, shard: tuple[str, str], since: datetime) -> list[datetime]:
+    """The instants the shard's sessions were listed (one sweep lists each state at one instant) since ``since``."""
+    return sorted({call.time for call in calls_in(world, "ListSessions", shard) if call.time >= since})
+
+
+async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its_slot(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    interval = timedelta(seconds=10)
+    slow = {"discovery_interval": "10s",
+            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "60s"}}]}
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        started = world.now
+        await replicas.start("a", **slow)
+        await world.vt.run_for(ms(25))
+        # The first sweep at once; then each shard in its own slot of the interval, not all at the same moments.
+        for shard in SHARDS:
+            slot = next_slot(started, interval, "/".join(shard))
+            slots = [slot + interval * k for k in range(3) if slot + interval * k <= started + ms(25)]
+            assert sweeps_of(world, shard, started) == [to_ms(instant) for instant in (started, *slots)], shard
+        assert len({next_slot(started, interval, "/".join(shard)) for shard in SHARDS}) == len(SHARDS)
+        # a stops; b takes every shard and resumes the saved watch lists: it knows the runaway's deadline, so the
+        # first sweep of its shard waits for its slot, and the runaway is stopped at its crossing all the same.
+        session_id, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(ms(41))  # a sweep found the runaway; a save (every 30 s) after it has its deadline
+        await replicas.stop("a")
+        await replicas.start("b", **slow)
+        taken = world.now
+        await world.vt.run_until_true(lambda: all(names == ["b"] for names in replicas.owners().values()),
+                                      limit=LEASE)
+        await world.vt.run_until(max(taken + interval, submitted + ms(61)))
+        # The shard that resumed a target waits for its slot; the others, which know nothing, sweep at once.
+        assert sweeps_of(world, SHARDS[0], taken)[0] == to_ms(next_slot(taken, interval, "/".join(SHARDS[0])))
+        assert all(sweeps_of(world, shard, taken)[0] < taken + LEASE for shard in SHARDS[1:])
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(60) <= stop.time <= submitted + ms(60) + CROSSING_MARGIN
+        assert session_id
+
+
 class SlowRenewal(DynamoDbStorage):
     """The table as it is, except that renewals take longer: the next one once ``armed`` takes ``delay``, every one
     takes ``each``."""
@@ -373,6 +420,49 @@ async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWo
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+class SlowLeaseReads(DynamoDbStorage):
+    """The table as it is, except that the next read of every lease, once ``armed``, takes ``delay``."""
+
+    def __init__(self, table: Table, clock: Any, delay: timedelta) -> None:
+        super().__init__(table, retention=timedelta(days=90))
+        self.clock, self.delay = clock, delay
+        self.armed = False
+
+    async def leases(self) -> list[Lease]:
+        if self.armed:
+            self.armed = False
+            await self.clock.sleep(self.delay.total_seconds())
+        return await super().leases()
+
+
+async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    slow: list[SlowLeaseReads] = []
+
+    def storage(table: Table) -> Storage:
+        slow.append(SlowLeaseReads(table, world.clock, LEASE * 2))
+        return slow[0]
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE)
+        # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
+        # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
+        slow[0].armed = True
+        with capture_logs() as logs:
+            await world.vt.run_for(LEASE * 3)
+        assert [entry for entry in logs if entry["event"] in ("cluster.acting_deadline_passed", "cluster.lease_lost")
+                ] == []
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(4))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
 
 
 def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:

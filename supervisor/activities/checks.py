@@ -106,6 +106,7 @@ class Checks:
         # Targets resumed from the saved watch list and not yet seen again: what a first look needs.
         self._resumed: dict[TargetKey, TargetRef] = {}
         self._watch_slot = watch_slot  # whose slot of WATCH_SAVE_INTERVAL the periodic saves use (the shard's)
+        self.resumed_targets = 0  # how many targets the saved watch list scheduled at start
 
     def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
         """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
@@ -327,6 +328,7 @@ class Checks:
                 continue
             self._resumed[key] = entry.target
             self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING)
+        self.resumed_targets = len(self._resumed)
         if entries:
             self._log.info("checks.resumed", targets=len(entries))
 

@@ -2,7 +2,7 @@
 proportional to their own items, leases first.
 
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
-werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with four differences, all about
+werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), with five differences, all about
 how faithfully it stands in for DynamoDB, neither about what it answers:
 
 - **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
@@ -16,6 +16,12 @@ how faithfully it stands in for DynamoDB, neither about what it answers:
   lease renewal. DynamoDB's own cost is per item. Here a transaction runs on a table that holds only the items
   the transaction names (a transaction's conditions can only read those), and its outcome is written back to the
   real table: the same answers, errors and rollbacks, at the cost of the transaction's own items.
+- **Queries on their own partition.** moto answers a Query by listing and sorting every item of the table, then
+  keeping the partition's, so each Query costs time in proportion to the whole table (every event of the run,
+  every watch list): the lease round's Query of a dozen leases took it 0.4-0.9 s late in a run, in front of
+  every other request. DynamoDB reads only the partition. Here a Query (not on an index) runs on a view of the
+  table that holds only the queried partition: the same items, order, filters and pages, at the partition's
+  cost.
 - **Leases first.** Of the requests waiting for their turn, those on the lease and heartbeat items go first (see
   :class:`SerialMoto`).
 - **Idempotent transactions.** A TransactWriteItems sent again with the same ``ClientRequestToken`` and items is
@@ -39,6 +45,7 @@ import contextlib
 import copy
 import functools
 import heapq
+import inspect
 import io
 import itertools
 import json
@@ -52,6 +59,7 @@ from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -111,6 +119,24 @@ def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
                 self.tables[name] = table
 
     return transact_write_items
+
+
+def query_own_partition(query: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap moto's ``Table.query`` so that a Query of a partition (not of an index) runs on a view of the table
+    holding only that partition (see the module docstring)."""
+    signature = inspect.signature(query)
+
+    @functools.wraps(query)
+    def partition_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        hash_key = bound.arguments.get("hash_key")
+        if hash_key is None or bound.arguments.get("index_name") or not self.range_key_attr:
+            return query(self, *args, **kwargs)
+        own = copy.copy(self)
+        own.items = {hash_key: self.items[hash_key]} if hash_key in self.items else {}
+        return query(own, *args, **kwargs)
+
+    return partition_query
 
 
 class PriorityLock:
@@ -240,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
         DynamoDBBackend.transact_write_items)
+    Table.query = query_own_partition(Table.query)  # type: ignore[method-assign]
     server = make_server(args.host, args.port, SerialMoto(args.slow_log), threaded=True, request_handler=_Quiet)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{args.host}:{server.server_port}"}),

@@ -185,6 +185,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             steady_dynamodb_to = fleet.dynamodb.calls()
             fleet.replicas[victim].kill()
             killed_at = time.time()
+            takeover_cpu_from = cpu_snapshot(fleet.live())
             killed = {"replica": victim, "shards": sorted(str(s) for s in held[victim]), "at": killed_at}
             log(f"kill -9 {victim} (holding {len(held[victim])} shards)")
         time.sleep(max(0.0, end_at - time.time()))
@@ -192,6 +193,11 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             steady_cpu_to, steady_to = cpu_snapshot(fleet.replicas), time.time()
             steady_dynamodb_to = fleet.dynamodb.calls()
         ended = time.time()
+        takeover_cpu = None
+        if killed is not None:
+            survivors = cpu_snapshot(fleet.live())
+            takeover_cpu = {name: round(100 * (survivors[name] - takeover_cpu_from[name]) / (ended - killed["at"]), 1)
+                            for name in survivors if name in takeover_cpu_from}
         end_stats = fleet.dynamodb.stats()
         queueing = fleet.dynamodb.queueing()
         end_calls = {operation: int(count) for operation, count in end_stats["calls"].items()}
@@ -271,6 +277,8 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             "steady_percent_mean": round(sum(per_replica_steady.values()) / len(per_replica_steady), 1)
             if per_replica_steady else None,
             "steady_percent_total": round(sum(per_replica_steady.values()), 1),
+            # the survivors, from the kill to the end of the run (taking over the killed replica's shards)
+            "after_kill_percent_of_a_core": takeover_cpu,
         },
         "replica_processes": usage,
         "peak_rss_mib_max": max((u["peak_rss_mib"] for u in usage.values()), default=None),
@@ -315,6 +323,8 @@ def table(results: list[dict[str, Any]]) -> str:
         ("Athena API calls", [r["athena_calls"] for r in results]),
         ("CPU % of a core per replica", [r["cpu"]["steady_percent_mean"] for r in results]),
         ("CPU % of a core, all replicas", [r["cpu"]["steady_percent_total"] for r in results]),
+        ("  survivors after the kill (max)", [max((r["cpu"].get("after_kill_percent_of_a_core") or {}).values(),
+                                                  default=None) for r in results]),
         ("peak RSS per replica (MiB, max)", [r["peak_rss_mib_max"] for r in results]),
         ("wall time (s)", [r["seconds"] for r in results]),
     ]

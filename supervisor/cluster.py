@@ -191,13 +191,20 @@ class Cluster:
             for scope in plan.release:
                 await self._release(scope, reason="rebalance")
             spare = list(plan.spare)
-            for scope in plan.acquire:
+
+            async def take(scope: str) -> None:
                 # Refused: another replica took it first (after a replica died, the survivors want its shards at
                 # the same instant). Take the next free one now rather than a round later, so a takeover stays
                 # within lease_duration + max_clock_skew.
                 taken = await self._acquire(scope)
                 while not taken and spare:
                     taken = await self._acquire(spare.pop(0))
+
+            # Side by side: a survivor taking a dead replica's shards starts each as soon as its lease is taken,
+            # not a round trip to the store later per shard before it.
+            async with anyio.create_task_group() as acquiring:
+                for scope in plan.acquire:
+                    acquiring.start_soon(take, scope)
         except Exception as error:  # the next round tries again; what was done stays done
             self._failed("round", error)
             return self.clock.now() + STORE_RETRY

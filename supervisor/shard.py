@@ -177,7 +177,11 @@ class ShardRuntime:
         anything is judged) and run until cancelled."""
         suffix = "" if self.shard.implicit else f"[{self.shard}]"
         async with anyio.create_task_group() as task_group:
-            await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
+            # What a new owner of the shard reads first, side by side: the claims and open escalations (resumed
+            # before anything is judged) and the saved targets due soon.
+            async with anyio.create_task_group() as reading:
+                reading.start_soon(self.checks.read_watch)
+                await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
             await task_group.start(supervised, f"warnings{suffix}", self.warnings.run)
             await task_group.start(supervised, f"checks{suffix}", self.checks.run)
             await task_group.start(supervised, f"discovery{suffix}", self.discovery.run)

@@ -317,6 +317,23 @@ async def test_a_save_makes_the_watch_list_exactly_its_entries_per_shard(backend
     assert await b.watch() == [watched("c9", 9)]
 
 
+async def test_the_watch_list_is_read_by_deadline(backend: Backend, storage: Storage) -> None:
+    view = storage.for_shard(SHARD_A)
+    entries = [watched(f"c{index}", index) for index in range(1, 6)]
+    await view.save_watch(entries)
+    await storage.for_shard(SHARD_B).save_watch([watched("b1", 1)])
+    # What a new owner reads first (due before a horizon), then the rest (due from it): together, the whole list.
+    assert by_key(await view.watch(due_before=at(3))) == entries[:2]
+    assert by_key(await view.watch(due_from=at(3))) == entries[2:]
+    assert by_key(await view.watch(due_from=at(2), due_before=at(4))) == entries[1:3]
+    # A moved deadline moves the target between the two reads.
+    moved = [replace(entries[4], next_check_at=at(0.5)), *entries[:4]]
+    await view.save_watch(moved)
+    assert by_key(await view.watch(due_before=at(3))) == by_key([moved[0], *entries[:2]])
+    async with backend.open() as other:
+        assert by_key(await other.for_shard(SHARD_A).watch()) == by_key(moved)
+
+
 class Writes:
     """What a backend wrote, as seen from outside the storage: DynamoDB's TransactWriteItems calls (the storage's
     own metrics); SQLite's commits (``data_version`` from another connection changes with each) and the rowid of

@@ -65,6 +65,9 @@ UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
 # or the next owner of the shard, resumes from it instead of waiting for a full sweep. Each shard saves in its own
 # slot of the interval (``watch_slot``), so the shards of a replica do not all write at the same moments.
 WATCH_SAVE_INTERVAL = timedelta(seconds=30)
+# A new owner of the shard (or a restarted daemon) reads the saved targets due within this first (one small read,
+# side by side with enforcement's), and the rest once it has started looking at those.
+RESUME_FIRST = timedelta(minutes=1)
 
 
 class Checks:
@@ -106,7 +109,8 @@ class Checks:
         # Targets resumed from the saved watch list and not yet seen again: what a first look needs.
         self._resumed: dict[TargetKey, TargetRef] = {}
         self._watch_slot = watch_slot  # whose slot of WATCH_SAVE_INTERVAL the periodic saves use (the shard's)
-        self.resumed_targets = 0  # how many targets the saved watch list scheduled at start
+        self.resumed_targets = 0  # how many targets the saved watch list scheduled so far
+        self._due_soon: tuple[datetime, list[WatchEntry] | None] | None = None  # read ahead: (horizon, entries)
 
     def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
         """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
@@ -312,25 +316,43 @@ class Checks:
         session = self.inventory.sessions.get(key.target_id)
         return TargetRef.of_session(session) if session else None
 
-    async def _resume(self) -> None:
-        """Schedule the looks of the saved watch list: each target is looked at afresh at its deadline, before
-        the first sweep lists it again."""
-        if self.storage is None:
+    async def read_watch(self) -> None:
+        """Read the saved targets due within :data:`RESUME_FIRST` (what a new owner needs first); ``run`` schedules
+        them. May run before ``run``, side by side with enforcement loading the claims. Never raises."""
+        if self.storage is None or self._due_soon is not None:
             return
+        horizon = self.clock.now() + RESUME_FIRST
         try:
-            entries = await self.storage.watch()
+            self._due_soon = (horizon, await self.storage.watch(due_before=horizon))
         except Exception as error:  # no watch list: the first sweep finds everything, as before
             self._log.error("checks.resume_failed", error=repr(error))
+            self._due_soon = (horizon, None)
+
+    async def _resume_rest(self, horizon: datetime) -> None:
+        """Schedule the saved targets due after ``horizon``, once those due sooner are being looked at."""
+        assert self.storage is not None
+        try:
+            entries = await self.storage.watch(due_from=horizon)
+        except Exception as error:  # the first sweep finds them
+            self._log.error("checks.resume_failed", error=repr(error))
             return
+        if self._schedule_resumed(entries):
+            self._wakeup.set()
+        if self.resumed_targets:
+            self._log.info("checks.resumed", targets=self.resumed_targets)
+
+    def _schedule_resumed(self, entries: list[WatchEntry]) -> bool:
+        """Schedule saved targets not claimed and not known meanwhile; True if one is now the earliest deadline.
+        Each is looked at afresh at its deadline, before the first sweep lists it again."""
+        earliest = False
         for entry in entries:
             key = entry.target.key
             if self.enforcement.is_claimed(key) or key in self.deadlines:
                 continue
             self._resumed[key] = entry.target
-            self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING)
-        self.resumed_targets = len(self._resumed)
-        if entries:
-            self._log.info("checks.resumed", targets=len(entries))
+            self.resumed_targets += 1
+            earliest = self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING) or earliest
+        return earliest
 
     async def _save_watch_periodically(self) -> None:
         while True:
@@ -348,10 +370,14 @@ class Checks:
             self._log.warning("checks.watch_save_failed", error=repr(error))
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._resume()
+        await self.read_watch()
+        horizon, due_soon = self._due_soon or (self.clock.now(), None)
+        self._schedule_resumed(due_soon or [])
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             if self.storage is not None:
+                if due_soon is not None:
+                    task_group.start_soon(self._resume_rest, horizon)
                 task_group.start_soon(self._save_watch_periodically)
             task_status.started()
             while True:
@@ -436,14 +462,32 @@ class Checks:
 
     async def _look_resumed(self, key: TargetKey, ref: TargetRef, priority: Priority) -> bool:
         """A first look at a target known only from the saved watch list: it and its session (GetSession, for
-        the exemption marker), unless a sweep has listed them meanwhile."""
-        if ref.session_id not in self.inventory.sessions:
-            session = await athena.get_session(self.gateway, ref.session_id, ref.workgroup, self.clock,
-                                               priority=priority, statistics=True)
+        the exemption marker), side by side, unless a sweep has listed them meanwhile."""
+        found: dict[str, SessionSnapshot | CalculationSnapshot | AwsCallError] = {}
+
+        async def fetch(name: str, get: Callable[[], Coroutine[Any, Any, SessionSnapshot | CalculationSnapshot]],
+                        ) -> None:
+            try:
+                found[name] = await get()
+            except AwsCallError as error:
+                found[name] = error
+
+        async with anyio.create_task_group() as looking:
+            if ref.session_id not in self.inventory.sessions:
+                looking.start_soon(fetch, "session", lambda: athena.get_session(
+                    self.gateway, ref.session_id, ref.workgroup, self.clock, priority=priority, statistics=True))
+            if key.kind is TargetKind.CALCULATION and key.target_id not in self.inventory.calculations:
+                looking.start_soon(fetch, "calculation", lambda: athena.get_calculation(
+                    self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
+        for name in ("session", "calculation"):  # the session first: its error says more (a session gone)
+            answer = found.get(name)
+            if isinstance(answer, AwsCallError):
+                raise answer
+        session, calculation = found.get("session"), found.get("calculation")
+        if isinstance(session, SessionSnapshot):
             self.inventory.put_session(session)
-        if key.kind is TargetKind.CALCULATION and key.target_id not in self.inventory.calculations:
-            self.inventory.put_calculation(await athena.get_calculation(
-                self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
+        if isinstance(calculation, CalculationSnapshot):
+            self.inventory.put_calculation(calculation)
         self._resumed.pop(key, None)
         snapshot = (self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
                     else self.inventory.sessions.get(key.target_id))

@@ -236,10 +236,20 @@ class Enforcement:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Load the claims, resume every open escalation, then drive new ones until cancelled."""
-        self._claimed |= await self.storage.claimed_targets()
+        opened: list[Escalation] = []
+
+        async def load_claims() -> None:
+            self._claimed |= await self.storage.claimed_targets()
+
+        async def load_open() -> None:
+            opened.extend(await self.storage.open_escalations())
+
+        async with anyio.create_task_group() as loading:  # side by side: a new owner of the shard waits for both
+            loading.start_soon(load_claims)
+            loading.start_soon(load_open)
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
-            for escalation in await self.storage.open_escalations():
+            for escalation in opened:
                 reason = self._reason_to_void(escalation)
                 if reason is not None:
                     await self._void(escalation, reason)

@@ -63,7 +63,10 @@ class Storage(Protocol):
         (nothing of that transaction is written)."""
         ...
 
-    async def watch(self) -> list[WatchEntry]: ...
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        """This shard's watched targets (the root view: every shard's), those due before ``due_before`` and from
+        ``due_from`` when given: a new owner reads the ones due soon first, one small read, then the rest."""
+        ...
 
     # -- escalations: claims, intents and answers ------------------------------------------------------
     async def claim(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> bool:

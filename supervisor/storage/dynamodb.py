@@ -79,8 +79,9 @@ class DynamoDbStorage:
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         await self._own.watch.save(entries)
 
-    async def watch(self) -> list[WatchEntry]:
-        return [entry for view in await self._readable() for entry in await view.watch.entries()]
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        return [entry for view in await self._readable()
+                for entry in await view.watch.entries(due_before=due_before, due_from=due_from)]
 
     # -- escalations ----------------------------------------------------------------------------------------
 

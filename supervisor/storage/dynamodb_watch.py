@@ -1,10 +1,12 @@
 """The watch list in DynamoDB: each shard's watched targets and the next instant each must be looked at.
 
-One item per watched target (``S#<shard>#WATCH``, sort key the target key). A save writes only what changed since
+One item per watched target (``S#<shard>#WATCH``, sort key ``<next deadline>#<target key>``, so a new owner reads
+the targets due soon with one small Query before the rest). A save writes only what changed since
 what this view knows the table holds (a target added or its deadline moved: a put; a target gone: a delete), in
 transactions that, for a fenced view, also check the shard's lease: a replica that lost its lease cannot change
 the new owner's list (:class:`~supervisor.storage.FenceLost`, nothing written). What the view knows the table holds
-is what it last read (a new owner reads the list to resume) or wrote; after a failed save it is read again.
+is what it last read whole (a new owner reads the list to resume) or wrote; a moved deadline is a delete and a put
+(the sort key holds it); after a failed save, or a read of only part of the list, it is read again first.
 
 A save of more than one transaction (99 writes each) is not atomic as a whole, so a new owner that reads the list
 while the old one's save is half done (the old one crashed, or stopped at its acting deadline, in the middle) sees
@@ -17,6 +19,7 @@ always is. Nothing it reads can make it act: every action follows a fresh look.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import anyio
 
@@ -50,35 +53,49 @@ class DynamoWatch:
         async with self._saving:
             stored = dict(self._stored) if self._stored is not None else await self._read()
             wanted = {entry.target.key: entry for entry in entries}
-            writes = [(key, Write.put(self._key(key), _item(entry))) for key, entry in wanted.items()
+            # A moved deadline moves the item (its sort key holds the deadline): the new one is put before the old
+            # one goes, so a reader between the two sees both and keeps the earlier, never neither.
+            writes = [Write.put(self._key(entry), _item(entry)) for key, entry in wanted.items()
                       if stored.get(key) != entry]
-            writes += [(key, Write.delete(self._key(key))) for key in stored if key not in wanted]
-            strays = [Write.delete(Key(self._keys.watch, sk)) for sk in self._strays]
-            if not writes and not strays:
+            writes += [Write.delete(self._key(old)) for key, old in stored.items() if wanted.get(key) != old]
+            writes += [Write.delete(Key(self._keys.watch, sk)) for sk in self._strays]
+            if not writes:
                 return
             self._stored = None  # unknown until every transaction has answered
             await self._registry.ensure_shard(self._keys)
             for start in range(0, len(writes), WRITES_PER_TRANSACTION):
-                chunk = writes[start:start + WRITES_PER_TRANSACTION]
-                await self._transact([write for _, write in chunk])
-            for start in range(0, len(strays), WRITES_PER_TRANSACTION):
-                await self._transact(strays[start:start + WRITES_PER_TRANSACTION])
+                await self._transact(writes[start:start + WRITES_PER_TRANSACTION])
             self._strays = []
             self._stored = wanted
 
-    async def entries(self) -> list[WatchEntry]:
-        return list((await self._read()).values())
+    async def entries(self, *, due_before: datetime | None = None,
+                      due_from: datetime | None = None) -> list[WatchEntry]:
+        return list((await self._read(due_before, due_from)).values())
 
-    async def _read(self) -> dict[TargetKey, WatchEntry]:
+    async def _read(self, due_before: datetime | None = None,
+                    due_from: datetime | None = None) -> dict[TargetKey, WatchEntry]:
+        """The entries due before ``due_before`` and from ``due_from`` (each bound optional); a read of the whole
+        list is also what this view knows the table holds."""
+        conditions, values = [], {}
+        if due_before is not None:
+            conditions.append("#sk < :before")
+            values[":before"] = iso(due_before)
+        if due_from is not None:
+            conditions.append("#sk >= :from")
+            values[":from"] = iso(due_from)
+        sk = " AND ".join(conditions) if len(conditions) < 2 else "#sk BETWEEN :from AND :before"
         found: dict[TargetKey, WatchEntry] = {}
         strays = []
-        for item in await self._table.query(self._keys.watch):
+        # In deadline order: a target found twice (a save moved it and stopped half way) keeps its earlier
+        # deadline, which only makes a look come sooner; the later item is left for the next save to delete.
+        for item in await self._table.query(self._keys.watch, sk=sk or None, values=values or None):
             entry = _entry(item)
-            if entry is None:
+            if entry is None or entry.target.key in found:
                 strays.append(str(item["sk"]))
-            else:
+            elif due_before is None or entry.next_check_at < due_before:  # BETWEEN includes its upper bound
                 found[entry.target.key] = entry
-        self._stored, self._strays = dict(found), strays
+        if due_before is None and due_from is None:
+            self._stored, self._strays = dict(found), strays
         return found
 
     async def _transact(self, writes: list[Write]) -> None:
@@ -86,8 +103,12 @@ class DynamoWatch:
         if canceled is not None:  # no write of a save has a condition of its own: only the fence can refuse it
             raise canceled
 
-    def _key(self, key: TargetKey) -> Key:
-        return Key(self._keys.watch, str(key))
+    def _key(self, entry: WatchEntry) -> Key:
+        return Key(self._keys.watch, _sort_key(entry))
+
+
+def _sort_key(entry: WatchEntry) -> str:
+    return f"{iso(entry.next_check_at)}#{entry.target.key}"
 
 
 def _item(entry: WatchEntry) -> dict[str, object]:
@@ -99,9 +120,10 @@ def _item(entry: WatchEntry) -> dict[str, object]:
 def _entry(item: Item) -> WatchEntry | None:
     """The entry an item holds; None for an item of another layout."""
     try:
-        key = TargetKey.parse(str(item["sk"]))
-        return WatchEntry(TargetRef(TargetKind(item["target_kind"]), str(item["target_id"]),
-                                    str(item["session_id"]), str(item["workgroup"]), key.scope),
-                          parse_time(item["next_check_at"]))
+        key = TargetKey.parse(str(item["sk"]).partition("#")[2])
+        entry = WatchEntry(TargetRef(TargetKind(item["target_kind"]), str(item["target_id"]),
+                                     str(item["session_id"]), str(item["workgroup"]), key.scope),
+                           parse_time(item["next_check_at"]))
     except (KeyError, ValueError):
         return None
+    return entry if _sort_key(entry) == str(item["sk"]) else None

@@ -64,8 +64,8 @@ class SqliteStorage:
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         await self._run(self._watch.save, list(entries))
 
-    async def watch(self) -> list[WatchEntry]:
-        return await self._run(self._watch.entries)
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        return await self._run(self._watch.entries, due_before=due_before, due_from=due_from)
 
     def close_now(self) -> None:
         if self._owns_database:  # a shard view shares the root's connection

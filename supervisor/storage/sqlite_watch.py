@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from supervisor.core.fleet import WatchEntry
 from supervisor.core.model import TargetKey, TargetKind, TargetRef
@@ -48,7 +48,7 @@ class WatchTable:
     def _row(self, entry: WatchEntry) -> Row:
         target = entry.target
         return (self._writes_to, str(target.key), target.kind.value, target.target_id, target.session_id,
-                target.workgroup, entry.next_check_at.isoformat(timespec="microseconds"))
+                target.workgroup, _text(entry.next_check_at))
 
     def _read(self) -> dict[str, Row]:
         with self._db.reading() as db:
@@ -56,11 +56,20 @@ class WatchTable:
                                "next_check_at FROM watch WHERE shard=?", (self._writes_to,)).fetchall()
         return {row["target_key"]: (row[0], row[1], row[2], row[3], row[4], row[5], row[6]) for row in found}
 
-    def entries(self) -> list[WatchEntry]:
+    def entries(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
         where, params = in_shard(self._shard)
+        # next_check_at is stored as ISO-8601 with microseconds in UTC, so text order is time order.
+        if due_before is not None:
+            where, params = f"{where} AND next_check_at < ?", (*params, _text(due_before))
+        if due_from is not None:
+            where, params = f"{where} AND next_check_at >= ?", (*params, _text(due_from))
         with self._db.reading() as db:
             rows = db.execute(f"SELECT * FROM watch WHERE {where} ORDER BY shard, target_key", params).fetchall()
         return [WatchEntry(TargetRef(TargetKind(row["target_kind"]), row["target_id"], row["session_id"],
                                      row["workgroup"], TargetKey.parse(row["target_key"]).scope),
                            datetime.fromisoformat(row["next_check_at"]))
                 for row in rows]
+
+
+def _text(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat(timespec="microseconds")

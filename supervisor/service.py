@@ -28,6 +28,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
+from supervisor.credentials import RoleSessions
 from supervisor.events import EventSink
 from supervisor.http import Operations, serving
 from supervisor.metrics import Metrics
@@ -148,6 +149,7 @@ async def running_service(
             cluster: Cluster | None = None
             hosts: dict[Shard, ShardHost] = {}
             live = LiveConfig(settings, clock.now(), config_path)
+            roles = RoleSessions(gateway=own_gateway, clock=clock)
             if settings.cluster is not None:
                 assert isinstance(storage, LeaseStore)
                 cluster = Cluster(
@@ -157,10 +159,10 @@ async def running_service(
                     metrics=metrics,
                     host_for=lambda shard, lease, may_send, fence_lost: ShardHost(
                         shard, live.settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
-                        may_send=may_send, fence_lost=fence_lost),
+                        may_send=may_send, fence_lost=fence_lost, roles=roles),
                 )
             else:
-                hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway)
+                hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway, roles=roles)
                          for shard in settings.shards()}
 
             def current_hosts() -> dict[Shard, ShardHost]:

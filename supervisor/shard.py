@@ -32,7 +32,7 @@ from supervisor.core.inventory import Inventory
 from supervisor.core.model import Origin, Verdict
 from supervisor.core.policy import Policy, compile_policies
 from supervisor.core.safety import SafetyRails
-from supervisor.credentials import AssumedRole
+from supervisor.credentials import RoleSessions
 from supervisor.events import EventSink
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
@@ -276,6 +276,7 @@ class ShardHost:
     fence: Fence | None = None
     may_send: Callable[[], bool] | None = None
     fence_lost: Callable[[], None] | None = None
+    roles: RoleSessions | None = None  # the process's role sessions (default: this host assumes its own)
     runtime: ShardRuntime | None = None
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
@@ -300,13 +301,12 @@ class ShardHost:
         account = self.settings.account_for(self.shard)
         if account is None or account.role_arn is None:
             return None
-        role = AssumedRole(gateway=self.sts, clock=self.clock, role_arn=account.role_arn,
-                           external_id=account.external_id)
+        roles = self.roles or RoleSessions(gateway=self.sts, clock=self.clock)
         metrics = self.metrics.for_shard(self.shard)
         backoff = CREDENTIALS_RETRY_INITIAL
         while True:
             try:
-                session = await role.session()
+                session = await roles.session(account.role_arn, account.external_id)
             except AwsCallError as error:
                 self.problem = f"{self.shard}: cannot assume {account.role_arn} ({error.code})"
                 metrics.shard_credentials_failing.set(1)

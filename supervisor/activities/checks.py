@@ -66,7 +66,8 @@ UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
 # slot of the interval (``watch_slot``), so the shards of a replica do not all write at the same moments.
 WATCH_SAVE_INTERVAL = timedelta(seconds=30)
 # A new owner of the shard (or a restarted daemon) reads the saved targets due within this first (one small read,
-# side by side with enforcement's), and the rest once it has started looking at those.
+# side by side with enforcement's), and the rest half way to it: none of them is due sooner, and the moment it
+# takes the shard over (its overdue looks, claims and intents) is not the moment to read a long list.
 RESUME_FIRST = timedelta(minutes=1)
 
 
@@ -329,8 +330,9 @@ class Checks:
             self._due_soon = (horizon, None)
 
     async def _resume_rest(self, horizon: datetime) -> None:
-        """Schedule the saved targets due after ``horizon``, once those due sooner are being looked at."""
+        """Schedule the saved targets due from ``horizon`` on, read half way to it."""
         assert self.storage is not None
+        await self.clock.sleep_until(horizon - RESUME_FIRST / 2)
         try:
             entries = await self.storage.watch(due_from=horizon)
         except Exception as error:  # the first sweep finds them

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
@@ -172,6 +172,12 @@ class ShardRuntime:
             task_group.start_soon(supervised, f"budgets{suffix}", self.budgets.run, name=f"budgets{suffix}")
             task_group.start_soon(supervised, f"accounting{suffix}", self.accounting.run, name=f"accounting{suffix}")
 
+    async def _prepare_storage(self) -> None:
+        try:
+            await self.storage.prepare(self.clock.now() if self.clock is not None else datetime.now(UTC))
+        except Exception as error:  # the first write registers what it needs itself, as it always could
+            structlog.get_logger("supervisor.shard").warning("shard.storage_prepare_failed", error=repr(error))
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every activity (enforcement first: it loads the claims and resumes open escalations before
         anything is judged) and run until cancelled."""
@@ -181,6 +187,7 @@ class ShardRuntime:
             # before anything is judged) and the saved targets due soon.
             async with anyio.create_task_group() as reading:
                 reading.start_soon(self.checks.read_watch)
+                reading.start_soon(self._prepare_storage)
                 await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
             await task_group.start(supervised, f"warnings{suffix}", self.warnings.run)
             await task_group.start(supervised, f"checks{suffix}", self.checks.run)

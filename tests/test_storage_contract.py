@@ -237,6 +237,8 @@ async def test_a_notice_is_marked_once_by_every_shard_and_replica(backend: Backe
 
 async def test_claims_escalations_and_events_belong_to_their_shard(storage: Storage) -> None:
     a, b = storage.for_shard(SHARD_A), storage.for_shard(SHARD_B)
+    await a.prepare(T0)  # what a new owner does ahead of its first claim: nothing to see, nothing changes
+    assert await a.claimed_targets() == set() and await a.recent_events(10) == []
     # Workgroup names repeat across accounts: the same target key is claimed once per shard.
     assert await a.claim(machine.begin(disable("etl"), "ea", T0), "decision", {})
     assert await b.claim(machine.begin(disable("etl"), "eb", at(1)), "decision", {})

@@ -53,6 +53,11 @@ class Storage(Protocol):
         """The view of ``shard``'s records; writes are fenced by ``fence`` when given."""
         ...
 
+    async def prepare(self, time: datetime) -> None:
+        """Do ahead what this view's first writes would otherwise do first (DynamoDB: register the shard, and the
+        day of ``time``, for the root view's reads; SQLite: nothing), so a new owner's first claim is one write."""
+        ...
+
     # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         """Make ``entries`` this shard's watched targets and their next deadlines, writing only what changed since

@@ -25,6 +25,7 @@ from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
 from supervisor.storage.dynamodb_journal import DynamoJournal, mark_once
+from supervisor.storage.dynamodb_layout import ShardKeys
 from supervisor.storage.dynamodb_leases import DynamoLeases
 from supervisor.storage.dynamodb_ledger import DynamoBudgets, DynamoLedger
 from supervisor.storage.dynamodb_registry import ShardRegistry
@@ -73,6 +74,9 @@ class DynamoDbStorage:
 
     async def close(self) -> None:
         return None
+
+    async def prepare(self, time: datetime) -> None:
+        await self._registry.prepare(ShardKeys(self.shard_scope or ""), time)
 
     # -- the watch list -------------------------------------------------------------------------------------
 

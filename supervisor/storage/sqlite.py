@@ -61,6 +61,9 @@ class SqliteStorage:
         """The view of ``shard``'s rows. ``fence`` is ignored: this process owns every shard of its file."""
         return SqliteStorage(self.path, _database=self._database, _shard=shard.scope)
 
+    async def prepare(self, time: datetime) -> None:
+        return None  # nothing to register: the shard is a column
+
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         await self._run(self._watch.save, list(entries))
 

@@ -90,7 +90,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """The smoke run of the test suite: one fleet of 2 replicas (so a kill and a takeover), 4 small shards."""
-        return cls(replicas=(2,), shards=4, sessions=20, violations=3, window=6.0, lead=5.0, tail=5.0,
+        return cls(replicas=(2,), shards=4, sessions=20, violations=3, window=4.0, lead=4.0, tail=3.0,
                    discovery_interval=1.0, lease_duration=6.0, stop_grace=3.0, first_sweep_timeout=120.0)
 
     def settings(self) -> ReplicaSettings:

@@ -1,19 +1,22 @@
 """The watch list in DynamoDB: each shard's watched targets and the next instant each must be looked at.
 
 One item per watched target (``S#<shard>#WATCH``, sort key ``<next deadline>#<target key>``, so a new owner reads
-the targets due soon with one small Query before the rest). A save writes only what changed since
-what this view knows the table holds (a target added or its deadline moved: a put; a target gone: a delete), in
-transactions that, for a fenced view, also check the shard's lease: a replica that lost its lease cannot change
-the new owner's list (:class:`~supervisor.storage.FenceLost`, nothing written). What the view knows the table holds
-is what it last read whole (a new owner reads the list to resume) or wrote; a moved deadline is a delete and a put
-(the sort key holds it); after a failed save, or a read of only part of the list, it is read again first.
+the targets due soon with one small Query, and the rest later). A save writes only what changed since what this
+view knows the table holds (a target added: a put; its deadline moved: a put of the new item, then a delete of the
+old one, the sort key holding the deadline; a target gone: a delete), in transactions that, for a fenced view,
+also check the shard's lease: a replica that lost its lease cannot change the new owner's list
+(:class:`~supervisor.storage.FenceLost`, nothing written). What the view knows the table holds is what it last read
+whole (a new owner reads the list to resume) or wrote; after a failed save, or a read of only part of the list,
+it reads the list again before it writes.
 
-A save of more than one transaction (99 writes each) is not atomic as a whole, so a new owner that reads the list
-while the old one's save is half done (the old one crashed, or stopped at its acting deadline, in the middle) sees
-each target either as it was or as it is now: an older deadline only makes it look at that target earlier (a look
-at a target is always harmless: it is judged afresh), a target removed but still listed is looked at and found
-gone, and a target added but not yet listed is found by the first sweep, as one discovered after the last save
-always is. Nothing it reads can make it act: every action follows a fresh look.
+A save of more than one transaction (99 writes each) is not atomic as a whole, so a new owner may read the list
+while the old owner's save is half done (it crashed, or stopped at its acting deadline, in the middle). It then
+sees each target as of the previous save or of this one, never anything the old owner did not mean to save: no
+worse than a list read just before the save began, which is at most one save interval old anyway. A target moved
+and seen twice keeps its earlier deadline (a look that comes early is harmless: a target is always judged afresh);
+one removed but still listed is looked at and found gone; one added but not yet listed is found by the first
+sweep, as one discovered after the last save always is. Nothing read here can make the new owner act: every
+action follows a fresh look.
 """
 
 from __future__ import annotations

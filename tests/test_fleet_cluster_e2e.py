@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
-from supervisor.core.fleet import Lease, next_slot, preference
+from supervisor.core.fleet import Lease, Shard, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
@@ -356,6 +356,33 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
         assert submitted + ms(60) <= stop.time <= submitted + ms(60) + CROSSING_MARGIN
         assert session_id
+
+
+async def test_a_new_owner_saving_before_it_read_the_whole_saved_list_keeps_every_saved_target(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    later = {"policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5m"}}]}
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a", **later)
+        runaways = [(await runaway(athena[SHARDS[0]]))[1] for _ in range(3)]
+        await world.vt.run_for(ms(31))  # swept, and saved: due in about 4.5 minutes, past a new owner's first read
+        # From now on, listing sessions fails in this account-region: b knows the runaways only from the saved list.
+        world.emulator.backend_for(*SHARDS[0]).add_error("InternalServerException", operation="ListSessions")
+        await replicas.stop("a")
+        await replicas.start("b", **later)
+        shard = Shard(*SHARDS[0])
+        await world.vt.run_until_true(lambda: shard in replicas.services["b"].hosts
+                                      and replicas.services["b"].hosts[shard].runtime is not None, limit=LEASE)
+        runtime = replicas.services["b"].hosts[shard].runtime
+        assert runtime is not None
+        # b read only the targets due within a minute (none); it saves at once, as an event consumer may: the saved
+        # targets it had not read yet are read first, scheduled, and kept, not deleted.
+        await runtime.checks.save_watch()
+        kept = await replicas.services["b"].storage.for_shard(shard).watch()
+        assert sorted(entry.target.target_id for entry in kept) == sorted(runaways)
+        assert {str(key.target_id) for key, _when, _kind in runtime.checks.deadlines.entries()} >= set(runaways)
 
 
 class SlowRenewal(DynamoDbStorage):

@@ -112,6 +112,10 @@ class Checks:
         self._watch_slot = watch_slot  # whose slot of WATCH_SAVE_INTERVAL the periodic saves use (the shard's)
         self.resumed_targets = 0  # how many targets the saved watch list scheduled so far
         self._due_soon: tuple[datetime, list[WatchEntry] | None] | None = None  # read ahead: (horizon, entries)
+        # The horizon of the saved targets not read yet (None: the saved list is read whole, or given up on): no
+        # save may happen before they are read, or it would delete them from the list.
+        self._unread_from: datetime | None = None
+        self._reading_rest = anyio.Lock()
 
     def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
         """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
@@ -329,17 +333,25 @@ class Checks:
             self._log.error("checks.resume_failed", error=repr(error))
             self._due_soon = (horizon, None)
 
-    async def _resume_rest(self, horizon: datetime) -> None:
-        """Schedule the saved targets due from ``horizon`` on, read half way to it."""
-        assert self.storage is not None
+    async def _resume_rest_later(self, horizon: datetime) -> None:
         await self.clock.sleep_until(horizon - RESUME_FIRST / 2)
-        try:
-            entries = await self.storage.watch(due_from=horizon)
-        except Exception as error:  # the first sweep finds them
-            self._log.error("checks.resume_failed", error=repr(error))
-            return
-        if self._schedule_resumed(entries):
-            self._wakeup.set()
+        await self._resume_rest()
+
+    async def _resume_rest(self) -> None:
+        """Schedule the saved targets not read yet (due from the horizon on): half way to the horizon, or before
+        the first save, whichever comes first."""
+        async with self._reading_rest:
+            if self._unread_from is None or self.storage is None:
+                return
+            try:
+                entries = await self.storage.watch(due_from=self._unread_from)
+            except Exception as error:  # given up: the first sweep finds them (a save may drop them meanwhile)
+                self._log.error("checks.resume_failed", error=repr(error))
+                return
+            finally:
+                self._unread_from = None
+            if self._schedule_resumed(entries):
+                self._wakeup.set()
         if self.resumed_targets:
             self._log.info("checks.resumed", targets=self.resumed_targets)
 
@@ -366,6 +378,7 @@ class Checks:
         nothing did, so this may be called as often as needed. A failure is logged; the next save retries."""
         if self.storage is None:
             return
+        await self._resume_rest()  # a save must not drop saved targets this owner has not read yet
         try:
             await self.storage.save_watch(self.watch_entries())
         except Exception as error:
@@ -379,7 +392,8 @@ class Checks:
             self._task_group = task_group
             if self.storage is not None:
                 if due_soon is not None:
-                    task_group.start_soon(self._resume_rest, horizon)
+                    self._unread_from = horizon
+                    task_group.start_soon(self._resume_rest_later, horizon)
                 task_group.start_soon(self._save_watch_periodically)
             task_status.started()
             while True:

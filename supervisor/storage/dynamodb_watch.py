@@ -50,6 +50,9 @@ class DynamoWatch:
         # of items that are no watch entry (a layout of an earlier development version), deleted by the next save.
         self._stored: dict[TargetKey, WatchEntry] | None = None
         self._strays: list[str] = []
+        # A read of the entries due before an instant (a new owner's first read), until the read of those due from
+        # that instant on completes the picture: (instant, entries, strays).
+        self._first_part: tuple[datetime, dict[TargetKey, WatchEntry], list[str]] | None = None
         self._saving = anyio.Lock()
 
     async def save(self, entries: Sequence[WatchEntry]) -> None:
@@ -77,8 +80,9 @@ class DynamoWatch:
 
     async def _read(self, due_before: datetime | None = None,
                     due_from: datetime | None = None) -> dict[TargetKey, WatchEntry]:
-        """The entries due before ``due_before`` and from ``due_from`` (each bound optional); a read of the whole
-        list is also what this view knows the table holds."""
+        """The entries due before ``due_before`` and from ``due_from`` (each bound optional). A read of the whole
+        list, or of its two parts (before an instant, then from it, nothing saved by this view in between), is
+        also what this view knows the table holds."""
         conditions, values = [], {}
         if due_before is not None:
             conditions.append("#sk < :before")
@@ -99,6 +103,16 @@ class DynamoWatch:
                 found[entry.target.key] = entry
         if due_before is None and due_from is None:
             self._stored, self._strays = dict(found), strays
+        elif due_from is None and due_before is not None:
+            self._first_part = (due_before, dict(found), strays)
+        elif due_before is None and self._first_part is not None and self._first_part[0] == due_from:
+            # The two parts of one list: what the table holds, unless this view saved in between (it then knows).
+            _, first, first_strays = self._first_part
+            if self._stored is None:
+                self._stored = {**found, **first}  # a target in both (moved mid-save): its earlier deadline
+                self._strays = first_strays + strays + [_sort_key(entry) for key, entry in found.items()
+                                                        if key in first]
+            self._first_part = None
         return found
 
     async def _transact(self, writes: list[Write]) -> None:

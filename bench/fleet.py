@@ -126,7 +126,7 @@ def first_sweep_done(fleet: Fleet, since: float) -> bool:
     return True
 
 
-TIMED = ("GetCalculationExecution", "TransactWriteItems", "StopCalculationExecution", "UpdateItem", "Query",
+TIMED = ("GetCalculationExecutionStatus", "TransactWriteItems", "StopCalculationExecution", "UpdateItem", "Query",
          "ListCalculationExecutions")
 
 
@@ -355,7 +355,7 @@ def table(results: list[dict[str, Any]]) -> str:
                                                f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
                                                for r in results]),
         ("Athena API calls", [r["athena_calls"] for r in results]),
-        ("call mean / p99 under (ms): look", [timed(r, "GetCalculationExecution") for r in results]),
+        ("call mean / p99 under (ms): look", [timed(r, "GetCalculationExecutionStatus") for r in results]),
         ("  claim, intent (DynamoDB)", [timed(r, "TransactWriteItems") for r in results]),
         ("  Stop", [timed(r, "StopCalculationExecution") for r in results]),
         ("CPU % of a core per replica", [r["cpu"]["steady_percent_mean"] for r in results]),

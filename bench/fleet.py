@@ -28,7 +28,7 @@ Usage:
     python bench/fleet.py                    # the issue's size: 12 × 1,000 sessions, 1, 2, 3 replicas (does not fit
                                              # on a 2-core machine: see bench/README.md)
     python bench/fleet.py --shards 12 --sessions 100 --violations 6 --out bench/results/fleet-12x100.json
-    python bench/fleet.py --quick            # 2 replicas over 4 × 20 sessions, ~1 minute (tests/test_fleet_bench.py)
+    python bench/fleet.py --quick            # 2 replicas over 4 × 20 sessions, ~35 s (tests/test_fleet_bench.py)
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--discovery-interval", type=float, help="the replicas' discovery_interval (default 30)")
     parser.add_argument("--lease-duration", type=float, help="cluster.lease_duration (default 15)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 4 × 20 sessions, ~1 minute")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 4 × 20 sessions, ~35 s")
     parser.add_argument("--keep", type=Path, help="keep configs, logs and DynamoDB/emulator logs here")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)

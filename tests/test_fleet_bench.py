@@ -1,5 +1,5 @@
 """The fleet bench still runs end to end (``bench/fleet.py --quick``: 2 replicas over 4 small account-regions, one
-killed with SIGKILL; about a minute of real time). It checks the judging, which must find nothing wrong, and that
+killed with SIGKILL; about 35 s of real time). It checks the judging, which must find nothing wrong, and that
 every figure is there; timings are never asserted here (the figures of the full run are in bench/README.md)."""
 
 from __future__ import annotations

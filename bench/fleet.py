@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import sys
@@ -126,6 +127,36 @@ def first_sweep_done(fleet: Fleet, since: float) -> bool:
     return True
 
 
+TIMED = ("GetCalculationExecutionStatus", "TransactWriteItems", "StopCalculationExecution", "UpdateItem", "Query",
+         "ListCalculationExecutions")
+
+
+def call_seconds(replicas: list[Replica]) -> dict[str, dict[str, float]]:
+    """The live replicas' own view of their calls (``aws_api_call_seconds``, summed over them): per operation of
+    :data:`TIMED`, the attempts, their mean and the bucket bound under which 99 % of them fell."""
+    buckets: dict[str, dict[float, float]] = {}
+    totals: dict[str, list[float]] = {}
+    for replica in replicas:
+        for name, labels, value in replica.metrics():
+            operation = labels.get("operation", "")
+            if operation not in TIMED:
+                continue
+            if name == "athena_supervisor_aws_api_call_seconds_bucket":
+                bound = float(labels["le"])
+                buckets.setdefault(operation, {})[bound] = buckets.get(operation, {}).get(bound, 0.0) + value
+            elif name in ("athena_supervisor_aws_api_call_seconds_sum", "athena_supervisor_aws_api_call_seconds_count"):
+                total = totals.setdefault(operation, [0.0, 0.0])
+                total[name.endswith("_count")] += value
+    found = {}
+    for operation, (seconds, count) in totals.items():
+        if not count:
+            continue
+        p99 = next((bound for bound, cumulative in sorted(buckets[operation].items()) if cumulative >= 0.99 * count),
+                   math.inf)
+        found[operation] = {"attempts": int(count), "mean": round(seconds / count, 4), "p99_under": p99}
+    return found
+
+
 def cpu_snapshot(replicas: dict[str, Replica]) -> dict[str, float]:
     return {name: replica.cpu_seconds() for name, replica in replicas.items() if replica.alive}
 
@@ -186,6 +217,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             steady_dynamodb_to = fleet.dynamodb.calls()
             fleet.replicas[victim].kill()
             killed_at = time.time()
+            takeover_cpu_from = cpu_snapshot(fleet.live())
             killed = {"replica": victim, "shards": sorted(str(s) for s in held[victim]), "at": killed_at}
             log(f"kill -9 {victim} (holding {len(held[victim])} shards)")
         time.sleep(max(0.0, end_at - time.time()))
@@ -193,12 +225,18 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             steady_cpu_to, steady_to = cpu_snapshot(fleet.replicas), time.time()
             steady_dynamodb_to = fleet.dynamodb.calls()
         ended = time.time()
+        takeover_cpu = None
+        if killed is not None:
+            survivors = cpu_snapshot(fleet.live())
+            takeover_cpu = {name: round(100 * (survivors[name] - takeover_cpu_from[name]) / (ended - killed["at"]), 1)
+                            for name in survivors if name in takeover_cpu_from}
         end_stats = fleet.dynamodb.stats()
         queueing = fleet.dynamodb.queueing()
         end_calls = {operation: int(count) for operation, count in end_stats["calls"].items()}
         athena_calls = control.state()["calls"]
         lease_acquired = [(replica.name, event) for replica in fleet.generations if replica.alive
                           for event in replica.events("cluster.lease_acquired")]
+        calls_timed = call_seconds(list(fleet.live().values()))
         for replica in fleet.live().values():
             replica.stop()
         usage = {replica.name: asdict(replica.usage) | {"seconds": round((replica.ended_at or ended) -
@@ -266,12 +304,16 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             "server_queueing": queueing,
         },
         "athena_calls": athena_calls,
+        # as the live replicas saw them at the end (the killed one's are lost with it)
+        "call_seconds": calls_timed,
         "cpu": {
             "steady_window_seconds": round(steady_seconds, 1),
             "steady_percent_of_a_core": per_replica_steady,
             "steady_percent_mean": round(sum(per_replica_steady.values()) / len(per_replica_steady), 1)
             if per_replica_steady else None,
             "steady_percent_total": round(sum(per_replica_steady.values()), 1),
+            # the survivors, from the kill to the end of the run (taking over the killed replica's shards)
+            "after_kill_percent_of_a_core": takeover_cpu,
         },
         "replica_processes": usage,
         "peak_rss_mib_max": max((u["peak_rss_mib"] for u in usage.values()), default=None),
@@ -314,8 +356,13 @@ def table(results: list[dict[str, Any]]) -> str:
                                                f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
                                                for r in results]),
         ("Athena API calls", [r["athena_calls"] for r in results]),
+        ("call mean / p99 under (ms): look", [timed(r, "GetCalculationExecutionStatus") for r in results]),
+        ("  claim, intent (DynamoDB)", [timed(r, "TransactWriteItems") for r in results]),
+        ("  Stop", [timed(r, "StopCalculationExecution") for r in results]),
         ("CPU % of a core per replica", [r["cpu"]["steady_percent_mean"] for r in results]),
         ("CPU % of a core, all replicas", [r["cpu"]["steady_percent_total"] for r in results]),
+        ("  survivors after the kill (max)", [max((r["cpu"].get("after_kill_percent_of_a_core") or {}).values(),
+                                                  default=None) for r in results]),
         ("peak RSS per replica (MiB, max)", [r["peak_rss_mib_max"] for r in results]),
         ("wall time (s)", [r["seconds"] for r in results]),
     ]
@@ -323,6 +370,13 @@ def table(results: list[dict[str, Any]]) -> str:
     head = f"{'replicas':{width}}  " + "  ".join(f"{r['replicas']:>14}" for r in results)
     return "\n".join([head] + [f"{label:{width}}  " + "  ".join(f"{fmt(v):>14}" for v in values)
                                for label, values in rows])
+
+
+def timed(result: dict[str, Any], operation: str) -> str | None:
+    found = result.get("call_seconds", {}).get(operation)
+    if not found:
+        return None
+    return f"{1000 * found['mean']:.0f} / {1000 * found['p99_under']:.0f}"
 
 
 def targets(result: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, bool | None]:

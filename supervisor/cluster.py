@@ -1,8 +1,13 @@
 """Replicas sharing the shards: this replica's leases in the shared store, and a shard host for each.
 
-Every round (a third of ``lease_duration``, or sooner when another replica's lease is due to expire) the
-replica says it is alive, renews the leases it holds, reads every lease and the live replicas, and follows
+Three kinds of loop, none waiting for another: each held lease is renewed by a loop of its own, a third of
+``lease_duration`` after its previous renewal was sent (a second after a failed one); the replica says it is
+alive (its heartbeat) at the same pace; and every round (a third of ``lease_duration``, or sooner when another
+replica's lease is due to expire) it reads every lease and the live replicas and follows
 :func:`~supervisor.core.fleet.plan_leases`: it takes free shards up to its quota and gives up the ones above.
+A renewal never waits for a round (a slow read of the leases, a shard's acquisition) or for another lease's
+renewal: a replica busy taking over shards from a dead one, with its store answering slowly, used to send its
+renewals only when the round's other calls were done, and lost every lease it held at once.
 
 The invariant, at most one replica sends a destructive call for a shard at any instant, holds because:
 
@@ -93,7 +98,7 @@ class Cluster:
         self.metrics = metrics
         self.host_for = host_for
         self.held: dict[str, _Held] = {}
-        self.problem: str | None = None
+        self._problems: dict[str, str] = {}  # what fails with the store, by loop ("round", "heartbeat", a shard)
         self._log = (logger or structlog.get_logger("supervisor.cluster")).bind(replica=replica)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._free_since: dict[str, datetime] = {}  # shards seen free, since when (for orphans)
@@ -103,6 +108,15 @@ class Cluster:
     @property
     def hosts(self) -> dict[Shard, ShardHost]:
         return {self.shards[scope]: held.host for scope, held in self.held.items()}
+
+    @property
+    def problem(self) -> str | None:
+        """Why the lease store is failing this replica now (the oldest failing loop's reason), or None."""
+        return next(iter(self._problems.values()), None)
+
+    def _failed(self, where: str, error: BaseException) -> None:
+        self._problems.setdefault(where, f"the lease store cannot be reached ({_code(error)})")
+        self._log.error("cluster.store_failed", where=where, error=repr(error), retry_in=STORE_RETRY.total_seconds())
 
     def readiness(self) -> str | None:
         """Why this replica is not ready: the store is unreachable, or a shard it holds is not."""
@@ -118,36 +132,51 @@ class Cluster:
         """Hold leases until cancelled; then stop every shard and release its lease for the next owner."""
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
+            alive = anyio.CancelScope()
             try:
+                task_group.start_soon(self._keep_alive, alive, name="cluster heartbeat")
                 next_round = await self._round()
                 task_status.started()
                 while True:
                     await self.clock.sleep_until(next_round)
                     next_round = await self._round()
             finally:
+                alive.cancel()  # before leaving: a heartbeat after the last one would keep this replica "live"
                 with anyio.CancelScope(shield=True):
                     await self._release_all()
                 task_group.cancel_scope.cancel()
 
-    # -- one round ------------------------------------------------------------------------------------------
+    # -- heartbeats and rounds ------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> bool:
+        """Say this replica is alive for another lease duration; False if the store could not be told."""
+        try:
+            await self.store.heartbeat(self.replica, self.clock.now() + self.lease_duration)
+        except Exception as error:
+            self._failed("heartbeat", error)
+            return False
+        self._problems.pop("heartbeat", None)
+        return True
+
+    async def _keep_alive(self, scope: anyio.CancelScope) -> None:
+        """Heartbeat every third of the lease duration (a second after a failure), until ``scope`` is cancelled."""
+        with scope:
+            while True:
+                sent_at = self.clock.now()
+                alive = await self._heartbeat()
+                await self.clock.sleep_until(sent_at + self.lease_duration / 3 if alive
+                                             else self.clock.now() + STORE_RETRY)
 
     async def _round(self) -> datetime:
         """One round; returns when the next one is due."""
-        sent_at = self.clock.now()
+        started = self.clock.now()
         try:
-            await self.store.heartbeat(self.replica, sent_at + self.lease_duration)
-            # All at once: one after the other, the last lease would be renewed a round trip per held shard later
-            # (seconds on a busy replica with many shards), past its acting deadline.
-            async with anyio.create_task_group() as renewals:
-                for scope in list(self.held):
-                    renewals.start_soon(self._renew, scope, sent_at)
             leases = {lease.shard_scope: lease for lease in await self.store.leases()}
             live = await self.store.live_replicas(self.clock.now())
         except Exception as error:  # the store unreachable, throttling or an odd answer: the deadlines protect us
-            self.problem = f"the lease store cannot be reached ({_code(error)})"
-            self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
+            self._failed("round", error)
             return self.clock.now() + STORE_RETRY
-        self.problem = None
+        self._problems.pop("round", None)
         self.metrics.replicas.set(len(set(live) | {self.replica}))
         now = self.clock.now()
         free = free_shards(list(self.shards), leases, now, skew=self.skew)
@@ -162,18 +191,24 @@ class Cluster:
             for scope in plan.release:
                 await self._release(scope, reason="rebalance")
             spare = list(plan.spare)
-            for scope in plan.acquire:
+
+            async def take(scope: str) -> None:
                 # Refused: another replica took it first (after a replica died, the survivors want its shards at
                 # the same instant). Take the next free one now rather than a round later, so a takeover stays
                 # within lease_duration + max_clock_skew.
                 taken = await self._acquire(scope)
                 while not taken and spare:
                     taken = await self._acquire(spare.pop(0))
+
+            # Side by side: a survivor taking a dead replica's shards starts each as soon as its lease is taken,
+            # not a round trip to the store later per shard before it.
+            async with anyio.create_task_group() as acquiring:
+                for scope in plan.acquire:
+                    acquiring.start_soon(take, scope)
         except Exception as error:  # the next round tries again; what was done stays done
-            self.problem = f"the lease store cannot be reached ({_code(error)})"
-            self._log.error("cluster.store_failed", error=repr(error), retry_in=STORE_RETRY.total_seconds())
+            self._failed("round", error)
             return self.clock.now() + STORE_RETRY
-        return self._next_round_at(leases, now, started=sent_at)
+        return self._next_round_at(leases, now, started=started)
 
     def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
         """A third of the lease duration after this round started (not ended: a slow round must not push the
@@ -187,20 +222,31 @@ class Cluster:
                     due = free_at
         return due
 
-    async def _renew(self, scope: str, sent_at: datetime) -> None:
-        held = self.held.get(scope)
-        if held is None:  # its acting deadline passed while this round renewed another lease: it stopped
-            return
-        renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
-        if self.held.get(scope) is not held:  # stopped meanwhile (its deadline passed): the renewal comes too late
-            return
-        if renewed is None:
-            self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
-            self.metrics.lease_changes.labels("lost").inc()
-            await self._stop(scope)
-            return
-        held.lease = renewed
-        held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
+    async def _keep_renewed(self, held: _Held, sent_at: datetime) -> None:
+        """Renew one held lease a third of the lease duration after its previous renewal (or its acquisition) was
+        sent, a second after a renewal that failed, until it is lost or the shard stops. One at a time: a renewal
+        that answered late must never overwrite a later one's expiry."""
+        scope = held.lease.shard_scope
+        next_at = sent_at + self.lease_duration / 3
+        while True:
+            await self.clock.sleep_until(next_at)
+            sent_at = self.clock.now()
+            try:
+                renewed = await self.store.renew(held.lease, expires_at=sent_at + self.lease_duration)
+            except Exception as error:  # its acting deadline stops the shard if this goes on
+                self._failed(scope, error)
+                next_at = self.clock.now() + STORE_RETRY
+                continue
+            self._problems.pop(scope, None)
+            if self.held.get(scope) is not held:  # stopped meanwhile (its deadline passed): the renewal came too late
+                return
+            if renewed is None:
+                self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token)
+                self._drop(held)
+                return
+            held.lease = renewed
+            held.deadline = acting_deadline(sent_at, self.lease_duration, self.margin)
+            next_at = sent_at + self.lease_duration / 3
 
     async def _acquire(self, scope: str) -> bool:
         """Take the shard's lease and start its host; False if another replica holds it."""
@@ -219,30 +265,37 @@ class Cluster:
         self._log.info("cluster.lease_acquired", shard=str(shard), token=lease.token)
         assert self._task_group is not None
         # Not awaited: a host takes a while to start (its role is assumed, its claims and open escalations are
-        # read), and the round must go on to renew the leases already held before their acting deadlines.
-        self._task_group.start_soon(self._host, held, name=f"shard[{shard}]")
+        # read), and the round must go on to take the other shards it wants.
+        self._task_group.start_soon(self._host, held, now, name=f"shard[{shard}]")
         return True
 
     def _fence_lost(self, scope: str) -> None:
         """A fenced write of the shard was refused: another replica took it. Stop acting there at once."""
-        held = self.held.pop(scope, None)
-        if held is None:
-            return
+        held = self.held.get(scope)
+        if held is not None:
+            self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token, why="fence")
+            self._drop(held)
+
+    def _drop(self, held: _Held) -> None:
+        """The lease is lost: stop acting on the shard at once (in-flight destructive calls finish, shielded)."""
+        if self.held.get(held.lease.shard_scope) is held:
+            del self.held[held.lease.shard_scope]
         held.deadline = self.clock.now()
         held.scope.cancel()
         self.metrics.lease_changes.labels("lost").inc()
-        self._log.error("cluster.lease_lost", shard=str(held.host.shard), token=held.lease.token, why="fence")
 
     def _may_send(self, scope: str) -> bool:
         held = self.held.get(scope)
         return held is not None and self.clock.now() < held.deadline
 
-    async def _host(self, held: _Held) -> None:
-        """Run a shard's host until it is stopped, or until its acting deadline passes without a renewal."""
+    async def _host(self, held: _Held, acquired_at: datetime) -> None:
+        """Run a shard's host, and keep its lease renewed, until it is stopped or its acting deadline passes
+        without a renewal."""
         try:
             with held.scope:
                 async with anyio.create_task_group() as task_group:
                     task_group.start_soon(held.host.run)
+                    task_group.start_soon(self._keep_renewed, held, acquired_at)
                     while True:
                         await self.clock.sleep_until(held.deadline)
                         if self.clock.now() >= held.deadline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
 from aiobotocore.credentials import AioCredentialResolver, AioRefreshableCredentials
 from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider
@@ -75,6 +76,10 @@ class AssumedRole:
         Raises:
             AwsCallError: the role could not be assumed.
         """
+        return (await self.assumed())[0]
+
+    async def assumed(self) -> tuple[AioSession, AioRefreshableCredentials]:
+        """:meth:`session`, with the credentials it signs with (their expiry, ``refresh_needed``)."""
         metadata = await self.fetch()
         credentials = AioRefreshableCredentials(
             access_key=metadata["access_key"], secret_key=metadata["secret_key"], token=metadata["token"],
@@ -86,4 +91,38 @@ class AssumedRole:
         # The service models are loaded once per process, not once per shard: a new session would parse them again
         # (~0.2 s of CPU per client, on the event loop, where a replica's lease renewals and acting deadlines run).
         session.register_component("data_loader", self.gateway.session.get_component("data_loader"))
-        return session
+        return session, credentials
+
+
+class RoleSessions:
+    """The member roles' sessions of the process, one per role (and external id): the regions of an account, and
+    every new holder of one of its shards in this replica (a takeover, a lease taken back), share one AssumeRole,
+    refreshed by botocore while in use.
+
+    A cached session is handed out only while its credentials have more than :data:`REUSE_MARGIN` left (one
+    unused since is not refreshed by anyone): past that the role is assumed again, so a broken role is found, and
+    reported by the shard asking, within that margin.
+    """
+
+    REUSE_MARGIN = timedelta(minutes=15)
+
+    def __init__(self, *, gateway: Gateway, clock: Clock) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self._cached: dict[tuple[str, str | None], tuple[AioSession, AioRefreshableCredentials]] = {}
+        self._locks: dict[tuple[str, str | None], anyio.Lock] = {}
+
+    async def session(self, role_arn: str, external_id: str | None = None) -> AioSession:
+        """The role's session, assumed now unless a fresh enough one is cached.
+
+        Raises:
+            AwsCallError: the role could not be assumed.
+        """
+        key = (role_arn, external_id)
+        async with self._locks.setdefault(key, anyio.Lock()):  # the regions of an account ask at once: one call
+            cached = self._cached.get(key)
+            if cached is not None and not cached[1].refresh_needed(self.REUSE_MARGIN.total_seconds()):
+                return cached[0]
+            self._cached[key] = await AssumedRole(gateway=self.gateway, clock=self.clock, role_arn=role_arn,
+                                                  external_id=external_id).assumed()
+            return self._cached[key][0]

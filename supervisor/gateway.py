@@ -16,6 +16,7 @@ import contextlib
 import functools
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from enum import IntEnum
@@ -383,13 +384,15 @@ class Gateway:
     ) -> dict[str, Any]:
         """One attempt: a token, the request cut off at ``attempt_timeout``, one metric sample."""
         await self.limiter.acquire(priority)
+        started = time.perf_counter()  # real time, as the timeout below: network I/O always takes real time
         try:
-            # Real time, not the injected clock: this bounds network I/O, which always takes real time.
             with anyio.fail_after(self.connect_timeout + self.read_timeout):
                 response: dict[str, Any] = await method(**request)
         except Exception as error:
+            self.metrics.aws_api_call_seconds.labels(operation).observe(time.perf_counter() - started)
             self.metrics.aws_api_calls.labels(operation, classify(error)).inc()
             raise
+        self.metrics.aws_api_call_seconds.labels(operation).observe(time.perf_counter() - started)
         self.metrics.aws_api_calls.labels(operation, "success").inc()
         return response
 

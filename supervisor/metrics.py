@@ -25,6 +25,7 @@ SHARD_LABELS = ("account", "region")
 
 # Crossing → Stop/Terminate sent; the interesting range is tens of milliseconds to minutes.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,12 @@ class Families:
             f"{PREFIX}_aws_api_calls", "AWS API call attempts by operation and outcome "
             "(success, throttled, client_error, server_error, network_error, condition_failed).",
             (*shard, "operation", "outcome"), registry=r,
+        )
+        # By operation only (no account, region, outcome): a histogram per shard would multiply its buckets by
+        # every account-region of a fleet; where the time goes is a question about the kind of call.
+        self.aws_api_call_seconds = Histogram(
+            f"{PREFIX}_aws_api_call_seconds", "Time an AWS API call attempt took, from its token to its answer or "
+            "error, seconds.", ("operation",), buckets=CALL_BUCKETS, registry=r,
         )
         self.enforcement_lag = Histogram(
             f"{PREFIX}_enforcement_lag_seconds", "Limit crossing to Stop/Terminate call sent, seconds.",
@@ -266,6 +273,7 @@ class Metrics:
         self.budget_forecast = f.budget_forecast
         self.notifications = f.notifications
         self.aws_api_calls = ShardCounter(f.aws_api_calls, labels)
+        self.aws_api_call_seconds = f.aws_api_call_seconds
         self.enforcement_lag = ShardHistogram(f.enforcement_lag, labels)
         self.last_discovery = ShardGauge(f.last_discovery, labels)
         self.discovery_interval = ShardGauge(f.discovery_interval, labels)

@@ -30,6 +30,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.cluster import Cluster, default_replica_id
 from supervisor.config import Settings
 from supervisor.core.fleet import Shard
+from supervisor.credentials import RoleSessions
 from supervisor.events import EventSink
 from supervisor.gateway import Gateway
 from supervisor.http import Operations, serving
@@ -160,6 +161,7 @@ async def running_service(
             live = LiveConfig(settings, clock.now(), config_path)
             event_path = (EventPath(late_after=settings.discovery.events.late_after)
                           if settings.discovery.events is not None else None)
+            roles = RoleSessions(gateway=own_gateway, clock=clock)
             if settings.cluster is not None:
                 assert isinstance(storage, LeaseStore)
                 cluster = Cluster(
@@ -169,11 +171,11 @@ async def running_service(
                     metrics=metrics,
                     host_for=lambda shard, lease, may_send, fence_lost: ShardHost(
                         shard, live.settings, storage, metrics, clock, sink, own_gateway, fence=lease.fence,
-                        may_send=may_send, fence_lost=fence_lost, event_path=event_path),
+                        may_send=may_send, fence_lost=fence_lost, event_path=event_path, roles=roles),
                 )
             else:
                 hosts = {shard: ShardHost(shard, settings, storage, metrics, clock, sink, own_gateway,
-                                          event_path=event_path)
+                                          event_path=event_path, roles=roles)
                          for shard in settings.shards()}
 
             def current_hosts() -> dict[Shard, ShardHost]:

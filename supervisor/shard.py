@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
@@ -33,7 +33,7 @@ from supervisor.core.inventory import Inventory
 from supervisor.core.model import Origin, Verdict
 from supervisor.core.policy import Policy, compile_policies
 from supervisor.core.safety import SafetyRails
-from supervisor.credentials import AssumedRole
+from supervisor.credentials import RoleSessions
 from supervisor.events import EventSink
 from supervisor.gateway import AwsCallError, Gateway, Priority
 from supervisor.metrics import Metrics
@@ -173,12 +173,23 @@ class ShardRuntime:
             task_group.start_soon(supervised, f"budgets{suffix}", self.budgets.run, name=f"budgets{suffix}")
             task_group.start_soon(supervised, f"accounting{suffix}", self.accounting.run, name=f"accounting{suffix}")
 
+    async def _prepare_storage(self) -> None:
+        try:
+            await self.storage.prepare(self.clock.now() if self.clock is not None else datetime.now(UTC))
+        except Exception as error:  # the first write registers what it needs itself, as it always could
+            structlog.get_logger("supervisor.shard").warning("shard.storage_prepare_failed", error=repr(error))
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every activity (enforcement first: it loads the claims and resumes open escalations before
         anything is judged) and run until cancelled."""
         suffix = "" if self.shard.implicit else f"[{self.shard}]"
         async with anyio.create_task_group() as task_group:
-            await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
+            # What a new owner of the shard reads first, side by side: the claims and open escalations (resumed
+            # before anything is judged) and the saved targets due soon.
+            async with anyio.create_task_group() as reading:
+                reading.start_soon(self.checks.read_watch)
+                reading.start_soon(self._prepare_storage)
+                await task_group.start(supervised, f"enforcement{suffix}", self.enforcement.run)
             await task_group.start(supervised, f"warnings{suffix}", self.warnings.run)
             await task_group.start(supervised, f"checks{suffix}", self.checks.run)
             await task_group.start(supervised, f"discovery{suffix}", self.discovery.run)
@@ -228,11 +239,12 @@ async def shard_runtime(
         checks = Checks(
             gateway=gateway, clock=clock, inventory=inventory, enforcement=enforcement, warnings=warnings,
             policies=policies, dpu_hour_usd=settings.pricing.price_for(shard.region), metrics=metrics,
-            storage=storage,
+            storage=storage, watch_slot=f"watch {shard}",
         )
         discovery = Discovery(
             settings=settings, gateway=gateway, clock=clock, inventory=inventory, checks=checks,
             policies=policies, metrics=metrics, event_path=event_path,
+            sweep_slot=None if shard.implicit else str(shard),
         )
         accounting, budgets = budget_activities(
             settings, gateway=gateway, storage=storage, clock=clock, inventory=inventory, discovery=discovery,
@@ -276,6 +288,7 @@ class ShardHost:
     may_send: Callable[[], bool] | None = None
     fence_lost: Callable[[], None] | None = None
     event_path: EventPath | None = None
+    roles: RoleSessions | None = None  # the process's role sessions (default: this host assumes its own)
     runtime: ShardRuntime | None = None
     problem: str | None = None
     _log: structlog.typing.FilteringBoundLogger = field(
@@ -300,13 +313,12 @@ class ShardHost:
         account = self.settings.account_for(self.shard)
         if account is None or account.role_arn is None:
             return None
-        role = AssumedRole(gateway=self.sts, clock=self.clock, role_arn=account.role_arn,
-                           external_id=account.external_id)
+        roles = self.roles or RoleSessions(gateway=self.sts, clock=self.clock)
         metrics = self.metrics.for_shard(self.shard)
         backoff = CREDENTIALS_RETRY_INITIAL
         while True:
             try:
-                session = await role.session()
+                session = await roles.session(account.role_arn, account.external_id)
             except AwsCallError as error:
                 self.problem = f"{self.shard}: cannot assume {account.role_arn} ({error.code})"
                 metrics.shard_credentials_failing.set(1)

@@ -6,14 +6,16 @@ applies each request to an item atomically (a conditional write's check and its 
 moto's in-memory backend does not guarantee when several threads call it at once.
 
 :class:`MotoFrontend` is one way in, for one client: ``cut()`` makes it drop every request without an answer
-(the connection closes, as when a network path to DynamoDB is lost) until ``restore()``; the other
-frontends, and moto's state behind them, are not affected.
+(the connection closes, as when a network path to DynamoDB is lost) until ``restore()``; ``lose_answers()``
+makes it apply the next matching requests and then drop their answers (a write that landed although the client
+never learns it: its read timed out, the connection broke on the way back); the other frontends, and moto's
+state behind them, are not affected.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,6 +56,8 @@ class MotoFrontend:
         self.endpoint_url = ""
         self.cut_off = False
         self.dropped = 0
+        self.lost = 0  # requests applied whose answer was dropped
+        self._losing: tuple[Callable[[str, bytes], bool], int] | None = None
 
     def cut(self) -> None:
         self.cut_off = True
@@ -61,19 +65,39 @@ class MotoFrontend:
     def restore(self) -> None:
         self.cut_off = False
 
+    def lose_answers(self, when: Callable[[str, bytes], bool], count: int) -> None:
+        """Apply the next ``count`` requests for which ``when(operation, body)`` holds (``operation``: the
+        ``X-Amz-Target`` action, e.g. ``TransactWriteItems``), then close their connections without an answer."""
+        self._losing = (when, count)
+
+    def _loses(self, operation: str, body: bytes) -> bool:
+        if self._losing is None or not self._losing[0](operation, body):
+            return False
+        when, count = self._losing
+        self._losing = (when, count - 1) if count > 1 else None
+        return True
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.close()  # no answer: the client sees the connection drop
+        raise web.HTTPServiceUnavailable()
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if self.cut_off:
             self.dropped += 1
-            if request.transport is not None:
-                request.transport.close()  # no answer: the client sees the connection drop
-            raise web.HTTPServiceUnavailable()
+            return self._drop(request)
+        lose = self._loses(request.headers.get("X-Amz-Target", "").rpartition(".")[2], body)
         from werkzeug.test import EnvironBuilder
 
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
                                  headers=headers, data=body).get_environ()
         status, answer_headers, payload = await anyio.to_thread.run_sync(self.moto.call, environ)
+        if lose:
+            self.lost += 1
+            return self._drop(request)
         return web.Response(status=status, headers=answer_headers, body=payload)
 
     @asynccontextmanager

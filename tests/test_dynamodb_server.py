@@ -83,3 +83,21 @@ def test_a_transaction_sent_again_with_its_token_is_answered_without_applying_it
     assert item(dynamodb, "counter") == {**key("counter"), "n": {"N": "1"}}
     with pytest.raises(ClientError):  # a new token is a new transaction: the claim is taken
         dynamodb.transact_write_items(TransactItems=[increment, claim], ClientRequestToken="retry-2")
+
+
+def test_a_query_reads_its_partition_as_moto_does(dynamodb: Any) -> None:
+    for pk in ("q1", "q2"):
+        for sk in ("c", "a", "b"):
+            dynamodb.put_item(TableName="t", Item={"pk": {"S": pk}, "sk": {"S": sk}, "n": {"N": str(ord(sk))}})
+
+    def query(**extra: Any) -> list[str]:
+        found = dynamodb.query(TableName="t", KeyConditionExpression="pk = :pk",
+                               ExpressionAttributeValues={":pk": {"S": "q1"}, **extra.pop("values", {})},
+                               ConsistentRead=True, **extra)
+        return [entry["sk"]["S"] for entry in found["Items"]]
+
+    assert query() == ["a", "b", "c"]
+    assert query(ScanIndexForward=False, Limit=2) == ["c", "b"]
+    assert query(FilterExpression="n > :n", values={":n": {"N": str(ord("a"))}}) == ["b", "c"]
+    assert dynamodb.query(TableName="t", KeyConditionExpression="pk = :pk",
+                          ExpressionAttributeValues={":pk": {"S": "nothing"}})["Items"] == []

@@ -112,10 +112,10 @@ async def test_each_account_region_is_supervised_with_its_own_role_and_policies(
                 stopped = [call for call in stops(world, account, region)
                            if call.request.get("CalculationExecutionId") == calculation_id]
                 assert times(stopped) == [submitted + limit + CROSSING_MARGIN], (account, region)
-            # One role session per shard, assumed at start with the daemon's own (default-account) credentials.
+            # One role session per account (its regions share it), assumed at start with the daemon's own
+            # (default-account) credentials.
             assumed = world.calls("AssumeRole")
-            assert sorted(call.request["RoleArn"] for call in assumed) == sorted(
-                [role(FIRST), role(FIRST), role(SECOND)])
+            assert sorted(call.request["RoleArn"] for call in assumed) == sorted([role(FIRST), role(SECOND)])
             assert {call.account for call in assumed} == {world.emulator.account_id}
             # Nothing landed in the daemon's own account but STS.
             assert {call.operation for call in world.calls() if call.account == world.emulator.account_id} == {

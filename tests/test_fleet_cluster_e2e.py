@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from supervisor.config import parse_settings
-from supervisor.core.fleet import Lease, preference
+from supervisor.core.fleet import Lease, Shard, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
@@ -303,9 +303,9 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
     world = virtual_world
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        # Every shard's host first assumes its role: 3 s each. The four hosts start side by side, and the rounds
-        # renew the leases meanwhile: a round that waited for each host in turn (12 s) would pass the first shard's
-        # acting deadline (4 s after it was taken) and lose it.
+        # Every shard's host first assumes its account's role: 3 s each. The four hosts start side by side, and the
+        # leases are renewed meanwhile: a round that waited for each host in turn would pass the first shard's acting
+        # deadline (4 s after it was taken) and lose it.
         world.emulator.backend.set_faults("AssumeRole", latency=3.0)
         started = world.now
         await replicas.start("a")
@@ -313,13 +313,87 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-        assert len(world.calls("AssumeRole")) == len(SHARDS)
+        assert len(world.calls("AssumeRole")) == len(ACCOUNTS)  # the regions of an account share its role session
         assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
         _, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
         await world.vt.run_until(submitted + ms(4))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
         assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+
+
+def to_ms(instant: datetime) -> datetime:
+    """An instant as the audit log writes it (truncated to the millisecond)."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def sweeps_of(world: VirtualWorld, shard: tuple[str, str], since: datetime) -> list[datetime]:
+    """The instants the shard's sessions were listed (one sweep lists each state at one instant) since ``since``."""
+    return sorted({call.time for call in calls_in(world, "ListSessions", shard) if call.time >= since})
+
+
+async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its_slot(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    interval = timedelta(seconds=10)
+    slow = {"discovery_interval": "10s",
+            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "60s"}}]}
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        started = world.now
+        await replicas.start("a", **slow)
+        await world.vt.run_for(ms(25))
+        # The first sweep at once; then each shard in its own slot of the interval, not all at the same moments.
+        for shard in SHARDS:
+            slot = next_slot(started, interval, "/".join(shard))
+            slots = [slot + interval * k for k in range(3) if slot + interval * k <= started + ms(25)]
+            assert sweeps_of(world, shard, started) == [to_ms(instant) for instant in (started, *slots)], shard
+        assert len({next_slot(started, interval, "/".join(shard)) for shard in SHARDS}) == len(SHARDS)
+        # a stops; b takes every shard and resumes the saved watch lists: it knows the runaway's deadline, so the
+        # first sweep of its shard waits for its slot, and the runaway is stopped at its crossing all the same.
+        session_id, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(ms(41))  # a sweep found the runaway; a save (every 30 s) after it has its deadline
+        await replicas.stop("a")
+        await replicas.start("b", **slow)
+        taken = world.now
+        await world.vt.run_until_true(lambda: all(names == ["b"] for names in replicas.owners().values()),
+                                      limit=LEASE)
+        await world.vt.run_until(max(taken + interval, submitted + ms(61)))
+        # The shard that resumed a target waits for its slot; the others, which know nothing, sweep at once.
+        assert sweeps_of(world, SHARDS[0], taken)[0] == to_ms(next_slot(taken, interval, "/".join(SHARDS[0])))
+        assert all(sweeps_of(world, shard, taken)[0] < taken + LEASE for shard in SHARDS[1:])
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(60) <= stop.time <= submitted + ms(60) + CROSSING_MARGIN
+        assert session_id
+
+
+async def test_a_new_owner_saving_before_it_read_the_whole_saved_list_keeps_every_saved_target(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    later = {"policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5m"}}]}
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a", **later)
+        runaways = [(await runaway(athena[SHARDS[0]]))[1] for _ in range(3)]
+        await world.vt.run_for(ms(31))  # swept, and saved: due in about 4.5 minutes, past a new owner's first read
+        # From now on, listing sessions fails in this account-region: b knows the runaways only from the saved list.
+        world.emulator.backend_for(*SHARDS[0]).add_error("InternalServerException", operation="ListSessions")
+        await replicas.stop("a")
+        await replicas.start("b", **later)
+        shard = Shard(*SHARDS[0])
+        await world.vt.run_until_true(lambda: shard in replicas.services["b"].hosts
+                                      and replicas.services["b"].hosts[shard].runtime is not None, limit=LEASE)
+        runtime = replicas.services["b"].hosts[shard].runtime
+        assert runtime is not None
+        # b read only the targets due within a minute (none); it saves at once, as an event consumer may: the saved
+        # targets it had not read yet are read first, scheduled, and kept, not deleted.
+        await runtime.checks.save_watch()
+        kept = await replicas.services["b"].storage.for_shard(shard).watch()
+        assert sorted(entry.target.target_id for entry in kept) == sorted(runaways)
+        assert {str(key.target_id) for key, _when, _kind in runtime.checks.deadlines.entries()} >= set(runaways)
 
 
 class SlowRenewal(DynamoDbStorage):
@@ -384,6 +458,49 @@ async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWo
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+
+
+class SlowLeaseReads(DynamoDbStorage):
+    """The table as it is, except that the next read of every lease, once ``armed``, takes ``delay``."""
+
+    def __init__(self, table: Table, clock: Any, delay: timedelta) -> None:
+        super().__init__(table, retention=timedelta(days=90))
+        self.clock, self.delay = clock, delay
+        self.armed = False
+
+    async def leases(self) -> list[Lease]:
+        if self.armed:
+            self.armed = False
+            await self.clock.sleep(self.delay.total_seconds())
+        return await super().leases()
+
+
+async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> None:
+    world = virtual_world
+    slow: list[SlowLeaseReads] = []
+
+    def storage(table: Table) -> Storage:
+        slow.append(SlowLeaseReads(table, world.clock, LEASE * 2))
+        return slow[0]
+
+    async with AsyncExitStack() as stack, fleet(world) as replicas:
+        athena = await members(world, stack)
+        await replicas.start("a", storage=storage)
+        await world.vt.run_for(LEASE)
+        # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
+        # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
+        slow[0].armed = True
+        with capture_logs() as logs:
+            await world.vt.run_for(LEASE * 3)
+        assert [entry for entry in logs if entry["event"] in ("cluster.acting_deadline_passed", "cluster.lease_lost")
+                ] == []
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_until(submitted + ms(4))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
 
 
 def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from supervisor.core.fleet import Lease, acting_deadline, plan_leases, quotas
+from supervisor.core.fleet import Lease, acting_deadline, next_slot, plan_leases, quotas
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SKEW = timedelta(seconds=1)
@@ -111,3 +111,16 @@ def test_the_other_free_shards_are_spares_for_one_another_replica_takes_first() 
     leases |= {scope: lease(scope, "a", 15) for scope in result.acquire}
     assert plan_leases("a", SHARDS, leases, ["a", "b"], NOW, skew=SKEW, free_since={},
                        orphan_after=DURATION).spare == ()
+
+
+def test_periodic_work_falls_in_each_keys_own_slot_of_the_period() -> None:
+    period = timedelta(seconds=30)
+    keys = [f"{account}/us-east-1" for account in ("111111111111", "222222222222", "333333333333", "444444444444")]
+    slots = {key: next_slot(NOW, period, key) for key in keys}
+    assert all(NOW < slot <= NOW + period for slot in slots.values())
+    assert len(set(slots.values())) == len(keys), "the shards' saves are spread over the period"
+    for key, slot in slots.items():
+        # Every period at the same offset, whichever instant one asks from, on any replica and after any restart.
+        assert next_slot(slot, period, key) == slot + period
+        assert next_slot(slot - timedelta(microseconds=1), period, key) == slot
+        assert next_slot(NOW + timedelta(seconds=7), period, key) in (slot, slot + period)

@@ -8,9 +8,10 @@ it accepts a fence and ignores it (its own test here).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from supervisor.core.budgets import Counted
 from supervisor.core.escalation import Escalation, Step, Timing
 from supervisor.core.fleet import Fence, Shard, WatchEntry
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
-from supervisor.metrics import Metrics
+from supervisor.metrics import Metrics, sum_samples
 from supervisor.storage import EventQuery, FenceLost, LeaseStore, Storage
 from supervisor.storage.factory import lease_store, open_storage
 from tests.dynamodb_fixtures import create_table, dynamodb_settings, dynamodb_storage, new_table_name
@@ -42,10 +43,11 @@ class Backend:
     name: str
     settings: Settings
 
-    def open(self) -> AbstractAsyncContextManager[Storage]:
-        """A root storage on this backend's store: another replica (its own connection or gateway)."""
-        return dynamodb_storage(self.settings) if self.name == "dynamodb" else open_storage(
-            self.settings, metrics=Metrics(CollectorRegistry()))
+    def open(self, registry: CollectorRegistry | None = None) -> AbstractAsyncContextManager[Storage]:
+        """A root storage on this backend's store: another replica (its own connection or gateway), its DynamoDB
+        calls counted in ``registry``."""
+        return dynamodb_storage(self.settings, registry) if self.name == "dynamodb" else open_storage(
+            self.settings, metrics=Metrics(registry or CollectorRegistry()))
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -235,6 +237,8 @@ async def test_a_notice_is_marked_once_by_every_shard_and_replica(backend: Backe
 
 async def test_claims_escalations_and_events_belong_to_their_shard(storage: Storage) -> None:
     a, b = storage.for_shard(SHARD_A), storage.for_shard(SHARD_B)
+    await a.prepare(T0)  # what a new owner does ahead of its first claim: nothing to see, nothing changes
+    assert await a.claimed_targets() == set() and await a.recent_events(10) == []
     # Workgroup names repeat across accounts: the same target key is claimed once per shard.
     assert await a.claim(machine.begin(disable("etl"), "ea", T0), "decision", {})
     assert await b.claim(machine.begin(disable("etl"), "eb", at(1)), "decision", {})
@@ -298,7 +302,7 @@ def watched(target_id: str, seconds: float, kind: TargetKind = TargetKind.CALCUL
     return WatchEntry(TargetRef(kind, target_id, "s1", "etl-a"), at(seconds))
 
 
-async def test_the_watch_list_is_replaced_whole_per_shard(backend: Backend, storage: Storage) -> None:
+async def test_a_save_makes_the_watch_list_exactly_its_entries_per_shard(backend: Backend, storage: Storage) -> None:
     a, b = storage.for_shard(SHARD_A), storage.for_shard(SHARD_B)
     assert await a.watch() == []
     first = [watched("c1", 1), watched("s1", 2, TargetKind.SESSION), watched("etl", 3, TargetKind.WORKGROUP)]
@@ -313,6 +317,96 @@ async def test_the_watch_list_is_replaced_whole_per_shard(backend: Backend, stor
     await a.save_watch([])
     assert await a.watch() == []
     assert await b.watch() == [watched("c9", 9)]
+
+
+async def test_the_watch_list_is_read_by_deadline(backend: Backend, storage: Storage) -> None:
+    view = storage.for_shard(SHARD_A)
+    entries = [watched(f"c{index}", index) for index in range(1, 6)]
+    await view.save_watch(entries)
+    await storage.for_shard(SHARD_B).save_watch([watched("b1", 1)])
+    # What a new owner reads first (due before a horizon), then the rest (due from it): together, the whole list.
+    assert by_key(await view.watch(due_before=at(3))) == entries[:2]
+    assert by_key(await view.watch(due_from=at(3))) == entries[2:]
+    assert by_key(await view.watch(due_from=at(2), due_before=at(4))) == entries[1:3]
+    # A moved deadline moves the target between the two reads.
+    moved = [replace(entries[4], next_check_at=at(0.5)), *entries[:4]]
+    await view.save_watch(moved)
+    assert by_key(await view.watch(due_before=at(3))) == by_key([moved[0], *entries[:2]])
+    async with backend.open() as other:
+        assert by_key(await other.for_shard(SHARD_A).watch()) == by_key(moved)
+
+
+class Writes:
+    """What a backend wrote, as seen from outside the storage: DynamoDB's TransactWriteItems calls (the storage's
+    own metrics); SQLite's commits (``data_version`` from another connection changes with each) and the rowid of
+    each row (an INSERT OR REPLACE gives a rewritten row a new one)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.registries: list[CollectorRegistry] = []
+
+    def registry(self) -> CollectorRegistry:
+        """The registry of one more storage opened on the backend."""
+        self.registries.append(CollectorRegistry())
+        return self.registries[-1]
+
+    def transactions(self) -> float:
+        return self.calls("TransactWriteItems")
+
+    def calls(self, operation: str) -> float:
+        return sum(sum_samples(registry, "athena_supervisor_aws_api_calls_total", operation=operation)
+                   for registry in self.registries)
+
+    def sqlite(self) -> tuple[int, dict[str, int]]:
+        with closing(sqlite3.connect(self.backend.settings.journal.path)) as db:
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            rows = dict(db.execute("SELECT target_key, rowid FROM watch").fetchall())
+        return version, rows
+
+
+def by_key(entries: list[WatchEntry]) -> list[WatchEntry]:
+    return sorted(entries, key=lambda entry: str(entry.target.key))
+
+
+async def test_a_watch_save_writes_only_what_changed(backend: Backend) -> None:
+    writes = Writes(backend)
+    dynamodb = backend.name == "dynamodb"
+    entries = [watched(f"c{index:03}", index) for index in range(150)]  # DynamoDB: more than one transaction
+    async with backend.open(writes.registry()) as storage:
+        view = storage.for_shard(SHARD_A)
+        await view.save_watch(entries)
+        first = writes.transactions()
+        assert first == (2 if dynamodb else 0)
+        # Nothing changed: nothing written, however often it is saved.
+        before = None if dynamodb else writes.sqlite()
+        for _ in range(3):
+            await view.save_watch(entries)
+        assert writes.transactions() == first
+        assert before is None or writes.sqlite() == before
+        # One deadline moved, one target gone, one added: one transaction of three writes, the rest untouched.
+        changed = [replace(entries[0], next_check_at=at(900)), *entries[2:], watched("c999", 9)]
+        await view.save_watch(changed)
+        assert by_key(await view.watch()) == by_key(changed)
+        if dynamodb:
+            assert writes.transactions() == first + 1
+        else:
+            assert before is not None
+            rows = writes.sqlite()[1]
+            untouched = [str(entry.target.key) for entry in entries[2:]]
+            assert [rows[key] for key in untouched] == [before[1][key] for key in untouched]
+            assert rows[str(entries[0].target.key)] != before[1][str(entries[0].target.key)]
+    # A new owner resumes from what it reads (due soon first, then the rest); its saves write only what changed
+    # since, without reading the list again.
+    async with backend.open(writes.registry()) as other:
+        view = other.for_shard(SHARD_A)
+        soon = await view.watch(due_before=at(100))
+        assert by_key([*soon, *await view.watch(due_from=at(100))]) == by_key(changed)
+        counted, queries = writes.transactions(), writes.calls("Query")
+        await view.save_watch(changed)
+        assert (writes.transactions(), writes.calls("Query")) == (counted, queries)
+        await view.save_watch(changed[1:])
+        assert writes.transactions() == counted + (1 if dynamodb else 0)
+        assert by_key(await view.watch()) == by_key(changed[1:])
 
 
 # --- the ledger: counted spend -----------------------------------------------------------------------------------
@@ -507,6 +601,7 @@ async def test_a_stale_fence_can_neither_claim_nor_save(backend: Backend, storag
     escalation = machine.begin(verdict("c1"), "e1", T0)
     assert await fenced.claim(escalation, "decision", {})
     assert not await fenced.claim(machine.begin(verdict("c1"), "e1b", T0), "decision", {}), "claimed: False"
+    await fenced.save_watch([watched("c0", 0), watched("c1", 1)])
     # r1's lease lapses; r2 takes the shard with the next token.
     new = await leases.acquire(SHARD_A.scope, "r2", expires_at=at(40), expired_before=at(20))
     assert new is not None and new.token == old.token + 1
@@ -516,18 +611,21 @@ async def test_a_stale_fence_can_neither_claim_nor_save(backend: Backend, storag
     with pytest.raises(FenceLost):
         await sent_stop(fenced, escalation)
     with pytest.raises(FenceLost):
-        await fenced.save_watch([watched("c1", 1)])
+        await fenced.save_watch([watched("c1", 5)])
     # Nothing the stale fence tried was written.
     assert await storage.for_shard(SHARD_A).claimed_targets() == {TargetKey.calculation("c1")}
     assert await storage.for_shard(SHARD_A).open_escalations() == [escalation]
     assert [e.event for e in await storage.for_shard(SHARD_A).recent_events(10)] == ["decision"]
-    assert await storage.for_shard(SHARD_A).watch() == []
-    # The current fence works.
+    assert by_key(await storage.for_shard(SHARD_A).watch()) == [watched("c0", 0), watched("c1", 1)]
+    # The current fence works; the new owner's list is its own, whatever the stale one tries next.
     current = storage.for_shard(SHARD_A, new.fence)
     assert await current.claim(machine.begin(verdict("c2"), "e2", T0), "decision", {})
     await sent_stop(current, escalation)
-    await current.save_watch([watched("c1", 1)])
-    assert await current.watch() == [watched("c1", 1)]
+    assert len(await current.watch()) == 2
+    await current.save_watch([watched("c1", 1), watched("c2", 2)])
+    with pytest.raises(FenceLost):
+        await fenced.save_watch([])
+    assert by_key(await current.watch()) == [watched("c1", 1), watched("c2", 2)]
 
 
 async def test_leases_are_taken_when_free_or_expired_and_tokens_grow(backend: Backend, storage: Storage) -> None:

@@ -25,7 +25,7 @@ import structlog
 from supervisor import athena
 from supervisor.clock import Clock
 from supervisor.core.accrual import accrual_rate
-from supervisor.core.fleet import WatchEntry
+from supervisor.core.fleet import WatchEntry, next_slot
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
     CalculationSnapshot,
@@ -61,9 +61,14 @@ FAILED_CHECK_RETRY = timedelta(seconds=1)
 FAILED_CHECK_RETRY_MAX = timedelta(minutes=1)
 # A target whose fresh look showed a state this version does not know is looked at again this late.
 UNKNOWN_STATE_RECHECK = timedelta(minutes=1)
-# The watch list (every scheduled look) is saved at most this often, when it changed: a restarted daemon, or
-# the next owner of the shard, resumes from it instead of waiting for a full sweep.
+# The watch list (every scheduled look) is saved this often (only what changed is written): a restarted daemon,
+# or the next owner of the shard, resumes from it instead of waiting for a full sweep. Each shard saves in its own
+# slot of the interval (``watch_slot``), so the shards of a replica do not all write at the same moments.
 WATCH_SAVE_INTERVAL = timedelta(seconds=30)
+# A new owner of the shard (or a restarted daemon) reads the saved targets due within this first (one small read,
+# side by side with enforcement's), and the rest half way to it: none of them is due sooner, and the moment it
+# takes the shard over (its overdue looks, claims and intents) is not the moment to read a long list.
+RESUME_FIRST = timedelta(minutes=1)
 
 
 class Checks:
@@ -79,6 +84,7 @@ class Checks:
         dpu_hour_usd: float,
         metrics: Metrics,
         storage: Storage | None = None,
+        watch_slot: str = "",
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.gateway = gateway
@@ -103,7 +109,13 @@ class Checks:
         self._last_listed: dict[TargetKey, str] = {}  # the state each target was last listed in
         # Targets resumed from the saved watch list and not yet seen again: what a first look needs.
         self._resumed: dict[TargetKey, TargetRef] = {}
-        self._saved_watch: list[WatchEntry] | None = None
+        self._watch_slot = watch_slot  # whose slot of WATCH_SAVE_INTERVAL the periodic saves use (the shard's)
+        self.resumed_targets = 0  # how many targets the saved watch list scheduled so far
+        self._due_soon: tuple[datetime, list[WatchEntry] | None] | None = None  # read ahead: (horizon, entries)
+        # The horizon of the saved targets not read yet (None: the saved list is read whole, or given up on): no
+        # save may happen before they are read, or it would delete them from the list.
+        self._unread_from: datetime | None = None
+        self._reading_rest = anyio.Lock()
 
     def apply(self, policies: Sequence[Policy], dpu_hour_usd: float) -> None:
         """Take reloaded policies and price, and judge every known target again at once (a limit tightened under
@@ -318,52 +330,82 @@ class Checks:
         session = self.inventory.sessions.get(key.target_id)
         return TargetRef.of_session(session) if session else None
 
-    async def _resume(self) -> None:
-        """Schedule the looks of the saved watch list: each target is looked at afresh at its deadline, before
-        the first sweep lists it again."""
-        if self.storage is None:
+    async def read_watch(self) -> None:
+        """Read the saved targets due within :data:`RESUME_FIRST` (what a new owner needs first); ``run`` schedules
+        them. May run before ``run``, side by side with enforcement loading the claims. Never raises."""
+        if self.storage is None or self._due_soon is not None:
             return
+        horizon = self.clock.now() + RESUME_FIRST
         try:
-            entries = await self.storage.watch()
+            self._due_soon = (horizon, await self.storage.watch(due_before=horizon))
         except Exception as error:  # no watch list: the first sweep finds everything, as before
             self._log.error("checks.resume_failed", error=repr(error))
-            return
+            self._due_soon = (horizon, None)
+
+    async def _resume_rest_later(self, horizon: datetime) -> None:
+        await self.clock.sleep_until(horizon - RESUME_FIRST / 2)
+        await self._resume_rest()
+
+    async def _resume_rest(self) -> None:
+        """Schedule the saved targets not read yet (due from the horizon on): half way to the horizon, or before
+        the first save, whichever comes first."""
+        async with self._reading_rest:
+            if self._unread_from is None or self.storage is None:
+                return
+            try:
+                entries = await self.storage.watch(due_from=self._unread_from)
+            except Exception as error:  # given up: the first sweep finds them (a save may drop them meanwhile)
+                self._log.error("checks.resume_failed", error=repr(error))
+                return
+            finally:
+                self._unread_from = None
+            if self._schedule_resumed(entries):
+                self._wakeup.set()
+        if self.resumed_targets:
+            self._log.info("checks.resumed", targets=self.resumed_targets)
+
+    def _schedule_resumed(self, entries: list[WatchEntry]) -> bool:
+        """Schedule saved targets not claimed and not known meanwhile; True if one is now the earliest deadline.
+        Each is looked at afresh at its deadline, before the first sweep lists it again."""
+        earliest = False
         for entry in entries:
             key = entry.target.key
             if self.enforcement.is_claimed(key) or key in self.deadlines:
                 continue
             self._resumed[key] = entry.target
-            self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING)
-        self._saved_watch = entries
-        if entries:
-            self._log.info("checks.resumed", targets=len(entries))
+            self.resumed_targets += 1
+            earliest = self.deadlines.schedule(key, entry.next_check_at, CheckKind.CROSSING) or earliest
+        return earliest
 
     async def _save_watch_periodically(self) -> None:
         while True:
-            await self.clock.sleep(WATCH_SAVE_INTERVAL.total_seconds())
+            await self.clock.sleep_until(next_slot(self.clock.now(), WATCH_SAVE_INTERVAL, self._watch_slot))
             await self.save_watch()
 
     async def save_watch(self) -> bool:
-        """Save the watch list if it changed since the last save; False when that failed (logged; the next save
-        retries)."""
+        """Save the watch list: the storage writes what changed since it last read or wrote it, nothing when
+        nothing did, so this may be called as often as needed. False when it failed (logged; the next save
+        retries): the event feed deletes messages only after a save that succeeded."""
         if self.storage is None:
             return True
-        entries = self.watch_entries()
-        if entries == self._saved_watch:
-            return True
+        await self._resume_rest()  # a save must not drop saved targets this owner has not read yet
         try:
-            await self.storage.save_watch(entries)
+            await self.storage.save_watch(self.watch_entries())
         except Exception as error:
             self._log.warning("checks.watch_save_failed", error=repr(error))
             return False
-        self._saved_watch = entries
         return True
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._resume()
+        await self.read_watch()
+        horizon, due_soon = self._due_soon or (self.clock.now(), None)
+        self._schedule_resumed(due_soon or [])
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             if self.storage is not None:
+                if due_soon is not None:
+                    self._unread_from = horizon
+                    task_group.start_soon(self._resume_rest_later, horizon)
                 task_group.start_soon(self._save_watch_periodically)
             task_status.started()
             while True:
@@ -449,14 +491,32 @@ class Checks:
     async def _look_resumed(self, key: TargetKey, ref: TargetRef, priority: Priority) -> bool:
         """A first look at a target known from the saved watch list: the target itself, always afresh (a sweep
         may have listed it meanwhile, but a listing is no fresh look), and a calculation's session when it is not
-        known (GetSession, for the exemption marker)."""
-        if key.kind is TargetKind.SESSION or ref.session_id not in self.inventory.sessions:
-            session = await athena.get_session(self.gateway, ref.session_id, ref.workgroup, self.clock,
-                                               priority=priority, statistics=True)
+        known (GetSession, for the exemption marker), side by side."""
+        found: dict[str, SessionSnapshot | CalculationSnapshot | AwsCallError] = {}
+
+        async def fetch(name: str, get: Callable[[], Coroutine[Any, Any, SessionSnapshot | CalculationSnapshot]],
+                        ) -> None:
+            try:
+                found[name] = await get()
+            except AwsCallError as error:
+                found[name] = error
+
+        async with anyio.create_task_group() as looking:
+            if key.kind is TargetKind.SESSION or ref.session_id not in self.inventory.sessions:
+                looking.start_soon(fetch, "session", lambda: athena.get_session(
+                    self.gateway, ref.session_id, ref.workgroup, self.clock, priority=priority, statistics=True))
+            if key.kind is TargetKind.CALCULATION:
+                looking.start_soon(fetch, "calculation", lambda: athena.get_calculation(
+                    self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
+        for name in ("session", "calculation"):  # the session first: its error says more (a session gone)
+            answer = found.get(name)
+            if isinstance(answer, AwsCallError):
+                raise answer
+        session, calculation = found.get("session"), found.get("calculation")
+        if isinstance(session, SessionSnapshot):
             self.inventory.put_session(session)
-        if key.kind is TargetKind.CALCULATION:
-            self.inventory.put_calculation(await athena.get_calculation(
-                self.gateway, key.target_id, ref.session_id, ref.workgroup, self.clock, priority=priority))
+        if isinstance(calculation, CalculationSnapshot):
+            self.inventory.put_calculation(calculation)
         self._resumed.pop(key, None)
         snapshot = (self.inventory.calculations.get(key.target_id) if key.kind is TargetKind.CALCULATION
                     else self.inventory.sessions.get(key.target_id))

@@ -18,6 +18,14 @@ Discovery never dies: a failing listing (one workgroup, one session, one page) i
 and counted; what it would have told stays as last known, the rest of the sweep goes on, and the next sweep
 retries. A deleted workgroup is dropped from the watch list; a disabled one once its known sessions have
 ended. A malformed item is skipped, logged and counted. Meanwhile enforcement of known targets goes on.
+
+With a ``sweep_slot`` (a shard of a multi-account config), sweeps follow the shard's own slot of the interval
+(:func:`~supervisor.core.fleet.next_slot`) instead of the instant the shard started: every shard of a replica
+starts at once, and sweeping them all at the same moments (a burst of every shard's listings, every interval)
+delays the looks that act, on a busy replica by seconds. A shard that resumed a saved watch list (a restart, a
+takeover) knows its targets and their deadlines, so its first sweep waits for its slot too: a replica that takes
+over many shards at once sweeps them one after the other over the interval, not all at the instant it needs
+its CPU for their overdue looks.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from supervisor import athena
 from supervisor.clock import Clock
 from supervisor.config import Settings
 from supervisor.core.cloudtrail import AthenaEvent, EventKind
+from supervisor.core.fleet import next_slot
 from supervisor.core.inventory import Inventory
 from supervisor.core.model import (
     ACTIVE_SESSION_STATES,
@@ -83,10 +92,12 @@ class Discovery:
         policies: Iterable[Policy],
         metrics: Metrics,
         event_path: EventPath | None = None,
+        sweep_slot: str | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.settings = settings
         self.event_path = event_path
+        self.sweep_slot = sweep_slot
         self.gateway = gateway
         self.clock = clock
         self.inventory = inventory
@@ -135,6 +146,10 @@ class Discovery:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        if self.sweep_slot is not None and self.checks.resumed_targets:
+            first = self._next_sweep_at(self.clock.now())
+            self._log.info("discovery.first_sweep_in_slot", at=first.isoformat(), resumed=self.checks.resumed_targets)
+            await self.clock.sleep_until(first, self._wakeup)
         while True:
             started = self.clock.now()
             self._wakeup = anyio.Event()
@@ -144,7 +159,15 @@ class Discovery:
             except Exception as error:  # an odd answer never stops discovery
                 self.problems["sweep"] = repr(error)
                 self._log.exception("discovery.sweep_failed", error=repr(error))
-            await self.clock.sleep_until(started + self.interval, self._wakeup)
+            await self.clock.sleep_until(self._next_sweep_at(started), self._wakeup)
+
+    def _next_sweep_at(self, started: datetime) -> datetime:
+        """When the sweep after one started at ``started`` is due: an interval later, or (with a slot) at the
+        shard's next slot, never later than an interval."""
+        interval = self.interval
+        if self.sweep_slot is None:
+            return started + interval
+        return next_slot(started, interval, self.sweep_slot)
 
     async def first_sweep(self) -> None:
         """Return once a sweep has completed: the watched workgroups and their active sessions are known."""

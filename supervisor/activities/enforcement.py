@@ -6,12 +6,19 @@ storage (unique for ever), the decision is journaled, and an escalation starts. 
 disable/enable) passes the safety rails, then journal the intent → call → journal the answer runs shielded
 from cancellation, so a SIGTERM lets in-flight calls finish and be recorded; escalations that are only
 waiting are cancelled and resumed from storage at the next start.
+
+A claim is never lost to a lost answer. If the claim's write fails without a definite answer (every attempt
+timed out, though the first may have landed), the target stays claimed here and the same claim (same escalation
+id) is sent again, with backoff, until the store answers: recorded now, or refused because it is already there.
+A claim refused for a target this process did not know as claimed is read back: the claim's own earlier write
+(its answer lost, the gateway's retry refused by it) goes on as claimed; another open escalation nobody here
+drives (an earlier claim of this process whose answer was lost) is adopted and driven as a resumed one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,6 +147,9 @@ class Enforcement:
     async def claim(self, verdict: Verdict, evidence: Mapping[str, Any] | None = None) -> bool:
         """Act on a verdict; False if its target was ever claimed (a target is never acted on twice).
 
+        True also when the claim's write went unanswered: the target stays claimed and the claim is sent again
+        until the store answers (:meth:`_settle`), so the action is taken once, later, never lost.
+
         ``evidence``: what was observed of the target at the decision (its DPU counter and rate), journaled with
         the decision (``athena-supervisor report`` reads it)."""
         key = verdict.target.key
@@ -147,25 +157,74 @@ class Enforcement:
             return False
         self._claimed.add(key)
         escalation = machine.begin(verdict, uuid.uuid4().hex, self.clock.now())
-        explanation = verdict.describe()
+        event, detail = decision_event(verdict), {**verdict.describe(), **(evidence or {})}
         try:
-            if not await self.storage.claim(escalation, decision_event(verdict), {**explanation, **(evidence or {})}):
-                return False
-        except BaseException as error:
-            self._claimed.discard(key)  # not recorded: the next judgement claims it again
-            if isinstance(error, FenceLost):
-                self._lost(error)
+            recorded = await self.storage.claim(escalation, event, detail)
+            stored = escalation if recorded else await self.storage.escalation_for(key)
+        except FenceLost as error:
+            self._claimed.discard(key)  # not recorded, and the shard is another replica's now
+            self._lost(error)
             raise
+        except Exception as error:
+            # No definite answer: the write may have landed. Keep the target claimed and send the same claim
+            # again until the store says; dropping it here would let the next judgement find it claimed in
+            # storage and skip it, with nothing left to drive it.
+            self._log.warning("enforcement.claim_unanswered", error=repr(error), **verdict.describe())
+            self._start(self._settle, escalation, event, detail, name=f"claim {key}")
+            return True
+        except BaseException:
+            self._claimed.discard(key)  # cancelled: the shard stops; its next start reads the claims again
+            raise
+        return self._claimed_as(escalation, stored)
+
+    async def _settle(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> None:
+        """Send an unanswered claim again (same escalation: a resend after a landed write is refused by it, not
+        recorded twice) until the store answers, then go on with what it holds."""
+        key = escalation.verdict.target.key
+        wait = self.timing.first_verify_after
+        while True:
+            await self.clock.sleep(wait.total_seconds())
+            try:
+                recorded = await self.storage.claim(escalation, event, detail)
+                stored = escalation if recorded else await self.storage.escalation_for(key)
+            except FenceLost as error:
+                self._lost(error)  # the shard stops here; its next owner resumes the claim if it landed
+                return
+            except Exception as error:
+                wait = min(wait * 2, self.timing.retry_backoff_max)
+                self._log.warning("enforcement.claim_unanswered", error=repr(error), retry_in=wait.total_seconds(),
+                                  **escalation.verdict.describe())
+                continue
+            self._log.info("enforcement.claim_settled", landed_before=not recorded, **escalation.verdict.describe())
+            self._claimed_as(escalation, stored)
+            return
+
+    def _claimed_as(self, mine: Escalation, stored: Escalation | None) -> bool:
+        """Go on after the store answered a claim: ``stored`` is what it holds for the target (``mine`` if the
+        claim was recorded). True if the claim is ``mine``."""
+        verdict = mine.verdict
+        if stored is None or stored.escalation_id != mine.escalation_id:
+            if stored is not None and not stored.is_done and verdict.target.key not in self.in_flight:
+                # Claimed in storage, driven by nobody: this process's own earlier claim, whose answer was lost.
+                self._log.warning("escalation.adopted", escalation_id=stored.escalation_id,
+                                  phase=stored.phase.value, **stored.verdict.describe())
+                reason = self._reason_to_void(stored)
+                if reason is not None:
+                    self._start(self._void, stored, reason, name=f"void {stored.verdict.target.key}")
+                else:
+                    self._resume(stored)
+            return False
+        explanation = verdict.describe()
         if verdict.target.kind is not TargetKind.WORKGROUP:
             self.metrics.violations.labels(verdict.policy, verdict.rule).inc()
             self._log.warning("target.violation", **explanation)
-            self._emit("violation", escalation)
-        if escalation.is_done:
-            outcome = escalation.outcome or "settled"
+            self._emit("violation", mine)
+        if mine.is_done:
+            outcome = mine.outcome or "settled"
             self.metrics.actions.labels(verdict.action, verdict.policy, outcome).inc()
             self._log.info(f"{verdict.target.kind.value}.{outcome}", **explanation)
             return True
-        self._spawn(escalation)
+        self._spawn(mine)
         return True
 
     async def outcome_of(self, key: TargetKey) -> str | None:
@@ -177,22 +236,46 @@ class Enforcement:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Load the claims, resume every open escalation, then drive new ones until cancelled."""
-        self._claimed |= await self.storage.claimed_targets()
+        opened: list[Escalation] = []
+
+        async def load_claims() -> None:
+            self._claimed |= await self.storage.claimed_targets()
+
+        async def load_open() -> None:
+            opened.extend(await self.storage.open_escalations())
+
+        async with anyio.create_task_group() as loading:  # side by side: a new owner of the shard waits for both
+            loading.start_soon(load_claims)
+            loading.start_soon(load_open)
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
-            for escalation in await self.storage.open_escalations():
-                reason = self.void_reason(escalation.verdict) if machine.nothing_sent(escalation) else None
+            for escalation in opened:
+                reason = self._reason_to_void(escalation)
                 if reason is not None:
                     await self._void(escalation, reason)
                     continue
-                self._log.info("escalation.resumed", phase=escalation.phase.value,
-                               next_step_at=escalation.next_step_at.isoformat(), **escalation.verdict.describe())
-                self._spawn(escalation)
+                self._resume(escalation)
             task_status.started()
             try:
                 await anyio.sleep_forever()
             finally:
                 self._task_group = None
+
+    def _reason_to_void(self, escalation: Escalation) -> str | None:
+        """Why an open escalation found in storage must not go on: it never sent anything and the current config
+        voids it."""
+        return self.void_reason(escalation.verdict) if machine.nothing_sent(escalation) else None
+
+    def _resume(self, escalation: Escalation) -> None:
+        """Drive an open escalation found in storage (at start, or adopted)."""
+        self._log.info("escalation.resumed", phase=escalation.phase.value,
+                       next_step_at=escalation.next_step_at.isoformat(), **escalation.verdict.describe())
+        self._spawn(escalation)
+
+    def _start(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> None:
+        if self._task_group is None:
+            raise RuntimeError("Enforcement.run is not running")
+        self._task_group.start_soon(fn, *args, name=name)
 
     def _lost(self, error: FenceLost) -> None:
         self._log.error("enforcement.fence_lost", error=str(error))

@@ -102,6 +102,20 @@ def preference(replica: str, shard_scope: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def next_slot(after: datetime, period: timedelta, key: str) -> datetime:
+    """The first instant after ``after`` of ``key``'s slot of a periodic task: every ``period``, at an offset into
+    the period that depends on ``key`` only (a rendezvous hash, as :func:`preference`).
+
+    Shards that do the same periodic work (a watch-list save) would otherwise do it at the same moments: every
+    shard of a replica starts at once, and so does every shard a replica takes over. Slots spread them over the
+    period, the same way on every replica and after every restart.
+    """
+    epoch = datetime(1970, 1, 1, tzinfo=after.tzinfo)
+    offset = period * (preference("", key) / 2**64)
+    periods = (after - epoch - offset) // period + 1
+    return epoch + offset + period * periods
+
+
 @dataclass(frozen=True, slots=True)
 class LeasePlan:
     """What a replica does with the shard leases this round. ``spare``: the other free shards, most preferred

@@ -53,13 +53,25 @@ class Storage(Protocol):
         """The view of ``shard``'s records; writes are fenced by ``fence`` when given."""
         ...
 
-    # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
-    async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
-        """Replace this shard's watched targets and their next deadlines, all at once (a reader sees the old
-        list or the new one). Raises :class:`FenceLost` if the view's fence is stale."""
+    async def prepare(self, time: datetime) -> None:
+        """Do ahead what this view's first writes would otherwise do first (DynamoDB: register the shard, and the
+        day of ``time``, for the root view's reads; SQLite: nothing), so a new owner's first claim is one write."""
         ...
 
-    async def watch(self) -> list[WatchEntry]: ...
+    # -- the watch list: what a new owner of the shard resumes from ---------------------------------------
+    async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
+        """Make ``entries`` this shard's watched targets and their next deadlines, writing only what changed since
+        the list this view last read or wrote: a save that changed nothing writes nothing, so it may be called
+        as often as the caller likes. A reader may see a save half done (DynamoDB: several transactions), each
+        target as it was or as it is now; a new owner only ever looks at what it reads, so that is harmless (see
+        :mod:`~supervisor.storage.dynamodb_watch`). Raises :class:`FenceLost` if the view's fence is stale
+        (nothing of that transaction is written)."""
+        ...
+
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        """This shard's watched targets (the root view: every shard's), those due before ``due_before`` and from
+        ``due_from`` when given: a new owner reads the ones due soon first, one small read, then the rest."""
+        ...
 
     # -- escalations: claims, intents and answers ------------------------------------------------------
     async def claim(self, escalation: Escalation, event: str | None, detail: Mapping[str, Any]) -> bool:

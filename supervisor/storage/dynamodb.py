@@ -25,6 +25,7 @@ from supervisor.core.escalation import Escalation
 from supervisor.core.fleet import Fence, Lease, Shard, WatchEntry
 from supervisor.core.model import TargetKey, TargetRef
 from supervisor.storage.dynamodb_journal import DynamoJournal, mark_once
+from supervisor.storage.dynamodb_layout import ShardKeys
 from supervisor.storage.dynamodb_leases import DynamoLeases
 from supervisor.storage.dynamodb_ledger import DynamoBudgets, DynamoLedger
 from supervisor.storage.dynamodb_registry import ShardRegistry
@@ -74,13 +75,17 @@ class DynamoDbStorage:
     async def close(self) -> None:
         return None
 
+    async def prepare(self, time: datetime) -> None:
+        await self._registry.prepare(ShardKeys(self.shard_scope or ""), time)
+
     # -- the watch list -------------------------------------------------------------------------------------
 
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         await self._own.watch.save(entries)
 
-    async def watch(self) -> list[WatchEntry]:
-        return [entry for view in await self._readable() for entry in await view.watch.entries()]
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        return [entry for view in await self._readable()
+                for entry in await view.watch.entries(due_before=due_before, due_from=due_from)]
 
     # -- escalations ----------------------------------------------------------------------------------------
 

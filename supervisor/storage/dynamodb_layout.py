@@ -18,8 +18,7 @@ days with events        ``S#<shard>#EVDAY``          ``<day>``                  
 counted session         ``S#<shard>#SPEND``          ``<session id>``                 retention after it ended
 open session            ``S#<shard>#OPEN_SESSION``   ``<session id>``                 deleted when it ends
 accounting checkpoint   ``S#<shard>#META``           ``CHECKPOINT``                   never
-watch list generation   ``S#<shard>#META``           ``WATCH``                        never
-watched target          ``S#<shard>#WATCH``          ``<generation>#<target key>``    replaced by the next save
+watched target          ``S#<shard>#WATCH``          ``<target key>``                 deleted when unwatched
 disabled workgroup      ``S#<shard>#DISABLED``       ``<workgroup>#<episode id>``     never
 one-off notice          ``NOTICE#<notice key>``      ``NOTICE``                       retention after marking
 budget spend bucket     ``B#<budget>#SPEND``         ``<bucket start>``               never (pruned by budgets)
@@ -117,13 +116,6 @@ class ShardKeys:
     @property
     def checkpoint(self) -> Key:
         return Key(self.meta, "CHECKPOINT")
-
-    @property
-    def watch_generation(self) -> Key:
-        return Key(self.meta, "WATCH")
-
-    def watched(self, generation: str, key: TargetKey) -> Key:
-        return Key(self.watch, f"{generation}#{key}")
 
     def disabled_workgroup(self, workgroup: str, episode_id: int) -> Key:
         return Key(self.disabled, f"{key_part(workgroup)}#{episode_number(episode_id)}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import anyio
+
 from supervisor.storage.dynamodb_codec import expires, iso
 from supervisor.storage.dynamodb_layout import SHARDS, ShardKeys, scope_of
 from supervisor.storage.dynamodb_table import Table
@@ -40,6 +42,12 @@ class ShardRegistry:
             await self._table.put(keys.event_day(day), {"ttl": expires(end_of_day, self.retention)})
             self._days.add((keys.scope, day))
         return day
+
+    async def prepare(self, keys: ShardKeys, at: datetime) -> None:
+        """Register the shard and the day of ``at`` side by side (ahead of the view's first write)."""
+        async with anyio.create_task_group() as registering:
+            registering.start_soon(self.ensure_shard, keys)
+            registering.start_soon(self.ensure_day, keys, at)
 
     async def scopes(self) -> list[str]:
         """Every registered shard's scope, the implicit shard's (``""``) first."""

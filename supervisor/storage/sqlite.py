@@ -61,11 +61,14 @@ class SqliteStorage:
         """The view of ``shard``'s rows. ``fence`` is ignored: this process owns every shard of its file."""
         return SqliteStorage(self.path, _database=self._database, _shard=shard.scope)
 
+    async def prepare(self, time: datetime) -> None:
+        return None  # nothing to register: the shard is a column
+
     async def save_watch(self, entries: Sequence[WatchEntry]) -> None:
         await self._run(self._watch.save, list(entries))
 
-    async def watch(self) -> list[WatchEntry]:
-        return await self._run(self._watch.entries)
+    async def watch(self, *, due_before: datetime | None = None, due_from: datetime | None = None) -> list[WatchEntry]:
+        return await self._run(self._watch.entries, due_before=due_before, due_from=due_from)
 
     def close_now(self) -> None:
         if self._owns_database:  # a shard view shares the root's connection

@@ -336,36 +336,37 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    interval = timedelta(seconds=10)
-    slow = {"discovery_interval": "10s",
-            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "60s"}}]}
+    interval = timedelta(seconds=5)
+    slow = {"discovery_interval": "5s",
+            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "20s"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         started = world.now
         await replicas.start("a", **slow)
-        await world.vt.run_for(ms(25))
+        await world.vt.run_for(ms(12))
         # The first sweep at once; then each shard in its own slot of the interval, not all at the same moments.
         for shard in SHARDS:
             slot = next_slot(started, interval, "/".join(shard))
-            slots = [slot + interval * k for k in range(3) if slot + interval * k <= started + ms(25)]
+            slots = [slot + interval * k for k in range(3) if slot + interval * k <= started + ms(12)]
             assert sweeps_of(world, shard, started) == [to_ms(instant) for instant in (started, *slots)], shard
         assert len({next_slot(started, interval, "/".join(shard)) for shard in SHARDS}) == len(SHARDS)
         # a stops; b takes every shard and resumes the saved watch lists: it knows the runaway's deadline, so the
         # first sweep of its shard waits for its slot, and the runaway is stopped at its crossing all the same.
         session_id, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
-        await world.vt.run_for(ms(41))  # a sweep found the runaway; a save (every 30 s) after it has its deadline
+        await world.vt.run_for(interval)  # a sweep found the runaway
+        await replicas.services["a"].hosts[Shard(*SHARDS[0])].runtime.checks.save_watch()  # as its slot would
         await replicas.stop("a")
         await replicas.start("b", **slow)
         taken = world.now
         await world.vt.run_until_true(lambda: all(names == ["b"] for names in replicas.owners().values()),
                                       limit=LEASE)
-        await world.vt.run_until(max(taken + interval, submitted + ms(61)))
+        await world.vt.run_until(max(taken + interval, submitted + ms(21)))
         # The shard that resumed a target waits for its slot; the others, which know nothing, sweep at once.
         assert sweeps_of(world, SHARDS[0], taken)[0] == to_ms(next_slot(taken, interval, "/".join(SHARDS[0])))
         assert all(sweeps_of(world, shard, taken)[0] < taken + LEASE for shard in SHARDS[1:])
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(60) <= stop.time <= submitted + ms(60) + CROSSING_MARGIN
+        assert submitted + ms(20) <= stop.time <= submitted + ms(20) + CROSSING_MARGIN
         assert session_id
 
 
@@ -378,7 +379,10 @@ async def test_a_new_owner_saving_before_it_read_the_whole_saved_list_keeps_ever
         athena = await members(world, stack)
         await replicas.start("a", **later)
         runaways = [(await runaway(athena[SHARDS[0]]))[1] for _ in range(3)]
-        await world.vt.run_for(ms(31))  # swept, and saved: due in about 4.5 minutes, past a new owner's first read
+        await world.vt.run_for(ms(1.5))  # swept; saved (as its slot would): due in 5 minutes, past b's first read
+        a = replicas.services["a"].hosts[Shard(*SHARDS[0])].runtime
+        assert a is not None
+        await a.checks.save_watch()
         # From now on, listing sessions fails in this account-region: b knows the runaways only from the saved list.
         world.emulator.backend_for(*SHARDS[0]).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
@@ -491,7 +495,7 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
         # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
         slow[0].armed = True
         with capture_logs() as logs:
-            await world.vt.run_for(LEASE * 3)
+            await world.vt.run_for(LEASE * 2 + ms(1))
         assert [entry for entry in logs if entry["event"] in ("cluster.acting_deadline_passed", "cluster.lease_lost")
                 ] == []
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0

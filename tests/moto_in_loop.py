@@ -38,6 +38,19 @@ class Moto:
         moto_speedups.install()  # the same answers for less CPU (see there)
         self._app = moto_speedups.Dispatcher(create_backend_app)
         self._lock = threading.Lock()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Answer one DynamoDB request now: the first one imports moto's DynamoDB backend and builds its app (a
+        second of CPU, several on a loaded machine), which inside a client's real-time read timeout would make
+        the client give up and retry."""
+        from werkzeug.test import EnvironBuilder
+
+        headers = {"X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
+                   "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
+                                    "SignedHeaders=host, Signature=0"}
+        status, _, _ = self.call(EnvironBuilder(method="POST", path="/", headers=headers, data=b"{}").get_environ())
+        assert status == 200, f"moto's warm-up ListTables answered {status}"
 
     def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         from werkzeug.test import run_wsgi_app

@@ -147,8 +147,16 @@ async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
         # moto's backends are process-wide: a table of its own keeps this test's leases from the others'.
         table = f"athena-supervisor-{uuid.uuid4().hex[:8]}"
         settings = parse_settings(replica_config(world, setup.endpoint_url, "setup", table), environ={})
-        async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock) as gateway:
-            await ensure_table(journal_table(settings, gateway), world.clock)
+        made = anyio.Event()
+
+        async def make_table() -> None:
+            async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock) as gateway:
+                await ensure_table(journal_table(settings, gateway), world.clock)
+            made.set()
+
+        # With virtual time running: a call retried after a failed attempt waits on the clock.
+        task_group.start_soon(make_table)
+        await world.vt.run_until_set(made)
         result = Fleet(world, moto, stack, task_group, table)
         try:
             yield result

@@ -451,9 +451,14 @@ def settle(config: LoopConfig, workload: Workload, daemon: Daemon, journal: Jour
     process = daemon.spawn(number)
     life = Life(number, "final", time.time())
     deadline = time.time() + config.settle_timeout + max(0.0, workload.t0 + workload.last_offset - time.time())
+    log = daemon.log_path(number)
     while process.poll() is None and time.time() < deadline:
         time.sleep(0.5)
         if not workload.finished.is_set() or time.time() < workload.t0 + workload.last_offset + config.max_runtime:
+            continue
+        # Not before it is up, even when the lives before took every action: a SIGTERM during its start (before its
+        # handler is installed) would end it with -15, not with the graceful exit 0 judged below.
+        if '"supervisor.started"' not in log.read_text(encoding="utf-8", errors="replace"):
             continue
         calls = [*emulator.control.calls(operation="StopCalculationExecution"),
                  *emulator.control.calls(operation="TerminateSession")]

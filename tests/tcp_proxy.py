@@ -6,6 +6,11 @@ open connections (what arrives is read and dropped, never answered) and new conn
 without a byte relayed, so a client waits out its own timeouts. ``cut(refuse=True)`` resets every connection and
 each new one at once instead (a path that answers with RSTs). ``restore()`` relays new connections again and
 resets the ones held meanwhile (their clients gave up on them long ago).
+
+:class:`TcpProxyProcess` runs the same relay in a process of its own (``python tests/tcp_proxy.py HOST PORT``,
+commands on its stdin): relayed from threads of the test process, every byte would wait for that process's GIL,
+held by whatever test runs meanwhile (a test thread running at a lower priority is descheduled holding it), and a
+replica behind the relay lost its leases to the relay's delays on a loaded machine.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import contextlib
 import selectors
 import socket
 import struct
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import TracebackType
 
 CHUNK = 65536
@@ -145,3 +153,72 @@ class TcpProxy:
                         self._open.discard(sock)
                         with contextlib.suppress(OSError):
                             sock.close()
+
+
+class TcpProxyProcess:
+    """A :class:`TcpProxy` in a process of its own, driven through its stdin; ``endpoint_url`` is its HTTP address."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), target[0], str(target[1])],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the TCP relay exited before it listened ({self._process.wait()})")
+        self.port = int(line)
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> TcpProxyProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _command(self, command: str) -> None:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        answer = self._process.stdout.readline().strip()
+        if answer != "ok":
+            raise RuntimeError(f"the TCP relay answered {answer!r} to {command!r}")
+
+    def cut(self, *, refuse: bool = False) -> None:
+        self._command("refuse" if refuse else "cut")
+
+    def restore(self) -> None:
+        self._command("restore")
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()  # end of its commands: it closes and exits
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def main(argv: list[str]) -> int:
+    """``tcp_proxy.py HOST PORT``: print the relay's port, then obey ``cut``, ``refuse`` and ``restore`` lines on stdin
+    (answering ``ok`` to each) until stdin ends."""
+    with TcpProxy((argv[0], int(argv[1]))) as proxy:
+        print(proxy.port, flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "cut":
+                proxy.cut()
+            elif command == "refuse":
+                proxy.cut(refuse=True)
+            elif command == "restore":
+                proxy.restore()
+            else:
+                print(f"unknown command {command}", flush=True)
+                continue
+            print("ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -3,10 +3,10 @@
 The emulator (``athena-supervisor emulator``, every account-region), moto's DynamoDB (``bench/dynamodb_server.py``)
 and each replica (``athena-supervisor run``, reaching each account through its role, assumed at the emulator's STS)
 run as separate processes; kills are real signals and the cut from DynamoDB is a real network fault
-(``tests/tcp_proxy.py`` between one replica and the table). The harness is ``bench/fleet_processes.py`` and
-``bench/fleet_workload.py`` (also behind ``bench/fleet.py``). Every scenario is judged from the emulator's audit log
-(0 missed, 0 wrongful, 0 duplicate: ``bench.fleet_workload.judge``), and who sent what from each replica's own log
-and metrics.
+(``tests/tcp_proxy.py``, a relay process between one replica and the table). The harness is
+``bench/fleet_processes.py`` and ``bench/fleet_workload.py`` (also behind ``bench/fleet.py``). Every scenario is
+judged from the emulator's audit log (0 missed, 0 wrongful, 0 duplicate: ``bench.fleet_workload.judge``), and who sent
+what from each replica's own log and metrics.
 
 The scenarios are real time and mostly wait, so they play in the background of the run (``tests/background.py``),
 from its start, on two fleets at once: one where a replica is cut off from DynamoDB (and rejoins), then another is
@@ -50,7 +50,7 @@ from bench.fleet_processes import (
 )
 from bench.fleet_workload import Violator, Workload, create_workgroups, destructive_calls, epoch, judge, wait_done
 from tests.background import Background, in_background
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxyProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet_processes]
 
@@ -135,7 +135,7 @@ def cut_off_then_killed(emulator: EmulatorProcess, directory: Path) -> dict[str,
     with Fleet(directory, shards, SETTINGS, emulator=emulator, table="fleet-cut-kill", setup="in-process") as fleet:
         create_workgroups(fleet.emulator.control, shards)
         dynamodb = urlsplit(fleet.dynamodb.endpoint_url)
-        with TcpProxy((str(dynamodb.hostname), int(dynamodb.port or 80))) as proxy:
+        with TcpProxyProcess((str(dynamodb.hostname), int(dynamodb.port or 80))) as proxy:
             try:
                 cut, cut_facts = cut_off_from_dynamodb(fleet, proxy)
                 outcomes["cut"] = ("value", cut)
@@ -148,9 +148,9 @@ def cut_off_then_killed(emulator: EmulatorProcess, directory: Path) -> dict[str,
             except BaseException as error:
                 outcomes["kill"] = failed("kill", error, directory)
                 return outcomes
-        # Judged once every replica has stopped: a call's log line is written after its answer was journaled, and a
-        # call sent late (a duplicate) is in the audit log by then.
-        exit_codes = stop_all(fleet)
+            # Judged once every replica has stopped (r1 still reaching the table: it releases its leases): a call's
+            # log line is written after its answer was journaled, and a late call (a duplicate) is in the audit log.
+            exit_codes = stop_all(fleet)
         calls = destructive_calls(fleet.emulator.control, shards)
         cut_facts["late_senders"] = late_senders(fleet, concerning(cut, calls), cut_facts["held"], cut_facts["cut_at"])
         kill_facts["terminate_senders"] = [r.name for r, _ in senders(
@@ -164,7 +164,7 @@ def cut_off_then_killed(emulator: EmulatorProcess, directory: Path) -> dict[str,
     return outcomes
 
 
-def cut_off_from_dynamodb(fleet: Fleet, proxy: TcpProxy) -> tuple[Workload, dict[str, Any]]:
+def cut_off_from_dynamodb(fleet: Fleet, proxy: TcpProxyProcess) -> tuple[Workload, dict[str, Any]]:
     held = start_all(fleet, r1=proxy.endpoint_url)
     cut_off = fleet.replicas["r1"]
     workload = Workload()

@@ -172,8 +172,12 @@ def cut_off_from_dynamodb(fleet: Fleet, proxy: TcpProxyProcess) -> tuple[Workloa
         # An escalation r1 starts on each of its shards before the cut (and the same elsewhere).
         workload.add(fleet.emulator.control, shard, [(3.0, True), (4.0, False)], quiet=1)
     escalations = [ignoring_on(workload, shard) for shard in sorted(held["r1"])]
-    wait_for(lambda: {e["target_id"] for e in cut_off.events("calculation.stop_requested")}
-             >= {v.calculation_id for v in escalations}, DONE_TIMEOUT, "r1's Stops")
+    # The cut comes once r1 has sent, and journaled the answer of, a Stop for every crossing on its shards so far:
+    # nothing in flight then (a call whose intent was journaled before the cut may still go out after it, until
+    # the acting deadline). What r1 does next, the Terminates, falls due long after its acting deadline.
+    stopped_before_the_cut = {v.calculation_id for v in workload.violators if v.shard in held["r1"]}
+    wait_for(lambda: {e["target_id"] for e in cut_off.events("calculation.stop_requested")} >= stopped_before_the_cut,
+             DONE_TIMEOUT, "r1's Stops")
     actions_before = cut_off.metric("athena_supervisor_actions_total")
     proxy.cut()
     cut_at = time.time()
@@ -387,8 +391,8 @@ def test_a_replica_cut_off_from_dynamodb_stops_acting_before_its_lease_expires_a
         taken = facts["taken"][shard]
         expiry = deadlines[str(shard)] + SETTINGS.acting_margin
         assert taken and expiry + SETTINGS.max_clock_skew - 0.001 <= min(taken), (shard, deadlines, taken)
-    # r1 sent nothing since the cut (it could not even journal an intent): every call on its shards after the cut
-    # was sent once, by another replica.
+    # r1 sent nothing since the cut (it had nothing in flight, and could not journal an intent): every call on its
+    # shards after the cut was sent once, by another replica.
     before, after = facts["actions"]
     assert after == before
     late = [call for call, _ in facts["late_senders"]]

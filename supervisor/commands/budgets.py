@@ -25,6 +25,7 @@ from supervisor.config import Settings
 from supervisor.core.budgets import BudgetStatus
 from supervisor.core.inventory import Inventory
 from supervisor.gateway import AwsCallError, Gateway
+from supervisor.logs import configure_logging
 from supervisor.metrics import Metrics
 from supervisor.service import build_gateway
 from supervisor.startup import StartupError, check_aws, check_journal
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: no budgets configured", file=sys.stderr)
         return 2
     check_aws(settings.aws)
+    configure_logging("error")  # on stderr: a retry's warning would land in the output (--json too)
     storage = open_storage(settings)
     try:
         try:

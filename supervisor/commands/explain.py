@@ -47,6 +47,7 @@ from supervisor.core.policy import (
     workgroup_in_scope,
 )
 from supervisor.gateway import AwsCallError, Gateway, Priority
+from supervisor.logs import configure_logging
 from supervisor.metrics import Metrics
 from supervisor.service import build_gateway
 from supervisor.startup import check_aws
@@ -349,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_INVALID_CONFIG
     check_aws(settings.aws)
+    configure_logging("error")  # on stderr: a retry's warning would land in the output (--json too)
     storage = open_storage(settings)
     try:
         try:

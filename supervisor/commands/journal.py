@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.commands.instants import INSTANT_HELP, instant, utc_text
 from supervisor.gateway import AwsCallError
+from supervisor.logs import configure_logging
 from supervisor.metrics import Metrics
 from supervisor.startup import check_journal
 from supervisor.storage import EventQuery, JournalEntry
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print(f"--limit: must be at least 1; got {args.limit}", file=sys.stderr)
         return 2
+    configure_logging("error")  # on stderr: a retry's warning would land in the output (--json too)
     query = EventQuery(limit=args.limit, since=args.since, until=args.until, target_id=args.target,
                        policy=args.policy, workgroup=args.workgroup, events=tuple(args.event), mode=args.mode)
     try:

@@ -19,6 +19,13 @@ account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the repli
    SIGTERM. The audit log is judged
    (``bench.fleet_workload.judge``: due, missed, wrongful, duplicate, lag = received − due).
 
+With ``--events`` the replicas discover by event (``discovery.events``: one SQS queue on moto's server, a process of
+its own, that the emulator publishes each write call's CloudTrail event to, ``--event-delay`` late; sweeps every
+``--backstop-interval``): the violators sit in idle sessions of the workgroup ``fleet-new`` (policy
+``max_runtime: --announced-limit``, 30 s) and each one's calculation is started by a user's call
+(``POST /_emulator/call``) that long before its crossing, so its event (or a backstop sweep) is the only way a
+replica learns of it; the probes of the takeover too. The busy sessions are found by each shard's first sweep.
+
 Figures per size: lag p50/p99/max, missed/wrongful/duplicate, takeover, DynamoDB calls per action and per second
 (server-side counts, every replica's, killed ones' included; "at rest" over the first sweep, "steady" over the
 violator window), Athena API calls, CPU seconds and % of a core per replica over the steady window (before the
@@ -29,6 +36,7 @@ Usage:
                                              # on a 2-core machine: see bench/README.md)
     python bench/fleet.py --shards 12 --sessions 100 --violations 6 --out bench/results/fleet-12x100.json
     python bench/fleet.py --quick            # 2 replicas over 2 × 6 sessions, ~25 s (tests/test_fleet_bench.py)
+    python bench/fleet.py --events           # the issue's size with event-fed discovery (fits: see bench/README.md)
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.fleet_processes import (  # noqa: E402
+    EventQueue,
     Fleet,
     Replica,
     ReplicaSettings,
@@ -61,6 +70,7 @@ from bench.fleet_processes import (  # noqa: E402
 )
 from bench.fleet_workload import (  # noqa: E402
     Action,
+    Announcer,
     Workload,
     create_workgroups,
     destructive_calls,
@@ -87,6 +97,10 @@ class BenchConfig:
     tail: float = 10.0             # seconds the run goes on after the last action fell due
     first_sweep_timeout: float = 600.0
     seed: int = 1
+    events: bool = False           # event-fed discovery: violators announced by their CloudTrail event (SQS)
+    event_delay: str = "1s-5s"     # the emulator's delivery delay of each event
+    backstop_interval: float = 900.0
+    announced_limit: float = 30.0  # with events: the violators' max_runtime (each is started that long before)
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -95,9 +109,11 @@ class BenchConfig:
         return cls(replicas=(2,), shards=2, sessions=6, violations=2, window=2.0, lead=3.0, tail=1.0,
                    discovery_interval=1.0, lease_duration=6.0, stop_grace=2.0, first_sweep_timeout=120.0)
 
-    def settings(self) -> ReplicaSettings:
+    def settings(self, events: EventQueue | None = None) -> ReplicaSettings:
         # Timeouts and clock-skew allowance as in deploy/kubernetes-fleet/configmap.yaml.
-        return ReplicaSettings(lease_duration=self.lease_duration, max_clock_skew=1.0, connect_timeout=1.0,
+        return ReplicaSettings(events=events, backstop_interval=self.backstop_interval,
+                               announced_limit=self.announced_limit,
+                               lease_duration=self.lease_duration, max_clock_skew=1.0, connect_timeout=1.0,
                                read_timeout=3.0, max_attempts=4, max_requests_per_second=round(0.95 * self.tps, 3),
                                discovery_interval=self.discovery_interval, stop_grace=self.stop_grace,
                                terminate_grace=300.0, log_level="info")
@@ -157,6 +173,19 @@ def call_seconds(replicas: list[Replica]) -> dict[str, dict[str, float]]:
     return found
 
 
+def received_events(replicas: list[Replica]) -> dict[str, float]:
+    """The live replicas' ``events_received_total`` by outcome and ``discovery_missed_events_total`` (as
+    ``missed``), summed over them (the killed replica's are lost with it)."""
+    found: dict[str, float] = {}
+    for replica in replicas:
+        for name, labels, value in replica.metrics():
+            if name == "athena_supervisor_events_received_total":
+                found[labels["outcome"]] = found.get(labels["outcome"], 0.0) + value
+            elif name == "athena_supervisor_discovery_missed_events_total":
+                found["missed"] = found.get("missed", 0.0) + value
+    return found
+
+
 def cpu_snapshot(replicas: dict[str, Replica]) -> dict[str, float]:
     return {name: replica.cpu_seconds() for name, replica in replicas.items() if replica.alive}
 
@@ -166,15 +195,33 @@ def dynamodb_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, i
             if after.get(op, 0) - before.get(op, 0)}
 
 
+@contextlib.contextmanager
+def event_queue(config: BenchConfig) -> Iterator[EventQueue | None]:
+    """With ``events``: moto's SQS server (a process of its own) and its queue; else None."""
+    if not config.events:
+        yield None
+        return
+    from bench.events import SqsServer
+
+    server = SqsServer()
+    try:
+        yield EventQueue(server.queue_url, server.endpoint_url)
+    finally:
+        server.close()
+
+
 def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str, Any]:
     rng = random.Random(config.seed)
     shards = fleet_shards(config.shards)
     names = [f"r{index + 1}" for index in range(replicas)]
     began = time.time()
-    with directory(keep, f"replicas-{replicas}") as where, \
-            Fleet(where, shards, config.settings(), throttle_tps=config.tps) as fleet:
+    with directory(keep, f"replicas-{replicas}") as where, event_queue(config) as queue, \
+            Fleet(where, shards, config.settings(queue), throttle_tps=config.tps) as fleet:
         control = fleet.emulator.control
-        create_workgroups(control, shards)
+        create_workgroups(control, shards, announced=queue is not None)
+        if queue is not None:
+            control.set_events(sqs_queue_url=queue.sqs_queue_url, endpoint_url=queue.endpoint_url,
+                               region=queue.region, delay=config.event_delay, seed=config.seed)
         workload = Workload()
         for shard in shards:
             workload.add(control, shard, [], quiet=max(0, config.sessions - config.violations - 3))
@@ -194,13 +241,19 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         # The violators, and the probes of the takeover.
         populated = time.time()
         kill_at = populated + config.lead + config.window / 2 if replicas > 1 else None
+        announced = []
         for shard in shards:
             offsets = [config.lead + config.window * (index + rng.random()) / config.violations
                        for index in range(config.violations)]
             plan = [(offset, index % 4 == 3) for index, offset in enumerate(offsets)]
             if kill_at is not None:
                 plan.append((kill_at + PROBE_AFTER_KILL - populated, False))
-            workload.add(control, shard, plan, quiet=0, exempt=0, unwatched=0)
+            if queue is None:
+                workload.add(control, shard, plan, quiet=0, exempt=0, unwatched=0)
+            else:
+                announced += workload.add_announced(control, shard, plan, limit=config.announced_limit)
+        announcer = Announcer(control, announced)
+        announcer.start()
         rest_calls = fleet.dynamodb.calls()
         rest_seconds = time.time() - started
         rest_dynamodb = dynamodb_delta(rest_calls, start_calls)
@@ -237,12 +290,15 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         lease_acquired = [(replica.name, event) for replica in fleet.generations if replica.alive
                           for event in replica.events("cluster.lease_acquired")]
         calls_timed = call_seconds(list(fleet.live().values()))
+        event_outcomes = received_events(list(fleet.live().values())) if queue is not None else None
         for replica in fleet.live().values():
             replica.stop()
         usage = {replica.name: asdict(replica.usage) | {"seconds": round((replica.ended_at or ended) -
                                                                           replica.started_at, 1)}
                  for replica in fleet.generations if replica.usage is not None}
         calls = destructive_calls(control)
+        announcer.join(timeout=5)
+        events = control.events()["counters"] if queue is not None else None
         workload.resolve_crossings(fleet.emulator.endpoint_url)
     verdict = judge(workload, calls, stop_grace=config.stop_grace, until=ended)
     actions: list[Action] = verdict.pop("actions")
@@ -304,6 +360,8 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             "server_queueing": queueing,
         },
         "athena_calls": athena_calls,
+        "events": None if events is None else {"emulator": events, "announce_errors": announcer.errors,
+                                                "replicas": event_outcomes},
         # as the live replicas saw them at the end (the killed one's are lost with it)
         "call_seconds": calls_timed,
         "cpu": {
@@ -356,6 +414,9 @@ def table(results: list[dict[str, Any]]) -> str:
                                                f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
                                                for r in results]),
         ("Athena API calls", [r["athena_calls"] for r in results]),
+        *([("events applied / handed back", [event_counts(r, "applied", "not_owned") for r in results]),
+           ("  missed by events (backstop)", [event_counts(r, "missed") for r in results])]
+          if any(r.get("events") for r in results) else []),
         ("call mean / p99 under (ms): look", [timed(r, "GetCalculationExecutionStatus") for r in results]),
         ("  claim, intent (DynamoDB)", [timed(r, "TransactWriteItems") for r in results]),
         ("  Stop", [timed(r, "StopCalculationExecution") for r in results]),
@@ -370,6 +431,13 @@ def table(results: list[dict[str, Any]]) -> str:
     head = f"{'replicas':{width}}  " + "  ".join(f"{r['replicas']:>14}" for r in results)
     return "\n".join([head] + [f"{label:{width}}  " + "  ".join(f"{fmt(v):>14}" for v in values)
                                for label, values in rows])
+
+
+def event_counts(result: dict[str, Any], *outcomes: str) -> str | None:
+    received = (result.get("events") or {}).get("replicas")
+    if received is None:
+        return None
+    return " / ".join(f"{received.get(outcome, 0):,.0f}" for outcome in outcomes)
 
 
 def timed(result: dict[str, Any], operation: str) -> str | None:
@@ -406,13 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--discovery-interval", type=float, help="the replicas' discovery_interval (default 30)")
     parser.add_argument("--lease-duration", type=float, help="cluster.lease_duration (default 15)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--events", action="store_true",
+                        help="event-fed discovery: violators announced by CloudTrail events on an SQS queue")
+    parser.add_argument("--event-delay", help="the emulator's event delivery delay (default 1s-5s)")
+    parser.add_argument("--backstop-interval", type=float, help="discovery.backstop_interval with --events (900)")
+    parser.add_argument("--announced-limit", type=float,
+                        help="with --events: the violators' max_runtime, each started that long before (30)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 2 × 6 sessions, ~25 s")
     parser.add_argument("--keep", type=Path, help="keep configs, logs and DynamoDB/emulator logs here")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     config = BenchConfig.quick() if args.quick else BenchConfig()
     overrides: dict[str, Any] = {name: getattr(args, name) for name in (
-        "shards", "sessions", "tps", "violations", "window", "lead", "discovery_interval", "lease_duration", "seed")
+        "shards", "sessions", "tps", "violations", "window", "lead", "discovery_interval", "lease_duration", "seed",
+        "events", "event_delay", "backstop_interval", "announced_limit")
         if getattr(args, name) is not None}
     if args.replicas:
         overrides["replicas"] = tuple(int(n) for n in args.replicas.split(","))

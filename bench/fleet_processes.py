@@ -48,6 +48,9 @@ TABLE = "athena-supervisor-fleet"
 WATCHED = "fleet-calc"          # the watched workgroup of every shard (policy ``runtime``)
 UNWATCHED = "other-calc"        # a Spark workgroup outside ``workgroups``: never acted on
 RUNTIME_LIMIT = 1800.0          # seconds: the policy's max_runtime (crossings are placed with submitted_ago)
+# With events: violators are started by a user's call when they are due to start, in idle sessions of this watched
+# workgroup (policy ``announced``), and the replicas learn of them from the call's CloudTrail event, not a sweep.
+ANNOUNCED = "fleet-new"
 STARTUP_TIMEOUT = 60.0
 
 
@@ -77,6 +80,15 @@ def fleet_shards(count: int, regions_per_account: int = 2, *, first_account: int
 
 
 @dataclass(frozen=True, slots=True)
+class EventQueue:
+    """The SQS queue the emulator publishes its CloudTrail events to, which every replica drains."""
+
+    sqs_queue_url: str
+    endpoint_url: str
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaSettings:
     """What shapes every replica's config (seconds unless said otherwise)."""
 
@@ -90,6 +102,9 @@ class ReplicaSettings:
     stop_grace: float = 8.0
     terminate_grace: float = 120.0             # long: a retried TerminateSession would be a duplicate
     log_level: str = "info"
+    events: EventQueue | None = None           # event-fed discovery (``discovery.events``); sweeps as a backstop
+    backstop_interval: float = 900.0           # ``discovery.backstop_interval``, with events
+    announced_limit: float = 30.0              # with events: the max_runtime of the announced violators' policy
 
     @property
     def acting_margin(self) -> float:
@@ -103,6 +118,16 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
     accounts: dict[str, list[str]] = {}
     for shard in shards:
         accounts.setdefault(shard.account, []).append(shard.region)
+    policies: list[dict[str, Any]] = [{"name": "runtime", "workgroups": [WATCHED],
+                                       "calculation": {"max_runtime": f"{RUNTIME_LIMIT:g}s"}, "action": "stop"}]
+    discovery: dict[str, Any] = {}
+    if settings.events is not None:
+        queue = settings.events
+        discovery = {"backstop_interval": f"{settings.backstop_interval:g}s",
+                     "events": {"sqs_queue_url": queue.sqs_queue_url, "endpoint_url": queue.endpoint_url,
+                                "region": queue.region, "late_after": "60s"}}
+        policies.append({"name": "announced", "workgroups": [ANNOUNCED],
+                         "calculation": {"max_runtime": f"{settings.announced_limit:g}s"}, "action": "stop"})
     return {
         "aws": {"region": "us-east-1", "endpoint_url": emulator_url, "max_attempts": settings.max_attempts,
                 "max_requests_per_second": settings.max_requests_per_second,
@@ -112,6 +137,7 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
         "workgroups": ["fleet-*"],
         "mode": "enforce",
         "discovery_interval": f"{settings.discovery_interval:g}s",
+        **({"discovery": discovery} if discovery else {}),
         "log_level": settings.log_level,
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb_url},
         "cluster": {"lease_duration": f"{settings.lease_duration:g}s",
@@ -120,8 +146,7 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
         "escalation": {"stop_grace": f"{settings.stop_grace:g}s", "terminate_grace": f"{settings.terminate_grace:g}s"},
         # Many targets stopped within a minute, on purpose: the rails are not what this harness measures.
         "safety": {"max_actions_per_minute": 100000, "circuit_breaker_fraction": 1.0},
-        "policies": [{"name": "runtime", "workgroups": [WATCHED],
-                      "calculation": {"max_runtime": f"{RUNTIME_LIMIT:g}s"}, "action": "stop"}],
+        "policies": policies,
     }
 
 

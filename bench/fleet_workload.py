@@ -29,6 +29,7 @@ GetCalculationExecutionStatus in the violator's account and region).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -40,7 +41,7 @@ import boto3
 from botocore.config import Config
 
 from athena_spark_emulator import ControlClient
-from bench.fleet_processes import RUNTIME_LIMIT, UNWATCHED, WATCHED, Shard
+from bench.fleet_processes import ANNOUNCED, RUNTIME_LIMIT, UNWATCHED, WATCHED, Shard
 
 STOP_LATENCY = 1.0       # an honouring violator is CANCELED this long after the Stop
 TOLERANCE = 0.001        # audit-log times are truncated to milliseconds
@@ -61,6 +62,7 @@ class Violator:
     session_id: str = ""
     calculation_id: str = ""
     crossing: float | None = None     # epoch seconds, from the emulator after the run
+    limit: float = RUNTIME_LIMIT      # its policy's max_runtime (announced ones: started `limit` before the crossing)
 
     @property
     def planned_crossing(self) -> float:
@@ -124,15 +126,42 @@ class Workload:
         self.calculations += sum(len(session["CalculationExecutionIds"]) for session in created)
         return planned
 
+    def add_announced(self, control: ControlClient, shard: Shard, violators: list[tuple[float, bool]], *,
+                      limit: float) -> list[Violator]:
+        """Populate ``shard`` now with one idle session in :data:`ANNOUNCED` per violator; each violator's
+        calculation is started later, ``limit`` (the policy's max_runtime there) before its crossing, by
+        :class:`Announcer` (a user's call, whose CloudTrail event announces it), so only its event or a sweep can
+        make it known."""
+        now = time.time()
+        planned = [Violator(shard, offset, ignores, now, limit=limit) for offset, ignores in violators]
+        for violator in planned:
+            if violator.offset < limit:
+                raise ValueError(f"an announced crossing must fall {limit:g} s or more after the populate")
+        if not planned:
+            return planned
+        created = control.populate({"sessions": [{"workgroup": ANNOUNCED, "count": len(planned), "started_ago": 120,
+                                                  "description": "# sim: start=1s", "calculations": []}]},
+                                   account=shard.account, region=shard.region)["sessions"]
+        for violator, session in zip(planned, created, strict=True):
+            violator.session_id = session["SessionId"]
+        self.violators += planned
+        self.shards.add(shard)
+        self.sessions += len(created)
+        self.calculations += len(planned)
+        return planned
+
     def resolve_crossings(self, endpoint_url: str) -> None:
         """Each violator's exact crossing: its SubmissionDateTime (from the emulator) + ``max_runtime``."""
         clients: dict[Shard, Any] = {}
         for violator in self.violators:
+            if not violator.calculation_id:  # an announced one whose start failed (Announcer.errors): missed
+                violator.crossing = violator.planned_crossing
+                continue
             shard = violator.shard
             if shard not in clients:
                 clients[shard] = athena_client(endpoint_url, shard)
             status = clients[shard].get_calculation_execution_status(CalculationExecutionId=violator.calculation_id)
-            violator.crossing = status["Status"]["SubmissionDateTime"].timestamp() + RUNTIME_LIMIT
+            violator.crossing = status["Status"]["SubmissionDateTime"].timestamp() + violator.limit
 
 
 def athena_client(endpoint_url: str, shard: Shard) -> Any:
@@ -142,9 +171,37 @@ def athena_client(endpoint_url: str, shard: Shard) -> Any:
                         config=Config(retries={"mode": "standard", "max_attempts": 10}, read_timeout=60))
 
 
-def create_workgroups(control: ControlClient, shards: list[Shard]) -> None:
+class Announcer(threading.Thread):
+    """Starts each announced violator's calculation (:meth:`Workload.add_announced`) its ``limit`` before its
+    planned crossing, through the emulator's ``POST /_emulator/call`` (as its user would call
+    StartCalculationExecution: not throttled, and its CloudTrail event is published). ``errors``: calls that
+    failed (their violators keep no calculation id: judged missed)."""
+
+    def __init__(self, control: ControlClient, violators: list[Violator]) -> None:
+        super().__init__(name="announcer", daemon=True)
+        self.control = control
+        self.violators = sorted(violators, key=lambda v: v.planned_crossing)
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        for violator in self.violators:
+            time.sleep(max(0.0, violator.planned_crossing - violator.limit - time.time()))
+            on_stop = "ignore" if violator.ignores_stop else "honor"
+            code = f"# sim: runtime=7200s dpus=2 on_stop={on_stop} stop_latency={STOP_LATENCY:g}s\n# fleet announced"
+            try:
+                answer = self.control.call("StartCalculationExecution",
+                                           {"SessionId": violator.session_id, "CodeBlock": code},
+                                           account=violator.shard.account, region=violator.shard.region)
+            except Exception as error:  # reported with the run, never raised in this thread
+                self.errors.append(f"{violator.shard} {violator.session_id}: {error!r}")
+                continue
+            violator.calculation_id = str(answer["CalculationExecutionId"])
+
+
+def create_workgroups(control: ControlClient, shards: list[Shard], *, announced: bool = False) -> None:
+    names = [WATCHED, UNWATCHED, *([ANNOUNCED] if announced else [])]
     for shard in shards:
-        control.populate({"workgroups": [{"name": WATCHED}, {"name": UNWATCHED}]}, account=shard.account,
+        control.populate({"workgroups": [{"name": name} for name in names]}, account=shard.account,
                          region=shard.region)
 
 

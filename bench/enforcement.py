@@ -356,23 +356,47 @@ def cadence(calls: list[dict[str, Any]], marker_state: str, body_operation: str)
             "starts": [round(t, 3) for t in starts]}
 
 
+@dataclass
+class Tally:
+    """An audit log counted: calls and throttled calls by operation, and the answered ones (status 200) as
+    (operation, request, epoch seconds), oldest first."""
+
+    by_operation: dict[str, int] = field(default_factory=dict)
+    throttled: dict[str, int] = field(default_factory=dict)
+    answered: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+
+
+def tally(calls: list[dict[str, Any]]) -> Tally:
+    counted = Tally()
+    for call in calls:
+        operation = call["operation"] or "?"
+        counted.by_operation[operation] = counted.by_operation.get(operation, 0) + 1
+        if call["error"] == "TooManyRequestsException":
+            counted.throttled[operation] = counted.throttled.get(operation, 0) + 1
+        if call["status"] == 200:
+            request = call["request"] if isinstance(call["request"], dict) else {}
+            counted.answered.append((operation, request, epoch(call["time"])))
+    return counted
+
+
+def cell(value: Any) -> str:
+    """A figure as the benches' tables show it: ``-`` for none, 3 decimals below 10, thousands separated."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, ended: float,
             stop_grace: float) -> dict[str, Any]:
-    by_operation: dict[str, int] = {}
-    throttled: dict[str, int] = {}
+    counted = tally(calls)
+    by_operation, throttled = counted.by_operation, counted.throttled
     stops: dict[str, list[float]] = {}
     terminates: dict[str, list[float]] = {}
     listed_sessions: dict[str, float] = {}
     get_session_counts: dict[str, int] = {}
-    for call in calls:
-        operation = call["operation"] or "?"
-        by_operation[operation] = by_operation.get(operation, 0) + 1
-        if call["error"] == "TooManyRequestsException":
-            throttled[operation] = throttled.get(operation, 0) + 1
-        if call["status"] != 200:
-            continue
-        request = call["request"] if isinstance(call["request"], dict) else {}
-        when = epoch(call["time"])
+    for operation, request, when in counted.answered:
         if operation == "StopCalculationExecution":
             stops.setdefault(request.get("CalculationExecutionId", ""), []).append(when)
         elif operation == "TerminateSession":
@@ -535,13 +559,6 @@ def table(result: dict[str, Any]) -> str:
         "lag_seconds": {}, "censored_lag_seconds": {}, "api_calls_by_operation": {}, "throttled_by_operation": {},
         "sweeps": {}, "accounting": {}}
 
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
-        return f"{value:,}" if isinstance(value, int) else str(value)
-
     rows: list[tuple[str, Any, Any, Any]] = []
     for key, label in (("lag_seconds", "lag"), ("censored_lag_seconds", "lag incl. missed")):
         for stat in ("p50", "p99", "max"):
@@ -571,7 +588,7 @@ def table(result: dict[str, Any]) -> str:
                      f"{theirs:,}" + (f" ({theirs_t:,} thr)" if theirs_t else ""), ""))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':{width}}  {'supervisor':>20}  {'naive':>20}  {'naive/sup':>9}"]
-    lines += [f"{label:{width}}  {fmt(a):>20}  {fmt(b):>20}  {fmt(c):>9}" for label, a, b, c in rows]
+    lines += [f"{label:{width}}  {cell(a):>20}  {cell(b):>20}  {cell(c):>9}" for label, a, b, c in rows]
     return "\n".join(lines)
 
 

@@ -67,12 +67,14 @@ from bench.enforcement import (  # noqa: E402
     AWS_ENV,
     EmulatorProcess,
     ProcessStats,
+    cell,
     epoch,
     http_json,
     lag_summary,
     measure,
     percentile,
     stop_process,
+    tally,
 )
 
 LONG_WORKGROUPS = 4
@@ -349,21 +351,13 @@ def _session_groups(spec: dict[str, Any]) -> list[str]:
 def analyse(calls: list[dict[str, Any]], workload: Workload, started: float, ended: float,
             args: argparse.Namespace, restarted: float | None) -> dict[str, Any]:
     daemon_calls = [call for call in calls if call.get("via", "api") == "api"]
+    counted = tally(daemon_calls)
+    by_operation, throttled = counted.by_operation, counted.throttled
     first_get: dict[str, float] = {}
     listings: dict[str, list[float]] = {}
     stops: dict[str, list[float]] = {}
     terminates: dict[str, list[float]] = {}
-    by_operation: dict[str, int] = {}
-    throttled: dict[str, int] = {}
-    for call in daemon_calls:
-        operation = call["operation"] or "?"
-        by_operation[operation] = by_operation.get(operation, 0) + 1
-        if call["error"] == "TooManyRequestsException":
-            throttled[operation] = throttled.get(operation, 0) + 1
-        if call["status"] != 200:
-            continue
-        request = call["request"] if isinstance(call["request"], dict) else {}
-        when = epoch(call["time"])
+    for operation, request, when in counted.answered:
         if operation == "GetCalculationExecutionStatus":
             first_get.setdefault(request.get("CalculationExecutionId", ""), when)
         elif operation == "ListCalculationExecutions":
@@ -491,16 +485,9 @@ def pick(result: dict[str, Any], path: str) -> Any:
 def table(result: dict[str, Any]) -> str:
     sides = [side for side in ("events", "polling") if side in result]
 
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
-        return f"{value:,}" if isinstance(value, int) else str(value)
-
     width = max(len(label) for _, label in ROWS)
     lines = [f"{'':{width}}" + "".join(f"  {side:>14}" for side in sides)]
-    lines += [f"{label:{width}}" + "".join(f"  {fmt(pick(result[side], key)):>14}" for side in sides)
+    lines += [f"{label:{width}}" + "".join(f"  {cell(pick(result[side], key)):>14}" for side in sides)
               for key, label in ROWS]
     return "\n".join(lines)
 

@@ -354,19 +354,14 @@ class SessionLimits(StrictModel):
         return all(getattr(self, name) is None for name in type(self).model_fields)
 
 
-class PolicyConfig(StrictModel):
+class Selection(StrictModel):
+    """What policies and budgets share: a name, and which workgroups (globs), accounts and regions they select."""
+
     name: Text
     workgroups: tuple[str, ...] = ("*",)
     # Empty: every account / region supervised.
     accounts: tuple[AccountId, ...] = ()
     regions: tuple[Text, ...] = ()
-    # Empty: every engine. Only PySpark engine version 3 sessions have calculations.
-    engines: tuple[EngineName, ...] = ()
-    calculation: CalculationLimits | None = None
-    session: SessionLimits | None = None
-    action: PolicyAction = "stop"
-    mode: Mode | None = None
-    notify_before: Duration | None = None
 
     @field_validator("workgroups")
     @classmethod
@@ -383,14 +378,24 @@ class PolicyConfig(StrictModel):
     def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_selectors(value, "region")
 
+    def applies_to(self, shard: Shard) -> bool:
+        """Whether ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
+        return _selects(self.accounts, self.regions, shard)
+
+
+class PolicyConfig(Selection):
+    # Empty: every engine. Only PySpark engine version 3 sessions have calculations.
+    engines: tuple[EngineName, ...] = ()
+    calculation: CalculationLimits | None = None
+    session: SessionLimits | None = None
+    action: PolicyAction = "stop"
+    mode: Mode | None = None
+    notify_before: Duration | None = None
+
     @field_validator("engines")
     @classmethod
     def _check_engines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_selectors(value, "engine")
-
-    def applies_to(self, shard: Shard) -> bool:
-        """Whether this policy's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
-        return _selects(self.accounts, self.regions, shard)
 
     def selects_engine(self, engine: str) -> bool:
         """Whether this policy's ``engines`` select ``engine`` (empty selects all; an engine not reported, ``""``,
@@ -445,36 +450,13 @@ class BudgetThreshold(StrictModel):
     action: BudgetAction
 
 
-class BudgetConfig(StrictModel):
-    name: Text
-    workgroups: tuple[str, ...] = ("*",)
-    # Empty: every account / region supervised. A budget's spend is summed over every shard it selects.
-    accounts: tuple[AccountId, ...] = ()
-    regions: tuple[Text, ...] = ()
+class BudgetConfig(Selection):
+    # A budget's spend is summed over every shard it selects.
     period: str
     timezone: str = "UTC"
     limit_usd: Number = Field(gt=0)
     thresholds: tuple[BudgetThreshold, ...]
     notify_before: Duration | None = None
-
-    @field_validator("workgroups")
-    @classmethod
-    def _check_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return check_globs(value)
-
-    @field_validator("accounts")
-    @classmethod
-    def _check_accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_selectors(value, "account")
-
-    @field_validator("regions")
-    @classmethod
-    def _check_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_selectors(value, "region")
-
-    def applies_to(self, shard: Shard) -> bool:
-        """Whether this budget's ``accounts`` and ``regions`` select ``shard`` (empty selects all)."""
-        return _selects(self.accounts, self.regions, shard)
 
     @field_validator("period")
     @classmethod

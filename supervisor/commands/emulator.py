@@ -88,12 +88,16 @@ def region_name(text: str) -> str:
     return text
 
 
-def positive_number(text: str) -> float:
-    """An argparse type: a finite number greater than 0."""
+def _number(text: str) -> float:
     try:
-        number = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number greater than 0."""
+    number = _number(text)
     if not 0 < number < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
     return number
@@ -101,10 +105,7 @@ def positive_number(text: str) -> float:
 
 def probability(text: str) -> float:
     """An argparse type: a number from 0 to 1."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    number = _number(text)
     if not 0 <= number <= 1:
         raise argparse.ArgumentTypeError(f"must be a probability from 0 to 1, got {text!r}")
     return number

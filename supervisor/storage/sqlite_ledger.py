@@ -191,33 +191,32 @@ class LedgerTables:
 
     def held_disabled(self) -> dict[str, list[str]]:
         """Workgroup → budgets whose open episode keeps it disabled."""
-        where, params = in_shard(self._shard, "d.shard")
-        with self._db.reading() as db:
-            rows = db.execute(
-                "SELECT d.workgroup, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
-                f"ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NULL AND {where}",
-                params,
-            ).fetchall()
         held: dict[str, list[str]] = {}
-        for row in rows:
-            held.setdefault(row[0], []).append(row[1])
+        for workgroup, _episode_id, budget in self._disables(episode_closed=False):
+            held.setdefault(workgroup, []).append(budget)
         return held
 
     def releasable(self) -> dict[str, list[tuple[int, str]]]:
         """Workgroup → (episode, budget) of disables whose episode is over and no open episode holds it."""
         held = self.held_disabled()
+        released: dict[str, list[tuple[int, str]]] = {}
+        for workgroup, episode_id, budget in self._disables(episode_closed=True):
+            if workgroup not in held:
+                released.setdefault(workgroup, []).append((episode_id, budget))
+        return released
+
+    def _disables(self, *, episode_closed: bool) -> list[tuple[str, int, str]]:
+        """The workgroups still disabled by a budget episode that is over (or still open): (workgroup, episode,
+        budget)."""
         where, params = in_shard(self._shard, "d.shard")
+        closed = "IS NOT NULL" if episode_closed else "IS NULL"
         with self._db.reading() as db:
             rows = db.execute(
                 "SELECT d.workgroup, d.episode_id, d.budget FROM disabled_workgroups d JOIN budget_episodes e "
-                f"ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at IS NOT NULL AND {where}",
+                f"ON d.episode_id = e.episode_id WHERE d.enabled_at IS NULL AND e.closed_at {closed} AND {where}",
                 params,
             ).fetchall()
-        released: dict[str, list[tuple[int, str]]] = {}
-        for row in rows:
-            if row[0] not in held:
-                released.setdefault(row[0], []).append((int(row[1]), row[2]))
-        return released
+        return [(str(row[0]), int(row[1]), str(row[2])) for row in rows]
 
     def mark_enabled(self, workgroup: str, time: datetime) -> None:
         """Every released disable of ``workgroup`` is undone."""

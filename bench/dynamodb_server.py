@@ -172,7 +172,7 @@ class SerialMoto:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
         partition = _partition(body) if operation in ("GetItem", "PutItem", "UpdateItem", "Query") else None
-        token, items = _transaction(body) if operation == "TransactWriteItems" else (None, 0)
+        token, items, partitions = _transaction(body) if operation == "TransactWriteItems" else (None, 0, [])
         priority = 0 if partition in LEASE_PARTITIONS else 2 if items > BULK_ITEMS else 1
         with self._lock.held(priority):
             began = time.perf_counter()
@@ -186,7 +186,8 @@ class SerialMoto:
                 self.busy[operation] += ended - began
                 if self.slow_log is not None and ended - arrived >= self.slow_log:
                     print(json.dumps({"event": "dynamodb.slow_request", "time": round(time.time(), 3),
-                                      "operation": operation, "partition": partition,
+                                      "operation": operation, "partition": partition or partitions or None,
+                                      "items": items or None,
                                       "waited": round(began - arrived, 3), "served": round(ended - began, 3)}),
                           file=sys.stderr, flush=True)
 
@@ -216,15 +217,22 @@ class SerialMoto:
 IDEMPOTENCY_SECONDS = 600.0
 
 
-def _transaction(body: bytes) -> tuple[str | None, int]:
-    """A TransactWriteItems' ClientRequestToken (None without one) and how many items it writes."""
+def _transaction(body: bytes) -> tuple[str | None, int, list[str]]:
+    """A TransactWriteItems' ClientRequestToken (None without one), how many items it writes, and the partitions
+    they are in (for the slow-request log)."""
     with contextlib.suppress(ValueError, TypeError):
         request = json.loads(body)
         if isinstance(request, dict):
             token = request.get("ClientRequestToken")
             items = request.get("TransactItems")
-            return (None if token is None else str(token)), (len(items) if isinstance(items, list) else 0)
-    return None, 0
+            items = items if isinstance(items, list) else []
+            partitions: set[str] = set()
+            for item in items:
+                with contextlib.suppress(KeyError, TypeError, AttributeError, StopIteration):
+                    action = next(iter(item.values()))
+                    partitions.add(str((action.get("Item") or action["Key"])["pk"]["S"]))
+            return (None if token is None else str(token)), len(items), sorted(partitions)
+    return None, 0, []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,28 +147,43 @@ def free_port() -> int:
 
 
 class SqsServer:
-    """moto's server (SQS), a process of its own, with one queue."""
+    """moto's server (SQS), a process of its own, with one queue. Its port is picked free, then bound by the
+    server: another process may take it in between (a test suite on the same machine), so a server that exits
+    before it answers is started again on another port."""
+
+    ATTEMPTS = 3
 
     def __init__(self) -> None:
-        port = free_port()
-        self.endpoint_url = f"http://127.0.0.1:{port}"
         moto_server = Path(sys.executable).parent / "moto_server"
-        self.process = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env={**os.environ, **AWS_ENV})
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+        for attempt in range(1, self.ATTEMPTS + 1):
+            port = free_port()
+            self.endpoint_url = f"http://127.0.0.1:{port}"
+            with tempfile.TemporaryFile() as stderr:  # the child keeps its own descriptor of the file
+                self.process = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+                                                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **AWS_ENV})
+                if self._answers(within=30.0):
+                    break
+                stop_process(self.process)
+                stderr.seek(0)
+                error = stderr.read().decode(errors="replace")[-300:]
+            if attempt == self.ATTEMPTS:
+                raise RuntimeError(f"moto_server did not start on a free port ({self.ATTEMPTS} tries): {error}")
         sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
         self.queue_url: str = sqs.create_queue(QueueName="athena-supervisor-events",
                                                Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
+
+    def _answers(self, within: float) -> bool:
+        deadline = time.time() + within
+        while self.process.poll() is None:
+            try:
+                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+                return True
+            except OSError:
+                if time.time() > deadline:
+                    return False
+                time.sleep(0.2)
+        return False
 
     def close(self) -> None:
         stop_process(self.process)

@@ -40,6 +40,8 @@ REGIONS = ("us-east-1", "eu-west-1")
 SHARDS = tuple((account, region) for account in ACCOUNTS for region in REGIONS)
 LEASE = timedelta(seconds=6)
 SKEW = timedelta(seconds=1)
+# For the scenarios about leases alone (nothing to find): a sweep at each shard's start, none after.
+NO_SWEEPS = {"discovery_interval": "1h"}
 
 
 def role(account: str) -> str:
@@ -53,8 +55,9 @@ def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str,
         "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
                      for account in ACCOUNTS],
         "workgroups": ["etl-*"],
-        # Sweeps each second: the scenarios act at scheduled looks, found by the first sweep.
-        "discovery_interval": "1s",
+        # Sweeps every 2.5 s: a runaway here runs 3 s or more, so the first sweep after it started lists it before
+        # its crossing and the scenarios act at the look scheduled there. Each sweep of a shard is five listings.
+        "discovery_interval": "2500ms",
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb},
         "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -129,10 +132,13 @@ class Fleet:
         """Which replicas supervise each shard now (from their shard_owned gauges)."""
         found: dict[tuple[str, str], list[str]] = {shard: [] for shard in SHARDS}
         for name, service in self.services.items():
-            for account, region in SHARDS:
-                if sum_samples(service.metrics.registry, "athena_supervisor_shard_owned", account=account,
-                               region=region) == 1:
-                    found[(account, region)].append(name)
+            # One collection of the registry per replica (scenarios ask after every step of virtual time).
+            owned = {(sample.labels.get("account"), sample.labels.get("region")): sample.value
+                     for family in service.metrics.registry.collect() for sample in family.samples
+                     if sample.name == "athena_supervisor_shard_owned"}
+            for shard in SHARDS:
+                if owned.get(shard) == 1:
+                    found[shard].append(name)
         return found
 
     def metric(self, name: str, metric: str, **labels: str) -> float:
@@ -290,8 +296,9 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
     world = virtual_world
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        await replicas.start("a", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "40s"}}])
+        # Sweeps every 10 s: the runaway is listed long before a's watch list is saved, at 30 s.
+        await replicas.start("a", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
+                                                                      "calculation": {"max_runtime": "40s"}}])
         await world.vt.run_for(ms(1))
         shard = SHARDS[0]
         _, calculation_id = await runaway(athena[shard])
@@ -300,8 +307,8 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         # From now on, listing sessions fails in this account-region: a new owner's sweeps find nothing there.
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
-        await replicas.start("b", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                             "calculation": {"max_runtime": "40s"}}])
+        await replicas.start("b", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
+                                                                      "calculation": {"max_runtime": "40s"}}])
         await world.vt.run_until(submitted + ms(41))
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
         assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
@@ -385,7 +392,9 @@ async def test_a_new_owner_saving_before_it_read_the_whole_saved_list_keeps_ever
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    later = {"policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5m"}}]}
+    # Sweeps each second: the runaways, started after a's first sweep, are listed by its next one.
+    later = {"discovery_interval": "1s",
+             "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5m"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", **later)
@@ -441,7 +450,7 @@ async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_
 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
-        await replicas.start("a", storage=storage)
+        await replicas.start("a", storage=storage, **NO_SWEEPS)
         await world.vt.run_for(LEASE)
         assert all(names == ["a"] for names in replicas.owners().values())
         # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
@@ -468,7 +477,7 @@ async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWo
 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
-        await replicas.start("a", storage=storage)
+        await replicas.start("a", storage=storage, **NO_SWEEPS)
         await world.vt.run_for(LEASE * 4)
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
@@ -536,10 +545,10 @@ async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once
     first, second, held = racing_survivors("a0")
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
-        await replicas.start("a0")
+        await replicas.start("a0", **NO_SWEEPS)
         await world.vt.run_for(ms(1))
-        await replicas.start(first)
-        await replicas.start(second)
+        await replicas.start(first, **NO_SWEEPS)
+        await replicas.start(second, **NO_SWEEPS)
         await world.vt.run_for(LEASE * 2)
         owners = replicas.owners()
         assert sorted(f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == \

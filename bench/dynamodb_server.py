@@ -2,7 +2,9 @@
 proportional to their own items, leases first and bulk writes last.
 
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
-werkzeug on a free port (connections stay concurrent: keep-alive, a thread each), made cheaper per request as the tests'
+werkzeug on a free port (a thread per connection; werkzeug closes each after one answer, so every request opens a new
+one: a keep-alive server in its place was measured at ~5 % less CPU per request, 6.1 against 6.4 ms, nearly all of
+it moto's own, and was left out), made cheaper per request as the tests'
 moto is (``bench/moto_speedups.py``: items written out directly, transactions on their own items, dispatching
 remembered), with five differences, all about how faithfully it stands in for DynamoDB, neither about what it answers:
 

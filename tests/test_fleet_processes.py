@@ -59,15 +59,22 @@ SETTINGS = ReplicaSettings(lease_duration=6.0, max_clock_skew=0.5, connect_timeo
 # The rolling restart hands shards over without waiting for a lease to expire: a short stop_grace keeps its tail short.
 ROLLING = replace(SETTINGS, stop_grace=4.0)
 NAMES = ("r1", "r2", "r3")
+# How a lease moves (supervisor/cluster.py): renewals every lease_duration / 3, so a holder's last renewal before a kill
+# or a cut was sent up to RENEWAL before it, and its lease expires lease_duration after that renewal; another replica
+# takes it once expired by more than max_clock_skew, in a round timed on that expiry or, at the latest, in its next
+# round (every RENEWAL).
+RENEWAL = SETTINGS.lease_duration / 3
+EARLIEST_TAKEOVER = SETTINGS.lease_duration - RENEWAL + SETTINGS.max_clock_skew       # 4.5 s after the kill or cut
+TAKEOVER_BOUND = SETTINGS.lease_duration + SETTINGS.max_clock_skew + RENEWAL           # 8.5 s after it
 # A TerminateSession is due at the Stop's arrival + stop_grace. The replica that resumes the escalation counts
 # stop_grace from the Stop's journaled answer (a few ms after the arrival), then looks at the calculation, writes
 # its fenced intent to the table and sends the call: tens of milliseconds idle; on this 2-core machine with the rest
 # of the suite and other work running, up to a second and more (measured: 0.8-1.0 s at a load average of 10). What
-# the bound excludes is later by 4.5 s or more: a Terminate counted from the new owner's takeover (4.5-6.5 s after
-# the kill or the cut), or from the *intent* of the Stop (a Stop without a journaled answer is taken to be in flight
-# for 2 × (connect + read timeout) = 5 s); a second Stop is a duplicate, judged below.
-TERMINATE_TOLERANCE = 2.0
-TAKEOVER_BOUND = SETTINGS.lease_duration + SETTINGS.max_clock_skew + 2.0
+# the bound excludes is later by EARLIEST_TAKEOVER or more, by design: a Terminate counted from the new owner's
+# takeover (the Stop came before the kill or the cut), or from the *intent* of the Stop (a Stop without a journaled
+# answer is taken to be in flight for 2 × (connect + read timeout) = 5 s); a second Stop is a duplicate, judged
+# below. So the tolerance is what stays below that with a margin of half a second, not what load has shown so far.
+TERMINATE_TOLERANCE = min(EARLIEST_TAKEOVER, 2 * (SETTINGS.connect_timeout + SETTINGS.read_timeout)) - 0.5  # 4.0 s
 SETUP_TIMEOUT = 120.0   # seconds: processes starting on a loaded machine; only bounds a failure
 DONE_TIMEOUT = 120.0
 

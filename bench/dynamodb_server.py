@@ -1,12 +1,11 @@
 """moto's DynamoDB as a process of its own, for the fleet harness: one request at a time, transactions in time
 proportional to their own items, leases first and bulk writes last.
 
-This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served by
-werkzeug on a free port (a thread per connection; werkzeug closes each after one answer, so every request opens a new
-one: a keep-alive server in its place was measured at ~5 % less CPU per request, 6.1 against 6.4 ms, nearly all of
-it moto's own, and was left out), made cheaper per request as the tests'
-moto is (``bench/moto_speedups.py``: items written out directly, transactions on their own items, dispatching
-remembered), with five differences, all about how faithfully it stands in for DynamoDB, neither about what it answers:
+This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served on a
+free port by aiohttp (HTTP/1.1, connections kept open between requests as DynamoDB's are; see :func:`serve`), made
+cheaper per request as the tests' moto is (``bench/moto_speedups.py``: items written out directly, transactions on
+their own items, dispatching remembered), with five differences, all about how faithfully it stands in for DynamoDB,
+neither about what it answers:
 
 - **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
   backend does not make a conditional write's check and its write one step (a thread switch can fall between
@@ -65,7 +64,6 @@ from typing import Any
 
 from moto.dynamodb.models.table import Table
 from moto.server import create_backend_app
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -74,11 +72,6 @@ if str(ROOT) not in sys.path:
 from bench import moto_speedups  # noqa: E402
 
 COUNTS_PATH = "/_bench/calls"
-
-
-class _Quiet(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:
-        return None
 
 
 def query_own_partition(query: Callable[..., Any]) -> Callable[..., Any]:
@@ -202,7 +195,9 @@ class SerialMoto:
         as the first one was, without applying it again, as DynamoDB does for ten minutes; moto ignores the token,
         and the retry of a claim whose first attempt landed would be refused by its own write."""
         now = time.monotonic()
-        self._answered = {k: v for k, v in self._answered.items() if now - v[0] < IDEMPOTENCY_SECONDS}
+        # Oldest first (insertion order): forget those past the window, not the whole dict rebuilt per request.
+        while self._answered and now - next(iter(self._answered.values()))[0] >= IDEMPOTENCY_SECONDS:
+            del self._answered[next(iter(self._answered))]
         if token in self._answered and self._answered[token][1] == body:
             _, _, status, headers, answer = self._answered[token]
             start_response(status, headers)
@@ -215,6 +210,7 @@ class SerialMoto:
 
         answer = b"".join(self._app(environ, capture))
         if str(captured.get("status", "")).startswith("200"):
+            self._answered.pop(token, None)  # a token sent again with other items: kept as the newest
             self._answered[token] = (now, body, captured["status"], list(captured["headers"]), answer)
         return [answer]
 
@@ -240,6 +236,54 @@ def _transaction(body: bytes) -> tuple[str | None, int, list[str]]:
     return None, 0, []
 
 
+HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+async def serve(app: SerialMoto, host: str, port: int) -> None:
+    """Serve ``app`` over HTTP/1.1 with keep-alive (aiohttp) until SIGTERM or SIGINT; print the ready line.
+
+    Each request runs the WSGI app in a worker thread (many: requests wait their turn in ``app``'s priority lock,
+    not in the pool). Connections stay open between requests, as DynamoDB's do: werkzeug's server, used before,
+    closes each after one answer, so every request of a replica opened a connection, and on a loaded machine
+    connects timed out (the replicas' 1 s connect timeout) while its accepting thread waited for the CPU."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    loop = asyncio.get_running_loop()
+    workers = ThreadPoolExecutor(64, thread_name_prefix="moto")
+
+    def call(environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        chunks, status, headers = run_wsgi_app(app, environ, buffered=True)
+        return (int(status.split()[0]), [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP],
+                b"".join(chunks))
+
+    async def handle(request: web.Request) -> web.Response:
+        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
+                                 headers=list(request.headers.items()), data=await request.read()).get_environ()
+        status, headers, body = await loop.run_in_executor(workers, call, environ)
+        return web.Response(status=status, headers=headers, body=body)
+
+    server = web.Application(client_max_size=64 * 1024 * 1024)
+    server.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(server, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{host}:{bound}"}), flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        workers.shutdown(wait=False, cancel_futures=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
@@ -249,12 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     moto_speedups.install()
     Table.query = query_own_partition(Table.query)  # type: ignore[method-assign]
-    server = make_server(args.host, args.port, SerialMoto(args.slow_log), threaded=True, request_handler=_Quiet)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{args.host}:{server.server_port}"}),
-          flush=True)
-    server.serve_forever()
-    server.server_close()
+    import asyncio
+
+    asyncio.run(serve(SerialMoto(args.slow_log), args.host, args.port))
     return 0
 
 

@@ -165,6 +165,29 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
             assert not world.calls("ListCalculationExecutions")
 
 
+async def test_a_calculation_announced_in_a_workgroup_not_read_yet_is_watched_and_stopped_at_its_crossing(
+    virtual_world: VirtualWorld,
+) -> None:
+    # A workgroup the daemon has not read (created after its last read, its own events and its session's lost; or
+    # every workgroup of a shard just taken over, whose first sweep waits for its slot): the calculation's event
+    # makes the daemon read the workgroups again, not drop the event as unwatched (found by bench/fleet.py --events:
+    # the new owner of a killed replica's shards dropped their announced calculations).
+    world = virtual_world
+    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
+    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)):
+        await world.vt.run_for(OFFSET)
+        await world.create_workgroup("etl-new")
+        session_id = await world.start_session("etl-new")
+        calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
+        submitted = world.now
+        await world.vt.run_until(submitted + timedelta(minutes=2) + ms(1))
+        (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
+        assert stop.time == submitted + timedelta(minutes=2) + MARGIN
+        assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 1
+        assert world.metric("athena_supervisor_events_received_total", outcome="unwatched") == 0
+        assert all(call.time < submitted for call in world.calls("ListSessions"))  # the event did it, no sweep
+
+
 async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(
     virtual_world: VirtualWorld, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -319,8 +319,7 @@ class Discovery:
     async def _session_started(self, session_id: str, workgroup: str) -> EventOutcome:
         if session_id in self.inventory.sessions:
             return "known"
-        if workgroup not in self.inventory.workgroups:  # created moments ago: its own event may still be on the way
-            await self._refresh_workgroups(self.clock.now())
+        await self._know_workgroup(workgroup)
         if workgroup not in self.watched():
             return "unwatched"
         # GetSession, not GetSessionStatus: the description (exemption marker) and the engine.
@@ -339,6 +338,7 @@ class Discovery:
         if session is None:  # its StartSession event is late, lost, or in an unwatched workgroup
             session = await athena.get_session(self.gateway, session_id, "", self.clock, priority=Priority.ANNOUNCED,
                                                statistics=True)
+            await self._know_workgroup(session.workgroup)
             if session.workgroup not in self.watched():
                 return "unwatched"
             self.inventory.put_session(session)
@@ -351,6 +351,13 @@ class Discovery:
         self._judge(TargetKey.calculation(calculation_id), calculation.raw_state,
                     known=calculation.state is not None)
         return "applied"
+
+    async def _know_workgroup(self, workgroup: str) -> None:
+        """Read the workgroups again if ``workgroup`` is not among them: created moments ago (its own event may
+        still be on the way, or lost), or not read yet at all (a shard taken over, whose first sweep waits for
+        its slot, knows its targets from the saved watch list but no workgroup)."""
+        if workgroup not in self.inventory.workgroups:
+            await self._refresh_workgroups(self.clock.now())
 
     def _ending(self, key: TargetKey) -> EventOutcome:
         """A Stop or Terminate was asked (by us, or by its owner): a known target is looked at soon, so that

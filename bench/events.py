@@ -147,13 +147,14 @@ def free_port() -> int:
 
 
 class SqsServer:
-    """moto's server (SQS), a process of its own, with one queue. Its port is picked free, then bound by the
-    server: another process may take it in between (a test suite on the same machine), so a server that exits
-    before it answers is started again on another port."""
+    """moto's server (SQS), a process of its own, with one queue (``visibility_timeout`` seconds; 120 s as in
+    deploy/cloudformation/events.yaml). Its port is picked free, then bound by the server: another process may take
+    it in between (a test suite on the same machine), so a server that exits before it answers is started again on
+    another port."""
 
     ATTEMPTS = 3
 
-    def __init__(self) -> None:
+    def __init__(self, visibility_timeout: int = 120) -> None:
         moto_server = Path(sys.executable).parent / "moto_server"
         for attempt in range(1, self.ATTEMPTS + 1):
             port = free_port()
@@ -171,7 +172,7 @@ class SqsServer:
         sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
         self.queue_url: str = sqs.create_queue(QueueName="athena-supervisor-events",
-                                               Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
+                                               Attributes={"VisibilityTimeout": str(visibility_timeout)})["QueueUrl"]
 
     def _answers(self, within: float) -> bool:
         deadline = time.time() + within

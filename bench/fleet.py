@@ -14,7 +14,9 @@ account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the repli
    SIGKILLed. Its shards' probes are held until another replica takes the shard: **takeover** = the first
    destructive call on a killed replica's shard after the kill − the kill (the slowest of its shards), next to
    the lease takeover from the survivors' logs. Actions due on those shards between the kill and the takeover
-   are "held by the takeover": reported apart, not in the lag figures.
+   are "held by the takeover": reported apart, not in the lag figures. With ``--events`` so are those due until
+   the queue's visibility timeout (``--event-visibility``) after the kill: the messages the killed replica had
+   received and not yet deleted come back only then, to the new owner, and the run lasts long enough for them.
 4. The run ends ``stop_grace`` + 10 s after the last crossing (or after the takeover, if later); every replica gets
    SIGTERM. The audit log is judged
    (``bench.fleet_workload.judge``: due, missed, wrongful, duplicate, lag = received − due).
@@ -102,6 +104,9 @@ class BenchConfig:
     event_delay: str = "1s-5s"     # the emulator's delivery delay of each event
     backstop_interval: float = 900.0
     announced_limit: float = 30.0  # with events: the violators' max_runtime (each is started that long before)
+    # With events: the queue's visibility timeout. Messages a killed replica had received and not yet deleted (those
+    # of its last seconds: deletes follow each watch-list save, every 5 s) come back after it, to the new owner.
+    event_visibility: int = 30
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -224,7 +229,7 @@ def event_queue(config: BenchConfig) -> Iterator[EventQueue | None]:
         return
     from bench.events import SqsServer
 
-    server = SqsServer()
+    server = SqsServer(visibility_timeout=config.event_visibility)
     try:
         yield EventQueue(server.queue_url, server.endpoint_url)
     finally:
@@ -283,7 +288,11 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         rest_dynamodb = dynamodb_delta(rest_calls, start_calls)
         steady_cpu_from, steady_from, steady_dynamodb = cpu_snapshot(fleet.replicas), time.time(), rest_calls
         last_crossing = populated + config.lead + config.window
-        end_at = max(last_crossing, (kill_at or 0) + config.lease_duration + 2) + config.stop_grace + config.tail
+        # After a kill with events, long enough for the killed replica's undeleted messages to come back and be
+        # acted on (they are reported with the actions held by the takeover, not in the lag).
+        in_flight = config.event_visibility + 5 if queue is not None else 0
+        end_at = max(last_crossing, (kill_at or 0) + config.lease_duration + 2, (kill_at or 0) + in_flight) + \
+            config.stop_grace + config.tail
 
         killed: dict[str, Any] | None = None
         if kill_at is not None:
@@ -339,7 +348,10 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             if event.get("shard") in victim_shards and log_time(event) > killed["at"]:
                 leases.setdefault(event["shard"], round(log_time(event) - killed["at"], 3))
         takeover_end = max((v for v in firsts.values() if v is not None), default=0.0) + killed["at"]
-        # Due before the first new owner acted, and not taken by the killed replica: waiting for the takeover.
+        if config.events:  # and messages the killed replica held come back after the queue's visibility timeout
+            takeover_end = max(takeover_end, killed["at"] + config.event_visibility)
+        # Due before the first new owner acted (with events: or before the killed replica's messages came back),
+        # and not taken by the killed replica: waiting for the takeover.
         held_actions = [a for a in actions if a.shard in victim_shards and a.due_at <= takeover_end
                         and (a.at is None or a.at > killed["at"])]
         takeover = {"killed": killed["replica"], "shards": sorted(victim_shards),
@@ -497,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="event-fed discovery: violators announced by CloudTrail events on an SQS queue")
     parser.add_argument("--event-delay", help="the emulator's event delivery delay (default 1s-5s)")
     parser.add_argument("--backstop-interval", type=float, help="discovery.backstop_interval with --events (900)")
+    parser.add_argument("--event-visibility", type=int,
+                        help="with --events: the queue's visibility timeout, seconds (30; the template's is 120)")
     parser.add_argument("--announced-limit", type=float,
                         help="with --events: the violators' max_runtime, each started that long before (30)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 replicas, 2 × 6 sessions, ~25 s")
@@ -506,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     config = BenchConfig.quick() if args.quick else BenchConfig()
     overrides: dict[str, Any] = {name: getattr(args, name) for name in (
         "shards", "sessions", "tps", "violations", "window", "lead", "discovery_interval", "lease_duration", "seed",
-        "events", "event_delay", "backstop_interval", "announced_limit")
+        "events", "event_delay", "backstop_interval", "announced_limit", "event_visibility")
         if getattr(args, name) is not None}
     if args.replicas:
         overrides["replicas"] = tuple(int(n) for n in args.replicas.split(","))

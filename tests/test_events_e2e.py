@@ -188,6 +188,23 @@ async def test_a_calculation_announced_in_a_workgroup_not_read_yet_is_watched_an
         assert all(call.time < submitted for call in world.calls("ListSessions"))  # the event did it, no sweep
 
 
+async def test_an_announced_calculation_whose_workgroups_cannot_be_read_stays_in_the_queue(
+    virtual_world: VirtualWorld,
+) -> None:
+    world = virtual_world
+    async with event_queue() as queue, world.daemon(**events_config(queue)):
+        await world.vt.run_for(OFFSET)
+        await world.create_workgroup("etl-new")
+        session_id = await world.start_session("etl-new")
+        world.emulator.backend.add_error("InternalServerException", operation="ListWorkGroups")
+        await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
+        await world.vt.run_for(30)
+        # Not dropped as unwatched: left for SQS to deliver again, when the workgroups may be readable.
+        assert world.metric("athena_supervisor_events_received_total", outcome="retried") == 1
+        assert world.metric("athena_supervisor_events_received_total", outcome="unwatched") == 0
+        assert await queue.depth() == (0, 1)
+
+
 async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(
     virtual_world: VirtualWorld, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 def fleet_bench_quick(directory: Path) -> dict[str, Any]:
     out = directory / "fleet.json"
-    run = subprocess.run([sys.executable, "bench/fleet.py", "--quick", "--events", "--announced-limit", "3", "--keep",
+    run = subprocess.run([sys.executable, "bench/fleet.py", "--quick", "--events", "--announced-limit", "3",
+                          "--event-visibility", "5", "--keep",
                           str(directory / "keep"), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr

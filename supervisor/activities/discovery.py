@@ -355,9 +355,15 @@ class Discovery:
     async def _know_workgroup(self, workgroup: str) -> None:
         """Read the workgroups again if ``workgroup`` is not among them: created moments ago (its own event may
         still be on the way, or lost), or not read yet at all (a shard taken over, whose first sweep waits for
-        its slot, knows its targets from the saved watch list but no workgroup)."""
+        its slot, knows its targets from the saved watch list but no workgroup).
+
+        Raises:
+            AwsCallError: the workgroups could not be listed (the event is then delivered again, not dropped).
+        """
         if workgroup not in self.inventory.workgroups:
-            await self._refresh_workgroups(self.clock.now())
+            error = await self._refresh_workgroups(self.clock.now())
+            if error is not None:
+                raise error
 
     def _ending(self, key: TargetKey) -> EventOutcome:
         """A Stop or Terminate was asked (by us, or by its owner): a known target is looked at soon, so that
@@ -381,17 +387,19 @@ class Discovery:
 
     # -- workgroups -------------------------------------------------------------------------------------------
 
-    async def _refresh_workgroups(self, now: datetime) -> None:
+    async def _refresh_workgroups(self, now: datetime) -> AwsCallError | None:
+        """Read the workgroups again; the error if they could not be listed (reported, and asked again by the
+        next sweep)."""
         async with self._refreshing:
-            await self._read_workgroups(now)
+            return await self._read_workgroups(now)
 
-    async def _read_workgroups(self, now: datetime) -> None:
+    async def _read_workgroups(self, now: datetime) -> AwsCallError | None:
         try:
             summaries = await athena.list_workgroups(self.gateway)
         except AwsCallError as error:
             self._failed("workgroups", error)
             self._refresh_at = None  # the next sweep asks again
-            return
+            return error
         exempt_tag = self.settings.safety.exempt_tag
         if exempt_tag:
             await self._learn_account_id()
@@ -419,6 +427,7 @@ class Discovery:
             self.metrics.skipped_workgroups.labels(reason).set(sum(1 for r in skipped.values() if r == reason))
         self._log.info("discovery.workgroups", watched=self.watched(), skipped=skipped)
         self._report_inapplicable()
+        return None
 
     def _report_inapplicable(self) -> None:
         """Report, once per watched workgroup, limits its engine makes inapplicable: its policy's calculation limits,

@@ -1,16 +1,16 @@
 """The fleet's configuration: accounts and their shards, policy and budget selectors, the cluster section; and
-what ``check-config`` says of them (through the real CLI)."""
+what ``check-config`` says of them (through the CLI's entry point, in this process: ``tests/test_cli.py`` runs
+the command as a process, and a second interpreter here would only add its start, ~1 s of CPU each)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from supervisor.cli import main
 from supervisor.config import ConfigError, parse_settings
 from supervisor.core.fleet import Shard
 
@@ -90,7 +90,15 @@ def test_an_external_id_is_never_shown() -> None:
                        "external_id")
 
 
-def test_check_config_shows_the_account_regions_and_the_cluster_without_secrets(tmp_path: Path) -> None:
+def check_config(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """What ``athena-supervisor check-config ARGS`` prints, the config being valid (exit 0)."""
+    assert main(["check-config", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_check_config_shows_the_account_regions_and_the_cluster_without_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump({
         "accounts": [{"account_id": FIRST, "role_arn": f"arn:aws:iam::{FIRST}:role/athena-supervisor",
@@ -99,14 +107,12 @@ def test_check_config_shows_the_account_regions_and_the_cluster_without_secrets(
         "journal": DYNAMODB, "cluster": {"lease_duration": "15s", "replica_id": "pod-a"},
         "policies": [{"name": "p", "accounts": [FIRST], "regions": ["eu-west-1"], **LIMIT}],
     }))
-    shown = subprocess.run([sys.executable, "-m", "supervisor", "check-config", str(path)], capture_output=True,
-                           text=True, check=True).stdout
+    shown = check_config(capsys, str(path))
     assert "supervised: 3 account-regions" in shown
     assert (f"  {FIRST} in us-east-1, eu-west-1: role arn:aws:iam::{FIRST}:role/athena-supervisor "
             "(with an external id)") in shown
     assert f"  {SECOND} in us-east-1: the supervisor's own credentials" in shown
     assert "cluster: replicas lease the account-regions for 15s (renewed every 5s)" in shown
     assert f"     accounts: {FIRST}\n     regions: eu-west-1" in shown
-    as_json = subprocess.run([sys.executable, "-m", "supervisor", "check-config", "--json", str(path)],
-                             capture_output=True, text=True, check=True).stdout
+    as_json = check_config(capsys, "--json", str(path))
     assert "s3cr3t" not in shown + as_json

@@ -40,8 +40,15 @@ def promtool() -> str:
     return path
 
 
+# One Go thread and a quarter as many garbage collections: ``promtool test rules`` works on one thing at a
+# time, and its other threads and collections cost CPU the rest of the suite needs (measured: promtool alone
+# 4.5 s -> 3.6 s of CPU, 4 runs each, wall time no longer; this file 8.0 s -> 6.2 s, 3 runs each).
+PROMTOOL_ENV = {"GOMAXPROCS": "1", "GOGC": "400"}
+
+
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, **PROMTOOL_ENV})
 
 
 def rules() -> list[dict[str, Any]]:

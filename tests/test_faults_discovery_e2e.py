@@ -219,7 +219,9 @@ async def test_a_listing_answer_without_its_list_keeps_what_was_known_and_is_cou
 async def test_a_fresh_look_that_keeps_failing_backs_off(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     with no_crash() as logs:
-        async with world.daemon():
+        # Sweeps every second: the calculation is listed by the sweep at 1 s, before its crossing, and its looks
+        # follow the crossing's timer and the backoff, not the sweeps (20 s of sweeps: 302 -> 86 requests).
+        async with world.daemon(discovery_interval="1s"):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl-a")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")

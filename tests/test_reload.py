@@ -25,6 +25,10 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = CROSSING_MARGIN
 OFFSET = ms(0.1)
 LIFECYCLE = {"host": "127.0.0.1", "port": 0, "enable_lifecycle": True}
+# Sweeps every second, not every 250 ms: the calculations start 100 ms after the daemon and are listed by the sweep
+# at 1 s, before any crossing (1.6 s at the earliest); what is asserted happens at a crossing, at the reload or at
+# a recheck, on their own timers. The emulator serves 127 requests instead of 359 over the six scenarios.
+SWEEPS = "1s"
 
 
 def policy(max_runtime: str, **extra: Any) -> list[dict[str, Any]]:
@@ -33,6 +37,7 @@ def policy(max_runtime: str, **extra: Any) -> list[dict[str, Any]]:
 
 def config_file(world: VirtualWorld, tmp_path: Path, *, journal_path: Path | None = None, **overrides: Any) -> Path:
     overrides.setdefault("http", LIFECYCLE)
+    overrides.setdefault("discovery_interval", SWEEPS)
     config = daemon_config(world.emulator.endpoint_url, journal_path or world.journal_path, **overrides)
     return write_config(tmp_path / "config.yaml", config)
 

@@ -138,7 +138,9 @@ async def test_limits_the_engine_makes_inapplicable_are_reported_once_per_workgr
     budgets = [{"name": "etl-budget", "workgroups": ["etl-*"], "period": "daily", "limit_usd": 100,
                 "thresholds": [{"at_percent": 100, "action": "stop_calculations"}]}]
     with capture_logs() as logs:
-        async with world.daemon(budgets=budgets, discovery_interval="5s"):  # etl-limits: calculation limits
+        # Sweeps every minute (not every 5 s): the limits are reported when the workgroups are re-read, every
+        # minute, which a sweep does when due; 40 requests instead of 254, and a late re-read now fails the count.
+        async with world.daemon(budgets=budgets, discovery_interval="1m"):  # etl-limits: calculation limits
             await world.vt.run_for(125)  # the workgroups are re-read every minute: three times
             assert len(world.calls("ListWorkGroups")) == 3
             for kind in ("calculation_limits", "budget_stop_calculations"):
@@ -172,11 +174,13 @@ async def test_session_cost_limits_and_budgets_work_for_spark_connect_sessions(v
     await create_connect_workgroup(world, "etl-connect-b")
     # 1 coordinator DPU + a 20-DPU job from StartSession: 21 DPU-ms per ms. $0.02 is 205,714 DPU-ms: 9.796 s in.
     policies = [{"name": "connect-cost", "workgroups": ["etl-connect"], "session": {"max_cost_usd": 0.02}}]
-    # The budget counts the other workgroup's session: 0.001 USD (10,286 DPU-ms) is first seen by the accounting
-    # pass at 500 ms after its start (10,500 DPU-ms), which terminates it at once.
+    # The budget counts the other workgroup's session from the accounting pass that first lists it (at 500 ms, a
+    # pass each discovery_interval): 0.001 USD (10,286 DPU-ms) is first seen by the next pass, 500 ms after that
+    # start (10,500 DPU-ms), 900 ms after the session started, which terminates it at once. Passes every 500 ms,
+    # not 250 ms: half the sweeps (626 -> 330 requests) and one pass late would now miss the 1 s bound.
     budgets = [{"name": "connect-budget", "workgroups": ["etl-connect-b"], "period": "rolling:1h", "limit_usd": 0.001,
                 "thresholds": [{"at_percent": 100, "action": "terminate_sessions"}]}]
-    async with world.daemon(policies=policies, budgets=budgets):  # spend counted every 250 ms
+    async with world.daemon(policies=policies, budgets=budgets, discovery_interval="500ms"):
         await world.vt.run_for(OFFSET)
         costly = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=20")
         started = world.now

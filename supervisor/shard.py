@@ -224,7 +224,7 @@ async def shard_runtime(
             max_actions_per_minute=settings.safety.max_actions_per_minute,
             breaker_fraction=settings.safety.circuit_breaker_fraction,
             breaker_min_targets=settings.safety.circuit_breaker_min_targets,
-            active_sessions=inventory.active_sessions,
+            active_sessions=inventory.listed_active_sessions,
         )
         enforcement = Enforcement(
             gateway=gateway, storage=storage, metrics=metrics, clock=clock, rails=rails, events=events,

@@ -45,3 +45,24 @@ def test_sessions_terminated_in_the_window_still_count_as_watched() -> None:
         assert guard.admit(f"s{i}", T0).allowed
         active[0] -= 1  # each action ended a session
     assert not guard.breaker_open
+
+
+def test_before_the_sessions_are_listed_the_breaker_waits_for_their_count_and_the_budget_still_holds() -> None:
+    # A restart or a takeover knows only the sessions it resumed, all of them due: no share to judge yet.
+    active: list[int | None] = [None]
+    guard = SafetyRails(max_actions_per_minute=5, breaker_fraction=0.5, breaker_min_targets=2,
+                        active_sessions=lambda: active[0])
+    for i in range(5):
+        assert guard.admit(f"s{i}", T0).allowed
+    held = guard.admit("s5", T0)
+    assert not held.allowed and held.reason == "rate_limit"
+    assert not guard.breaker_open
+    # Listed: 6 active sessions; the 5 hit this minute and one more are over half of them.
+    active[0] = 6
+    tripped = guard.admit("s5", T0 + timedelta(seconds=30))
+    assert tripped.reason == "rate_limit"  # the budget first, still full this minute
+    tripped = guard.admit("s5", T0 + timedelta(seconds=61))
+    assert tripped.allowed  # the minute passed: the first five are forgotten, one of 6 hit
+    for i in range(6, 8):
+        assert guard.admit(f"s{i}", T0 + timedelta(seconds=62)).allowed
+    assert not guard.admit("s8", T0 + timedelta(seconds=62)).allowed and guard.breaker_open  # 4 > 0.5 × 6

@@ -229,6 +229,7 @@ class Discovery:
         self._update_gauges(self.watched())
         finished = self.clock.now()
         self.sweeps += 1
+        self.inventory.listed = True
         self.last_discovery_at = finished
         self.last_sweep_duration = finished - started
         self.metrics.last_discovery.set(finished.timestamp())

@@ -21,6 +21,9 @@ class Inventory:
     # target key -> the last two detailed observations (DpuExecutionInMillis, observed_at), newest last.
     # List summaries carry no statistics, so these outlive the snapshots that list calls replace.
     statistics: dict[TargetKey, tuple[tuple[int, datetime], ...]] = field(default_factory=dict)
+    # Whether a sweep has listed the watched workgroups' sessions since this process began supervising the shard.
+    # Before that, the sessions known are only those a restart or takeover resumed, or that events announced.
+    listed: bool = False
 
     def record_statistics(self, key: TargetKey, dpu_millis: int | None, observed_at: datetime) -> None:
         if dpu_millis is not None:
@@ -66,6 +69,11 @@ class Inventory:
 
     def active_sessions(self) -> int:
         return sum(1 for session in self.sessions.values() if session.is_active)
+
+    def listed_active_sessions(self) -> int | None:
+        """The active sessions, once a sweep has listed them (None before: a count of the few sessions resumed
+        or announced would make every action look like a large share of them)."""
+        return self.active_sessions() if self.listed else None
 
     def counts_by_workgroup(self) -> tuple[Counter[str], Counter[str]]:
         sessions = Counter(s.workgroup for s in self.sessions.values() if s.is_active)

@@ -6,7 +6,9 @@
   ``fraction`` of the watched active sessions (and at least ``min_targets``), something is wrong (a bad
   policy, a clock jump): the breaker opens and holds every further destructive call until an operator resets
   it (``athena-supervisor breaker reset``, a reload, or a restart). Held escalations stay pending in the
-  journal.
+  journal. Until a sweep has listed the shard's sessions (after a start, a restart or a takeover, the sessions
+  known are only those resumed or announced, all of them due), there is no share to judge: the breaker waits
+  for that count, and the per-minute budget alone bounds the actions meanwhile.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class SafetyRails:
         max_actions_per_minute: int,
         breaker_fraction: float,
         breaker_min_targets: int,
-        active_sessions: Callable[[], int],
+        active_sessions: Callable[[], int | None],
     ) -> None:
         self.max_actions_per_minute = max_actions_per_minute
         self.breaker_fraction = breaker_fraction
@@ -89,13 +91,14 @@ class SafetyRails:
             return Admission(False, "rate_limit", self._actions[0] + WINDOW)
         hit = set(self._sessions_hit) | ({session_id} if session_id else set())
         active = self._active_sessions()
-        while self._watched and self._watched[-1][1] <= active:
-            self._watched.pop()
-        self._watched.append((now, active))
-        watched = max(self._watched[0][1], 1)
-        if len(hit) >= self.breaker_min_targets and len(hit) > self.breaker_fraction * watched:
-            self.breaker_open = True
-            return Admission(False, "circuit_breaker")
+        if active is not None:  # None: not listed yet (see the module docstring)
+            while self._watched and self._watched[-1][1] <= active:
+                self._watched.pop()
+            self._watched.append((now, active))
+            watched = max(self._watched[0][1], 1)
+            if len(hit) >= self.breaker_min_targets and len(hit) > self.breaker_fraction * watched:
+                self.breaker_open = True
+                return Admission(False, "circuit_breaker")
         self._actions.append(now)
         if session_id:
             self._sessions_hit[session_id] = now

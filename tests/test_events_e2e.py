@@ -25,6 +25,7 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = ms(0.01)  # CROSSING_MARGIN
 OFFSET = ms(0.1)
 BACKSTOP = "10m"
+TWO_MINUTES = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
 
 
 def events_config(queue: EventQueue, **discovery: Any) -> dict[str, Any]:
@@ -145,9 +146,8 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
     async with event_queue() as queue:
-        async with world.daemon(policies=policies, **events_config(queue)):
+        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
@@ -157,7 +157,7 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
         await world.vt.run_for(30)
         # Down for 30 s; back with every listing failing: only the saved watch list knows the calculation.
         world.emulator.backend.add_error("InternalServerException", operation="ListSessions")
-        async with world.daemon(policies=policies, **events_config(queue)) as service:
+        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)) as service:
             await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=120)
             (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             assert stop.time == submitted + timedelta(minutes=2) + MARGIN
@@ -173,8 +173,7 @@ async def test_a_calculation_announced_in_a_workgroup_not_read_yet_is_watched_an
     # makes the daemon read the workgroups again, not drop the event as unwatched (found by bench/fleet.py --events:
     # the new owner of a killed replica's shards dropped their announced calculations).
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
-    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)):
+    async with event_queue() as queue, world.daemon(policies=TWO_MINUTES, **events_config(queue)):
         await world.vt.run_for(OFFSET)
         await world.create_workgroup("etl-new")
         session_id = await world.start_session("etl-new")
@@ -323,16 +322,15 @@ async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afr
     calculation RUNNING; it completed before its deadline; at the deadline the daemon must look afresh, not act on
     the listing."""
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
     async with event_queue() as queue:
-        async with world.daemon(policies=policies, **events_config(queue)):
+        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=110s dpus=2")
             submitted = world.now
             await world.vt.run_for(30)
         await world.vt.run_for(10)
-        async with world.daemon(policies=policies, **events_config(queue)):
+        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
             await world.vt.run_until(submitted + timedelta(minutes=3))
             listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
             assert listed and listed[0] < submitted + ms(110)  # the restart's sweep saw it RUNNING

@@ -52,6 +52,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,16 +258,22 @@ def scrape(port: int) -> dict[str, float]:
     """The daemon's counters this bench reports, summed over their labels but the outcome/kind."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
+    return event_counters((sample.name, sample.labels, sample.value)
+                          for family in text_string_to_metric_families(text) for sample in family.samples)
+
+
+def event_counters(samples: Iterable[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+    """Of metric samples (name, labels, value), possibly of several daemons: ``events_<outcome>`` (events
+    received) and ``missed_events_<kind>`` (missed events counted), each summed."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "athena_supervisor_events_received_total":
-                key = f"events_{sample.labels['outcome']}"
-            elif sample.name == "athena_supervisor_discovery_missed_events_total":
-                key = f"missed_events_{sample.labels['kind']}"
-            else:
-                continue
-            found[key] = found.get(key, 0.0) + sample.value
+    for name, labels, value in samples:
+        if name == "athena_supervisor_events_received_total":
+            key = f"events_{labels['outcome']}"
+        elif name == "athena_supervisor_discovery_missed_events_total":
+            key = f"missed_events_{labels['kind']}"
+        else:
+            continue
+        found[key] = found.get(key, 0.0) + value
     return found
 
 

@@ -202,14 +202,12 @@ def call_seconds(replicas: list[Replica]) -> dict[str, dict[str, float]]:
 def received_events(replicas: list[Replica]) -> dict[str, float]:
     """The live replicas' ``events_received_total`` by outcome and ``discovery_missed_events_total`` (as
     ``missed``), summed over them (the killed replica's are lost with it)."""
-    found: dict[str, float] = {}
-    for replica in replicas:
-        for name, labels, value in replica.metrics():
-            if name == "athena_supervisor_events_received_total":
-                found[labels["outcome"]] = found.get(labels["outcome"], 0.0) + value
-            elif name == "athena_supervisor_discovery_missed_events_total":
-                found["missed"] = found.get("missed", 0.0) + value
-    return found
+    from bench.events import event_counters
+
+    counted = event_counters(sample for replica in replicas for sample in replica.metrics())
+    found = {key.removeprefix("events_"): value for key, value in counted.items() if key.startswith("events_")}
+    missed = [value for key, value in counted.items() if key.startswith("missed_events_")]
+    return found | ({"missed": sum(missed)} if missed else {})
 
 
 def cpu_snapshot(replicas: dict[str, Replica]) -> dict[str, float]:

@@ -11,11 +11,13 @@ renewals only when the round's other calls were done, and lost every lease it he
 
 The invariant, at most one replica sends a destructive call for a shard at any instant, holds because:
 
-- a lease is taken only after it expired by the taker's clock minus ``max_clock_skew``;
+- a lease is taken only after it expired by the taker's clock;
 - the holder stops sending at ``renewal sent + lease_duration − (max_clock_skew + connect timeout)`` by its
   own clock (:func:`~supervisor.core.fleet.acting_deadline`): its gateway starts no destructive attempt past
   that instant, a watchdog stops the shard's activities there if no renewal extended it, and a renewal
-  counts from when its request was sent, not answered;
+  counts from when its request was sent, not answered. The whole skew allowance is on the holder's side: a
+  taker whose clock is ``max_clock_skew`` ahead still takes the lease only after the holder's last call was
+  sent (waiting the skew out on the taker's side as well would count it twice, and only delay takeovers);
 - every claim and intent is a conditional write carrying the lease's fencing token, so a holder that missed
   its loss cannot claim anything once another replica took the shard.
 
@@ -92,7 +94,6 @@ class Cluster:
         self.replica = replica
         self.shards = {shard.scope: shard for shard in shards}
         self.lease_duration = lease_duration
-        self.skew = skew
         self.margin = skew + call_margin
         self.clock = clock
         self.metrics = metrics
@@ -179,9 +180,9 @@ class Cluster:
         self._problems.pop("round", None)
         self.metrics.replicas.set(len(set(live) | {self.replica}))
         now = self.clock.now()
-        free = free_shards(list(self.shards), leases, now, skew=self.skew)
+        free = free_shards(list(self.shards), leases, now)
         self._free_since = {scope: self._free_since.get(scope, now) for scope in free}
-        plan = plan_leases(self.replica, list(self.shards), leases, live, now, skew=self.skew,
+        plan = plan_leases(self.replica, list(self.shards), leases, live, now,
                            free_since=self._free_since, orphan_after=self.lease_duration)
         if plan.acquire or plan.release:
             self._log.info("cluster.rebalancing", live=sorted(set(live) | {self.replica}), held=len(self.held),
@@ -195,7 +196,7 @@ class Cluster:
             async def take(scope: str) -> None:
                 # Refused: another replica took it first (after a replica died, the survivors want its shards at
                 # the same instant). Take the next free one now rather than a round later, so a takeover stays
-                # within lease_duration + max_clock_skew.
+                # within lease_duration of the dead replica's last renewal.
                 taken = await self._acquire(scope)
                 while not taken and spare:
                     taken = await self._acquire(spare.pop(0))
@@ -213,11 +214,11 @@ class Cluster:
     def _next_round_at(self, leases: dict[str, Lease], now: datetime, *, started: datetime) -> datetime:
         """A third of the lease duration after this round started (not ended: a slow round must not push the
         next renewal past the acting deadline), or just after another replica's lease becomes free (so a dead
-        replica's shards move within ``lease_duration + skew`` of its last renewal)."""
+        replica's shards move within ``lease_duration`` of its last renewal)."""
         due = started + self.lease_duration / 3
         for scope, lease in leases.items():
             if scope in self.shards and lease.owner != self.replica:
-                free_at = lease.expires_at + self.skew + timedelta(milliseconds=1)
+                free_at = lease.expires_at + timedelta(milliseconds=1)
                 if now < free_at < due:
                     due = free_at
         return due
@@ -252,7 +253,7 @@ class Cluster:
         """Take the shard's lease and start its host; False if another replica holds it."""
         now = self.clock.now()
         lease = await self.store.acquire(scope, self.replica, expires_at=now + self.lease_duration,
-                                         expired_before=now - self.skew)
+                                         expired_before=now)
         if lease is None:
             self.metrics.lease_changes.labels("refused").inc()
             return False

@@ -39,7 +39,6 @@ ACCOUNTS = ("111111111111", "222222222222")
 REGIONS = ("us-east-1", "eu-west-1")
 SHARDS = tuple((account, region) for account in ACCOUNTS for region in REGIONS)
 LEASE = timedelta(seconds=6)
-SKEW = timedelta(seconds=1)
 # For the scenarios about leases alone (nothing to find): a sweep at each shard's start, none after.
 NO_SWEEPS = {"discovery_interval": "1h"}
 
@@ -269,10 +268,10 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         stopped_at = stop.time
         assert submitted + ms(3) <= stopped_at <= submitted + ms(3) + CROSSING_MARGIN
         # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
-        # expire, and b takes the shard once the lease has expired (plus the clock-skew allowance).
+        # expire, and b takes the shard once the lease has expired.
         cut_at = world.now
         replicas.frontends["a"].cut()
-        await world.vt.run_until(cut_at + LEASE + SKEW + ms(2.5))
+        await world.vt.run_until(cut_at + LEASE + ms(2.5))
         assert replicas.owners()[shard] == ["b"]
         assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
         async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:

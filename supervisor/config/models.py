@@ -304,7 +304,7 @@ class ClusterSettings(StrictModel):
 
     lease_duration: Duration = timedelta(seconds=15)
     # The most two replicas' clocks may disagree; a replica stops acting this much (plus a call timeout)
-    # before its lease could have expired, and takes an expired lease only this much after its expiry.
+    # before its lease could have expired (another replica takes an expired lease at its expiry by its clock).
     max_clock_skew: Duration = timedelta(seconds=1)
     # Default: the host name and process id (unique per pod/process; a restarted process is a new replica).
     replica_id: Text | None = None

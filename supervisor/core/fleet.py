@@ -79,8 +79,9 @@ def acting_deadline(renewal_sent_at: datetime, duration: timedelta, margin: time
     """Until when the holder of a lease renewed by a request sent at ``renewal_sent_at`` may act on the shard.
 
     The store stamps the expiry from the holder's clock when the request was sent (never later), and another
-    replica takes the shard only after that expiry by its own clock plus the skew allowance; stopping
-    ``margin`` (clock skew + the longest call in flight) before it keeps the two owners' action windows apart.
+    replica takes the shard only after that expiry by its own clock; stopping ``margin`` (clock skew + the
+    longest call in flight) before it keeps the two owners' action windows apart even when the taker's clock
+    is ahead by the whole skew allowance.
     """
     return renewal_sent_at + duration - margin
 
@@ -126,20 +127,20 @@ class LeasePlan:
     spare: tuple[str, ...] = ()
 
 
-def free_shards(shard_scopes: Sequence[str], leases: Mapping[str, Lease], now: datetime, *,
-                skew: timedelta) -> set[str]:
-    """Shards nobody holds: no lease, or one expired for longer than ``skew`` (or released)."""
+def free_shards(shard_scopes: Sequence[str], leases: Mapping[str, Lease], now: datetime) -> set[str]:
+    """Shards nobody holds: no lease, or one expired (or released) by our clock. No skew allowance here: the
+    holder stops acting that much before its expiry (:func:`acting_deadline`)."""
     return {scope for scope in shard_scopes
-            if (lease := leases.get(scope)) is None or lease.expires_at < now - skew}
+            if (lease := leases.get(scope)) is None or lease.expires_at < now}
 
 
 def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease], live: Sequence[str],
-                now: datetime, *, skew: timedelta, free_since: Mapping[str, datetime],
+                now: datetime, *, free_since: Mapping[str, datetime],
                 orphan_after: timedelta) -> LeasePlan:
     """The leases ``me`` should take and give up, given every lease as stored and the live replicas.
 
-    - A lease is *held* by its owner until its expiry; it is *free* when absent, or expired for longer than
-      ``skew`` (the owner's clock may be behind ours by that much).
+    - A lease is *held* by its owner until its expiry; it is *free* when absent, or expired by our clock (the
+      holder stopped acting a clock-skew allowance and a call timeout before that expiry by its own clock).
     - ``me`` holds up to its quota (:func:`quotas` over the live replicas and itself): it takes free shards it
       prefers most while under, and releases the ones it prefers least while over (only then, so a shard never
       moves without need).
@@ -154,7 +155,7 @@ def plan_leases(me: str, shard_scopes: Sequence[str], leases: Mapping[str, Lease
     if len(mine) > quota:
         return LeasePlan(release=tuple(mine[quota:]))
 
-    free = free_shards(shard_scopes, leases, now, skew=skew)
+    free = free_shards(shard_scopes, leases, now)
     candidates = sorted((scope for scope in shard_scopes if scope not in mine and scope in free),
                         key=lambda scope: preference(me, scope), reverse=True)
     wanted = list(candidates[:max(0, quota - len(mine))])

@@ -185,7 +185,7 @@ class LeaseStore(Protocol):
     async def acquire(self, shard_scope: str, replica: str, *, expires_at: datetime,
                       expired_before: datetime) -> Lease | None:
         """Take the shard's lease with the next fencing token if it is free, held by ``replica``, or expired
-        before ``expired_before`` (the caller's now minus the clock-skew allowance); None if someone else holds
+        before ``expired_before`` (the caller's now); None if someone else holds
         it."""
         ...
 

@@ -4,7 +4,7 @@ A lease item (``pk=LEASE``, ``sk=<shard>``) holds the ``owner``, the fencing ``t
 (an ISO time written by the owner from its own clock). Every change is one conditional ``UpdateItem``:
 
 - **acquire** sets a new owner and ``token + 1`` if the item is absent, already ours, or its expiry is before the
-  caller's ``expired_before`` (its now minus the clock-skew allowance);
+  caller's ``expired_before`` (its now: the holder stopped acting a skew allowance before that expiry);
 - **renew** moves the expiry if owner *and* token are still ours (a lease lost and taken back by us in between
   has a newer token: the old one stays dead);
 - **release** sets the expiry to the epoch (token kept) so another replica may take it at once.

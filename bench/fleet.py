@@ -77,6 +77,7 @@ from bench.fleet_workload import (  # noqa: E402
     Workload,
     create_workgroups,
     destructive_calls,
+    epoch,
     judge,
     percentiles,
 )
@@ -318,6 +319,12 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         queueing = fleet.dynamodb.queueing()
         end_calls = {operation: int(count) for operation, count in end_stats["calls"].items()}
         athena_calls = control.state()["calls"]
+        # Backstop sweeps that fell in the steady window: each shard sweeps in its own slot of the backstop
+        # interval, so whether a slot falls in a run's 80 s window is chance, and a sweep of 1,000 sessions is most
+        # of a replica's CPU while it lasts. Counted from the audit log: shards with a ListSessions in the window.
+        swept_in_window = sorted({f"{call['account']}/{call['region']}"
+                                  for call in control.calls(operation="ListSessions")
+                                  if steady_from <= epoch(call["time"]) <= steady_to})
         lease_acquired = [(replica.name, event) for replica in fleet.generations if replica.alive
                           for event in replica.events("cluster.lease_acquired")]
         calls_timed = call_seconds(list(fleet.live().values()))
@@ -378,6 +385,13 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         "lag_by_kind": {kind: percentiles([a.lag for a in steady if a.kind == kind and a.lag is not None])
                         for kind in ("stop", "terminate")},
         "takeover": takeover,
+        # Where the tail of the lag falls: the five latest steady actions, with when each was due (seconds from
+        # the start of the steady phase, and from the kill).
+        "slowest_actions": [
+            {"shard": a.shard, "kind": a.kind, "lag": round(a.lag, 3),
+             "due_after_start": round(a.due_at - steady_from, 1),
+             "due_after_kill": None if killed is None else round(a.due_at - killed["at"], 1)}
+            for a in sorted((a for a in steady if a.lag is not None), key=lambda a: a.lag or 0.0, reverse=True)[:5]],
         "missed": verdict["missed"], "wrongful": verdict["wrongful"], "duplicates": verdict["duplicates"],
         "dynamodb": {
             "at_rest_per_second": round(sum(rest_dynamodb.values()) / rest_seconds, 1),
@@ -395,6 +409,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             "server_queueing": queueing,
         },
         "athena_calls": athena_calls,
+        "shards_swept_in_steady_window": swept_in_window,
         "events": None if events is None else {"emulator": events, "announce_errors": announcer.errors,
                                                 "replicas": event_outcomes},
         # as the live replicas saw them at the end (the killed one's are lost with it)
@@ -443,6 +458,7 @@ def table(results: list[dict[str, Any]]) -> str:
                                                f"{r['dynamodb']['server_queueing']['longest_wait_seconds']:.1f}"
                                                for r in results]),
         ("Athena API calls", [r["athena_calls"] for r in results]),
+        ("  shards swept in the steady window", [len(r.get("shards_swept_in_steady_window") or []) for r in results]),
         *([("events applied / handed back", [event_counts(r, "applied", "not_owned") for r in results]),
            ("  missed by events (backstop)", [event_counts(r, "missed") for r in results])]
           if any(r.get("events") for r in results) else []),

@@ -1,0 +1,249 @@
+"""A process that imports the daemon once and forks a copy of itself for each ``athena-supervisor`` process the
+harnesses start (fleet replicas, the crash loop's daemons).
+
+Every such process used to be a fresh ``python -m supervisor run``: about 1.3 s of CPU importing aiobotocore,
+aiohttp, pydantic and the daemon before its first line of work, a dozen times per test run and on a machine whose
+two cores the rest of the suite keeps busy. A forked copy starts with those modules loaded and is otherwise the same
+thing: its own process (its own pid, event loop, sockets, journal connection, signals: ``kill -9`` and SIGTERM do
+what they do to the command), running :func:`supervisor.cli.main` with the command's arguments, its environment and
+working directory set, stdout and stderr in its log file, stdin on ``/dev/null``. ``random`` is reseeded in each copy
+(the standard library does it at every fork), and the zygote opens nothing but its pipes before forking: no event
+loop, no thread, no connection is shared.
+
+The zygote is the copies' parent, so it reaps them, and tells the harness each one's exit status and resource use
+(``wait4``: CPU seconds since the fork, peak RSS); :class:`ForkedProcess` offers the part of ``subprocess.Popen``
+the harnesses use (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``, ``returncode``) plus
+``usage``.
+
+Protocol (JSON lines): the harness writes ``{"id": N, "argv": [...], "cwd": ..., "env": {...}, "log": path}``; the
+zygote answers ``{"id": N, "pid": P}`` and, when a copy ends, ``{"exited": P, "status": S, "cpu_seconds": C,
+"maxrss_kib": M}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PRELOAD = ("supervisor.cli", "supervisor.service")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a copy ended, as ``wait4`` told its parent."""
+
+    exit_code: int          # as subprocess has it: negative for a signal
+    cpu_seconds: float
+    maxrss_kib: int
+
+
+class ForkedProcess:
+    """A copy the zygote forked: the part of ``subprocess.Popen`` the harnesses use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.ended: Ended | None = None
+        self._done = threading.Event()
+
+    def _exited(self, ended: Ended) -> None:
+        self.ended = ended
+        self.returncode = ended.exit_code
+        self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """The harness's side: start the zygote (in ``env``, the environment its copies share: modules read some of it
+    when imported), then :meth:`spawn` copies of it."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        with log.open("ab") as stream:
+            self._process = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], cwd=ROOT, env=env,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream)
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._requests = self._process.stdin
+        self._answers = self._process.stdout
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, Future[int]] = {}
+        self._copies: dict[int, ForkedProcess] = {}
+        self._early: dict[int, Ended] = {}  # a copy that ended before its spawn answer was handled
+        self._reader = threading.Thread(target=self._read, name="zygote-reader", daemon=True)
+        self._reader.start()
+
+    def spawn(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: Path = ROOT,
+              timeout: float = 60.0) -> ForkedProcess:
+        """A copy running ``supervisor.cli.main(argv)`` with its output appended to ``log``."""
+        log.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
+        request_id = next(self._ids)
+        answer: Future[int] = Future()
+        with self._lock:
+            self._pending[request_id] = answer
+            self._requests.write(json.dumps({"id": request_id, "argv": argv, "cwd": str(cwd), "env": env,
+                                             "log": str(log)}).encode() + b"\n")
+            self._requests.flush()
+        pid = answer.result(timeout)
+        with self._lock:
+            copy = ForkedProcess(pid)
+            self._copies[pid] = copy
+            if pid in self._early:
+                copy._exited(self._early.pop(pid))
+        return copy
+
+    def _read(self) -> None:
+        for line in self._answers:
+            message = json.loads(line)
+            with self._lock:
+                if "pid" in message:
+                    self._pending.pop(message["id"]).set_result(message["pid"])
+                    continue
+                ended = Ended(os.waitstatus_to_exitcode(message["status"]), message["cpu_seconds"],
+                              message["maxrss_kib"])
+                copy = self._copies.get(message["exited"])
+                if copy is None:
+                    self._early[message["exited"]] = ended
+                else:
+                    copy._exited(ended)
+        with self._lock:  # the zygote is gone: nothing pending will be answered
+            for answer in self._pending.values():
+                answer.set_exception(RuntimeError("the zygote exited"))
+
+    def close(self) -> None:
+        """Stop the zygote (copies still running are killed: a harness stops its own first)."""
+        for copy in list(self._copies.values()):
+            copy.kill()
+        with contextlib.suppress(BrokenPipeError):
+            self._requests.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(5)
+
+
+# -- the zygote itself ------------------------------------------------------------------------------------------
+
+def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
+    """In the copy: become the command, then exit as a process does. Never returns."""
+    code: int = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        for fd in keep:
+            os.close(fd)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(null)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = [sys.executable, "-m", "supervisor", *request["argv"]]
+        from supervisor.cli import main
+
+        code = main(request["argv"])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    requests = sys.stdin.fileno()   # read raw: a buffered reader may hold a line select() cannot see
+    answers = sys.stdout.buffer
+    # SIGCHLD wakes the select below through this pipe; copies are reaped there.
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    os.set_blocking(wake_read, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    pending = b""
+    while True:
+        readable, _, _ = select.select([requests, wake_read], [], [])
+        if wake_read in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 4096)
+        _reap(answers)
+        if requests not in readable:
+            continue
+        data = os.read(requests, 65536)
+        if not data:
+            return  # the harness is done with us
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _child(request, (wake_read, wake_write))
+            answers.write(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
+            answers.flush()
+
+
+def _reap(answers: Any) -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        answers.write(json.dumps({"exited": pid, "status": status, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                                  "maxrss_kib": usage.ru_maxrss}).encode() + b"\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    serve()

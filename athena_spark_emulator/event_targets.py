@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -42,14 +43,24 @@ def _shared_loader() -> Loader:
     return create_loader()
 
 
-def _session() -> AioSession:
-    # Imported when publishing is configured: every emulator process would pay for aiobotocore otherwise.
-    from aiobotocore.session import AioSession
+_sessions = threading.local()
 
-    # Credentials are given: the user's AWS_PROFILE (perhaps of another machine) must not be read, or a missing
-    # profile would refuse the configuration.
-    session = AioSession(session_vars={"profile": (None, None, None, None)})
-    session.register_component("data_loader", _shared_loader())
+
+def _session() -> AioSession:
+    """The aiobotocore session of this thread's delivery clients: building one registers botocore's hundreds of
+    handlers (~15 ms of CPU, more than the client), so each (re)configuration reuses it. One per thread, as
+    botocore sessions are not thread-safe and each emulator thread runs its own event loop; nothing in it is
+    bound to a loop (every client is given its credentials)."""
+    session: AioSession | None = getattr(_sessions, "session", None)
+    if session is None:
+        # Imported when publishing is configured: every emulator process would pay for aiobotocore otherwise.
+        from aiobotocore.session import AioSession
+
+        # Credentials are given: the user's AWS_PROFILE (perhaps of another machine) must not be read, or a
+        # missing profile would refuse the configuration.
+        session = AioSession(session_vars={"profile": (None, None, None, None)})
+        session.register_component("data_loader", _shared_loader())
+        _sessions.session = session
     return session
 
 

@@ -26,12 +26,13 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import botocore
 from botocore.exceptions import BotoCoreError
 
-from supervisor.config import AwsSettings, Settings
-from supervisor.storage.sqlite_check import JournalProblem, check_journal_file
+if TYPE_CHECKING:  # the settings come validated from the caller (see check_journal for why not imported here)
+    from supervisor.config import AwsSettings, Settings
 
 REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 """The shape of a region name, accepted for any region when ``aws.endpoint_url`` is set."""
@@ -170,6 +171,10 @@ def check_profile(aws: AwsSettings, *, environ: Mapping[str, str] | None = None)
 
 def check_journal(path: str | Path, *, writable: bool = True, setting: str = "journal.path") -> None:
     """:func:`supervisor.storage.sqlite_check.check_journal_file`, its problem raised as a StartupError."""
+    # Imported here: the storage package imports the config models (pydantic), ~0.3 s of CPU that a command
+    # without a config or a journal (``emulator``, which needs StartupError and check_bind) would pay at start.
+    from supervisor.storage.sqlite_check import JournalProblem, check_journal_file
+
     try:
         check_journal_file(path, writable=writable, setting=setting)
     except JournalProblem as problem:

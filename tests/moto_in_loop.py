@@ -14,6 +14,7 @@ state behind them, are not affected.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,31 +27,37 @@ from aiohttp import web
 HOP_BY_HOP = ("content-length", "transfer-encoding", "connection")
 
 
+@functools.cache
+def _application() -> tuple[Any, threading.Lock]:
+    """This process's moto server application (every service) and the lock that applies its requests one at a
+    time, built once: moto keeps its state in module-level backends, so a second application would serve the same
+    state, and would build its per-service apps again (~10 ms of CPU each, per test)."""
+    # Imported here, not at collection: every xdist worker would pay for moto otherwise.
+    from moto.server import create_backend_app
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    from bench import moto_speedups
+
+    moto_speedups.install()  # the same answers for less CPU (see there)
+    app = moto_speedups.Dispatcher(create_backend_app)
+    # Answer one DynamoDB request now: the first one imports moto's DynamoDB backend and builds its app (a second
+    # of CPU, several on a loaded machine), which inside a client's real-time read timeout would make the client
+    # give up and retry.
+    headers = {"X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
+               "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
+                                "SignedHeaders=host, Signature=0"}
+    _, status, _ = run_wsgi_app(app, EnvironBuilder(method="POST", path="/", headers=headers, data=b"{}").get_environ(),
+                                buffered=True)
+    assert status.startswith("200"), f"moto's warm-up ListTables answered {status}"
+    return app, threading.Lock()
+
+
 class Moto:
-    """One moto backend (all services), applying one request at a time."""
+    """moto (all services), applying one request at a time. Every instance is the same moto: the process's
+    backends and one application (:func:`_application`)."""
 
     def __init__(self) -> None:
-        # Imported here, not at collection: every xdist worker would pay for moto otherwise.
-        from moto.server import create_backend_app
-
-        from bench import moto_speedups
-
-        moto_speedups.install()  # the same answers for less CPU (see there)
-        self._app = moto_speedups.Dispatcher(create_backend_app)
-        self._lock = threading.Lock()
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Answer one DynamoDB request now: the first one imports moto's DynamoDB backend and builds its app (a
-        second of CPU, several on a loaded machine), which inside a client's real-time read timeout would make
-        the client give up and retry."""
-        from werkzeug.test import EnvironBuilder
-
-        headers = {"X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
-                   "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
-                                    "SignedHeaders=host, Signature=0"}
-        status, _, _ = self.call(EnvironBuilder(method="POST", path="/", headers=headers, data=b"{}").get_environ())
-        assert status == 200, f"moto's warm-up ListTables answered {status}"
+        self._app, self._lock = _application()
 
     def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         from werkzeug.test import run_wsgi_app

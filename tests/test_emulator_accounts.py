@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import ControlError, Emulator, ManualClock
@@ -20,6 +19,7 @@ from athena_spark_emulator.identity import AssumedRole
 from athena_spark_emulator.shapecheck import check_output
 from athena_spark_emulator.signing import Signature, parse_authorization
 from athena_spark_emulator.testing import EmulatorFactory, EmulatorHandle
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 
 DEFAULT = "123456789012"
 ALICE = "111111111111"
@@ -161,7 +161,7 @@ def test_unsigned_requests_and_other_keys_use_the_configured_default(emulator_fa
 
 async def test_accounts_and_regions_with_aiobotocore() -> None:
     async with Emulator(port=0, clock=ManualClock()) as emu:
-        session = get_session()
+        session = _test_client_session()
 
         def client(account: str, region: str) -> Any:
             return session.create_client(

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import Emulator
 from athena_spark_emulator.service import HANDLERS
 from athena_spark_emulator.shapecheck import check_output
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 
 ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/etl"
 CONNECT_ARN = "arn:aws:athena:eu-west-1:210987654321:workgroup/connect"
@@ -27,7 +27,7 @@ async def call(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
 async def test_every_operation_with_aiobotocore() -> None:
     async with Emulator(port=0, account_id="210987654321", region="eu-west-1") as emu:
         assert emu.control_url == emu.endpoint_url + "/_emulator"
-        session = get_session()
+        session = _test_client_session()
         async with session.create_client(
             "athena", endpoint_url=emu.endpoint_url, region_name="eu-west-1", aws_access_key_id="a",
             aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}),

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import ManualClock
 from athena_spark_emulator.shapecheck import check_output
 from athena_spark_emulator.testing import EmulatorHandle
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 
 ROLE_ACCOUNT = "333333333333"
 ROLE = f"arn:aws:iam::{ROLE_ACCOUNT}:role/ops/athena-guard"
@@ -202,7 +202,7 @@ def test_reset_forgets_issued_credentials(manual_emulator: EmulatorHandle, sts: 
 
 
 async def test_assume_role_with_aiobotocore(manual_emulator: EmulatorHandle) -> None:
-    session = get_session()
+    session = _test_client_session()
     config = AioConfig(retries={"total_max_attempts": 1})
     async with session.create_client("sts", config=config, **manual_emulator.client_kwargs()) as sts:
         answer = await sts.assume_role(RoleArn=ROLE, RoleSessionName="aio", DurationSeconds=900)

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator import ControlError, Emulator, ManualClock
 from athena_spark_emulator.testing import EmulatorHandle
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 
 ENGINE = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 4, "DefaultExecutorDpuSize": 1}
 
@@ -166,7 +166,7 @@ def test_bad_error_rules_are_refused(manual_emulator: EmulatorHandle, body: dict
 
 
 async def test_python_api_on_the_backend(emulator_clock: ManualClock) -> None:
-    async with Emulator(clock=emulator_clock, workgroups=("spark",)) as emu, get_session().create_client(
+    async with Emulator(clock=emulator_clock, workgroups=("spark",)) as emu, _test_client_session().create_client(
         "athena", endpoint_url=emu.endpoint_url, region_name="us-east-1", aws_access_key_id="a",
         aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}),
     ) as athena:

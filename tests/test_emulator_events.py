@@ -64,20 +64,28 @@ class World:
     emulator: Emulator
     moto: RecordingMoto
     athena: Any
-    sqs: Any
-    events: Any
     http: aiohttp.ClientSession
     stack: AsyncExitStack
     queues: list[str] = field(default_factory=list)
+    _moto_clients: dict[str, Any] = field(default_factory=dict)
 
     @property
     def control(self) -> str:
         return self.emulator.control_url
 
+    async def moto_client(self, service: str) -> Any:
+        """The test's ``sqs`` or ``events`` client on moto, made on first use (a client costs ~10 ms of CPU, and
+        a third of the tests need no queue, all but one no bus)."""
+        if service not in self._moto_clients:
+            self._moto_clients[service] = await self.stack.enter_async_context(
+                aws_client(service, self.moto.endpoint_url))
+        return self._moto_clients[service]
+
     async def queue(self) -> tuple[str, str]:
         """A fresh queue: ``(url, arn)``."""
-        url = (await self.sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
-        attributes = await self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        sqs = await self.moto_client("sqs")
+        url = (await sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:12]}"))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return url, attributes["Attributes"]["QueueArn"]
 
     async def publish_to(self, queue_url: str, **options: Any) -> dict[str, Any]:
@@ -108,9 +116,10 @@ class World:
     async def receive(self, queue_url: str) -> list[dict[str, Any]]:
         """Every message in the queue now, decoded, oldest first (each read once: hidden for 12 h after)."""
         bodies: list[dict[str, Any]] = []
+        sqs = await self.moto_client("sqs")
         while True:
-            answer = await self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                                    VisibilityTimeout=43200)
+            answer = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                               VisibilityTimeout=43200)
             messages = answer.get("Messages", [])
             if not messages:
                 return bodies
@@ -145,11 +154,9 @@ async def world() -> AsyncIterator[World]:
                                                             account_id=ACCOUNT, region=REGION))
         athena = await stack.enter_async_context(aws_client("athena", emulator.endpoint_url))
         athena.meta.events.register("after-call.athena", check_after_call)
-        sqs = await stack.enter_async_context(aws_client("sqs", moto.endpoint_url))
-        events = await stack.enter_async_context(aws_client("events", moto.endpoint_url))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         vt = await stack.enter_async_context(virtual_time(clock))
-        yield World(clock, vt, emulator, moto, athena, sqs, events, http, stack)
+        yield World(clock, vt, emulator, moto, athena, http, stack)
 
 
 def request_id(answer: dict[str, Any]) -> str:
@@ -350,12 +357,13 @@ async def test_a_duplicate_is_the_same_event(world: World) -> None:
 async def test_the_eventbridge_bus_path(world: World) -> None:
     queue_url, queue_arn = await world.queue()
     bus = f"athena-{uuid.uuid4().hex[:8]}"
-    await world.events.create_event_bus(Name=bus)
+    events = await world.moto_client("events")
+    await events.create_event_bus(Name=bus)
     pattern = {"source": ["aws.athena"], "detail-type": ["AWS API Call via CloudTrail"],
                "detail": {"eventSource": ["athena.amazonaws.com"],
                           "eventName": ["StartSession", "StartCalculationExecution"]}}
-    await world.events.put_rule(Name="athena-calls", EventBusName=bus, EventPattern=json.dumps(pattern))
-    await world.events.put_targets(Rule="athena-calls", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    await events.put_rule(Name="athena-calls", EventBusName=bus, EventPattern=json.dumps(pattern))
+    await events.put_targets(Rule="athena-calls", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
     configured = await world.post("events", {"event_bus_name": bus, "endpoint_url": world.moto.endpoint_url,
                                              "region": REGION, "delay": "1s"})
     assert configured["configuration"]["event_bus_name"] == bus

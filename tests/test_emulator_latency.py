@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ReadTimeoutError
 
 from athena_spark_emulator import Emulator, ManualClock
 from athena_spark_emulator.audit import iso_millis
 from athena_spark_emulator.clock import sleeper
 from supervisor.clock import ManualClock as DaemonClock
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 from tests.virtual_time import virtual_time
 
 ENGINE = {"CoordinatorDpuSize": 1, "MaxConcurrentDpus": 4, "DefaultExecutorDpuSize": 1}
@@ -48,7 +48,7 @@ def test_latency_waits_on_the_clock_sleep_when_there_is_one() -> None:
 async def test_latency_in_virtual_time_delays_the_state_change() -> None:
     virtual = DaemonClock(datetime(2026, 1, 1, tzinfo=UTC))
     shared = SharedClock(virtual)
-    async with Emulator(clock=shared, workgroups=("spark",)) as emu, get_session().create_client(
+    async with Emulator(clock=shared, workgroups=("spark",)) as emu, _test_client_session().create_client(
         "athena", endpoint_url=emu.endpoint_url, region_name="us-east-1", aws_access_key_id="a",
         aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}, read_timeout=30),
     ) as athena, virtual_time(virtual) as vt:
@@ -80,7 +80,7 @@ async def test_a_client_that_times_out_does_not_cancel_its_stop() -> None:
     shared = SharedClock(virtual)
 
     def client(endpoint_url: str, read_timeout: float) -> Any:
-        return get_session().create_client(
+        return _test_client_session().create_client(
             "athena", endpoint_url=endpoint_url, region_name="us-east-1", aws_access_key_id="a",
             aws_secret_access_key="b", config=AioConfig(retries={"total_max_attempts": 1}, read_timeout=read_timeout),
         )

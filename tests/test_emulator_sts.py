@@ -8,11 +8,11 @@ from typing import Any
 
 import boto3
 import pytest
-from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from athena_spark_emulator.testing import EmulatorFactory, EmulatorHandle
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 
 ACCOUNT = "210987654321"
 
@@ -44,7 +44,7 @@ def test_get_caller_identity_answers_the_configured_account(emulator_factory: Em
 
 
 async def test_aiobotocore_sts_client(emulator: EmulatorHandle) -> None:
-    async with get_session().create_client("sts", **emulator.client_kwargs()) as sts:
+    async with _test_client_session().create_client("sts", **emulator.client_kwargs()) as sts:
         identity = await sts.get_caller_identity()
     assert identity["Account"] == "123456789012"
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from athena_spark_emulator import Emulator
 from supervisor.clock import ManualClock
+from tests.virtual_fixtures import _test_client_session  # one session (and model loader) for the tests' clients
 from tests.virtual_time import EmulatorClockView, NotQuiescent, virtual_time
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -120,10 +120,11 @@ async def test_no_loopback_request_is_overtaken_by_a_clock_jump() -> None:
     never mistakes a request in transit for quiescence (several clients, sleeps of varied lengths)."""
     clock = ManualClock(T0)
     sent: list[float] = []
-    async with Emulator(clock=EmulatorClockView(clock), workgroups=["w"]) as emulator, get_session().create_client(
-        "athena", endpoint_url=emulator.endpoint_url, region_name="us-east-1", aws_access_key_id="x",
-        aws_secret_access_key="y", config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
-    ) as athena:
+    async with Emulator(clock=EmulatorClockView(clock), workgroups=["w"]) as emulator, \
+            _test_client_session().create_client(
+                "athena", endpoint_url=emulator.endpoint_url, region_name="us-east-1", aws_access_key_id="x",
+                aws_secret_access_key="y", config=AioConfig(retries={"mode": "standard", "total_max_attempts": 1}),
+            ) as athena:
 
         async def client(seed: int) -> None:
             rng = random.Random(seed)

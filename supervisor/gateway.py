@@ -48,6 +48,8 @@ UNGRANTED_ACTIONS: frozenset[str] = frozenset({"sts:GetCallerIdentity"})
 # when every one of those is.
 COMPOSITE_ACTIONS: frozenset[str] = frozenset(
     operation for operation, needs in AUTHORIZED_BY.items() if needs <= IAM_ACTIONS)
+# What Gateway.call accepts, as one set (a union per call was ~3 µs of every call).
+ALLOWED_ACTIONS: frozenset[str] = IAM_ACTIONS | UNGRANTED_ACTIONS | COMPOSITE_ACTIONS
 
 THROTTLING_CODES = frozenset({
     "TooManyRequestsException", "ThrottlingException", "Throttling", "ThrottledException",
@@ -329,7 +331,7 @@ class Gateway:
             AwsCallError: the call failed for good.
         """
         action = f"{SERVICE_PREFIXES.get(service, service)}:{operation}"
-        if action not in IAM_ACTIONS | UNGRANTED_ACTIONS | COMPOSITE_ACTIONS:
+        if action not in ALLOWED_ACTIONS:
             raise ValueError(f"{action} is not an action the gateway may call (see IAM_ACTIONS)")
         if attempts is not None and attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -428,6 +430,7 @@ class Gateway:
             request["NextToken"] = token
 
 
+@functools.cache  # a few dozen operations, each converted on every call otherwise
 def _snake_case(operation: str) -> str:
     out = []
     for index, char in enumerate(operation):

@@ -34,6 +34,11 @@ WINDOW = ms(12)  # 2 × (connect_timeout 1 s + read_timeout 5 s)
 # first sweep after it started (100 ms after the daemon), before its crossing at 1.5 s; what is asserted here, the
 # escalation's instants, follows from the crossing and the escalation's own timers. A quarter of the sweeps' requests.
 SWEEPS = "1s"
+# The restart scenarios sweep every 5 s: their target is resumed from the journal at the restart, and what is asserted
+# (the looks, the calls, the journal) follows from the intent's instant and the escalation's timers, not from a
+# listing; sweeps at the restart, twice more within the in-flight window and five times after it still list the target
+# and must not act on it. A fifth of the sweeps' requests.
+RESTART_SWEEPS = "5s"
 
 
 def aws_with_short_timeouts(world: VirtualWorld) -> dict[str, Any]:
@@ -123,7 +128,7 @@ async def test_a_restart_waits_out_a_call_still_in_flight_and_never_sends_it_twi
     in_flight = asyncio.ensure_future(send())
     await world.vt.run_for(1)  # the daemon restarts 1 s after it died
     restarted = world.now
-    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=SWEEPS,
+    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=RESTART_SWEEPS,
                             escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
         await world.vt.run_until(intent_at + ms(40))
         request = request_of(call, target)
@@ -153,7 +158,7 @@ async def test_a_restart_resends_a_call_that_never_reached_aws_once_after_the_in
     call.journal_intent(world, target, intent_at)  # … and the daemon died before the call left
     await world.vt.run_for(1)
     restarted = world.now
-    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=SWEEPS,
+    async with world.daemon(aws=aws_with_short_timeouts(world), policies=POLICIES, discovery_interval=RESTART_SWEEPS,
                             escalation={"stop_grace": "30s", "terminate_grace": "30s"}) as service:
         await world.vt.run_until(intent_at + ms(40))
         request = request_of(call, target)

@@ -349,15 +349,17 @@ async def test_a_calculation_whose_fresh_look_shows_no_known_state_is_counted_on
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    session_id = await world.start_session("etl-a")
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
+    submitted = world.now
+    # Listed RUNNING (a crossing to act on), but its fresh look answers without a state it could judge.
+    world.emulator.backend.remove_fields("GetCalculationExecutionStatus", ["Status.State"],
+                                         calculation_id=calculation_id)
+    await world.vt.run_for(OFFSET)
     with no_crash() as logs:
-        async with world.daemon(discovery_interval="1s"):
-            await world.vt.run_for(OFFSET)
-            session_id = await world.start_session("etl-a")
-            calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
-            submitted = world.now
-            # Listed RUNNING (a crossing to act on), but its fresh look answers without a state it could judge.
-            world.emulator.backend.remove_fields("GetCalculationExecutionStatus", ["Status.State"],
-                                                 calculation_id=calculation_id)
+        # Started 100 ms before the daemon, so listed by its first sweep, before its crossing: sweeps every 5 s (not
+        # every second) over the 91 s, each of which must not look at it again (235 -> 56 requests).
+        async with world.daemon(discovery_interval="5s"):
             checked = submitted + ms(1.5) + MARGIN
             await world.vt.run_until(submitted + ms(30))
             assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [

@@ -157,10 +157,10 @@ async def test_a_workgroup_deleted_and_created_again_is_watched_again_at_the_nex
     world = virtual_world
     await world.create_workgroup("etl-b")
     with no_crash():
-        async with world.daemon() as service:
+        async with world.daemon(discovery_interval=SWEEPS) as service:
             await world.vt.run_for(OFFSET)
             await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
-            await world.vt.run_for(ms(1))  # dropped at the next sweep
+            await world.vt.run_for(SWEEP)  # dropped at the next sweep (T0 + 1 s)
             assert service.discovery.watched() == ["etl-a"]
             # A deploy puts it back, before the regular re-read (at most once a minute).
             await world.create_workgroup("etl-b")

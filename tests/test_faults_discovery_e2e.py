@@ -415,16 +415,18 @@ async def test_a_calculation_queued_on_a_session_that_stays_created_meets_its_ma
 ) -> None:
     world = virtual_world
     policies = [{"name": "queue", "workgroups": ["etl-*"], "calculation": {"max_queued": "2s"}}]
+    # CREATED for ever: StartCalculationExecution is accepted, the calculation waits QUEUED.
+    session_id = await world.start_session("etl-a", "# sim: start=0s created_for=forever")
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+    submitted = world.now
+    await world.vt.run_for(OFFSET)
     with no_crash():
-        async with world.daemon(policies=policies):
-            await world.vt.run_for(OFFSET)
-            # CREATED for ever: StartCalculationExecution is accepted, the calculation waits QUEUED.
-            session_id = await world.start_session("etl-a", "# sim: start=0s created_for=forever")
-            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
-            submitted = world.now
+        # The daemon starts 100 ms later: its first sweep lists the rare states too, so sweeps may be rare (every
+        # 5 s; the fifth, which lists the rare states again, is 25 s away).
+        async with world.daemon(policies=policies, discovery_interval="5s"):
             await world.vt.run_until(submitted + ms(4))
             assert await world.session_state(session_id) == "CREATED"
-            # Listed with the rare states at T0 + 1.25 s, it is then judged on its deadline.
+            # Listed with the rare states by the first sweep, at T0 + 100 ms, it is then judged on its deadline.
             assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
                 submitted + ms(2) + MARGIN]
             assert await world.calculation_state(calculation_id) == "CANCELED"

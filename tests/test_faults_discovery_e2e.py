@@ -4,8 +4,9 @@ know, and sessions that become CREATED, DEGRADED or FAILED.
 
 Each scenario injects its fault through the emulator's Python API and judges the daemon from the emulator's
 audit log (exact virtual instants), its metrics, its logs and /readyz. Instants follow from
-``tests/daemon_fixtures.py`` as in ``tests/test_daemon_e2e.py``: sweeps every 250 ms from T0, a crossing
-check ``CROSSING_MARGIN`` (10 ms) after the crossing, workloads from T = T0 + 100 ms.
+``tests/daemon_fixtures.py`` as in ``tests/test_daemon_e2e.py``: sweeps every 250 ms from T0 (every second, or
+every 5 s, where a scenario says so), a crossing check ``CROSSING_MARGIN`` (10 ms) after the crossing, workloads
+from T = T0 + 100 ms (or 100 ms before the daemon starts, listed by its first sweep, where a scenario says so).
 """
 
 from __future__ import annotations

@@ -25,11 +25,13 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = ms(0.01)  # CROSSING_MARGIN
 OFFSET = ms(0.1)
 BACKSTOP = "10m"
-# The scenarios that restart the daemon, or wait for a crossing, on a half-minute runtime limit: long enough for a
+# The scenarios that restart the daemon run on a half-minute runtime limit: long enough for a
 # first run that saves the watch list (every 5 s), a pause and a restart before it, and no longer, since the feed
 # polls the queue every virtual second (~10 ms of CPU a poll, with moto's SQS).
 LIMIT = timedelta(seconds=30)
 HALF_MINUTE = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "30s"}}]
+# A crossing after the event is known (within the feed's 1.5 s) and its target looked at, and no later.
+FIVE_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
 
 
 def events_config(queue: EventQueue, *, late_after: str | None = None, **discovery: Any) -> dict[str, Any]:
@@ -71,8 +73,7 @@ async def test_an_announced_calculation_is_looked_at_at_once_and_stopped_at_its_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
-    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)) as service:
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)) as service:
         await world.vt.run_for(OFFSET)
         swept = len(world.calls("ListSessions"))
         assert swept and service.discovery.interval == timedelta(minutes=10)
@@ -190,15 +191,15 @@ async def test_a_calculation_announced_in_a_workgroup_not_read_yet_is_watched_an
     # makes the daemon read the workgroups again, not drop the event as unwatched (found by bench/fleet.py --events:
     # the new owner of a killed replica's shards dropped their announced calculations).
     world = virtual_world
-    async with event_queue() as queue, world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)):
         await world.vt.run_for(OFFSET)
         await world.create_workgroup("etl-new")
         session_id = await world.start_session("etl-new")
         calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
         submitted = world.now
-        await world.vt.run_until(submitted + LIMIT + ms(1))
+        await world.vt.run_until(submitted + ms(5) + ms(1))
         (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-        assert stop.time == submitted + LIMIT + MARGIN
+        assert stop.time == submitted + ms(5) + MARGIN
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 1
         assert world.metric("athena_supervisor_events_received_total", outcome="unwatched") == 0
         assert all(call.time < submitted for call in world.calls("ListSessions"))  # the event did it, no sweep

@@ -27,6 +27,9 @@ from tests.virtual_fixtures import EXEMPT_TAG, VirtualWorld, ms, times
 # from crossings and timers, not from when a sweep lists something (targets start 100 ms after the daemon, so the
 # sweep at 1 s lists them before their crossings): a quarter of the listing requests.
 SWEEPS = "1s"
+# Scenarios whose workload starts 100 ms before the daemon (listed by its first sweep, before any crossing) and whose
+# asserted instants follow from crossings and the escalation's timers sweep every 5 s: a fifth of those requests.
+FEW_SWEEPS = "5s"
 
 MARGIN = CROSSING_MARGIN
 VERIFY = timedelta(seconds=1)  # machine.Timing.first_verify_after
@@ -97,11 +100,12 @@ async def test_session_stuck_terminating_counts_escalation_failures_and_retries_
 ) -> None:
     world = virtual_world
     policies = [{"name": "idle", "workgroups": ["etl-*"], "session": {"max_idle": "500ms"}}]
-    async with world.daemon(policies=policies):  # 250 ms sweeps: max_idle is 500 ms
-        await world.vt.run_for(OFFSET)
-        session_id = await world.start_session("etl-a", "# sim: start=0s on_terminate=stuck")
-        idle_since = world.now
-        assert (await world.session(session_id))["Status"]["IdleSinceDateTime"] == idle_since
+    session_id = await world.start_session("etl-a", "# sim: start=0s on_terminate=stuck")
+    idle_since = world.now
+    assert (await world.session(session_id))["Status"]["IdleSinceDateTime"] == idle_since
+    await world.vt.run_for(OFFSET)
+    # The session is idle before the daemon starts: its first sweep lists it before its crossing (max_idle 500 ms).
+    async with world.daemon(policies=policies, discovery_interval=FEW_SWEEPS):
         first = idle_since + ms(0.5) + MARGIN
         # Each Terminate is verified after terminate_grace; a session still TERMINATING is a failure, retried
         # after a backoff of terminate_grace doubling per failure (1 s, 2 s, 4 s).
@@ -238,12 +242,12 @@ async def test_circuit_breaker_holds_actions_when_a_cycle_would_hit_an_abnormal_
 ) -> None:
     world = virtual_world
     safety = {"max_actions_per_minute": 100, "circuit_breaker_fraction": 0.5, "circuit_breaker_min_targets": 2}
-    async with world.daemon(discovery_interval=SWEEPS, safety=safety):
-        await world.vt.run_for(OFFSET)
-        sessions = [await world.start_session("etl-a") for _ in range(4)]
-        for session_id in sessions:
-            await world.start_calculation(session_id, "# sim: runtime=60s")
-        submitted = world.now
+    sessions = [await world.start_session("etl-a") for _ in range(4)]
+    for session_id in sessions:
+        await world.start_calculation(session_id, "# sim: runtime=60s")
+    submitted = world.now
+    await world.vt.run_for(OFFSET)
+    async with world.daemon(discovery_interval=FEW_SWEEPS, safety=safety):
         await world.vt.run_until(submitted + ms(5))
         # Two sessions out of four is the 0.5 share; the third Stop would exceed it and trips the breaker.
         assert times(world.calls("StopCalculationExecution")) == [submitted + ms(1.5) + MARGIN] * 2

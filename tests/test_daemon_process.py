@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
+from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
@@ -126,13 +127,16 @@ def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeatin
     assert events[-1] == "verify.done"
 
 
-def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
+# The two refusals below run ``main`` in this process (``python -m supervisor`` is ``raise SystemExit(main())``, and
+# the scenarios above run that entry point and check its exit code): a refusal needs no process of its own, which
+# would spend ~0.75 s of CPU importing the daemon to print one line.
+
+
+def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("mode: enforce\npolicies:\n  - name: p\n    calculation: {max_runtime: 30 minutes}\n")
-    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in result.stderr
+    assert main(["run", "--config", str(config)]) == 2
+    assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in capsys.readouterr().err
 
 
 def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(emulator: EmulatorHandle,
@@ -187,15 +191,15 @@ def journal_kinds(path: Path) -> list[str]:
         storage.close_now()
 
 
-def test_run_refuses_a_missing_journal_directory_in_one_line(emulator: EmulatorHandle, tmp_path: Path) -> None:
+def test_run_refuses_a_missing_journal_directory_in_one_line(emulator: EmulatorHandle, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     journal = tmp_path / "not-created" / "journal.db"
     config = write_config(tmp_path / "config.yaml", base_config(emulator, journal))
-    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
+    assert main(["run", "--config", str(config)]) == 2
+    result = capsys.readouterr()
+    assert result.err.splitlines() == [
         f"journal {journal}: directory {journal.parent} does not exist; create it (mkdir -p {journal.parent}) or "
         "set journal.path to a file in an existing directory"]
-    assert result.stdout == ""
+    assert result.out == ""
     assert not journal.parent.exists()
     assert not calls_of(emulator, "ListWorkGroups"), "refused before any call"

@@ -25,11 +25,18 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = ms(0.01)  # CROSSING_MARGIN
 OFFSET = ms(0.1)
 BACKSTOP = "10m"
-TWO_MINUTES = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "2m"}}]
+# The scenarios that restart the daemon run on a half-minute runtime limit: long enough for a
+# first run that saves the watch list (every 5 s), a pause and a restart before it, and no longer, since the feed
+# polls the queue every virtual second (~10 ms of CPU a poll, with moto's SQS).
+LIMIT = timedelta(seconds=30)
+HALF_MINUTE = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "30s"}}]
+# A crossing after the event is known (within the feed's 1.5 s) and its target looked at, and no later.
+FIVE_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
 
 
-def events_config(queue: EventQueue, **discovery: Any) -> dict[str, Any]:
-    return {"discovery": {"events": queue.settings, "backstop_interval": BACKSTOP, **discovery}}
+def events_config(queue: EventQueue, *, late_after: str | None = None, **discovery: Any) -> dict[str, Any]:
+    events = queue.settings if late_after is None else {**queue.settings, "late_after": late_after}
+    return {"discovery": {"events": events, "backstop_interval": BACKSTOP, **discovery}}
 
 
 async def announce_session(world: VirtualWorld, queue: EventQueue, workgroup: str, **changes: Any) -> str:
@@ -48,6 +55,15 @@ async def announce_calculation(world: VirtualWorld, queue: EventQueue, session_i
     return calculation_id
 
 
+async def retried_and_kept(world: VirtualWorld) -> None:
+    """Run until the feed has given a message back (outcome ``retried``, within 30 s), then 6 s more: a round of
+    deletions (every 5 s) and six polls, which must neither delete it nor count it again. Not the whole 30 s: the
+    feed polls every virtual second, ~10 ms of CPU a poll."""
+    await world.vt.run_until_true(
+        lambda: world.metric("athena_supervisor_events_received_total", outcome="retried"), limit=30)
+    await world.vt.run_for(6)
+
+
 async def readyz(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as response:
         return response.status, await response.text()
@@ -57,8 +73,7 @@ async def test_an_announced_calculation_is_looked_at_at_once_and_stopped_at_its_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
-    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)) as service:
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)) as service:
         await world.vt.run_for(OFFSET)
         swept = len(world.calls("ListSessions"))
         assert swept and service.discovery.interval == timedelta(minutes=10)
@@ -108,16 +123,19 @@ async def test_odd_messages_are_counted_and_dropped_without_effect(virtual_world
 
 async def test_a_lost_event_is_found_by_the_backstop_counted_and_enforced(virtual_world: VirtualWorld) -> None:
     world = virtual_world
-    async with event_queue() as queue, world.daemon(**events_config(queue, backstop_interval="2m")):
+    # A sweep's find counts as a missed event when it comes more than late_after after the call: a backstop of
+    # 30 s against a late_after of 20 s (not minutes: the feed polls the queue every virtual second meanwhile).
+    late, backstop = timedelta(seconds=20), timedelta(seconds=30)
+    async with event_queue() as queue, world.daemon(**events_config(queue, late_after="20s", backstop_interval="30s")):
         await world.vt.run_for(OFFSET)
         session_id = await announce_session(world, queue, "etl-a")
         calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2", send=False)
         submitted = world.now
-        await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=150)
+        await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=backstop)
         (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-        # Found by the next backstop sweep (two minutes after the first), acted on at once: its limit had passed.
+        # Found by the next backstop sweep (30 s after the first), acted on at once: its limit had passed.
         listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
-        assert listed and submitted + timedelta(minutes=1) < listed[0] <= submitted + timedelta(minutes=2)
+        assert listed and submitted + late < listed[0] <= submitted + backstop
         assert listed[0] <= stop.time <= listed[0] + ms(0.1)
         assert world.metric("athena_supervisor_discovery_missed_events_total", kind="calculation") == 1
         assert world.metric("athena_supervisor_discovery_missed_events_total", kind="session") == 0
@@ -147,20 +165,20 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
 ) -> None:
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
+        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
             submitted = world.now
             await world.vt.run_for(12)  # looked at, saved, and the messages deleted (every 5 s)
             assert await queue.depth() == (0, 0)
-        await world.vt.run_for(30)
-        # Down for 30 s; back with every listing failing: only the saved watch list knows the calculation.
+        await world.vt.run_for(3)
+        # Down for 3 s; back with every listing failing: only the saved watch list knows the calculation.
         world.emulator.backend.add_error("InternalServerException", operation="ListSessions")
-        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)) as service:
-            await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=120)
+        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)) as service:
+            await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=LIMIT)
             (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-            assert stop.time == submitted + timedelta(minutes=2) + MARGIN
+            assert stop.time == submitted + LIMIT + MARGIN
             assert "workgroup etl-a" in service.discovery.problems  # the sweep could not list it
             assert not world.calls("ListCalculationExecutions")
 
@@ -173,15 +191,15 @@ async def test_a_calculation_announced_in_a_workgroup_not_read_yet_is_watched_an
     # makes the daemon read the workgroups again, not drop the event as unwatched (found by bench/fleet.py --events:
     # the new owner of a killed replica's shards dropped their announced calculations).
     world = virtual_world
-    async with event_queue() as queue, world.daemon(policies=TWO_MINUTES, **events_config(queue)):
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)):
         await world.vt.run_for(OFFSET)
         await world.create_workgroup("etl-new")
         session_id = await world.start_session("etl-new")
         calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
         submitted = world.now
-        await world.vt.run_until(submitted + timedelta(minutes=2) + ms(1))
+        await world.vt.run_until(submitted + ms(5) + ms(1))
         (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-        assert stop.time == submitted + timedelta(minutes=2) + MARGIN
+        assert stop.time == submitted + ms(5) + MARGIN
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 1
         assert world.metric("athena_supervisor_events_received_total", outcome="unwatched") == 0
         assert all(call.time < submitted for call in world.calls("ListSessions"))  # the event did it, no sweep
@@ -197,7 +215,7 @@ async def test_an_announced_calculation_whose_workgroups_cannot_be_read_stays_in
         session_id = await world.start_session("etl-new")
         world.emulator.backend.add_error("InternalServerException", operation="ListWorkGroups")
         await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
-        await world.vt.run_for(30)
+        await retried_and_kept(world)
         # Not dropped as unwatched: left for SQS to deliver again, when the workgroups may be readable.
         assert world.metric("athena_supervisor_events_received_total", outcome="retried") == 1
         assert world.metric("athena_supervisor_events_received_total", outcome="unwatched") == 0
@@ -230,9 +248,11 @@ async def test_an_unreadable_queue_is_reported_and_enforcement_goes_on(
         # Enforcement of what is known goes on; the calculation its lost event announced waits for the backstop.
         assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
         queue.frontend.restore()
-        await world.vt.run_for(70)  # the backoff doubles up to a minute
-        code, _ = await readyz(service.http_url)
-        assert code == 200
+        # Ready again at the first receive after the restore (the backoff doubles up to a minute), not run on for
+        # the whole minute: the feed polls every virtual second once it reads the queue again.
+        async def ready() -> bool:
+            return (await readyz(service.http_url))[0] == 200
+        await world.vt.run_until_true(ready, limit=70)
 
 
 async def test_an_event_whose_look_fails_stays_in_the_queue_and_a_later_copy_applies(
@@ -245,7 +265,7 @@ async def test_an_event_whose_look_fails_stays_in_the_queue_and_a_later_copy_app
         session_id = await world.start_session("etl-a")
         event = api_call_event("StartSession", world.now, {"workGroup": "etl-a"}, {"sessionId": session_id})
         await queue.send(event)
-        await world.vt.run_for(30)
+        await retried_and_kept(world)
         assert world.metric("athena_supervisor_events_received_total", outcome="retried") == 1
         assert await queue.depth() == (0, 1)  # not deleted: SQS delivers it again after its visibility timeout
         world.emulator.backend.clear_errors()
@@ -323,17 +343,17 @@ async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afr
     the listing."""
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
+        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
-            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=110s dpus=2")
+            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=25s dpus=2")
             submitted = world.now
-            await world.vt.run_for(30)
-        await world.vt.run_for(10)
-        async with world.daemon(policies=TWO_MINUTES, **events_config(queue)):
-            await world.vt.run_until(submitted + timedelta(minutes=3))
+            await world.vt.run_for(12)  # looked at and saved in the watch list (every 5 s)
+        await world.vt.run_for(3)
+        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+            await world.vt.run_until(submitted + LIMIT + ms(30))
             listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
-            assert listed and listed[0] < submitted + ms(110)  # the restart's sweep saw it RUNNING
+            assert listed and listed[0] < submitted + ms(25)  # the restart's sweep saw it RUNNING
             assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
-            assert looks[-1] == submitted + timedelta(minutes=2) + MARGIN  # afresh, at the deadline: COMPLETED
+            assert looks[-1] == submitted + LIMIT + MARGIN  # afresh, at the deadline: COMPLETED

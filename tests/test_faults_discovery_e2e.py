@@ -4,8 +4,9 @@ know, and sessions that become CREATED, DEGRADED or FAILED.
 
 Each scenario injects its fault through the emulator's Python API and judges the daemon from the emulator's
 audit log (exact virtual instants), its metrics, its logs and /readyz. Instants follow from
-``tests/daemon_fixtures.py`` as in ``tests/test_daemon_e2e.py``: sweeps every 250 ms from T0, a crossing
-check ``CROSSING_MARGIN`` (10 ms) after the crossing, workloads from T = T0 + 100 ms.
+``tests/daemon_fixtures.py`` as in ``tests/test_daemon_e2e.py``: sweeps every 250 ms from T0 (every second, or
+every 5 s, where a scenario says so), a crossing check ``CROSSING_MARGIN`` (10 ms) after the crossing, workloads
+from T = T0 + 100 ms (or 100 ms before the daemon starts, listed by its first sweep, where a scenario says so).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from tests.virtual_fixtures import START, Call, VirtualWorld, ms, times
 
 MARGIN = CROSSING_MARGIN
 OFFSET = ms(0.1)  # T - T0
-SWEEP = ms(0.25)  # discovery_interval in daemon_config
+# The scenarios whose asserted instants follow from crossings, timers or "the next sweep" sweep every second instead
+# of every 250 ms (tests/daemon_fixtures.py): targets start 100 ms after the daemon and are listed by the sweep at 1 s,
+# before their crossings (1.6 s at the earliest); what is counted once is still listed by four sweeps or more after.
+SWEEPS = "1s"
+SWEEP = ms(1)  # discovery_interval, where it is SWEEPS
 ATTEMPTS = 6  # aws.max_attempts in daemon_config
 
 
@@ -126,7 +131,7 @@ async def test_a_deleted_workgroup_is_dropped_and_another_workgroup_is_still_enf
     world = virtual_world
     await world.create_workgroup("etl-b")
     with no_crash() as logs:
-        async with world.daemon() as service:
+        async with world.daemon(discovery_interval=SWEEPS) as service:
             await world.vt.run_for(OFFSET)
             await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
             deleted = world.now
@@ -153,10 +158,10 @@ async def test_a_workgroup_deleted_and_created_again_is_watched_again_at_the_nex
     world = virtual_world
     await world.create_workgroup("etl-b")
     with no_crash():
-        async with world.daemon() as service:
+        async with world.daemon(discovery_interval=SWEEPS) as service:
             await world.vt.run_for(OFFSET)
             await world.athena.delete_work_group(WorkGroup="etl-b", RecursiveDeleteOption=True)
-            await world.vt.run_for(ms(1))  # dropped at the next sweep
+            await world.vt.run_for(SWEEP)  # dropped at the next sweep (T0 + 1 s)
             assert service.discovery.watched() == ["etl-a"]
             # A deploy puts it back, before the regular re-read (at most once a minute).
             await world.create_workgroup("etl-b")
@@ -174,7 +179,7 @@ async def test_a_session_listed_without_its_id_is_skipped_and_counted_and_the_ot
 ) -> None:
     world = virtual_world
     with no_crash() as logs:
-        async with world.daemon() as service:
+        async with world.daemon(discovery_interval=SWEEPS) as service:
             await world.vt.run_for(OFFSET)
             nameless = await world.start_session("etl-a")  # IDLE: in every IDLE listing
             world.emulator.backend.remove_fields("ListSessions", ["SessionId"], session_id=nameless)
@@ -186,9 +191,9 @@ async def test_a_session_listed_without_its_id_is_skipped_and_counted_and_the_ot
             assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
                 submitted + ms(1.5) + MARGIN]
             idle_listings = since(world.calls("ListSessions", WorkGroup="etl-a", StateFilter="IDLE"), removed)
-            assert len(idle_listings) == 12  # T0 + 250 ms … T0 + 3 s
-            assert world.metric("athena_supervisor_malformed_items_total", operation="ListSessions") == 12
-            assert len(events(logs, "discovery.malformed_item")) == 12
+            assert len(idle_listings) == 3  # T0 + 1 s … T0 + 3 s
+            assert world.metric("athena_supervisor_malformed_items_total", operation="ListSessions") == 3
+            assert len(events(logs, "discovery.malformed_item")) == 3
             assert world.metric("athena_supervisor_listing_failures_total", operation="ListSessions") == 0
             assert await readyz_ok(service.http_url)
     assert not world.calls("TerminateSession")
@@ -218,16 +223,16 @@ async def test_a_listing_answer_without_its_list_keeps_what_was_known_and_is_cou
 
 async def test_a_fresh_look_that_keeps_failing_backs_off(virtual_world: VirtualWorld) -> None:
     world = virtual_world
+    session_id = await world.start_session("etl-a")
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+    submitted = world.now
+    world.emulator.backend.add_error("AccessDeniedException", operation="GetCalculationExecutionStatus",
+                                     calculation_id=calculation_id)
+    await world.vt.run_for(OFFSET)
     with no_crash() as logs:
-        # Sweeps every second: the calculation is listed by the sweep at 1 s, before its crossing, and its looks
-        # follow the crossing's timer and the backoff, not the sweeps (20 s of sweeps: 302 -> 86 requests).
-        async with world.daemon(discovery_interval="1s"):
-            await world.vt.run_for(OFFSET)
-            session_id = await world.start_session("etl-a")
-            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
-            submitted = world.now
-            world.emulator.backend.add_error("AccessDeniedException", operation="GetCalculationExecutionStatus",
-                                             calculation_id=calculation_id)
+        # Started 100 ms before the daemon, so listed by its first sweep, before its crossing: its looks follow the
+        # crossing's timer and the backoff, not the sweeps, which run every 5 s (20 s of sweeps: 302 -> 24 requests).
+        async with world.daemon(discovery_interval="5s"):
             await world.vt.run_until(submitted + ms(20))
             looks = times(world.calls("GetCalculationExecutionStatus", status=400,
                                       CalculationExecutionId=calculation_id))
@@ -247,7 +252,7 @@ async def test_a_calculation_without_submission_time_is_reported_once_and_its_se
     policies = [{"name": "both", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1500ms"},
                  "session": {"max_age": "3s"}}]
     with no_crash() as logs:
-        async with world.daemon(policies=policies):
+        async with world.daemon(policies=policies, discovery_interval=SWEEPS):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl-a")
             started = world.now
@@ -255,7 +260,7 @@ async def test_a_calculation_without_submission_time_is_reported_once_and_its_se
             for operation in ("ListCalculationExecutions", "GetCalculationExecutionStatus", "GetCalculationExecution"):
                 world.emulator.backend.remove_fields(operation, ["Status.SubmissionDateTime"],
                                                      calculation_id=calculation_id)
-            await world.vt.run_until(started + ms(5))  # twenty sweeps
+            await world.vt.run_until(started + ms(5))  # five sweeps
             assert times(world.calls("TerminateSession", SessionId=session_id)) == [started + ms(3) + MARGIN]
             assert not world.calls("StopCalculationExecution")
             assert world.metric("athena_supervisor_unjudgeable_targets_total", kind="calculation",
@@ -270,7 +275,7 @@ async def test_a_calculation_listed_without_its_id_is_skipped_and_counted_withou
 ) -> None:
     world = virtual_world
     with no_crash() as logs:
-        async with world.daemon():
+        async with world.daemon(discovery_interval=SWEEPS):
             await world.vt.run_for(OFFSET)
             nameless_session = await world.start_session("etl-a")
             nameless = await world.start_calculation(nameless_session, "# sim: runtime=60s")
@@ -284,7 +289,7 @@ async def test_a_calculation_listed_without_its_id_is_skipped_and_counted_withou
             assert times(world.calls("StopCalculationExecution")) == [submitted + ms(1.5) + MARGIN]
             assert world.calls("StopCalculationExecution")[0].request["CalculationExecutionId"] == calculation_id
             listings = since(world.calls("ListCalculationExecutions", SessionId=nameless_session), removed)
-            assert len(listings) == 20
+            assert len(listings) == 5  # T0 + 1 s … T0 + 5 s
             assert world.metric("athena_supervisor_malformed_items_total",
                                 operation="ListCalculationExecutions") == len(listings)
             assert not events(logs, "check.failed")
@@ -300,13 +305,13 @@ async def test_a_calculation_listed_in_an_unknown_state_is_counted_once_and_neve
 ) -> None:
     world = virtual_world
     with no_crash() as logs:
-        async with world.daemon():
+        async with world.daemon(discovery_interval=SWEEPS):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl-a")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
             submitted = world.now
             override = world.emulator.backend.override_state("HIBERNATING", calculation_id=calculation_id)
-            await world.vt.run_until(submitted + ms(5))  # twenty sweeps, its max_runtime long crossed
+            await world.vt.run_until(submitted + ms(5))  # five sweeps, its max_runtime long crossed
             assert world.metric("athena_supervisor_unknown_states_total", kind="calculation") == 1
             assert len(events(logs, "calculation.unknown_state")) == 1
             assert not world.calls("StopCalculationExecution")
@@ -315,7 +320,7 @@ async def test_a_calculation_listed_in_an_unknown_state_is_counted_once_and_neve
             world.emulator.backend.clear_state_overrides(override["id"])
             await world.vt.run_for(1)
             assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
-                START + 21 * SWEEP]  # the first sweep after T + 5 s
+                START + 6 * SWEEP]  # the first sweep after T + 5 s
             assert world.metric("athena_supervisor_unknown_states_total", kind="calculation") == 1
 
 
@@ -326,12 +331,12 @@ async def test_a_target_whose_unknown_state_clears_is_judged_at_the_next_sweep_n
     the listing shows a known state again the target moved on, and the pause no longer holds."""
     world = virtual_world
     with no_crash():
-        async with world.daemon():
+        async with world.daemon(discovery_interval=SWEEPS):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl-a")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
             submitted = world.now
-            await world.vt.run_for(ms(0.5))  # listed RUNNING: its crossing is a known deadline
+            await world.vt.run_for(SWEEP)  # listed RUNNING at T0 + 1 s: its crossing is a known deadline
             override = world.emulator.backend.override_state("HIBERNATING", calculation_id=calculation_id)
             await world.vt.run_until(submitted + ms(4))
             looks = world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)
@@ -349,15 +354,17 @@ async def test_a_calculation_whose_fresh_look_shows_no_known_state_is_counted_on
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    session_id = await world.start_session("etl-a")
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
+    submitted = world.now
+    # Listed RUNNING (a crossing to act on), but its fresh look answers without a state it could judge.
+    world.emulator.backend.remove_fields("GetCalculationExecutionStatus", ["Status.State"],
+                                         calculation_id=calculation_id)
+    await world.vt.run_for(OFFSET)
     with no_crash() as logs:
-        async with world.daemon(discovery_interval="1s"):
-            await world.vt.run_for(OFFSET)
-            session_id = await world.start_session("etl-a")
-            calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
-            submitted = world.now
-            # Listed RUNNING (a crossing to act on), but its fresh look answers without a state it could judge.
-            world.emulator.backend.remove_fields("GetCalculationExecutionStatus", ["Status.State"],
-                                                 calculation_id=calculation_id)
+        # Started 100 ms before the daemon, so listed by its first sweep, before its crossing: sweeps every 5 s (not
+        # every second) over the 91 s, each of which must not look at it again (235 -> 56 requests).
+        async with world.daemon(discovery_interval="5s"):
             checked = submitted + ms(1.5) + MARGIN
             await world.vt.run_until(submitted + ms(30))
             assert times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id)) == [
@@ -409,16 +416,18 @@ async def test_a_calculation_queued_on_a_session_that_stays_created_meets_its_ma
 ) -> None:
     world = virtual_world
     policies = [{"name": "queue", "workgroups": ["etl-*"], "calculation": {"max_queued": "2s"}}]
+    # CREATED for ever: StartCalculationExecution is accepted, the calculation waits QUEUED.
+    session_id = await world.start_session("etl-a", "# sim: start=0s created_for=forever")
+    calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
+    submitted = world.now
+    await world.vt.run_for(OFFSET)
     with no_crash():
-        async with world.daemon(policies=policies):
-            await world.vt.run_for(OFFSET)
-            # CREATED for ever: StartCalculationExecution is accepted, the calculation waits QUEUED.
-            session_id = await world.start_session("etl-a", "# sim: start=0s created_for=forever")
-            calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s")
-            submitted = world.now
+        # The daemon starts 100 ms later: its first sweep lists the rare states too, so sweeps may be rare (every
+        # 5 s; the fifth, which lists the rare states again, is 25 s away).
+        async with world.daemon(policies=policies, discovery_interval="5s"):
             await world.vt.run_until(submitted + ms(4))
             assert await world.session_state(session_id) == "CREATED"
-            # Listed with the rare states at T0 + 1.25 s, it is then judged on its deadline.
+            # Listed with the rare states by the first sweep, at T0 + 100 ms, it is then judged on its deadline.
             assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
                 submitted + ms(2) + MARGIN]
             assert await world.calculation_state(calculation_id) == "CANCELED"

@@ -56,8 +56,9 @@ async def test_the_documented_config_learns_the_account_from_sts_and_enforces(
         config["aws"]["endpoint_url"] = world.emulator.endpoint_url
         config["journal"]["path"] = str(world.journal_path)
         assert "http" not in config
-        # Only so that the test does not take the default port (9464) on a machine others share.
-        async with world.daemon(config, http={"port": 0}, discovery_interval=SWEEPS):
+        # Only so that the test does not take the default port (9464) on a machine others share. Sweeps every 5 s:
+        # the sweep at 5 s lists the calculation long before its crossing (30 s), whose Stop follows from its timer.
+        async with world.daemon(config, http={"port": 0}, discovery_interval="5s"):
             await world.vt.run_for(OFFSET)
             session_id = await world.start_session("etl")
             calculation_id = await world.start_calculation(session_id, "# sim: runtime=5m")

@@ -204,7 +204,7 @@ async def test_every_shard_takes_its_view_of_the_reloaded_file(virtual_world: Vi
         async with world.daemon(config_path=path) as service:
             await world.vt.run_for(OFFSET)
             runaways = {shard: await member[shard].runaway("etl-a") for shard in fleet.SHARDS}
-            await world.vt.run_for(5)
+            await world.vt.run_for(3)  # listed at 1 s; 3 s old at the reload, past the strict file's 2 s
             write_config(path, fleet.accounts_config(world, policies=strict, http=LIFECYCLE))
             reloaded_at = world.now
             assert (await post(f"{service.http_url}/-/reload"))[0] == 200

@@ -172,8 +172,10 @@ async def test_session_cost_limits_and_budgets_work_for_spark_connect_sessions(v
     world = virtual_world
     await create_connect_workgroup(world, "etl-connect")
     await create_connect_workgroup(world, "etl-connect-b")
-    # 1 coordinator DPU + a 20-DPU job from StartSession: 21 DPU-ms per ms. $0.02 is 205,714 DPU-ms: 9.796 s in.
-    policies = [{"name": "connect-cost", "workgroups": ["etl-connect"], "session": {"max_cost_usd": 0.02}}]
+    # 1 coordinator DPU + a 20-DPU job from StartSession: 21 DPU-ms per ms. $0.005 is 51,429 DPU-ms: 2.449 s in,
+    # after four passes have listed the session (a limit crossed seconds in, not ten: the passes every 500 ms the
+    # budget needs are ~20 requests a second).
+    policies = [{"name": "connect-cost", "workgroups": ["etl-connect"], "session": {"max_cost_usd": 0.005}}]
     # The budget counts the other workgroup's session from the accounting pass that first lists it (at 500 ms, a
     # pass each discovery_interval): 0.001 USD (10,286 DPU-ms) is first seen by the next pass, 500 ms after that
     # start (10,500 DPU-ms), 900 ms after the session started, which terminates it at once. Passes every 500 ms,
@@ -185,9 +187,9 @@ async def test_session_cost_limits_and_budgets_work_for_spark_connect_sessions(v
         costly = await start_connect_session(world, "etl-connect", "# sim: start=0s busy=forever dpus=20")
         started = world.now
         budgeted = await start_connect_session(world, "etl-connect-b", "# sim: start=0s busy=forever dpus=20")
-        await world.vt.run_for(15)
+        await world.vt.run_for(5)  # five passes after the crossing
         (terminated,) = times(world.calls("TerminateSession", SessionId=costly))
-        crossing = started + ms(205_714.3 / 21 / 1000)
+        crossing = started + ms(51_428.6 / 21 / 1000)
         assert crossing <= terminated <= crossing + ms(1)  # interpolated from the accrual rate
         assert world.metric("athena_supervisor_violations_total", policy="connect-cost", rule="max_cost_usd") == 1
         (budget_terminated,) = times(world.calls("TerminateSession", SessionId=budgeted))

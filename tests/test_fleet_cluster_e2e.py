@@ -20,6 +20,7 @@ import anyio.abc
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from supervisor.activities.checks import WATCH_SAVE_INTERVAL
 from supervisor.config import parse_settings
 from supervisor.core.fleet import Lease, Shard, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
@@ -293,24 +294,29 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    # Sweeps every 10 s: the runaway is listed (at 9.1 s, the shard's slot) before a's watch list is saved, in the
+    # shard's slot of every 30 s: at 15.4 s. The limit only has to outlast that and b's start.
+    config = {"discovery_interval": "10s",
+              "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "20s"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        # Sweeps every 10 s: the runaway is listed long before a's watch list is saved, at 30 s.
-        await replicas.start("a", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                                                      "calculation": {"max_runtime": "40s"}}])
+        await replicas.start("a", **config)
         await world.vt.run_for(ms(1))
         shard = SHARDS[0]
         _, calculation_id = await runaway(athena[shard])
         submitted = world.now
-        await world.vt.run_for(ms(35))  # a's watch list is saved (every 30 s)
+        saved_at = next_slot(world.now, WATCH_SAVE_INTERVAL, f"watch {Shard(*shard)}")
+        assert next_slot(world.now, timedelta(seconds=10), "/".join(shard)) < saved_at < submitted + ms(15)
+        await world.vt.run_until(saved_at + ms(0.1))  # a's watch list is saved (its periodic save, not a test's)
+        saved = await replicas.services["a"].storage.for_shard(Shard(*shard)).watch()
+        assert [entry.target.target_id for entry in saved] == [calculation_id]
         # From now on, listing sessions fails in this account-region: a new owner's sweeps find nothing there.
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
-        await replicas.start("b", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                                                      "calculation": {"max_runtime": "40s"}}])
-        await world.vt.run_until(submitted + ms(41))
+        await replicas.start("b", **config)
+        await world.vt.run_until(submitted + ms(21))
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-        assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
+        assert submitted + ms(20) <= stop.time <= submitted + ms(20) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
 
 

@@ -194,6 +194,13 @@ async def runaway(athena: Any, on_stop: str = "honour") -> tuple[str, str]:
     return str(session["SessionId"]), str(response["CalculationExecutionId"])
 
 
+def split_between_a_and_b(replicas: Fleet) -> bool:
+    """Each shard has one owner, two shards are a's and two b's."""
+    owners = replicas.owners()
+    return all(len(names) == 1 for names in owners.values()) and sorted(
+        names[0] for names in owners.values()) == ["a", "a", "b", "b"]
+
+
 def calls_in(world: VirtualWorld, operation: str, shard: tuple[str, str], **request: str) -> list[Any]:
     return [call for call in world.calls(operation, **request) if (call.account, call.region) == shard]
 
@@ -204,13 +211,7 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
         athena = await members(world, stack)
         await replicas.start("a")
         await replicas.start("b")
-
-        def split() -> bool:
-            owners = replicas.owners()
-            return all(len(names) == 1 for names in owners.values()) and sorted(
-                names[0] for names in owners.values()) == ["a", "a", "b", "b"]
-
-        await world.vt.run_until_true(split, limit=LEASE)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         # Stable from now on: nothing moves while both live (ten rounds each), runaways acted on meanwhile.
         changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
@@ -261,11 +262,13 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
+    escalation = {"stop_grace": "12s", "terminate_grace": "5s"}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        await replicas.start("a")
-        await replicas.start("b")
-        await world.vt.run_for(LEASE)
+        await replicas.start("a", escalation=escalation)
+        await replicas.start("b", escalation=escalation)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
         session_id, _ = await runaway(athena[shard], on_stop="ignore")
         submitted = world.now
@@ -283,13 +286,13 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
             assert answer.status == 503
             assert "the lease store cannot be reached (NetworkError)" in await answer.text()
-        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (20 s),
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (12 s),
         # without a second Stop.
-        await world.vt.run_until(stopped_at + ms(21))
+        await world.vt.run_until(stopped_at + ms(13))
         assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
         terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
         assert len(terminates) == 1
-        assert stopped_at + ms(20) <= terminates[0].time <= stopped_at + ms(20) + ms(1.1)
+        assert stopped_at + ms(12) <= terminates[0].time <= stopped_at + ms(12) + ms(1.1)
         assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
         assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1

@@ -42,6 +42,7 @@ SHARDS = tuple((account, region) for account in ACCOUNTS for region in REGIONS)
 LEASE = timedelta(seconds=6)
 # For the scenarios about leases alone (nothing to find): a sweep at each shard's start, none after.
 NO_SWEEPS = {"discovery_interval": "1h"}
+RUNAWAY_LIMIT = ms(6)  # the max_runtime of replica_config's policy
 
 
 def role(account: str) -> str:
@@ -55,15 +56,17 @@ def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str,
         "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
                      for account in ACCOUNTS],
         "workgroups": ["etl-*"],
-        # Sweeps every 2.5 s: a runaway here runs 3 s or more, so the first sweep after it started lists it before
-        # its crossing and the scenarios act at the look scheduled there. Each sweep of a shard is five listings.
-        "discovery_interval": "2500ms",
+        # Sweeps every 5 s: a runaway here runs 6 s or more (RUNAWAY_LIMIT), so the first sweep after it started lists
+        # it before its crossing and the scenarios act at the look scheduled there. Each sweep of a shard is five
+        # listings: sweeps are most of the emulator's requests, and the limit need not be shorter.
+        "discovery_interval": "5s",
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb},
         "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
         "http": {"host": "127.0.0.1", "port": 0},
         "escalation": {"stop_grace": "20s", "terminate_grace": "5s"},
         "safety": {"max_actions_per_minute": 100, "circuit_breaker_fraction": 1.0},
-        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "3s"}}],
+        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"],
+                      "calculation": {"max_runtime": f"{RUNAWAY_LIMIT.total_seconds():g}s"}}],
     }
     config.update(overrides)
     return config
@@ -218,12 +221,12 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
         stable_from = world.now
         submitted = world.now
         calculations = {shard: (await runaway(client))[1] for shard, client in athena.items()}
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         for shard, calculation_id in calculations.items():
             stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
             # At the crossing: found by the look scheduled just after it, or by a sweep that fell on it.
             [stop] = stops
-            assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN, shard
+            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
             owner = owners[shard][0]
             assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
                                    action="stop", outcome="sent") == 1
@@ -272,10 +275,10 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
         session_id, _ = await runaway(athena[shard], on_stop="ignore")
         submitted = world.now
-        await world.vt.run_until(submitted + ms(3.5))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
         [stop] = calls_in(world, "StopCalculationExecution", shard)
         stopped_at = stop.time
-        assert submitted + ms(3) <= stopped_at <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stopped_at <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
         # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
         # expire, and b takes the shard once the lease has expired.
         cut_at = world.now
@@ -348,9 +351,9 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
         assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
         _, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
 
 
 def to_ms(instant: datetime) -> datetime:
@@ -535,9 +538,9 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
         _, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
 
 
 def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:

@@ -565,7 +565,13 @@ async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once
         await world.vt.run_for(ms(1))
         await replicas.start(first, **NO_SWEEPS)
         await replicas.start(second, **NO_SWEEPS)
-        await world.vt.run_for(LEASE * 2)
+
+        def settled() -> bool:  # a0 holds its two shards, the survivors one each
+            owners = replicas.owners()
+            return all(len(names) == 1 for names in owners.values()) and sorted(
+                f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == sorted(held)
+
+        await world.vt.run_until_true(settled, limit=LEASE * 2)
         owners = replicas.owners()
         assert sorted(f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == \
             sorted(held), owners
@@ -599,7 +605,7 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
         policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
         await replicas.start("a", discovery=discovery, policies=policies)
         await replicas.start("b", discovery=discovery, policies=policies)
-        await world.vt.run_for(LEASE)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"], owners
         submitted = world.now

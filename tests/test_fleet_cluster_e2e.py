@@ -467,8 +467,7 @@ async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
         await replicas.start("a", storage=storage, **NO_SWEEPS)
-        await world.vt.run_for(LEASE)
-        assert all(names == ["a"] for names in replicas.owners().values())
+        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
         # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
         # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
         # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired.
@@ -526,7 +525,7 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", storage=storage)
-        await world.vt.run_for(LEASE)
+        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
         # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
         # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
         slow[0].armed = True

@@ -7,6 +7,7 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import anyio
 import anyio.abc
+from aiobotocore.session import AioSession
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -24,6 +26,7 @@ from supervisor.activities.checks import WATCH_SAVE_INTERVAL
 from supervisor.config import parse_settings
 from supervisor.core.fleet import Lease, Shard, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
+from supervisor.gateway import new_session
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
 from supervisor.storage import Storage
@@ -47,6 +50,13 @@ RUNAWAY_LIMIT = ms(6)  # the max_runtime of replica_config's policy
 
 def role(account: str) -> str:
     return f"arn:aws:iam::{account}:role/athena-supervisor"
+
+
+@functools.cache
+def storage_session() -> AioSession:
+    """One aiobotocore session for the DynamoDB gateways the tests build themselves (the table's, a replica's own
+    storage): each new session registers botocore's handlers again (~16 ms of CPU)."""
+    return new_session()
 
 
 def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str, **overrides: Any) -> dict[str, Any]:
@@ -103,8 +113,8 @@ class Fleet:
             try:
                 own = None
                 if storage is not None:
-                    gateway = await self.stack.enter_async_context(
-                        build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                    gateway = await self.stack.enter_async_context(build_storage_gateway(
+                        settings, Metrics(CollectorRegistry()), clock=self.world.clock, session=storage_session()))
                     own = storage(journal_table(settings, gateway))
                 async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
                                            storage=own) as service:
@@ -159,7 +169,8 @@ async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
         made = anyio.Event()
 
         async def make_table() -> None:
-            async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock) as gateway:
+            async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock,
+                                             session=storage_session()) as gateway:
                 await ensure_table(journal_table(settings, gateway), world.clock)
             made.set()
 

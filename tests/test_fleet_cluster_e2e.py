@@ -7,6 +7,7 @@ DynamoDB while the others are not. Judged from the emulator's audit log and each
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,12 +18,15 @@ from typing import Any
 import aiohttp
 import anyio
 import anyio.abc
+from aiobotocore.session import AioSession
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from supervisor.activities.checks import WATCH_SAVE_INTERVAL
 from supervisor.config import parse_settings
 from supervisor.core.fleet import Lease, Shard, next_slot, preference
 from supervisor.core.scheduling import CROSSING_MARGIN
+from supervisor.gateway import new_session
 from supervisor.metrics import Metrics, sum_samples
 from supervisor.service import RunningService, running_service
 from supervisor.storage import Storage
@@ -41,10 +45,18 @@ SHARDS = tuple((account, region) for account in ACCOUNTS for region in REGIONS)
 LEASE = timedelta(seconds=6)
 # For the scenarios about leases alone (nothing to find): a sweep at each shard's start, none after.
 NO_SWEEPS = {"discovery_interval": "1h"}
+RUNAWAY_LIMIT = ms(6)  # the max_runtime of replica_config's policy
 
 
 def role(account: str) -> str:
     return f"arn:aws:iam::{account}:role/athena-supervisor"
+
+
+@functools.cache
+def storage_session() -> AioSession:
+    """One aiobotocore session for the DynamoDB gateways the tests build themselves (the table's, a replica's own
+    storage): each new session registers botocore's handlers again (~16 ms of CPU)."""
+    return new_session()
 
 
 def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str, **overrides: Any) -> dict[str, Any]:
@@ -54,15 +66,17 @@ def replica_config(world: VirtualWorld, dynamodb: str, replica: str, table: str,
         "accounts": [{"account_id": account, "role_arn": role(account), "regions": list(REGIONS)}
                      for account in ACCOUNTS],
         "workgroups": ["etl-*"],
-        # Sweeps every 2.5 s: a runaway here runs 3 s or more, so the first sweep after it started lists it before
-        # its crossing and the scenarios act at the look scheduled there. Each sweep of a shard is five listings.
-        "discovery_interval": "2500ms",
+        # Sweeps every 5 s: a runaway here runs 6 s or more (RUNAWAY_LIMIT), so the first sweep after it started lists
+        # it before its crossing and the scenarios act at the look scheduled there. Each sweep of a shard is five
+        # listings: sweeps are most of the emulator's requests, and the limit need not be shorter.
+        "discovery_interval": "5s",
         "journal": {"backend": "dynamodb", "table": table, "region": "us-east-1", "endpoint_url": dynamodb},
         "cluster": {"lease_duration": "6s", "max_clock_skew": "1s", "replica_id": replica},
         "http": {"host": "127.0.0.1", "port": 0},
         "escalation": {"stop_grace": "20s", "terminate_grace": "5s"},
         "safety": {"max_actions_per_minute": 100, "circuit_breaker_fraction": 1.0},
-        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "3s"}}],
+        "policies": [{"name": "etl-limits", "workgroups": ["etl-*"],
+                      "calculation": {"max_runtime": f"{RUNAWAY_LIMIT.total_seconds():g}s"}}],
     }
     config.update(overrides)
     return config
@@ -99,8 +113,8 @@ class Fleet:
             try:
                 own = None
                 if storage is not None:
-                    gateway = await self.stack.enter_async_context(
-                        build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=self.world.clock))
+                    gateway = await self.stack.enter_async_context(build_storage_gateway(
+                        settings, Metrics(CollectorRegistry()), clock=self.world.clock, session=storage_session()))
                     own = storage(journal_table(settings, gateway))
                 async with running_service(settings, clock=self.world.clock, registry=CollectorRegistry(),
                                            storage=own) as service:
@@ -155,7 +169,8 @@ async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
         made = anyio.Event()
 
         async def make_table() -> None:
-            async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock) as gateway:
+            async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=world.clock,
+                                             session=storage_session()) as gateway:
                 await ensure_table(journal_table(settings, gateway), world.clock)
             made.set()
 
@@ -193,6 +208,13 @@ async def runaway(athena: Any, on_stop: str = "honour") -> tuple[str, str]:
     return str(session["SessionId"]), str(response["CalculationExecutionId"])
 
 
+def split_between_a_and_b(replicas: Fleet) -> bool:
+    """Each shard has one owner, two shards are a's and two b's."""
+    owners = replicas.owners()
+    return all(len(names) == 1 for names in owners.values()) and sorted(
+        names[0] for names in owners.values()) == ["a", "a", "b", "b"]
+
+
 def calls_in(world: VirtualWorld, operation: str, shard: tuple[str, str], **request: str) -> list[Any]:
     return [call for call in world.calls(operation, **request) if (call.account, call.region) == shard]
 
@@ -203,24 +225,23 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
         athena = await members(world, stack)
         await replicas.start("a")
         await replicas.start("b")
-        await world.vt.run_for(LEASE)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
-        assert all(len(names) == 1 for names in owners.values()), owners
-        assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"]
+        # Stable from now on: nothing moves while both live (ten rounds each), runaways acted on meanwhile.
+        changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
+        stable_from = world.now
         submitted = world.now
         calculations = {shard: (await runaway(client))[1] for shard, client in athena.items()}
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         for shard, calculation_id in calculations.items():
             stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
             # At the crossing: found by the look scheduled just after it, or by a sweep that fell on it.
             [stop] = stops
-            assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN, shard
+            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
             owner = owners[shard][0]
             assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
                                    action="stop", outcome="sent") == 1
-        # Stable: nothing moves while both live (ten rounds each).
-        changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
-        await world.vt.run_for(20)
+        await world.vt.run_until(stable_from + ms(20))
         assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
         assert replicas.owners() == owners
 
@@ -255,18 +276,20 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
+    escalation = {"stop_grace": "12s", "terminate_grace": "5s"}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        await replicas.start("a")
-        await replicas.start("b")
-        await world.vt.run_for(LEASE)
+        await replicas.start("a", escalation=escalation)
+        await replicas.start("b", escalation=escalation)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
         session_id, _ = await runaway(athena[shard], on_stop="ignore")
         submitted = world.now
-        await world.vt.run_until(submitted + ms(3.5))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
         [stop] = calls_in(world, "StopCalculationExecution", shard)
         stopped_at = stop.time
-        assert submitted + ms(3) <= stopped_at <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stopped_at <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
         # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
         # expire, and b takes the shard once the lease has expired.
         cut_at = world.now
@@ -277,13 +300,13 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
             assert answer.status == 503
             assert "the lease store cannot be reached (NetworkError)" in await answer.text()
-        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (20 s),
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (12 s),
         # without a second Stop.
-        await world.vt.run_until(stopped_at + ms(21))
+        await world.vt.run_until(stopped_at + ms(13))
         assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
         terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
         assert len(terminates) == 1
-        assert stopped_at + ms(20) <= terminates[0].time <= stopped_at + ms(20) + ms(1.1)
+        assert stopped_at + ms(12) <= terminates[0].time <= stopped_at + ms(12) + ms(1.1)
         assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
         assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
@@ -293,24 +316,29 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
+    # Sweeps every 10 s: the runaway is listed (at 9.1 s, the shard's slot) before a's watch list is saved, in the
+    # shard's slot of every 30 s: at 15.4 s. The limit only has to outlast that and b's start.
+    config = {"discovery_interval": "10s",
+              "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "20s"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        # Sweeps every 10 s: the runaway is listed long before a's watch list is saved, at 30 s.
-        await replicas.start("a", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                                                      "calculation": {"max_runtime": "40s"}}])
+        await replicas.start("a", **config)
         await world.vt.run_for(ms(1))
         shard = SHARDS[0]
         _, calculation_id = await runaway(athena[shard])
         submitted = world.now
-        await world.vt.run_for(ms(35))  # a's watch list is saved (every 30 s)
+        saved_at = next_slot(world.now, WATCH_SAVE_INTERVAL, f"watch {Shard(*shard)}")
+        assert next_slot(world.now, timedelta(seconds=10), "/".join(shard)) < saved_at < submitted + ms(15)
+        await world.vt.run_until(saved_at + ms(0.1))  # a's watch list is saved (its periodic save, not a test's)
+        saved = await replicas.services["a"].storage.for_shard(Shard(*shard)).watch()
+        assert [entry.target.target_id for entry in saved] == [calculation_id]
         # From now on, listing sessions fails in this account-region: a new owner's sweeps find nothing there.
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
-        await replicas.start("b", discovery_interval="10s", policies=[{"name": "etl-limits", "workgroups": ["etl-*"],
-                                                                      "calculation": {"max_runtime": "40s"}}])
-        await world.vt.run_until(submitted + ms(41))
+        await replicas.start("b", **config)
+        await world.vt.run_until(submitted + ms(21))
         [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-        assert submitted + ms(40) <= stop.time <= submitted + ms(40) + CROSSING_MARGIN
+        assert submitted + ms(20) <= stop.time <= submitted + ms(20) + CROSSING_MARGIN
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
 
 
@@ -334,9 +362,9 @@ async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_host
         assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
         _, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
 
 
 def to_ms(instant: datetime) -> datetime:
@@ -354,8 +382,11 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
 ) -> None:
     world = virtual_world
     interval = timedelta(seconds=5)
+    # The runaway's limit outlasts b's takeover (an interval after it started) by more than an interval: b's first
+    # sweep of its shard, in the shard's slot, comes before the crossing.
+    limit = ms(12)
     slow = {"discovery_interval": "5s",
-            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "20s"}}]}
+            "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "12s"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         started = world.now
@@ -378,12 +409,14 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         taken = world.now
         await world.vt.run_until_true(lambda: all(names == ["b"] for names in replicas.owners().values()),
                                       limit=LEASE)
-        await world.vt.run_until(max(taken + interval, submitted + ms(21)))
-        # The shard that resumed a target waits for its slot; the others, which know nothing, sweep at once.
+        await world.vt.run_until(max(taken + interval, submitted + limit + ms(1)))
+        # The shard that resumed a target waits for its slot (before the crossing); the others, which know nothing,
+        # sweep at once.
+        assert next_slot(taken, interval, "/".join(SHARDS[0])) < submitted + limit
         assert sweeps_of(world, SHARDS[0], taken)[0] == to_ms(next_slot(taken, interval, "/".join(SHARDS[0])))
         assert all(sweeps_of(world, shard, taken)[0] < taken + LEASE for shard in SHARDS[1:])
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(20) <= stop.time <= submitted + ms(20) + CROSSING_MARGIN
+        assert submitted + limit <= stop.time <= submitted + limit + CROSSING_MARGIN
         assert session_id
 
 
@@ -450,8 +483,7 @@ async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
         await replicas.start("a", storage=storage, **NO_SWEEPS)
-        await world.vt.run_for(LEASE)
-        assert all(names == ["a"] for names in replicas.owners().values())
+        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
         # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
         # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
         # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired.
@@ -509,7 +541,7 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", storage=storage)
-        await world.vt.run_for(LEASE)
+        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
         # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
         # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
         slow[0].armed = True
@@ -521,9 +553,9 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
         _, calculation_id = await runaway(athena[SHARDS[0]])
         submitted = world.now
-        await world.vt.run_until(submitted + ms(4))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + ms(3) <= stop.time <= submitted + ms(3) + CROSSING_MARGIN
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
 
 
 def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:
@@ -548,7 +580,13 @@ async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once
         await world.vt.run_for(ms(1))
         await replicas.start(first, **NO_SWEEPS)
         await replicas.start(second, **NO_SWEEPS)
-        await world.vt.run_for(LEASE * 2)
+
+        def settled() -> bool:  # a0 holds its two shards, the survivors one each
+            owners = replicas.owners()
+            return all(len(names) == 1 for names in owners.values()) and sorted(
+                f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == sorted(held)
+
+        await world.vt.run_until_true(settled, limit=LEASE * 2)
         owners = replicas.owners()
         assert sorted(f"{account}/{region}" for (account, region), names in owners.items() if names == ["a0"]) == \
             sorted(held), owners
@@ -582,7 +620,7 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
         policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
         await replicas.start("a", discovery=discovery, policies=policies)
         await replicas.start("b", discovery=discovery, policies=policies)
-        await world.vt.run_for(LEASE)
+        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"], owners
         submitted = world.now

@@ -27,8 +27,7 @@ neither about what it answers:
   cost.
 - **Leases first, bulk work last.** Of the requests waiting for their turn, those on the lease and heartbeat
   items go first, and transactions of more than :data:`BULK_ITEMS` items (watch-list saves) and Queries of a
-  whole watch list (a new owner reading ~1,000 targets: 1.5 s in moto) last; a new owner's read of the targets
-  due within a minute is not bulk (see :class:`SerialMoto`).
+  watch list (a new owner reading ~1,000 targets: 1.5 s in moto) last (see :class:`SerialMoto`).
 - **Idempotent transactions.** A TransactWriteItems sent again with the same ``ClientRequestToken`` and items is
   answered as the first one was, as DynamoDB does (moto ignores the token).
 
@@ -124,35 +123,18 @@ class PriorityLock:
 
 BULK_ITEMS = 10  # a transaction of more items is a bulk write (a watch-list save), served after the others waiting
 WATCH_SUFFIX = "#WATCH"  # a shard's watch list (supervisor/storage/dynamodb_layout.py): a Query of it is a bulk read
-# ... unless it is bounded above (supervisor/storage/dynamodb_watch.py): a new owner's first read of the targets due
-# within a minute, a few items on the way to its first action, not the whole list.
-DUE_BEFORE = ":before"
 LEASE_PARTITIONS = frozenset({"LEASE", "REPLICA"})  # supervisor/storage/dynamodb_layout.py: leases, heartbeats
 
 
-def _partition(body: bytes) -> tuple[str | None, bool]:
-    """The partition key a single-item request or a Query names (None for batches and transactions), and whether
-    the Query is bounded above (``sk < :before``: the targets due soon, not a whole list)."""
+def _partition(body: bytes) -> str | None:
+    """The partition key a single-item request or a Query names (None for batches and transactions)."""
     with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         request = json.loads(body)
         for found in (request.get("Key"), request.get("Item")):
             if found:
-                return str(found["pk"]["S"]), False
-        values = request["ExpressionAttributeValues"]
-        return str(values[":pk"]["S"]), DUE_BEFORE in values
-    return None, False
-
-
-def classify(operation: str, body: bytes) -> tuple[int, str | None, tuple[str | None, int, list[str]]]:
-    """A request's turn (0: leases and heartbeats, 1: the rest, 2: bulk work; see :class:`SerialMoto`), its
-    partition (single-item requests and Queries) and, for a TransactWriteItems, its token, item count and
-    partitions."""
-    partition, due_soon = _partition(body) if operation in ("GetItem", "PutItem", "UpdateItem", "Query") \
-        else (None, False)
-    transaction = _transaction(body) if operation == "TransactWriteItems" else (None, 0, [])
-    bulk = transaction[1] > BULK_ITEMS or (operation == "Query" and str(partition).endswith(WATCH_SUFFIX)
-                                           and not due_soon)
-    return (0 if partition in LEASE_PARTITIONS else 2 if bulk else 1), partition, transaction
+                return str(found["pk"]["S"])
+        return str(request["ExpressionAttributeValues"][":pk"]["S"])
+    return None
 
 
 class SerialMoto:
@@ -165,9 +147,7 @@ class SerialMoto:
     transactions of more than :data:`BULK_ITEMS` items (a watch-list save of up to 99 targets, which takes moto
     0.5-1.3 s where DynamoDB takes tens of milliseconds, side by side with everything else) go after everything
     waiting: a claim or an intent (a transaction of two or three items) no longer waits a second behind one. So do
-    Queries of a whole watch list (a new owner's read of a shard's targets, ~1.5 ms per item in moto), but not a new
-    owner's first read, of the targets due within a minute: that one is on the way to its first action (as a bulk
-    read, it waited 1.3-1.4 s behind the survivor's other work in a takeover, most of the new owner's start).
+    Queries of a watch list (a new owner's read of a shard's targets, ~1.5 ms per item in moto).
     """
 
     def __init__(self, slow_log: float | None = None) -> None:
@@ -189,7 +169,10 @@ class SerialMoto:
         arrived = time.perf_counter()
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
-        priority, partition, (token, items, partitions) = classify(operation, body)
+        partition = _partition(body) if operation in ("GetItem", "PutItem", "UpdateItem", "Query") else None
+        token, items, partitions = _transaction(body) if operation == "TransactWriteItems" else (None, 0, [])
+        bulk = items > BULK_ITEMS or (operation == "Query" and str(partition).endswith(WATCH_SUFFIX))
+        priority = 0 if partition in LEASE_PARTITIONS else 2 if bulk else 1
         with self._lock.held(priority):
             began = time.perf_counter()
             try:

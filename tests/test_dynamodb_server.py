@@ -101,22 +101,3 @@ def test_a_query_reads_its_partition_as_moto_does(dynamodb: Any) -> None:
     assert query(FilterExpression="n > :n", values={":n": {"N": str(ord("a"))}}) == ["b", "c"]
     assert dynamodb.query(TableName="t", KeyConditionExpression="pk = :pk",
                           ExpressionAttributeValues={":pk": {"S": "nothing"}})["Items"] == []
-
-
-def test_a_new_owners_read_of_its_due_targets_is_not_bulk_work_and_a_whole_watch_list_is() -> None:
-    from bench.dynamodb_server import classify  # imports moto: only where this test runs
-
-    def query(pk: str, **values: str) -> bytes:
-        return json.dumps({"TableName": "t", "KeyConditionExpression": "#pk = :pk",
-                           "ExpressionAttributeValues": {":pk": {"S": pk}} | {k: {"S": v} for k, v in values.items()}
-                           }).encode()
-
-    watch = "S#111111111111/us-east-1#WATCH"
-    assert classify("Query", query(watch, **{":before": "2026-11-27T12:01:00"}))[0] == 1  # due within a minute
-    assert classify("Query", query(watch, **{":from": "2026-11-27T12:01:00"}))[0] == 2    # the rest of the list
-    assert classify("Query", query(watch))[0] == 2                                         # the whole list
-    assert classify("Query", query("S#111111111111/us-east-1#ESC"))[0] == 1
-    assert classify("UpdateItem", json.dumps({"Key": {"pk": {"S": "LEASE"}, "sk": {"S": "x"}}}).encode())[0] == 0
-    writes = [{"Put": {"TableName": "t", "Item": {"pk": {"S": watch}, "sk": {"S": str(n)}}}} for n in range(12)]
-    assert classify("TransactWriteItems", json.dumps({"TransactItems": writes}).encode())[0] == 2
-    assert classify("TransactWriteItems", json.dumps({"TransactItems": writes[:3]}).encode())[0] == 1

@@ -38,7 +38,7 @@ import anyio.abc
 import structlog
 
 from supervisor.clock import Clock
-from supervisor.core.fleet import Lease, Shard, acting_deadline, free_shards, plan_leases
+from supervisor.core.fleet import Lease, Shard, acting_deadline, free_shards, heartbeat_expiry, plan_leases
 from supervisor.gateway import AwsCallError
 from supervisor.metrics import Metrics
 from supervisor.shard import ShardHost
@@ -150,9 +150,10 @@ class Cluster:
     # -- heartbeats and rounds ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> bool:
-        """Say this replica is alive for another lease duration; False if the store could not be told."""
+        """Say this replica is alive (:func:`~supervisor.core.fleet.heartbeat_expiry`); False if the store could not
+        be told."""
         try:
-            await self.store.heartbeat(self.replica, self.clock.now() + self.lease_duration)
+            await self.store.heartbeat(self.replica, heartbeat_expiry(self.clock.now(), self.lease_duration))
         except Exception as error:
             self._failed("heartbeat", error)
             return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from supervisor.core.fleet import Lease, acting_deadline, next_slot, plan_leases, quotas
+from supervisor.core.fleet import Lease, acting_deadline, heartbeat_expiry, next_slot, plan_leases, quotas
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SKEW = timedelta(seconds=1)
@@ -125,3 +125,19 @@ def test_periodic_work_falls_in_each_keys_own_slot_of_the_period() -> None:
         assert next_slot(slot, period, key) == slot + period
         assert next_slot(slot - timedelta(microseconds=1), period, key) == slot
         assert next_slot(NOW + timedelta(seconds=7), period, key) in (slot, slot + period)
+
+
+def test_a_dead_replicas_heartbeat_lapses_no_later_than_the_leases_it_renewed() -> None:
+    # Heartbeats and renewals each go every third of the lease, on loops whose phases differ by up to a third. For
+    # any death, whatever the phases, the last heartbeat says "live" no longer than the last renewal holds a lease:
+    # the survivors, whose quotas count live replicas, take the shards at the leases' expiry, not a round later.
+    period = DURATION / 3
+    for phase in range(0, 50):
+        for died_after in range(0, 50):
+            first_renewal = NOW + period * (phase / 50)
+            death = NOW + DURATION + period * (died_after / 50)
+            last_heartbeat = NOW + ((death - NOW) // period) * period
+            last_renewal = first_renewal + ((death - first_renewal) // period) * period
+            assert heartbeat_expiry(last_heartbeat, DURATION) <= last_renewal + DURATION, (phase, died_after)
+    # ... and it still outlives one lost heartbeat: the next one after it comes a third later, retried after 1 s.
+    assert heartbeat_expiry(NOW, DURATION) > NOW + period + timedelta(seconds=1)

@@ -86,6 +86,21 @@ def acting_deadline(renewal_sent_at: datetime, duration: timedelta, margin: time
     return renewal_sent_at + duration - margin
 
 
+def heartbeat_expiry(sent_at: datetime, duration: timedelta) -> datetime:
+    """Until when a heartbeat sent at ``sent_at`` says its replica is live: two thirds of ``duration``.
+
+    Heartbeats and lease renewals are each sent every third of ``duration``, on loops of their own whose phases
+    differ by up to a third (a lease taken in a round timed on another lease's expiry is renewed on that round's
+    phase). A dead replica's last heartbeat and last renewal both fall within a third of a duration before its
+    death, so a heartbeat good for two thirds lapses no later than the leases it outlived: the survivors' quotas
+    count it out by the time its shards are free. Good for a whole duration, it kept a dead replica "live" up to a
+    third after its leases expired, and the survivors, at their quotas, waited for a later round to take them (a
+    takeover of 16.6 s with 15 s leases in bench/fleet.py). It still survives one lost heartbeat (the next is
+    retried a second later).
+    """
+    return sent_at + duration * 2 / 3
+
+
 def quotas(shard_count: int, replicas: Sequence[str]) -> dict[str, int]:
     """How many shards each live replica should hold: an even spread, the first ``shard_count % n`` replicas
     (in sorted order) one more. Every replica computes the same answer from the same live set."""

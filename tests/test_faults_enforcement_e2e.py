@@ -167,6 +167,16 @@ async def test_a_restart_resends_a_call_that_never_reached_aws_once_after_the_in
             (call.intent_event, resent), (call.sent_event, resent), ("verify.done", resent + ms(1))]
 
 
+async def runaway_before_the_daemon(world: VirtualWorld, sim: str) -> tuple[str, str, datetime, datetime]:
+    """A calculation in etl-a (limit 1.5 s) started OFFSET before the daemon, so that its first sweep lists it
+    before its crossing: ``(session_id, calculation_id, submitted, crossing)``."""
+    session_id = await world.start_session("etl-a")
+    calculation_id = await world.start_calculation(session_id, sim)
+    submitted = world.now
+    await world.vt.run_for(OFFSET)
+    return session_id, calculation_id, submitted, submitted + ms(1.5) + MARGIN
+
+
 # -- 4. a destructive call that fails --------------------------------------------------------------------------
 
 
@@ -176,11 +186,7 @@ async def test_a_refused_stop_is_retried_from_one_second_doubling_independently_
     world = virtual_world
     escalation = {"stop_grace": "1s", "terminate_grace": "2m", "retry_backoff_max": "8s"}
     outage = world.emulator.backend.add_error("AccessDeniedException", operation="StopCalculationExecution")
-    session_id = await world.start_session("etl-a")
-    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
-    submitted = world.now
-    crossing = submitted + ms(1.5) + MARGIN
-    await world.vt.run_for(OFFSET)
+    _, calculation_id, submitted, crossing = await runaway_before_the_daemon(world, "# sim: runtime=600s")
     with capture_logs() as logs:
         async with world.daemon(escalation=escalation, discovery_interval=FEW_SWEEPS) as service:
             await world.vt.run_until(crossing + ms(0.5))
@@ -208,11 +214,7 @@ async def test_a_refused_stop_is_retried_from_one_second_doubling_independently_
 async def test_a_stop_answered_500_is_looked_at_before_it_is_sent_again(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     world.emulator.backend.add_error("InternalServerException", operation="StopCalculationExecution", count=1)
-    session_id = await world.start_session("etl-a")
-    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s")
-    submitted = world.now
-    crossing = submitted + ms(1.5) + MARGIN
-    await world.vt.run_for(OFFSET)
+    _, calculation_id, _, crossing = await runaway_before_the_daemon(world, "# sim: runtime=600s")
     async with world.daemon(aws=aws_with_short_timeouts(world), discovery_interval=FEW_SWEEPS) as service:
         await world.vt.run_until(crossing + ms(5))
         status, body = await readyz(service.http_url)
@@ -237,11 +239,8 @@ async def test_a_refused_terminate_backs_off_from_one_second_after_the_stop_was_
     world = virtual_world
     world.emulator.backend.add_error("AccessDeniedException", operation="StopCalculationExecution", count=3)
     world.emulator.backend.add_error("AccessDeniedException", operation="TerminateSession", count=1)
-    session_id = await world.start_session("etl-a")
-    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s on_stop=ignore")
-    submitted = world.now
-    crossing = submitted + ms(1.5) + MARGIN
-    await world.vt.run_for(OFFSET)
+    session_id, calculation_id, _, crossing = await runaway_before_the_daemon(
+        world, "# sim: runtime=600s on_stop=ignore")
     async with world.daemon(discovery_interval=FEW_SWEEPS):
         await world.vt.run_until(crossing + ms(12))
         stopped = crossing + ms(7)  # refused at +0, +1, +3 s
@@ -263,14 +262,11 @@ async def test_an_unknown_state_seen_while_verifying_a_stop_is_counted_once_and_
 ) -> None:
     world = virtual_world
     escalation = {"stop_grace": "1s", "terminate_grace": "1s", "retry_backoff_max": "8s"}
-    session_id = await world.start_session("etl-a")
-    calculation_id = await world.start_calculation(session_id, "# sim: runtime=600s on_stop=ignore")
-    submitted = world.now
-    await world.vt.run_for(OFFSET)
+    _, calculation_id, _, crossing = await runaway_before_the_daemon(
+        world, "# sim: runtime=600s on_stop=ignore")
     # Started 100 ms before the daemon, so listed by its first sweep, before its crossing: sweeps every 5 s over the
     # 40 s of verifying (each lists the unknown state and must not act on it or look at it again), not every second.
     async with world.daemon(escalation=escalation, discovery_interval=FEW_SWEEPS):
-        crossing = submitted + ms(1.5) + MARGIN
         await world.vt.run_until(crossing + ms(0.5))
         assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [crossing]
         world.emulator.backend.override_state("HIBERNATING", calculation_id=calculation_id)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -68,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from athena_spark_emulator import ControlClient  # noqa: E402
 from bench.enforcement import epoch, stop_process  # noqa: E402
+from bench.environment import environment  # noqa: E402
 from bench.zygote import ForkedProcess, Zygote  # noqa: E402
 
 SPARK = {"SelectedEngineVersion": "PySpark engine version 3"}
@@ -267,7 +267,7 @@ class EmulatorProcess:
         with log.open("ab") as stream:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "supervisor", "emulator", "--port", "0"], cwd=ROOT,
-                stdout=subprocess.PIPE, stderr=stream, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                stdout=subprocess.PIPE, stderr=stream, text=True, env=environment({"PYTHONPATH": str(ROOT)}))
         assert self.process.stdout is not None
         ready = json.loads(self.process.stdout.readline())
         self.endpoint_url: str = ready["endpoint_url"]
@@ -327,7 +327,7 @@ class Daemon:
     def __init__(self, config_path: Path, directory: Path) -> None:
         self.config_path = config_path
         self.directory = directory
-        self.env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(ROOT)}
+        self.env = environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
         self.zygote = Zygote(self.env, directory / "zygote.log")
 
     def log_path(self, number: int) -> Path:

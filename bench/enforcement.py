@@ -56,6 +56,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.environment import environment  # noqa: E402
+
 RUNTIME_LIMIT_S = 1800.0          # policy max_runtime of the bench-rt-* workgroups
 DPU_LIMIT_HOURS = 2.0             # policy max_dpu_hours of bench-dpu-0
 VIOLATOR_DPUS = 8                 # a DPU violator crosses 2 DPU-hours after 900 s of running
@@ -185,7 +188,7 @@ class EmulatorProcess:
         command = pinned([sys.executable, "-m", "supervisor", "emulator", "--port", "0",
                           "--throttle-tps", str(tps)], 0)
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                        text=True, env=environment({"PYTHONPATH": str(ROOT)}))
         assert self.process.stdout is not None
         ready = json.loads(self.process.stdout.readline())
         self.endpoint_url: str = ready["endpoint_url"]
@@ -223,7 +226,7 @@ class ProcessStats:
 def measure(command: list[str], until: float, log_path: Path, profile: Path | None = None) -> ProcessStats:
     """Run ``command`` until the epoch instant ``until``, sampling CPU and RSS once a second; SIGTERM it and
     reap it with wait4 for its own CPU time and peak RSS."""
-    env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(ROOT)}
+    env = environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
     with open(log_path, "w") as log:
         process = subprocess.Popen(pinned(command, 1), cwd=ROOT, stdout=log, stderr=log, env=env)
     spy = None

@@ -77,6 +77,7 @@ from bench.enforcement import (  # noqa: E402
     stop_process,
     tally,
 )
+from bench.environment import environment  # noqa: E402
 
 LONG_WORKGROUPS = 4
 NEW_WORKGROUP = "bench-new"
@@ -162,7 +163,7 @@ class SqsServer:
             self.endpoint_url = f"http://127.0.0.1:{port}"
             with tempfile.TemporaryFile() as stderr:  # the child keeps its own descriptor of the file
                 self.process = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-                                                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **AWS_ENV})
+                                                stdout=subprocess.DEVNULL, stderr=stderr, env=environment(AWS_ENV))
                 if self._answers(within=30.0):
                     break
                 stop_process(self.process)

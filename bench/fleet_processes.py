@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from athena_spark_emulator import ControlClient  # noqa: E402
+from bench.environment import environment  # noqa: E402
 from bench.zygote import ForkedProcess, Zygote  # noqa: E402
 
 # The replicas' own credentials: any will do for the emulator's STS and for moto ("fleet" names no account,
@@ -157,7 +157,7 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, **AWS_ENV, "PYTHONPATH": str(ROOT)}
+    return environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
 
 
 def _ready_line(process: subprocess.Popen[str], what: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.environment import environment
 from supervisor.cli import main
 from supervisor.config import load_settings
 from supervisor.demo import scenario
@@ -66,7 +66,7 @@ class DemoRun:
 
 def play_demo(directory: Path) -> DemoRun:
     """``athena-supervisor demo`` in a process of its own, to the end."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = environment({"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
     journal = directory / "journal.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "supervisor", "demo", "--journal", str(journal)], cwd=REPO, env=env,

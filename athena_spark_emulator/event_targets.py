@@ -7,7 +7,6 @@ a lost event, counted by the caller, as the daemon's polling backstop expects) a
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -16,10 +15,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from athena_spark_emulator.event_settings import EventSettings
+from athena_spark_emulator.model import shared_loader
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
-    from botocore.loaders import Loader
 
 BATCH_SIZE = 10  # SendMessageBatch and PutEvents take at most 10 entries
 CONNECT_TIMEOUT = 5.0
@@ -33,14 +32,6 @@ class Target(Protocol):
     description: str
 
     async def send(self, events: Sequence[dict[str, Any]]) -> int: ...
-
-
-@functools.lru_cache(maxsize=1)
-def _shared_loader() -> Loader:
-    """botocore's data loader, one per process: service models parsed once, not per configuration."""
-    from botocore.loaders import create_loader
-
-    return create_loader()
 
 
 _sessions = threading.local()
@@ -59,7 +50,7 @@ def _session() -> AioSession:
         # Credentials are given: the user's AWS_PROFILE (perhaps of another machine) must not be read, or a
         # missing profile would refuse the configuration.
         session = AioSession(session_vars={"profile": (None, None, None, None)})
-        session.register_component("data_loader", _shared_loader())
+        session.register_component("data_loader", shared_loader())
         _sessions.session = session
     return session
 

@@ -13,12 +13,14 @@ from botocore.model import ServiceModel
 
 
 @functools.lru_cache(maxsize=1)
-def _loader() -> Loader:
+def shared_loader() -> Loader:
+    """botocore's data loader, one per process: service models parsed once (the emulator's own models, and the
+    delivery clients' of its event targets)."""
     return create_loader(os.environ.get("AWS_DATA_PATH"))  # as a botocore session's loader reads it
 
 
 def _service_model(name: str) -> ServiceModel:
-    return ServiceModel(_loader().load_service_model(name, "service-2"), service_name=name)
+    return ServiceModel(shared_loader().load_service_model(name, "service-2"), service_name=name)
 
 
 @functools.lru_cache(maxsize=1)  # immutable data, parsed once per process (~100 ms)

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from athena_spark_emulator import ControlClient  # noqa: E402
 from bench.environment import environment  # noqa: E402
-from bench.zygote import ForkedProcess, Zygote  # noqa: E402
+from bench.zygote import ForkedProcess, Usage, Zygote  # noqa: E402
 
 # The replicas' own credentials: any will do for the emulator's STS and for moto ("fleet" names no account,
 # so the emulator serves the daemon's own calls, AssumeRole included, in its default account).
@@ -232,15 +232,6 @@ class DynamoDbProcess:
 
 
 @dataclass
-class Usage:
-    """What the kernel says a reaped process used."""
-
-    cpu_seconds: float
-    peak_rss_mib: float
-    exit_code: int
-
-
-@dataclass
 class Replica:
     """One ``athena-supervisor run`` process (a generation of replica ``name``: a restart is a new Replica)."""
 
@@ -345,9 +336,8 @@ class Replica:
             self.process.kill()
             self.process.wait()
         self.ended_at = time.time()
-        ended = self.process.ended
-        assert ended is not None
-        self.usage = Usage(ended.cpu_seconds, ended.maxrss_kib / 1024, ended.exit_code)
+        self.usage = self.process.usage
+        assert self.usage is not None
         return self.usage
 
 

@@ -42,12 +42,12 @@ PRELOAD = ("supervisor.cli", "supervisor.service")
 
 
 @dataclass(frozen=True)
-class Ended:
-    """How a copy ended, as ``wait4`` told its parent."""
+class Usage:
+    """What the kernel says a reaped process used (``wait4``)."""
 
-    exit_code: int          # as subprocess has it: negative for a signal
     cpu_seconds: float
-    maxrss_kib: int
+    peak_rss_mib: float
+    exit_code: int          # as subprocess has it: negative for a signal
 
 
 class ForkedProcess:
@@ -56,12 +56,12 @@ class ForkedProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self.ended: Ended | None = None
+        self.usage: Usage | None = None
         self._done = threading.Event()
 
-    def _exited(self, ended: Ended) -> None:
-        self.ended = ended
-        self.returncode = ended.exit_code
+    def _exited(self, usage: Usage) -> None:
+        self.usage = usage
+        self.returncode = usage.exit_code
         self._done.set()
 
     def poll(self) -> int | None:
@@ -100,7 +100,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._pending: dict[int, Future[int]] = {}
         self._copies: dict[int, ForkedProcess] = {}
-        self._early: dict[int, Ended] = {}  # a copy that ended before its spawn answer was handled
+        self._early: dict[int, Usage] = {}  # a copy that ended before its spawn answer was handled
         self._reader = threading.Thread(target=self._read, name="zygote-reader", daemon=True)
         self._reader.start()
 
@@ -130,8 +130,8 @@ class Zygote:
                 if "pid" in message:
                     self._pending.pop(message["id"]).set_result(message["pid"])
                     continue
-                ended = Ended(os.waitstatus_to_exitcode(message["status"]), message["cpu_seconds"],
-                              message["maxrss_kib"])
+                ended = Usage(message["cpu_seconds"], message["maxrss_kib"] / 1024,
+                              os.waitstatus_to_exitcode(message["status"]))
                 copy = self._copies.get(message["exited"])
                 if copy is None:
                     self._early[message["exited"]] = ended

@@ -15,6 +15,7 @@ from supervisor.core import escalation as machine
 from supervisor.core.model import Origin, TargetKey, TargetKind, TargetRef, Verdict
 from supervisor.metrics import Metrics
 from supervisor.storage.sqlite import SqliteStorage
+from tests.virtual_time import virtual_time
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RETENTION = timedelta(days=90)
@@ -32,18 +33,15 @@ async def test_old_events_go_at_start_and_every_hour(tmp_path: Path) -> None:
     metrics = Metrics()
     retention = Retention(storage=storage, clock=clock, retention=RETENTION, metrics=metrics)
 
-    async def pruned_then_sleeping_until(deadline: datetime) -> None:
-        with anyio.fail_after(5):  # real time: the prune runs in a worker thread
-            while clock.next_deadline() != deadline:  # noqa: ASYNC110 (the clock has no event to wait on)
-                await anyio.sleep(0.001)
-
     with capture_logs() as logs:
-        async with anyio.create_task_group() as group:
+        # Virtual time: the driver waits for the prune's worker thread before it moves the clock.
+        async with virtual_time(clock) as vt, anyio.create_task_group() as group:
             await group.start(retention.run)
-            await pruned_then_sleeping_until(T0 + PRUNE_INTERVAL)
+            await vt.settle()
+            assert clock.next_deadline() == T0 + PRUNE_INTERVAL, "pruned at start, then asleep until the next prune"
             assert len(await storage.recent_events(10)) == 2, "the decision event went at start"
-            clock.advance(PRUNE_INTERVAL)
-            await pruned_then_sleeping_until(T0 + 2 * PRUNE_INTERVAL)
+            await vt.run_until(T0 + PRUNE_INTERVAL)
+            assert clock.next_deadline() == T0 + 2 * PRUNE_INTERVAL
             assert [e.time for e in await storage.recent_events(10)] == [T0]
             group.cancel_scope.cancel()
     assert [entry["count"] for entry in logs if entry["event"] == "journal.events_pruned"] == [1, 1]

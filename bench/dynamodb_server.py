@@ -4,27 +4,15 @@ proportional to their own items, leases first and bulk writes last.
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served on a
 free port by aiohttp (HTTP/1.1, connections kept open between requests as DynamoDB's are; see :func:`serve`), made
 cheaper per request as the tests' moto is (``bench/moto_speedups.py``: items written out directly, transactions on
-their own items, dispatching remembered), with five differences, all about how faithfully it stands in for DynamoDB,
-neither about what it answers:
+their own items and Queries on their own partition, so that neither costs time in proportion to the whole table,
+dispatching remembered), with three differences, all about how faithfully it stands in for DynamoDB, none about
+what it answers:
 
 - **One request at a time.** ``moto_server`` applies requests on their own threads at once, and moto's in-memory
   backend does not make a conditional write's check and its write one step (a thread switch can fall between
   them), whereas DynamoDB applies each request to an item atomically. A fleet relies on exactly that (of two
   replicas taking one expired lease, one wins), so requests are serialised, as ``tests/dynamodb_fixtures.py`` does
   in process.
-- **Transactions on their own items.** Before each TransactWriteItems, moto deep-copies every table it names (its
-  rollback), so a transaction costs time in proportion to the whole table: a fleet's table holds every event and
-  every watched target, and after a few minutes each claim or intent took seconds, serialised in front of every
-  lease renewal. DynamoDB's own cost is per item. Here a transaction runs on a table that holds only the items
-  the transaction names (a transaction's conditions can only read those), and its outcome is written back to the
-  real table: the same answers, errors and rollbacks, at the cost of the transaction's own items
-  (``bench/moto_speedups.py``, which the tests' moto uses too).
-- **Queries on their own partition.** moto answers a Query by listing and sorting every item of the table, then
-  keeping the partition's, so each Query costs time in proportion to the whole table (every event of the run,
-  every watch list): the lease round's Query of a dozen leases took it 0.4-0.9 s late in a run, in front of
-  every other request. DynamoDB reads only the partition. Here a Query (not on an index) runs on a view of the
-  table that holds only the queried partition: the same items, order, filters and pages, at the partition's
-  cost.
 - **Leases first, bulk work last.** Of the requests waiting for their turn, those on the lease and heartbeat
   items go first, and transactions of more than :data:`BULK_ITEMS` items (watch-list saves) and Queries of a
   watch list (a new owner reading ~1,000 targets: 1.5 s in moto) last (see :class:`SerialMoto`).
@@ -46,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import functools
 import gc
 import heapq
-import inspect
 import io
 import itertools
 import json
@@ -59,11 +44,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from moto.dynamodb.models.table import Table
 from moto.server import create_backend_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,26 +57,6 @@ if str(ROOT) not in sys.path:
 from bench import moto_speedups  # noqa: E402
 
 COUNTS_PATH = "/_bench/calls"
-
-
-def query_own_partition(query: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap moto's ``Table.query`` so that a Query of a partition (not of an index) runs on a view of the table
-    holding only that partition (see the module docstring)."""
-    signature = inspect.signature(query)
-
-    @functools.wraps(query)
-    def partition_query(self: Any, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)
-        hash_key = bound.arguments.get("hash_key")
-        if hash_key is None or bound.arguments.get("index_name") or not self.range_key_attr:
-            return query(self, *args, **kwargs)
-        own = copy.copy(self)
-        own.items = {hash_key: self.items[hash_key]} if hash_key in self.items else {}
-        return query(own, *args, **kwargs)
-
-    return partition_query
-
-
 
 
 class PriorityLock:
@@ -293,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="log (stderr, JSON) each request that took this long, waiting for its turn included")
     args = parser.parse_args(argv)
     moto_speedups.install()
-    Table.query = query_own_partition(Table.query)  # type: ignore[method-assign]
     # No full (oldest-generation) collections: with a fleet's table in memory (12 × 1,000 watched targets, every
     # event and escalation as moto's objects) each took 0.5-0.8 s, while the request holding the lock waited and
     # every other request with it. Young cycles are still collected; this process lives for one run.

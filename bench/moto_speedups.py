@@ -15,6 +15,15 @@ things that have nothing to do with the request, and :func:`install` removes the
   Here a transaction runs on a table holding only the items it names (its conditions can only read those) and its
   outcome is written back: the same answers, errors and rollbacks at the cost of its own items
   (:func:`transact_on_own_items`; ``tests/test_dynamodb_server.py``).
+- **Queries.** moto answers a Query by listing and sorting every item of the table (every partition), then keeping
+  the queried partition's, so each Query costs time in proportion to the whole table: a fleet's table holds every
+  event, escalation and watched target, and in the tests' fleets the Queries of each lease round were the largest
+  part of moto's CPU. DynamoDB reads only the partition. Here a Query (not on an index) runs on a view of the table
+  that holds only the queried partition (:func:`query_own_partition`): the same items, order, filters and pages,
+  at the partition's cost.
+- **Items.** moto builds an item attribute by attribute, and each one added sums the sizes of every attribute
+  already there (its 400 KB limit): building an item of n attributes costs n²/2 size computations. Here the same
+  sums are kept as a running total (:func:`_build_item`): the same limit, raised at the same attribute.
 - **Dispatching.** moto's server finds the service of each request from its host name by listing moto's package
   directory and matching every service's URL patterns, twice per request; the answer depends on the host name
   only, so :class:`Dispatcher` remembers it.
@@ -24,14 +33,18 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections import defaultdict
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 from moto.core.serialize import BaseJSONSerializer
+from moto.dynamodb.exceptions import ItemSizeTooLarge
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.utilities import bytesize
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 # Members written as strings (moto's _serialize_type_string), as they are (booleans), as string lists, and the
@@ -145,6 +158,52 @@ def transact_on_own_items(transact: Callable[..., None]) -> Callable[..., None]:
     return transact_write_items
 
 
+def query_own_partition(query: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap moto's ``Table.query`` so that a Query of a partition (not of an index) runs on a view of the table
+    holding only that partition (see the module docstring)."""
+    signature = inspect.signature(query)
+
+    @functools.wraps(query)
+    def partition_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        hash_key = bound.arguments.get("hash_key")
+        if hash_key is None or bound.arguments.get("index_name") or not self.range_key_attr:
+            return query(self, *args, **kwargs)
+        own = copy.copy(self)
+        own.items = {hash_key: self.items[hash_key]} if hash_key in self.items else {}
+        return query(own, *args, **kwargs)
+
+    partition_query.own_partition = True  # type: ignore[attr-defined]
+    return partition_query
+
+
+ITEM_SIZE_LIMIT = 405000  # moto's (LimitedSizeDict.__setitem__)
+
+
+def _size(value: Any) -> int:
+    return int(value.size()) if type(value) is DynamoType else int(bytesize(str(value)))
+
+
+def _build_item(self: Item, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]) -> None:
+    """``Item.__init__`` with the size of the attributes so far kept as a running total: what
+    ``LimitedSizeDict.__setitem__`` sums again for each attribute added (an attribute named twice cannot occur:
+    ``attrs`` is a dict)."""
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = LimitedSizeDict()
+    total = 0
+    for key, value in attrs.items():
+        typed = DynamoType(value)
+        added = _size(key) + _size(typed)
+        if total + added > ITEM_SIZE_LIMIT:
+            raise ItemSizeTooLarge
+        dict.__setitem__(self.attrs, key, typed)
+        total += added
+
+
+_moto_build_item = Item.__init__
+
+
 class Dispatcher(DomainDispatcherApplication):
     """moto's server application (every service), remembering the service of each host name."""
 
@@ -162,6 +221,10 @@ def install() -> None:
     """Make this process's moto cheaper as the module docstring says (idempotent)."""
     if BaseJSONSerializer._serialize_type_structure is not _serialize_type_structure:
         BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+    if not getattr(Table.query, "own_partition", False):
+        Table.query = query_own_partition(Table.query)  # type: ignore[method-assign]
+    if Item.__init__ is not _build_item:
+        Item.__init__ = _build_item  # type: ignore[method-assign]
     if not getattr(DynamoDBBackend.transact_write_items, "own_items", False):
         DynamoDBBackend.transact_write_items = transact_on_own_items(  # type: ignore[method-assign]
             DynamoDBBackend.transact_write_items)

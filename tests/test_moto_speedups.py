@@ -101,3 +101,91 @@ def test_the_dispatcher_finds_the_service_moto_finds(host: str | None) -> None:
     assert remembered.get_backend_for_host(host) == DomainDispatcherApplication(create_backend_app) \
         .get_backend_for_host(host)
     assert remembered.get_backend_for_host(host) == remembered.get_backend_for_host(host)
+
+
+def _table_of_partitions() -> Any:
+    """A moto table (hash and range key) of three partitions, its items put in no particular order."""
+    from moto.dynamodb.models.table import Table
+
+    table = Table("t", account_id="123456789012", region="us-east-1",
+                  schema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                  attr=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}])
+    for n in (7, 3, 11, 0, 5, 9, 1):
+        for pk in ("b", "a", "c"):
+            table.put_item({"pk": {"S": pk}, "sk": {"S": f"{n:02d}"}, "n": {"N": str(n)}})
+    return table
+
+
+QUERIES: list[dict[str, Any]] = [
+    {},
+    {"scan_index_forward": False},
+    {"limit": 2},
+    {"limit": 2, "scan_index_forward": False, "exclusive_start_key": {"pk": {"S": "a"}, "sk": {"S": "09"}}},
+    {"exclusive_start_key": {"pk": {"S": "a"}, "sk": {"S": "03"}}},
+    {"range_comparison": "BETWEEN", "range_values": [{"S": "02"}, {"S": "08"}]},
+    {"range_comparison": "BEGINS_WITH", "range_values": [{"S": "0"}], "limit": 3},
+    {"filter_expression": "n > :n", "values": {":n": {"N": "4"}}},
+]
+
+
+@pytest.mark.parametrize("hash_key", ["a", "c", "nothing"])
+@pytest.mark.parametrize("query", QUERIES, ids=repr)
+def test_a_query_of_a_partition_answers_as_moto_answers(hash_key: str, query: dict[str, Any]) -> None:
+    """The same items, in the same order, the same scanned count and the same key to go on from, as moto's own
+    Query over the whole table, for every way the storage (and a client) reads a partition."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    from bench.moto_speedups import query_own_partition
+
+    table = _table_of_partitions()
+    moto_query = getattr(Table.query, "__wrapped__", Table.query)
+    own_partition = query_own_partition(moto_query)
+    options = dict(query)
+    values = options.pop("values", None)
+    arguments = (DynamoType({"S": hash_key}), options.pop("range_comparison", None),
+                 [DynamoType(v) for v in options.pop("range_values", [])], options.pop("limit", None),
+                 options.pop("exclusive_start_key", None), options.pop("scan_index_forward", True), None)
+    filter_expression = options.pop("filter_expression", None)
+    keywords = {"filter_expression": get_filter_expression(filter_expression, {}, values)} if filter_expression else {}
+    assert not options
+
+    def answer(found: tuple[list[Any], int, Any]) -> tuple[list[Any], int, Any]:
+        items, scanned, last = found
+        return [item.to_json() for item in items], scanned, last
+
+    expected = answer(moto_query(table, *arguments, **keywords))
+    assert answer(own_partition(table, *arguments, **keywords)) == expected
+    assert expected[0] or hash_key == "nothing" or "exclusive_start_key" in query  # (a key of partition a)
+    assert len(table.items) == 3  # the table itself is left as it was
+
+
+def test_an_item_is_built_as_moto_builds_it_and_refused_at_the_same_size() -> None:
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    from bench.moto_speedups import ITEM_SIZE_LIMIT, _build_item, _moto_build_item
+
+    def built(build: Callable[..., None], attrs: dict[str, Any]) -> Item:
+        item = Item.__new__(Item)
+        build(item, DynamoType({"S": "k"}), DynamoType({"S": "r"}), attrs)
+        return item
+
+    values = [{"S": "a"}, {"S": ""}, {"N": "12"}, {"BOOL": False}, {"NULL": True}, {"SS": ["a", "b"]}, {"NS": ["1"]},
+              {"M": {"a": {"S": "x"}, "b": {"L": [{"N": "1"}]}}}, {"L": []}, {"B": b"raw"}]
+    attrs = {"pk": {"S": "k"}, "sk": {"S": "r"}, **{f"a{i}": value for i, value in enumerate(values)}}
+    fast, moto = built(_build_item, attrs), built(_moto_build_item, attrs)
+    assert fast == moto and fast.to_json() == moto.to_json() and type(fast.attrs) is type(moto.attrs)
+    # Attributes of 100,000 bytes each: the fifth makes the item too large (the key and the name count too).
+    large = {f"v{i}": {"S": "x" * 100_000} for i in range(5)}
+    for build in (_build_item, _moto_build_item):
+        assert built(build, dict(list(large.items())[:4])).attrs.keys() == {"v0", "v1", "v2", "v3"}
+        with pytest.raises(ItemSizeTooLarge):
+            built(build, large)
+    # Right at the limit: an attribute filling it exactly is accepted, one byte more refused, by both.
+    room = ITEM_SIZE_LIMIT - len("v0") - len("v1") - 1
+    for build in (_build_item, _moto_build_item):
+        assert built(build, {"v0": {"S": "x"}, "v1": {"S": "y" * room}}).attrs["v1"].value == "y" * room
+        with pytest.raises(ItemSizeTooLarge):
+            built(build, {"v0": {"S": "x"}, "v1": {"S": "y" * (room + 1)}})

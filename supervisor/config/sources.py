@@ -300,14 +300,15 @@ def apply_environment(root: type[BaseModel], data: dict[str, Any],
     data = copy.deepcopy(data)
     origins: list[Origin] = []
     problems: list[ConfigProblem] = []
-    known = [name.replace("<N>", "0") for name, _ in scalar_variables(root)]
-    for name in sorted(env):
+    for name in sorted(name for name in env if name.startswith(ENV_PREFIX)):
         raw = env[name]
-        if not name.startswith(ENV_PREFIX) or not raw:
+        if not raw:
             continue
         words = name[len(ENV_PREFIX):].lower().split("_")
         found = list(_locate(root, words, data))
         if len(found) != 1:
+            # Every variable the model has, to suggest the nearest: only for a variable that names no key.
+            known = [known_name.replace("<N>", "0") for known_name, _ in scalar_variables(root)]
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             problems.append(ConfigProblem(
                 f"environment variable {name}", "", "names no key of the configuration" if not found else

@@ -278,7 +278,7 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
 ) -> None:
     world = virtual_world
     # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
-    escalation = {"stop_grace": "12s", "terminate_grace": "5s"}
+    escalation = {"stop_grace": "10s", "terminate_grace": "5s"}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
         await replicas.start("a", escalation=escalation)
@@ -301,13 +301,13 @@ async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_
         async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
             assert answer.status == 503
             assert "the lease store cannot be reached (NetworkError)" in await answer.text()
-        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (12 s),
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (10 s),
         # without a second Stop.
-        await world.vt.run_until(stopped_at + ms(13))
+        await world.vt.run_until(stopped_at + ms(10) + ms(1.1))
         assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
         terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
         assert len(terminates) == 1
-        assert stopped_at + ms(12) <= terminates[0].time <= stopped_at + ms(12) + ms(1.1)
+        assert stopped_at + ms(10) <= terminates[0].time <= stopped_at + ms(10) + ms(1.1)
         assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
         assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1

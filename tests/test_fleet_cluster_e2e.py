@@ -392,7 +392,11 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         athena = await members(world, stack)
         started = world.now
         await replicas.start("a", **slow)
-        await world.vt.run_for(ms(12))
+        # The runaway (of the second part) comes an interval before a stops: a sweep of its shard lists it meanwhile.
+        await world.vt.run_until(started + ms(12) - interval)
+        session_id, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(interval)
         # The first sweep at once; then each shard in its own slot of the interval, not all at the same moments.
         for shard in SHARDS:
             slot = next_slot(started, interval, "/".join(shard))
@@ -401,9 +405,6 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         assert len({next_slot(started, interval, "/".join(shard)) for shard in SHARDS}) == len(SHARDS)
         # a stops; b takes every shard and resumes the saved watch lists: it knows the runaway's deadline, so the
         # first sweep of its shard waits for its slot, and the runaway is stopped at its crossing all the same.
-        session_id, calculation_id = await runaway(athena[SHARDS[0]])
-        submitted = world.now
-        await world.vt.run_for(interval)  # a sweep found the runaway
         await replicas.services["a"].hosts[Shard(*SHARDS[0])].runtime.checks.save_watch()  # as its slot would
         await replicas.stop("a")
         await replicas.start("b", **slow)

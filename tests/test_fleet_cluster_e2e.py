@@ -621,10 +621,10 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
         queue = (await sqs.create_queue(QueueName=f"athena-events-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
         discovery = {"backstop_interval": "10m", "events": {
             "sqs_queue_url": queue, "endpoint_url": frontend.endpoint_url, "region": "us-east-1", "wait_time": "0s"}}
-        # A limit longer than a few hand-backs: each takes up to a poll (a second, jittered) of the other replica.
-        policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
-        await replicas.start("a", discovery=discovery, policies=policies)
-        await replicas.start("b", discovery=discovery, policies=policies)
+        # The limit (6 s) is longer than a few hand-backs: each takes up to a poll (a second, jittered) of the other
+        # replica (all eight events are applied within the first second here).
+        await replicas.start("a", discovery=discovery)
+        await replicas.start("b", discovery=discovery)
         await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"], owners
@@ -640,10 +640,10 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
                                {"calculationExecutionId": calculation_id}, account=account, region=region),
             ):
                 await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
-        await world.vt.run_until(submitted + ms(11))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         for shard, calculation_id in calculations.items():
             [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-            assert stop.time == submitted + ms(10) + CROSSING_MARGIN, shard
+            assert stop.time == submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
             assert replicas.metric(owners[shard][0], "athena_supervisor_actions_total", account=shard[0],
                                    region=shard[1], action="stop", outcome="sent") == 1
         applied = sum(replicas.metric(name, "athena_supervisor_events_received_total", outcome="applied")

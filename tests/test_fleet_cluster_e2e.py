@@ -219,12 +219,19 @@ def calls_in(world: VirtualWorld, operation: str, shard: tuple[str, str], **requ
     return [call for call in world.calls(operation, **request) if (call.account, call.region) == shard]
 
 
-async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtual_world: VirtualWorld) -> None:
+async def test_two_replicas_split_the_shards_each_acts_on_its_own_and_one_cut_off_from_dynamodb_hands_over(
+    virtual_world: VirtualWorld,
+) -> None:
+    """Two replicas split the shards and each acts only on its own; then one is cut off from DynamoDB: it stops
+    acting, and the other takes its shards and resumes its escalation on time. One world for both parts: the second
+    starts where the first ends (a runaway stopped on each shard)."""
     world = virtual_world
+    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
+    escalation = {"stop_grace": "10s", "terminate_grace": "5s"}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        await replicas.start("a")
-        await replicas.start("b")
+        await replicas.start("a", escalation=escalation)
+        await replicas.start("b", escalation=escalation)
         await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         # Stable from now on: nothing moves while both live, runaways acted on meanwhile. Checked past a whole lease
@@ -232,19 +239,45 @@ async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtu
         # not renewed would have expired by then.
         changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
         submitted = world.now
-        assert RUNAWAY_LIMIT + ms(1) > LEASE
-        calculations = {shard: (await runaway(client))[1] for shard, client in athena.items()}
-        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
-        for shard, calculation_id in calculations.items():
-            stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
+        assert RUNAWAY_LIMIT + ms(0.5) > LEASE
+        # The runaway on one of a's shards ignores its Stop (for the second part); the others honour theirs.
+        shard = next(shard for shard, names in owners.items() if names == ["a"])
+        runaways = {member: await runaway(client, on_stop="ignore" if member == shard else "honour")
+                    for member, client in athena.items()}
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
+        for member, (_, calculation_id) in runaways.items():
+            stops = calls_in(world, "StopCalculationExecution", member, CalculationExecutionId=calculation_id)
             # At the crossing: found by the look scheduled just after it, or by a sweep that fell on it.
             [stop] = stops
-            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
-            owner = owners[shard][0]
-            assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
+            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, member
+            owner = owners[member][0]
+            assert replicas.metric(owner, "athena_supervisor_actions_total", account=member[0], region=member[1],
                                    action="stop", outcome="sent") == 1
         assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
         assert replicas.owners() == owners
+        session_id = runaways[shard][0]
+        [stop] = calls_in(world, "StopCalculationExecution", shard)
+        stopped_at = stop.time
+        # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
+        # expire, and b takes the shard once the lease has expired.
+        cut_at = world.now
+        replicas.frontends["a"].cut()
+        await world.vt.run_until(cut_at + LEASE + ms(2.5))
+        assert replicas.owners()[shard] == ["b"]
+        assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
+        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
+            assert answer.status == 503
+            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (10 s),
+        # without a second Stop.
+        await world.vt.run_until(stopped_at + ms(10) + ms(1.1))
+        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
+        terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
+        assert len(terminates) == 1
+        assert stopped_at + ms(10) <= terminates[0].time <= stopped_at + ms(10) + ms(1.1)
+        assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
+        assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
 
 
 async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_over(
@@ -271,46 +304,6 @@ async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_ov
                                       limit=LEASE)
         # At b's next round (every third of the lease), not once a's leases would have expired.
         assert world.now - left <= LEASE / 3, world.now - left
-
-
-async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_its_escalation_on_time(
-    virtual_world: VirtualWorld,
-) -> None:
-    world = virtual_world
-    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
-    escalation = {"stop_grace": "10s", "terminate_grace": "5s"}
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
-        await replicas.start("a", escalation=escalation)
-        await replicas.start("b", escalation=escalation)
-        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
-        shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
-        session_id, _ = await runaway(athena[shard], on_stop="ignore")
-        submitted = world.now
-        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
-        [stop] = calls_in(world, "StopCalculationExecution", shard)
-        stopped_at = stop.time
-        assert submitted + RUNAWAY_LIMIT <= stopped_at <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
-        # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
-        # expire, and b takes the shard once the lease has expired.
-        cut_at = world.now
-        replicas.frontends["a"].cut()
-        await world.vt.run_until(cut_at + LEASE + ms(2.5))
-        assert replicas.owners()[shard] == ["b"]
-        assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
-        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
-            assert answer.status == 503
-            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
-        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (10 s),
-        # without a second Stop.
-        await world.vt.run_until(stopped_at + ms(10) + ms(1.1))
-        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
-        terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
-        assert len(terminates) == 1
-        assert stopped_at + ms(10) <= terminates[0].time <= stopped_at + ms(10) + ms(1.1)
-        assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
-        assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
 
 
 async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_anything(

@@ -465,20 +465,26 @@ class SlowRenewal(DynamoDbStorage):
         return await super().renew(lease, expires_at=expires_at)
 
 
-async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_the_rounds(
+async def test_renewals_run_side_by_side_and_one_slower_than_the_acting_window_stops_its_shard_not_the_rounds(
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
     slow: list[SlowRenewal] = []
 
     def storage(table: Table) -> Storage:
-        slow.append(SlowRenewal(table, world.clock, LEASE / 2))
+        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
+        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
+        slow.append(SlowRenewal(table, world.clock, LEASE / 2, each=timedelta(seconds=1.5)))
         return slow[0]
 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         await members(world, stack)
         await replicas.start("a", storage=storage, **NO_SWEEPS)
-        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
+        # Six rounds: one renewal after the other, the first round after the leases were taken would lose one.
+        await world.vt.run_for(LEASE * 2)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
         # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
         # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
         # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired:
@@ -492,24 +498,6 @@ async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_
         assert events.count("cluster.acting_deadline_passed") == 1
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 1
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS) + 1
-        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-
-
-async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWorld) -> None:
-    world = virtual_world
-
-    def storage(table: Table) -> Storage:
-        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
-        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
-        return SlowRenewal(table, world.clock, timedelta(0), each=timedelta(seconds=1.5))
-
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
-        await replicas.start("a", storage=storage, **NO_SWEEPS)
-        # Six rounds: one renewal after the other, the first round after the leases were taken would lose one.
-        await world.vt.run_for(LEASE * 2)
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
 
 

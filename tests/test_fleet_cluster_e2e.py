@@ -334,33 +334,6 @@ async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_a
         assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
 
 
-async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_hosts_start(
-    virtual_world: VirtualWorld,
-) -> None:
-    world = virtual_world
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
-        # Every shard's host first assumes its account's role: 3 s each. The four hosts start side by side, and the
-        # leases are renewed meanwhile: a round that waited for each host in turn would pass the first shard's acting
-        # deadline (4 s after it was taken) and lose it.
-        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
-        started = world.now
-        await replicas.start("a")
-        # Submitted while the hosts start: the first sweep of its shard, once the role is assumed, lists it, and the
-        # shard acts at its crossing while the leases are watched. Two leases of virtual time: a round that waited
-        # for the hosts in turn would end 6 s after the take and lose the first shard at its deadline (4 s).
-        _, calculation_id = await runaway(athena[SHARDS[0]])
-        submitted = world.now
-        await world.vt.run_for(LEASE * 2)
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
-        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-        assert len(world.calls("AssumeRole")) == len(ACCOUNTS)  # the regions of an account share its role session
-        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
-        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
-        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
-
-
 def to_ms(instant: datetime) -> datetime:
     """An instant as the audit log writes it (truncated to the millisecond)."""
     return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
@@ -516,7 +489,9 @@ class SlowLeaseReads(DynamoDbStorage):
         return await super().leases()
 
 
-async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> None:
+async def test_a_replica_taking_many_shards_renews_them_while_their_hosts_start_and_a_slow_round_holds_up_none(
+    virtual_world: VirtualWorld,
+) -> None:
     world = virtual_world
     slow: list[SlowLeaseReads] = []
 
@@ -526,8 +501,25 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
+        # Every shard's host first assumes its account's role: 3 s each. The four hosts start side by side, and the
+        # leases are renewed meanwhile: a round that waited for each host in turn would pass the first shard's acting
+        # deadline (4 s after it was taken) and lose it.
+        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
+        started = world.now
         await replicas.start("a", storage=storage)
-        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
+        # Submitted while the hosts start: the first sweep of its shard, once the role is assumed, lists it, and the
+        # shard acts at its crossing while the leases are watched. Two leases of virtual time: a round that waited
+        # for the hosts in turn would end 6 s after the take and lose the first shard at its deadline (4 s).
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(LEASE * 2)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        assert len(world.calls("AssumeRole")) == len(ACCOUNTS)  # the regions of an account share its role session
+        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
         # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
         # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting (a
         # runaway submitted now is stopped at its crossing, 6 s on, while the read that began within 2 s is slow).

@@ -284,8 +284,7 @@ async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_ov
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a")
         await world.vt.run_for(ms(1))
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
@@ -450,8 +449,7 @@ async def test_renewals_run_side_by_side_and_one_slower_than_the_acting_window_s
         slow.append(SlowRenewal(table, world.clock, LEASE / 2, each=timedelta(seconds=1.5)))
         return slow[0]
 
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a", storage=storage, **NO_SWEEPS)
         # Six rounds: one renewal after the other, the first round after the leases were taken would lose one.
         await world.vt.run_for(LEASE * 2)
@@ -552,8 +550,7 @@ def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:
 async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     first, second, held = racing_survivors("a0")
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a0", **NO_SWEEPS)
         await world.vt.run_for(ms(1))
         await replicas.start(first, **NO_SWEEPS)

@@ -188,9 +188,11 @@ async def fleet(world: VirtualWorld) -> AsyncIterator[Fleet]:
                 await world.vt.run_until_set(result.all_ended)
 
 
-async def members(world: VirtualWorld, stack: AsyncExitStack) -> dict[tuple[str, str], Any]:
+async def members(world: VirtualWorld, stack: AsyncExitStack,
+                  shards: tuple[tuple[str, str], ...] = SHARDS) -> dict[tuple[str, str], Any]:
+    """A workgroup ``etl-a`` in each of ``shards`` (the others have none to sweep), and a client of each."""
     clients = {}
-    for account, region in SHARDS:
+    for account, region in shards:
         client = await stack.enter_async_context(
             aws_client("athena", world.emulator.endpoint_url, account=account, region=region))
         await client.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
@@ -219,39 +221,72 @@ def calls_in(world: VirtualWorld, operation: str, shard: tuple[str, str], **requ
     return [call for call in world.calls(operation, **request) if (call.account, call.region) == shard]
 
 
-async def test_two_replicas_split_the_shards_and_each_acts_only_on_its_own(virtual_world: VirtualWorld) -> None:
+async def test_two_replicas_split_the_shards_each_acts_on_its_own_and_one_cut_off_from_dynamodb_hands_over(
+    virtual_world: VirtualWorld,
+) -> None:
+    """Two replicas split the shards and each acts only on its own; then one is cut off from DynamoDB: it stops
+    acting, and the other takes its shards and resumes its escalation on time. One world for both parts: the second
+    starts where the first ends (a runaway stopped on each shard)."""
     world = virtual_world
+    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
+    escalation = {"stop_grace": "10s", "terminate_grace": "5s"}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
         athena = await members(world, stack)
-        await replicas.start("a")
-        await replicas.start("b")
+        await replicas.start("a", escalation=escalation)
+        await replicas.start("b", escalation=escalation)
         await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
-        # Stable from now on: nothing moves while both live (ten rounds each), runaways acted on meanwhile.
+        # Stable from now on: nothing moves while both live, runaways acted on meanwhile. Checked past a whole lease
+        # (three rounds each): the plan is the same each round while the live replicas are, and a lease or heartbeat
+        # not renewed would have expired by then.
         changes = {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"}
-        stable_from = world.now
         submitted = world.now
-        calculations = {shard: (await runaway(client))[1] for shard, client in athena.items()}
-        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
-        for shard, calculation_id in calculations.items():
-            stops = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
+        assert RUNAWAY_LIMIT + ms(0.5) > LEASE
+        # The runaway on one of a's shards ignores its Stop (for the second part); the others honour theirs.
+        shard = next(shard for shard, names in owners.items() if names == ["a"])
+        runaways = {member: await runaway(client, on_stop="ignore" if member == shard else "honour")
+                    for member, client in athena.items()}
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
+        for member, (_, calculation_id) in runaways.items():
+            stops = calls_in(world, "StopCalculationExecution", member, CalculationExecutionId=calculation_id)
             # At the crossing: found by the look scheduled just after it, or by a sweep that fell on it.
             [stop] = stops
-            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
-            owner = owners[shard][0]
-            assert replicas.metric(owner, "athena_supervisor_actions_total", account=shard[0], region=shard[1],
+            assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, member
+            owner = owners[member][0]
+            assert replicas.metric(owner, "athena_supervisor_actions_total", account=member[0], region=member[1],
                                    action="stop", outcome="sent") == 1
-        await world.vt.run_until(stable_from + ms(20))
         assert {name: replicas.metric(name, "athena_supervisor_lease_changes_total") for name in "ab"} == changes
         assert replicas.owners() == owners
+        session_id = runaways[shard][0]
+        [stop] = calls_in(world, "StopCalculationExecution", shard)
+        stopped_at = stop.time
+        # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
+        # expire, and b takes the shard once the lease has expired.
+        cut_at = world.now
+        replicas.frontends["a"].cut()
+        await world.vt.run_until(cut_at + LEASE + ms(2.5))
+        assert replicas.owners()[shard] == ["b"]
+        assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
+        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
+            assert answer.status == 503
+            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
+        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (10 s),
+        # without a second Stop.
+        await world.vt.run_until(stopped_at + ms(10) + ms(1.1))
+        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
+        terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
+        assert len(terminates) == 1
+        assert stopped_at + ms(10) <= terminates[0].time <= stopped_at + ms(10) + ms(1.1)
+        assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
+        assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
 
 
 async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_over(
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a")
         await world.vt.run_for(ms(1))
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
@@ -272,99 +307,32 @@ async def test_a_joining_replica_gets_half_and_a_leaving_one_hands_its_shards_ov
         assert world.now - left <= LEASE / 3, world.now - left
 
 
-async def test_a_replica_cut_off_from_dynamodb_stops_acting_and_another_resumes_its_escalation_on_time(
-    virtual_world: VirtualWorld,
-) -> None:
-    world = virtual_world
-    # A Stop grace that outlasts the takeover (at most 9 s after the Stop: the cut, a lease, a round, a host's start).
-    escalation = {"stop_grace": "12s", "terminate_grace": "5s"}
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
-        await replicas.start("a", escalation=escalation)
-        await replicas.start("b", escalation=escalation)
-        await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
-        shard = next(shard for shard, names in replicas.owners().items() if names == ["a"])
-        session_id, _ = await runaway(athena[shard], on_stop="ignore")
-        submitted = world.now
-        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(0.5))
-        [stop] = calls_in(world, "StopCalculationExecution", shard)
-        stopped_at = stop.time
-        assert submitted + RUNAWAY_LIMIT <= stopped_at <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
-        # a loses its way to DynamoDB: it cannot renew; it stops acting by its own clock before its lease can
-        # expire, and b takes the shard once the lease has expired.
-        cut_at = world.now
-        replicas.frontends["a"].cut()
-        await world.vt.run_until(cut_at + LEASE + ms(2.5))
-        assert replicas.owners()[shard] == ["b"]
-        assert replicas.metric("a", "athena_supervisor_shard_owned", account=shard[0], region=shard[1]) == 0
-        async with aiohttp.ClientSession() as http, http.get(f"{replicas.services['a'].http_url}/readyz") as answer:
-            assert answer.status == 503
-            assert "the lease store cannot be reached (NetworkError)" in await answer.text()
-        # The calculation ignores the Stop: b terminates its session at the original Stop + stop_grace (12 s),
-        # without a second Stop.
-        await world.vt.run_until(stopped_at + ms(13))
-        assert times(calls_in(world, "StopCalculationExecution", shard)) == [stopped_at]
-        terminates = calls_in(world, "TerminateSession", shard, SessionId=session_id)
-        assert len(terminates) == 1
-        assert stopped_at + ms(12) <= terminates[0].time <= stopped_at + ms(12) + ms(1.1)
-        assert replicas.metric("b", "athena_supervisor_actions_total", action="terminate", outcome="sent") == 1
-        assert replicas.metric("a", "athena_supervisor_actions_total", action="terminate") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") >= 1
-
-
 async def test_a_new_owner_resumes_the_watch_list_before_its_first_sweep_finds_anything(
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
-    # Sweeps every 10 s: the runaway is listed (at 9.1 s, the shard's slot) before a's watch list is saved, in the
-    # shard's slot of every 30 s: at 15.4 s. The limit only has to outlast that and b's start.
-    config = {"discovery_interval": "10s",
-              "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "20s"}}]}
+    # The shard whose watch list is saved first (in its slot of every 30 s: 1.6 s in). The runaway is there before a
+    # starts: a's sweep at the shard's start lists it, a's periodic save keeps it, and the limit (6 s) only has to
+    # outlast that save and b's start. No sweeps after the first ones: nothing else would find the runaway.
+    shard = min(SHARDS, key=lambda shard: next_slot(world.now, WATCH_SAVE_INTERVAL, f"watch {Shard(*shard)}"))
     async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
-        await replicas.start("a", **config)
-        await world.vt.run_for(ms(1))
-        shard = SHARDS[0]
+        athena = await members(world, stack, (shard,))
         _, calculation_id = await runaway(athena[shard])
         submitted = world.now
+        await replicas.start("a", **NO_SWEEPS)
         saved_at = next_slot(world.now, WATCH_SAVE_INTERVAL, f"watch {Shard(*shard)}")
-        assert next_slot(world.now, timedelta(seconds=10), "/".join(shard)) < saved_at < submitted + ms(15)
+        assert saved_at < submitted + ms(2)
         await world.vt.run_until(saved_at + ms(0.1))  # a's watch list is saved (its periodic save, not a test's)
         saved = await replicas.services["a"].storage.for_shard(Shard(*shard)).watch()
         assert [entry.target.target_id for entry in saved] == [calculation_id]
         # From now on, listing sessions fails in this account-region: a new owner's sweeps find nothing there.
         world.emulator.backend_for(*shard).add_error("InternalServerException", operation="ListSessions")
         await replicas.stop("a")
-        await replicas.start("b", **config)
-        await world.vt.run_until(submitted + ms(21))
-        [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-        assert submitted + ms(20) <= stop.time <= submitted + ms(20) + CROSSING_MARGIN
-        assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
-
-
-async def test_a_replica_taking_many_shards_at_once_renews_them_while_their_hosts_start(
-    virtual_world: VirtualWorld,
-) -> None:
-    world = virtual_world
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
-        # Every shard's host first assumes its account's role: 3 s each. The four hosts start side by side, and the
-        # leases are renewed meanwhile: a round that waited for each host in turn would pass the first shard's acting
-        # deadline (4 s after it was taken) and lose it.
-        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
-        started = world.now
-        await replicas.start("a")
-        await world.vt.run_for(LEASE * 3)
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
-        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-        assert len(world.calls("AssumeRole")) == len(ACCOUNTS)  # the regions of an account share its role session
-        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
-        _, calculation_id = await runaway(athena[SHARDS[0]])
-        submitted = world.now
+        await replicas.start("b", **NO_SWEEPS)
         await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
-        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
         assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
+        assert replicas.metric("b", "athena_supervisor_actions_total", action="stop", outcome="sent") == 1
 
 
 def to_ms(instant: datetime) -> datetime:
@@ -391,7 +359,11 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         athena = await members(world, stack)
         started = world.now
         await replicas.start("a", **slow)
-        await world.vt.run_for(ms(12))
+        # The runaway (of the second part) comes an interval before a stops: a sweep of its shard lists it meanwhile.
+        await world.vt.run_until(started + ms(12) - interval)
+        session_id, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(interval)
         # The first sweep at once; then each shard in its own slot of the interval, not all at the same moments.
         for shard in SHARDS:
             slot = next_slot(started, interval, "/".join(shard))
@@ -400,9 +372,6 @@ async def test_shards_sweep_in_their_own_slots_and_a_resumed_shard_waits_for_its
         assert len({next_slot(started, interval, "/".join(shard)) for shard in SHARDS}) == len(SHARDS)
         # a stops; b takes every shard and resumes the saved watch lists: it knows the runaway's deadline, so the
         # first sweep of its shard waits for its slot, and the runaway is stopped at its crossing all the same.
-        session_id, calculation_id = await runaway(athena[SHARDS[0]])
-        submitted = world.now
-        await world.vt.run_for(interval)  # a sweep found the runaway
         await replicas.services["a"].hosts[Shard(*SHARDS[0])].runtime.checks.save_watch()  # as its slot would
         await replicas.stop("a")
         await replicas.start("b", **slow)
@@ -428,7 +397,7 @@ async def test_a_new_owner_saving_before_it_read_the_whole_saved_list_keeps_ever
     later = {"discovery_interval": "1s",
              "policies": [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5m"}}]}
     async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
+        athena = await members(world, stack, SHARDS[:1])
         await replicas.start("a", **later)
         runaways = [(await runaway(athena[SHARDS[0]]))[1] for _ in range(3)]
         await world.vt.run_for(ms(1.5))  # swept; saved (as its slot would): due in 5 minutes, past b's first read
@@ -470,48 +439,38 @@ class SlowRenewal(DynamoDbStorage):
         return await super().renew(lease, expires_at=expires_at)
 
 
-async def test_a_renewal_slower_than_the_acting_window_stops_the_shards_but_not_the_rounds(
+async def test_renewals_run_side_by_side_and_one_slower_than_the_acting_window_stops_its_shard_not_the_rounds(
     virtual_world: VirtualWorld,
 ) -> None:
     world = virtual_world
     slow: list[SlowRenewal] = []
 
     def storage(table: Table) -> Storage:
-        slow.append(SlowRenewal(table, world.clock, LEASE / 2))
+        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
+        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
+        slow.append(SlowRenewal(table, world.clock, LEASE / 2, each=timedelta(seconds=1.5)))
         return slow[0]
 
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a", storage=storage, **NO_SWEEPS)
-        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
+        # Six rounds: one renewal after the other, the first round after the leases were taken would lose one.
+        await world.vt.run_for(LEASE * 2)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
         # One renewal takes 3 s: its shard's acting deadline (4 s after the previous round's renewal, 2 s before)
         # passes meanwhile, so that shard stops. The round goes on: the late answer is not taken for a renewal of
-        # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired.
+        # the stopped shard, the others are renewed, and the replica takes the shard back once its lease expired:
+        # the slow renewal is sent within a third of a lease (2 s), stamps its lease to expire a lease (6 s) later,
+        # and the round after that expiry (2 s at most) takes it back: within 10 s, a round to spare in 12.
         slow[0].armed = True
         with capture_logs() as logs:
-            await world.vt.run_for(LEASE * 3)
+            await world.vt.run_for(LEASE * 2)
         events = [entry["event"] for entry in logs]
         assert "cluster.store_failed" not in events, [e for e in logs if e["event"] == "cluster.store_failed"]
         assert events.count("cluster.acting_deadline_passed") == 1
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 1
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS) + 1
-        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-
-
-async def test_a_replica_renews_its_leases_side_by_side(virtual_world: VirtualWorld) -> None:
-    world = virtual_world
-
-    def storage(table: Table) -> Storage:
-        # Every renewal takes 1.5 s (a busy replica, a slow store): one after the other, the second lease of a round
-        # would be renewed 3 s after the round began, past its acting deadline (4 s after the previous round's).
-        return SlowRenewal(table, world.clock, timedelta(0), each=timedelta(seconds=1.5))
-
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
-        await replicas.start("a", storage=storage, **NO_SWEEPS)
-        await world.vt.run_for(LEASE * 4)
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
-        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
 
 
@@ -530,7 +489,9 @@ class SlowLeaseReads(DynamoDbStorage):
         return await super().leases()
 
 
-async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> None:
+async def test_a_replica_taking_many_shards_renews_them_while_their_hosts_start_and_a_slow_round_holds_up_none(
+    virtual_world: VirtualWorld,
+) -> None:
     world = virtual_world
     slow: list[SlowLeaseReads] = []
 
@@ -539,21 +500,38 @@ async def test_a_slow_round_holds_up_no_renewal(virtual_world: VirtualWorld) -> 
         return slow[0]
 
     async with AsyncExitStack() as stack, fleet(world) as replicas:
-        athena = await members(world, stack)
+        athena = await members(world, stack, SHARDS[:1])
+        # Every shard's host first assumes its account's role: 3 s each. The four hosts start side by side, and the
+        # leases are renewed meanwhile: a round that waited for each host in turn would pass the first shard's acting
+        # deadline (4 s after it was taken) and lose it.
+        world.emulator.backend.set_faults("AssumeRole", latency=3.0)
+        started = world.now
         await replicas.start("a", storage=storage)
-        await world.vt.run_until_true(lambda: all(names == ["a"] for names in replicas.owners().values()), limit=LEASE)
+        # Submitted while the hosts start: the first sweep of its shard, once the role is assumed, lists it, and the
+        # shard acts at its crossing while the leases are watched. Two leases of virtual time: a round that waited
+        # for the hosts in turn would end 6 s after the take and lose the first shard at its deadline (4 s).
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
+        await world.vt.run_for(LEASE * 2)
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
+        assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="acquired") == len(SHARDS)
+        assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
+        assert len(world.calls("AssumeRole")) == len(ACCOUNTS)  # the regions of an account share its role session
+        assert all(call.time < started + ms(0.5) for call in world.calls("AssumeRole"))
+        [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
+        assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
         # One round's read of the leases takes two lease durations (a store answering slowly, a replica busy
-        # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting.
+        # taking over shards): the leases are renewed meanwhile, each on its own, and no shard stops acting (a
+        # runaway submitted now is stopped at its crossing, 6 s on, while the read that began within 2 s is slow).
         slow[0].armed = True
+        _, calculation_id = await runaway(athena[SHARDS[0]])
+        submitted = world.now
         with capture_logs() as logs:
             await world.vt.run_for(LEASE * 2 + ms(1))
         assert [entry for entry in logs if entry["event"] in ("cluster.acting_deadline_passed", "cluster.lease_lost")
                 ] == []
         assert replicas.metric("a", "athena_supervisor_lease_changes_total", outcome="lost") == 0
         assert all(names == ["a"] for names in replicas.owners().values()), replicas.owners()
-        _, calculation_id = await runaway(athena[SHARDS[0]])
-        submitted = world.now
-        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         [stop] = calls_in(world, "StopCalculationExecution", SHARDS[0], CalculationExecutionId=calculation_id)
         assert submitted + RUNAWAY_LIMIT <= stop.time <= submitted + RUNAWAY_LIMIT + CROSSING_MARGIN
 
@@ -574,8 +552,7 @@ def racing_survivors(dead: str) -> tuple[str, str, tuple[str, str]]:
 async def test_survivors_racing_for_a_dead_replicas_shards_take_them_all_at_once(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     first, second, held = racing_survivors("a0")
-    async with AsyncExitStack() as stack, fleet(world) as replicas:
-        await members(world, stack)
+    async with fleet(world) as replicas:  # about leases alone: no workgroups to supervise, short host sweeps
         await replicas.start("a0", **NO_SWEEPS)
         await world.vt.run_for(ms(1))
         await replicas.start(first, **NO_SWEEPS)
@@ -616,10 +593,10 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
         queue = (await sqs.create_queue(QueueName=f"athena-events-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
         discovery = {"backstop_interval": "10m", "events": {
             "sqs_queue_url": queue, "endpoint_url": frontend.endpoint_url, "region": "us-east-1", "wait_time": "0s"}}
-        # A limit longer than a few hand-backs: each takes up to a poll (a second, jittered) of the other replica.
-        policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
-        await replicas.start("a", discovery=discovery, policies=policies)
-        await replicas.start("b", discovery=discovery, policies=policies)
+        # The limit (6 s) is longer than a few hand-backs: each takes up to a poll (a second, jittered) of the other
+        # replica (all eight events are applied within the first second here).
+        await replicas.start("a", discovery=discovery)
+        await replicas.start("b", discovery=discovery)
         await world.vt.run_until_true(lambda: split_between_a_and_b(replicas), limit=LEASE)
         owners = replicas.owners()
         assert sorted(names[0] for names in owners.values()) == ["a", "a", "b", "b"], owners
@@ -635,10 +612,10 @@ async def test_events_on_one_queue_reach_the_replica_that_holds_their_shard(virt
                                {"calculationExecutionId": calculation_id}, account=account, region=region),
             ):
                 await sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
-        await world.vt.run_until(submitted + ms(11))
+        await world.vt.run_until(submitted + RUNAWAY_LIMIT + ms(1))
         for shard, calculation_id in calculations.items():
             [stop] = calls_in(world, "StopCalculationExecution", shard, CalculationExecutionId=calculation_id)
-            assert stop.time == submitted + ms(10) + CROSSING_MARGIN, shard
+            assert stop.time == submitted + RUNAWAY_LIMIT + CROSSING_MARGIN, shard
             assert replicas.metric(owners[shard][0], "athena_supervisor_actions_total", account=shard[0],
                                    region=shard[1], action="stop", outcome="sent") == 1
         applied = sum(replicas.metric(name, "athena_supervisor_events_received_total", outcome="applied")

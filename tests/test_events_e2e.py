@@ -89,7 +89,9 @@ async def test_an_announced_calculation_is_looked_at_at_once_and_stopped_at_its_
         assert len(world.calls("ListSessions")) == swept
         assert not world.calls("ListCalculationExecutions", SessionId=session_id)
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 2
-        await world.vt.run_for(12)  # the handled messages are deleted once the watch list is saved (every 5 s)
+        # The handled messages are deleted once the watch list is saved: by the delete round that their handling
+        # starts (received by submitted + 1.5 s) or the next (every 5 s), so by submitted + 6.5 s; now + 2 s is 7 s.
+        await world.vt.run_for(2)
         assert await queue.depth() == (0, 0)
         assert world.metric("athena_supervisor_events_queue_depth") == 0
         status = await readyz(service.http_url)
@@ -170,7 +172,9 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
             submitted = world.now
-            await world.vt.run_for(12)  # looked at, saved, and the messages deleted (every 5 s)
+            # Looked at, saved, and the messages deleted: received by 1.5 s, deleted by the round that starts then
+            # or the next (every 5 s), so by 6.5 s.
+            await world.vt.run_for(7)
             assert await queue.depth() == (0, 0)
         await world.vt.run_for(3)
         # Down for 3 s; back with every listing failing: only the saved watch list knows the calculation.
@@ -348,7 +352,8 @@ async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afr
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=25s dpus=2")
             submitted = world.now
-            await world.vt.run_for(12)  # looked at and saved in the watch list (every 5 s)
+            # Looked at (received by 1.5 s) and saved in the watch list by a delete round (every 5 s): by 6.5 s.
+            await world.vt.run_for(7)
         await world.vt.run_for(3)
         async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
             await world.vt.run_until(submitted + LIMIT + ms(30))

@@ -126,16 +126,18 @@ async def test_odd_messages_are_counted_and_dropped_without_effect(virtual_world
 async def test_a_lost_event_is_found_by_the_backstop_counted_and_enforced(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     # A sweep's find counts as a missed event when it comes more than late_after after the call: a backstop of
-    # 30 s against a late_after of 20 s (not minutes: the feed polls the queue every virtual second meanwhile).
-    late, backstop = timedelta(seconds=20), timedelta(seconds=30)
-    async with event_queue() as queue, world.daemon(**events_config(queue, late_after="20s", backstop_interval="30s")):
+    # 3 s against a late_after of 2 s (not minutes, nor 30 s: the feed polls the queue every virtual second
+    # meanwhile). The call is at T0 + 100 ms, the backstop sweeps at T0 and T0 + 3 s: found 2.9 s after it, past
+    # late_after and past the 1.5 s max_runtime.
+    late, backstop = timedelta(seconds=2), timedelta(seconds=3)
+    async with event_queue() as queue, world.daemon(**events_config(queue, late_after="2s", backstop_interval="3s")):
         await world.vt.run_for(OFFSET)
         session_id = await announce_session(world, queue, "etl-a")
         calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2", send=False)
         submitted = world.now
         await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=backstop)
         (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-        # Found by the next backstop sweep (30 s after the first), acted on at once: its limit had passed.
+        # Found by the next backstop sweep (3 s after the first), acted on at once: its limit had passed.
         listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
         assert listed and submitted + late < listed[0] <= submitted + backstop
         assert listed[0] <= stop.time <= listed[0] + ms(0.1)

@@ -25,11 +25,12 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = ms(0.01)  # CROSSING_MARGIN
 OFFSET = ms(0.1)
 BACKSTOP = "10m"
-# The scenarios that restart the daemon run on a half-minute runtime limit: long enough for a
-# first run that saves the watch list (every 5 s), a pause and a restart before it, and no longer, since the feed
-# polls the queue every virtual second (~10 ms of CPU a poll, with moto's SQS).
-LIMIT = timedelta(seconds=30)
-HALF_MINUTE = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "30s"}}]
+# The scenarios that restart the daemon run on a 15 s runtime limit: long enough for a first run that saves the
+# watch list and deletes the messages (7 s: the first poll by 1.5 s, then a delete round every 5 s), a pause (3 s)
+# and a restart before it (at 10 s), and no longer, since the feed polls the queue every virtual second (a
+# ReceiveMessage of moto's SQS a poll).
+LIMIT = timedelta(seconds=15)
+FIFTEEN_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "15s"}}]
 # A crossing after the event is known (within the feed's 1.5 s) and its target looked at, and no later.
 FIVE_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
 
@@ -169,7 +170,7 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
 ) -> None:
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
@@ -181,7 +182,7 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
         await world.vt.run_for(3)
         # Down for 3 s; back with every listing failing: only the saved watch list knows the calculation.
         world.emulator.backend.add_error("InternalServerException", operation="ListSessions")
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)) as service:
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)) as service:
             await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=LIMIT)
             (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             assert stop.time == submitted + LIMIT + MARGIN
@@ -349,18 +350,19 @@ async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afr
     the listing."""
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
-            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=25s dpus=2")
+            # Runs 12 s: past the restart at 10 s (listed RUNNING by its first sweep), done before the 15 s deadline.
+            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=12s dpus=2")
             submitted = world.now
             # Looked at (received by 1.5 s) and saved in the watch list by a delete round (every 5 s): by 6.5 s.
             await world.vt.run_for(7)
         await world.vt.run_for(3)
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_until(submitted + LIMIT + ms(30))
             listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
-            assert listed and listed[0] < submitted + ms(25)  # the restart's sweep saw it RUNNING
+            assert listed and listed[0] < submitted + ms(12)  # the restart's sweep saw it RUNNING
             assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
             assert looks[-1] == submitted + LIMIT + MARGIN  # afresh, at the deadline: COMPLETED

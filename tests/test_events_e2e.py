@@ -286,8 +286,8 @@ async def test_the_emulators_own_events_drive_the_daemon_late_and_twice(virtual_
     """The whole path as in production: Athena's calls (the emulator) publish CloudTrail-shaped events to SQS,
     2 s late and each twice; the daemon knows the calculation from them and stops it once, at its crossing."""
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
-    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)):
+    # A 5 s limit: crossed after the events are known (2 s late, then the feed's poll: by 3.5 s).
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)):
         await world.emulator.fleet.events.configure(EventSettings.from_json({
             "sqs_queue_url": queue.url, "endpoint_url": queue.frontend.endpoint_url, "region": "us-east-1",
             "delay": "2s", "duplicate_rate": 1.0}))
@@ -295,9 +295,9 @@ async def test_the_emulators_own_events_drive_the_daemon_late_and_twice(virtual_
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
         submitted = world.now
-        await world.vt.run_until(submitted + ms(12))
+        await world.vt.run_until(submitted + ms(7))
         assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
-            submitted + ms(10) + MARGIN]
+            submitted + ms(5) + MARGIN]
         looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
         assert submitted + ms(2) <= looks[0] <= submitted + ms(3.5)  # the delay, then the feed's next poll
         await world.vt.run_for(12)

@@ -25,11 +25,12 @@ from tests.virtual_fixtures import VirtualWorld, ms, times
 MARGIN = ms(0.01)  # CROSSING_MARGIN
 OFFSET = ms(0.1)
 BACKSTOP = "10m"
-# The scenarios that restart the daemon run on a half-minute runtime limit: long enough for a
-# first run that saves the watch list (every 5 s), a pause and a restart before it, and no longer, since the feed
-# polls the queue every virtual second (~10 ms of CPU a poll, with moto's SQS).
-LIMIT = timedelta(seconds=30)
-HALF_MINUTE = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "30s"}}]
+# The scenarios that restart the daemon run on a 15 s runtime limit: long enough for a first run that saves the
+# watch list and deletes the messages (7 s: the first poll by 1.5 s, then a delete round every 5 s), a pause (3 s)
+# and a restart before it (at 10 s), and no longer, since the feed polls the queue every virtual second (a
+# ReceiveMessage of moto's SQS a poll).
+LIMIT = timedelta(seconds=15)
+FIFTEEN_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "15s"}}]
 # A crossing after the event is known (within the feed's 1.5 s) and its target looked at, and no later.
 FIVE_SECONDS = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "5s"}}]
 
@@ -89,7 +90,9 @@ async def test_an_announced_calculation_is_looked_at_at_once_and_stopped_at_its_
         assert len(world.calls("ListSessions")) == swept
         assert not world.calls("ListCalculationExecutions", SessionId=session_id)
         assert world.metric("athena_supervisor_events_received_total", outcome="applied") == 2
-        await world.vt.run_for(12)  # the handled messages are deleted once the watch list is saved (every 5 s)
+        # The handled messages are deleted once the watch list is saved: by the delete round that their handling
+        # starts (received by submitted + 1.5 s) or the next (every 5 s), so by submitted + 6.5 s; now + 2 s is 7 s.
+        await world.vt.run_for(2)
         assert await queue.depth() == (0, 0)
         assert world.metric("athena_supervisor_events_queue_depth") == 0
         status = await readyz(service.http_url)
@@ -124,16 +127,18 @@ async def test_odd_messages_are_counted_and_dropped_without_effect(virtual_world
 async def test_a_lost_event_is_found_by_the_backstop_counted_and_enforced(virtual_world: VirtualWorld) -> None:
     world = virtual_world
     # A sweep's find counts as a missed event when it comes more than late_after after the call: a backstop of
-    # 30 s against a late_after of 20 s (not minutes: the feed polls the queue every virtual second meanwhile).
-    late, backstop = timedelta(seconds=20), timedelta(seconds=30)
-    async with event_queue() as queue, world.daemon(**events_config(queue, late_after="20s", backstop_interval="30s")):
+    # 3 s against a late_after of 2 s (not minutes, nor 30 s: the feed polls the queue every virtual second
+    # meanwhile). The call is at T0 + 100 ms, the backstop sweeps at T0 and T0 + 3 s: found 2.9 s after it, past
+    # late_after and past the 1.5 s max_runtime.
+    late, backstop = timedelta(seconds=2), timedelta(seconds=3)
+    async with event_queue() as queue, world.daemon(**events_config(queue, late_after="2s", backstop_interval="3s")):
         await world.vt.run_for(OFFSET)
         session_id = await announce_session(world, queue, "etl-a")
         calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2", send=False)
         submitted = world.now
         await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=backstop)
         (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
-        # Found by the next backstop sweep (30 s after the first), acted on at once: its limit had passed.
+        # Found by the next backstop sweep (3 s after the first), acted on at once: its limit had passed.
         listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
         assert listed and submitted + late < listed[0] <= submitted + backstop
         assert listed[0] <= stop.time <= listed[0] + ms(0.1)
@@ -165,17 +170,19 @@ async def test_a_restarted_daemon_acts_on_time_from_its_watch_list_while_its_swe
 ) -> None:
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
             calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=10m dpus=2")
             submitted = world.now
-            await world.vt.run_for(12)  # looked at, saved, and the messages deleted (every 5 s)
+            # Looked at, saved, and the messages deleted: received by 1.5 s, deleted by the round that starts then
+            # or the next (every 5 s), so by 6.5 s.
+            await world.vt.run_for(7)
             assert await queue.depth() == (0, 0)
         await world.vt.run_for(3)
         # Down for 3 s; back with every listing failing: only the saved watch list knows the calculation.
         world.emulator.backend.add_error("InternalServerException", operation="ListSessions")
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)) as service:
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)) as service:
             await world.vt.run_until_true(lambda: world.calls("StopCalculationExecution"), limit=LIMIT)
             (stop,) = world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             assert stop.time == submitted + LIMIT + MARGIN
@@ -279,8 +286,8 @@ async def test_the_emulators_own_events_drive_the_daemon_late_and_twice(virtual_
     """The whole path as in production: Athena's calls (the emulator) publish CloudTrail-shaped events to SQS,
     2 s late and each twice; the daemon knows the calculation from them and stops it once, at its crossing."""
     world = virtual_world
-    policies = [{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "10s"}}]
-    async with event_queue() as queue, world.daemon(policies=policies, **events_config(queue)):
+    # A 5 s limit: crossed after the events are known (2 s late, then the feed's poll: by 3.5 s).
+    async with event_queue() as queue, world.daemon(policies=FIVE_SECONDS, **events_config(queue)):
         await world.emulator.fleet.events.configure(EventSettings.from_json({
             "sqs_queue_url": queue.url, "endpoint_url": queue.frontend.endpoint_url, "region": "us-east-1",
             "delay": "2s", "duplicate_rate": 1.0}))
@@ -288,9 +295,9 @@ async def test_the_emulators_own_events_drive_the_daemon_late_and_twice(virtual_
         session_id = await world.start_session("etl-a")
         calculation_id = await world.start_calculation(session_id, "# sim: runtime=60s dpus=2")
         submitted = world.now
-        await world.vt.run_until(submitted + ms(12))
+        await world.vt.run_until(submitted + ms(7))
         assert times(world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)) == [
-            submitted + ms(10) + MARGIN]
+            submitted + ms(5) + MARGIN]
         looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
         assert submitted + ms(2) <= looks[0] <= submitted + ms(3.5)  # the delay, then the feed's next poll
         await world.vt.run_for(12)
@@ -343,17 +350,19 @@ async def test_a_resumed_target_listed_by_the_first_sweep_is_still_looked_at_afr
     the listing."""
     world = virtual_world
     async with event_queue() as queue:
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_for(OFFSET)
             session_id = await announce_session(world, queue, "etl-a")
-            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=25s dpus=2")
+            # Runs 12 s: past the restart at 10 s (listed RUNNING by its first sweep), done before the 15 s deadline.
+            calculation_id = await announce_calculation(world, queue, session_id, "# sim: runtime=12s dpus=2")
             submitted = world.now
-            await world.vt.run_for(12)  # looked at and saved in the watch list (every 5 s)
+            # Looked at (received by 1.5 s) and saved in the watch list by a delete round (every 5 s): by 6.5 s.
+            await world.vt.run_for(7)
         await world.vt.run_for(3)
-        async with world.daemon(policies=HALF_MINUTE, **events_config(queue)):
+        async with world.daemon(policies=FIFTEEN_SECONDS, **events_config(queue)):
             await world.vt.run_until(submitted + LIMIT + ms(30))
             listed = times(world.calls("ListCalculationExecutions", SessionId=session_id))
-            assert listed and listed[0] < submitted + ms(25)  # the restart's sweep saw it RUNNING
+            assert listed and listed[0] < submitted + ms(12)  # the restart's sweep saw it RUNNING
             assert not world.calls("StopCalculationExecution", CalculationExecutionId=calculation_id)
             looks = times(world.calls("GetCalculationExecutionStatus", CalculationExecutionId=calculation_id))
             assert looks[-1] == submitted + LIMIT + MARGIN  # afresh, at the deadline: COMPLETED

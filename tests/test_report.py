@@ -59,7 +59,7 @@ async def test_a_dry_run_says_what_enforcing_would_have_saved_as_observed(
         session_id = await world.start_session("etl-a")
         running = await world.start_calculation(session_id, "# sim: runtime=60s dpus=4")
         ended = await world.start_calculation(await world.start_session("etl-a"), "# sim: runtime=3s dpus=2")
-        await world.vt.run_for(5)  # both decided at 1.6 s; one ended at 3.1 s, the other runs on
+        await world.vt.run_for(3.5)  # both decided at 1.6 s; one ended at 3.1 s, the other runs on
         assert not world.calls("StopCalculationExecution")
         document = await report(world, tmp_path, capsys, config)
         after = {calculation_id: (await world.calculation(calculation_id))["Statistics"]["DpuExecutionInMillis"]
@@ -126,7 +126,9 @@ async def test_held_calls_budgets_and_no_lookups(virtual_world: VirtualWorld, tm
             session_id = await world.start_session("ml-a")
             await world.start_calculation(session_id, "# sim: runtime=600s dpus=4")
         await world.start_calculation(await world.start_session("etl-a"), "# sim: runtime=600s dpus=4")
-        await world.vt.run_for(5)
+        # Listed by the sweep at 1 s: ml's crossings (1.1 s: one stop sent, the other held by the rate limit), the
+        # budget's threshold (the pass at 1 s) and etl's dry-run decision (1.6 s) all come before 2.1 s.
+        await world.vt.run_for(2)
         document = await report(world, tmp_path, capsys, config, "--no-lookups")
     owners = {owner["name"]: owner for owner in document["owners"]}
     assert owners["ml"]["held"] == {"rate_limit": 1} and owners["ml"]["calls_sent"] == {"stop": 1}

@@ -1,5 +1,5 @@
-"""moto's DynamoDB as a process of its own, for the fleet harness: one request at a time, transactions in time
-proportional to their own items, leases first and bulk writes last.
+"""moto's DynamoDB as a process of its own, for the fleet harness: one request at a time, leases first and bulk writes
+last, transactions idempotent by their token.
 
 This is the WSGI application ``moto_server`` runs (``DomainDispatcherApplication(create_backend_app)``), served on a
 free port by aiohttp (HTTP/1.1, connections kept open between requests as DynamoDB's are; see :func:`serve`), made

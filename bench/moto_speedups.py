@@ -1,7 +1,7 @@
 """moto as the tests and the benches run it: the same answers, for less CPU per request.
 
 moto stands in for DynamoDB (and SNS, SQS, EventBridge) in the test suite (``tests/moto_in_loop.py``,
-``tests/dynamodb_fixtures.py``) and in the fleet harness (``bench/dynamodb_server.py``). Three of its costs grow with
+``tests/dynamodb_fixtures.py``) and in the fleet harness (``bench/dynamodb_server.py``). Five of its costs grow with
 things that have nothing to do with the request, and :func:`install` removes them without changing any answer:
 
 - **Responses of DynamoDB items.** moto 5.2 serializes every response by walking botocore's output shape, and each

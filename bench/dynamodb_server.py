@@ -201,9 +201,6 @@ def _transaction(body: bytes) -> tuple[str | None, int, list[str]]:
     return None, 0, []
 
 
-HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
-
-
 async def serve(app: SerialMoto, host: str, port: int) -> None:
     """Serve ``app`` over HTTP/1.1 with keep-alive (aiohttp) until SIGTERM or SIGINT; print the ready line.
 
@@ -215,30 +212,19 @@ async def serve(app: SerialMoto, host: str, port: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from aiohttp import web
-    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    from bench.moto_http import call_wsgi, start_server, wsgi_environ
 
     loop = asyncio.get_running_loop()
     workers = ThreadPoolExecutor(64, thread_name_prefix="moto")
 
-    def call(environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        chunks, status, headers = run_wsgi_app(app, environ, buffered=True)
-        return (int(status.split()[0]), [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP],
-                b"".join(chunks))
-
     async def handle(request: web.Request) -> web.Response:
-        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
-                                 headers=list(request.headers.items()), data=await request.read()).get_environ()
-        status, headers, body = await loop.run_in_executor(workers, call, environ)
+        environ = wsgi_environ(request, await request.read())
+        status, headers, body = await loop.run_in_executor(workers, call_wsgi, app, environ)
         return web.Response(status=status, headers=headers, body=body)
 
-    server = web.Application(client_max_size=64 * 1024 * 1024)
-    server.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(server, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": f"http://{host}:{bound}"}), flush=True)
+    runner, endpoint_url = await start_server(handle, host, port, handle_signals=False)
+    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": endpoint_url}), flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -21,6 +21,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bench.moto_http import start_server, wsgi_environ
 from supervisor.clock import SystemClock
 from supervisor.config import Settings, parse_settings
 from supervisor.gateway import Gateway
@@ -28,7 +29,7 @@ from supervisor.metrics import Metrics
 from supervisor.storage import Storage
 from supervisor.storage.dynamodb_setup import ensure_table
 from supervisor.storage.factory import build_storage_gateway, journal_table, open_storage
-from tests.moto_in_loop import HOP_BY_HOP, Moto
+from tests.moto_in_loop import Moto
 
 REGION = "us-east-1"
 
@@ -55,23 +56,11 @@ class MotoServer:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.endpoint_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.endpoint_url = await start_server(self._handle)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        from werkzeug.test import EnvironBuilder
-
-        body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
-                                 headers=headers, data=body).get_environ()
         # In this loop's thread, not a worker's: the loop serves nothing else, and a thread hop per request costs.
-        status, answer_headers, payload = self._moto.call(environ)
+        status, answer_headers, payload = self._moto.call(wsgi_environ(request, await request.read()))
         return web.Response(status=status, headers=answer_headers, body=payload)
 
     async def create_table(self, settings: Settings) -> list[str]:

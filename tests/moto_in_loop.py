@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 from aiohttp import web
 
-HOP_BY_HOP = ("content-length", "transfer-encoding", "connection")
+from bench.moto_http import Answer, call_wsgi, start_server, wsgi_environ
 
 
 @functools.cache
@@ -34,7 +34,7 @@ def _application() -> tuple[Any, threading.Lock]:
     state, and would build its per-service apps again (~10 ms of CPU each, per test)."""
     # Imported here, not at collection: every xdist worker would pay for moto otherwise.
     from moto.server import create_backend_app
-    from werkzeug.test import EnvironBuilder, run_wsgi_app
+    from werkzeug.test import EnvironBuilder
 
     from bench import moto_speedups
 
@@ -46,9 +46,8 @@ def _application() -> tuple[Any, threading.Lock]:
     headers = {"X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
                "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
                                 "SignedHeaders=host, Signature=0"}
-    _, status, _ = run_wsgi_app(app, EnvironBuilder(method="POST", path="/", headers=headers, data=b"{}").get_environ(),
-                                buffered=True)
-    assert status.startswith("200"), f"moto's warm-up ListTables answered {status}"
+    status, _, _ = call_wsgi(app, EnvironBuilder(method="POST", path="/", headers=headers, data=b"{}").get_environ())
+    assert status == 200, f"moto's warm-up ListTables answered {status}"
     return app, threading.Lock()
 
 
@@ -59,13 +58,9 @@ class Moto:
     def __init__(self) -> None:
         self._app, self._lock = _application()
 
-    def call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        from werkzeug.test import run_wsgi_app
-
+    def call(self, environ: dict[str, Any]) -> Answer:
         with self._lock:
-            chunks, status, headers = run_wsgi_app(self._app, environ, buffered=True)
-            return (int(status.split()[0]), [(k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP],
-                    b"".join(chunks))
+            return call_wsgi(self._app, environ)
 
 
 class MotoFrontend:
@@ -109,12 +104,7 @@ class MotoFrontend:
             self.dropped += 1
             return self._drop(request)
         lose = self._loses(request.headers.get("X-Amz-Target", "").rpartition(".")[2], body)
-        from werkzeug.test import EnvironBuilder
-
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        environ = EnvironBuilder(method=request.method, path=request.path, query_string=request.query_string,
-                                 headers=headers, data=body).get_environ()
-        status, answer_headers, payload = await anyio.to_thread.run_sync(self.moto.call, environ)
+        status, answer_headers, payload = await anyio.to_thread.run_sync(self.moto.call, wsgi_environ(request, body))
         if lose:
             self.lost += 1
             return self._drop(request)
@@ -122,13 +112,7 @@ class MotoFrontend:
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[MotoFrontend]:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.endpoint_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, self.endpoint_url = await start_server(self._handle)
         try:
             yield self
         finally:

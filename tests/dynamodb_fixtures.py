@@ -119,14 +119,10 @@ def new_table_name() -> str:
 
 
 async def create_table(settings: Settings) -> list[str]:
-    """Create the settings' journal table as setup-dynamodb does."""
+    """Create the settings' journal table as setup-dynamodb does, on the session's moto (``moto_dynamodb``)."""
     server = SERVERS.get(settings.journal.endpoint_url or "")
-    if server is not None:
-        return await server.create_table(settings)
-    clock = SystemClock()
-    async with build_storage_gateway(settings, Metrics(CollectorRegistry()), clock=clock,
-                                     session=AWS_SESSION) as gateway:
-        return await ensure_table(journal_table(settings, gateway), clock)
+    assert server is not None, f"{settings.journal.endpoint_url} is not the moto_dynamodb fixture's endpoint"
+    return await server.create_table(settings)
 
 
 @asynccontextmanager

@@ -1,15 +1,18 @@
-"""The daemon as an operator runs it: a separate process, signals, a kill in the middle of an escalation."""
+"""The daemon as an operator runs it: a separate process, signals, a kill in the middle of an escalation.
+
+The kill waits for real processes in real time (a daemon's start, the Stop, the restart, stop_grace), a few seconds
+with a core idle, so it plays in the background of the run (tests/background.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,13 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
+from athena_spark_emulator.thread import EmulatorThread
+from bench.environment import environment
 from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
+from tests.background import Background, in_background
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
 from tests.realtime import call_time, calls_of, start_calculation, start_session, wait_idle
 
@@ -30,8 +36,8 @@ IN_FLIGHT_WINDOW = 2 * (DEFAULT_CONNECT_TIMEOUT + DEFAULT_READ_TIMEOUT)
 pytestmark = pytest.mark.slow
 
 
-def spawn_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = env if env is not None else environment({"PYTHONPATH": str(REPO)})
     with log.open("ab") as stream:
         return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
                                 cwd=REPO, env=env, stdout=stream, stderr=stream)
@@ -76,51 +82,87 @@ def journal_events(path: Path, target_id: str) -> list[str]:
         storage.close_now()
 
 
-def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeating_the_stop(
-    emulator: EmulatorHandle, tmp_path: Path
-) -> None:
-    athena = emulator.boto3_client()
-    athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    calculation_id = start_calculation(athena, session_id, "# sim: runtime=120s on_stop=ignore")
-    journal_path = tmp_path / "journal.db"
-    config = write_config(tmp_path / "config.yaml", base_config(
-        emulator, journal_path, escalation={"stop_grace": "4s", "terminate_grace": "2s"},
-        policies=[{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1s"}}],
-    ))
-    log = tmp_path / "daemon.log"
-    first = spawn_daemon(config, log)
-    try:
-        wait_until(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    assert not calls_of(emulator, "TerminateSession"), "killed before the stop grace ran out"
+@dataclass(frozen=True)
+class KilledMidEscalation:
+    """What :func:`kill_mid_escalation` saw: the audit log's calls, the journal and the second daemon's log."""
 
-    second = spawn_daemon(config, log)
+    session_id: str
+    calculation_id: str
+    terminates_before_restart: list[dict[str, Any]]
+    stops: list[dict[str, Any]]
+    terminates: list[dict[str, Any]]
+    second_exit_code: int
+    journaled_at: dict[str, datetime]
+    journal: list[str]
+    log: list[dict[str, Any]]
+
+
+def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
+    """A daemon SIGKILLed between the Stop of a calculation that ignores it and the Terminate due ``stop_grace``
+    later, then started again on the same journal. Real processes and real time (the kill), so it plays in the
+    background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
+    env = environment({"PYTHONPATH": str(REPO)})  # now: a test may change os.environ while this runs
+    thread = EmulatorThread()
+    thread.start()
     try:
-        terminates = wait_until(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id), within=60)
-        wait_until(lambda: "verify.done" in journal_events(journal_path, calculation_id), within=30)
+        emulator = EmulatorHandle(thread)
+        athena = emulator.boto3_client()
+        athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
+        session_id = start_session(athena, "etl-a")
+        wait_idle(athena, session_id)
+        calculation_id = start_calculation(athena, session_id, "# sim: runtime=120s on_stop=ignore")
+        journal_path = directory / "journal.db"
+        config = write_config(directory / "config.yaml", base_config(
+            emulator, journal_path, escalation={"stop_grace": "4s", "terminate_grace": "2s"},
+            policies=[{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1s"}}],
+        ))
+        log = directory / "daemon.log"
+        first = spawn_daemon(config, log, env)
+        try:
+            wait_until(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        terminates_before_restart = calls_of(emulator, "TerminateSession")
+
+        second = spawn_daemon(config, log, env)
+        try:
+            wait_until(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id), within=60)
+            wait_until(lambda: "verify.done" in journal_events(journal_path, calculation_id), within=30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second_exit_code = second.wait(15)
+        return KilledMidEscalation(
+            session_id, calculation_id, terminates_before_restart,
+            stops=calls_of(emulator, "StopCalculationExecution"),
+            terminates=calls_of(emulator, "TerminateSession", SessionId=session_id),
+            second_exit_code=second_exit_code, journaled_at=journal_times(journal_path, calculation_id),
+            journal=journal_events(journal_path, calculation_id), log=log_events(log))
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(15) == 0
-    stops = calls_of(emulator, "StopCalculationExecution")
-    assert len(stops) == 1, "the restarted daemon must not send the Stop again"
+        thread.stop()
+
+
+@in_background(kill_mid_escalation)
+def test_killed_mid_escalation_the_restarted_daemon_finishes_it_without_repeating_the_stop(
+    background: Background,
+) -> None:
+    run = background.result(kill_mid_escalation)
+    assert not run.terminates_before_restart, "killed before the stop grace ran out"
+    assert run.second_exit_code == 0
+    assert len(run.stops) == 1, "the restarted daemon must not send the Stop again"
     # stop_grace counts from the original Stop as journaled: its answer, or (killed before the answer was
     # journaled) its intent, a little before the emulator received it. The audit log keeps milliseconds.
-    stop_journaled = journal_times(journal_path, calculation_id)
-    stop_at = stop_journaled.get("stop.sent", stop_journaled["stop.intent"])
-    terminated_at = call_time(terminates[0])
+    stop_at = run.journaled_at.get("stop.sent", run.journaled_at["stop.intent"])
+    terminated_at = call_time(run.terminates[0])
     assert terminated_at > stop_at + timedelta(seconds=4) - timedelta(milliseconds=1), (terminated_at, stop_at)
     # The Stop shows (CANCELING): the restart need not wait out the in-flight window of a call it cannot see.
-    waited = terminated_at - call_time(stops[0])
+    waited = terminated_at - call_time(run.stops[0])
     assert waited < IN_FLIGHT_WINDOW, f"Terminate came {waited} after the Stop: the restart waited out the window"
-    assert len(terminates) == 1
-    resumed = [e for e in log_events(log) if e.get("event") == "escalation.resumed"]
-    assert [e["target_id"] for e in resumed] == [calculation_id]
+    assert len(run.terminates) == 1
+    resumed = [e for e in run.log if e.get("event") == "escalation.resumed"]
+    assert [e["target_id"] for e in resumed] == [run.calculation_id]
 
-    events = journal_events(journal_path, calculation_id)
+    events = run.journal
     assert events[:2] == ["decision", "stop.intent"]
     assert events.count("stop.intent") == 1
     assert "terminate.sent" in events

@@ -8,12 +8,16 @@ They use a sync boto3 client, so call them before the daemon starts or from a wo
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-import pytest
+import structlog
 
 from athena_spark_emulator.testing import EmulatorHandle
+from athena_spark_emulator.thread import EmulatorThread
 from tests.daemon_fixtures import SPARK_ENGINE
 
 
@@ -50,8 +54,7 @@ def call_time(call: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(call["time"].replace("Z", "+00:00"))
 
 
-@pytest.fixture
-def athena(emulator: EmulatorHandle) -> Any:
+def athena_with_workgroups(emulator: EmulatorHandle) -> Any:
     """A boto3 Athena client on ``emulator`` with Spark workgroups etl-a, etl-exempt (tagged exempt), adhoc."""
     client = emulator.boto3_client()
     for name in ("etl-a", "etl-exempt", "adhoc"):
@@ -59,3 +62,20 @@ def athena(emulator: EmulatorHandle) -> Any:
     client.tag_resource(ResourceARN="arn:aws:athena:us-east-1:123456789012:workgroup/etl-exempt",
                         Tags=[{"Key": "athena-supervisor/exempt", "Value": "true"}])
     return client
+
+
+@contextmanager
+def background_emulator(directory: Path) -> Iterator[EmulatorHandle]:
+    """An emulator in a thread for a scenario played in the background of the run (tests/background.py), logging to
+    ``directory/emulator.log``: on this process's stdout its lines would land in the captured output of whatever test
+    runs meanwhile."""
+    with (directory / "emulator.log").open("w", encoding="utf-8") as stream:
+        logger = structlog.wrap_logger(structlog.WriteLogger(stream), processors=[
+            structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer()])
+        thread = EmulatorThread(logger=logger)
+        thread.start()
+        try:
+            yield EmulatorHandle(thread)
+        finally:
+            thread.stop()

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
-from athena_spark_emulator.thread import EmulatorThread
 from bench.environment import environment
 from supervisor.cli import main
 from supervisor.commands.check_config import check_config
@@ -28,7 +27,7 @@ from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
 from tests.background import Background, in_background
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
-from tests.realtime import call_time, calls_of, start_calculation, start_session, wait_idle
+from tests.realtime import background_emulator, call_time, calls_of, start_calculation, start_session, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 # Gateway.in_flight_window with the default timeouts (base_config sets none).
@@ -102,10 +101,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
     later, then started again on the same journal. Real processes and real time (the kill), so it plays in the
     background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
     env = environment({"PYTHONPATH": str(REPO)})  # now: a test may change os.environ while this runs
-    thread = EmulatorThread()
-    thread.start()
-    try:
-        emulator = EmulatorHandle(thread)
+    with background_emulator(directory) as emulator:
         athena = emulator.boto3_client()
         athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
         session_id = start_session(athena, "etl-a")
@@ -138,8 +134,6 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
             terminates=calls_of(emulator, "TerminateSession", SessionId=session_id),
             second_exit_code=second_exit_code, journaled_at=journal_times(journal_path, calculation_id),
             journal=journal_events(journal_path, calculation_id), log=log_events(log))
-    finally:
-        thread.stop()
 
 
 @in_background(kill_mid_escalation)

@@ -4,18 +4,19 @@
 it (a separate process) against the emulator, delivering to real webhook servers on loopback, one that
 redirects in a loop and one that answers 500: its stderr JSON log (our events, with the errors of the
 retried attempts), the journal (through ``athena-supervisor journal --json`` and the raw database
-files) and the ``/metrics`` text.
+files) and the ``/metrics`` text. That daemon waits for real time, so it plays in the background of the run.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from athena_spark_emulator.testing import EmulatorHandle
+from bench.environment import environment
 from supervisor.cli import main
+from tests.background import Background, in_background
 from tests.daemon_fixtures import base_config, write_config
-from tests.realtime import athena, start_calculation, start_session, wait_idle
-
-__all__ = ["athena"]  # the fixture, re-exported for pytest
+from tests.realtime import athena_with_workgroups, background_emulator, start_calculation, start_session, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 PATH_SECRET = "SECRET-PATH-TOKEN-123"
@@ -71,8 +73,9 @@ class Hooks:
         ]
 
 
-@pytest.fixture
-async def hooks() -> AsyncIterator[Hooks]:
+@asynccontextmanager
+async def serving_hooks() -> AsyncIterator[Hooks]:
+    """:class:`Hooks` served on a free loopback port for as long as the block lasts."""
     endpoints = Hooks()
     app = web.Application()
     app.router.add_route("*", "/loop/{tail:.*}", endpoints.loop)
@@ -176,9 +179,9 @@ def test_credentials_twice_names_the_fix(tmp_path: Path, capsys: pytest.CaptureF
 # --- the daemon as a process -------------------------------------------------------------------------------
 
 
-def log_events(log: Path) -> list[dict[str, Any]]:
+def parse_log(text: str) -> list[dict[str, Any]]:
     events = []
-    for line in log.read_text().splitlines():
+    for line in text.splitlines():
         try:
             events.append(json.loads(line))
         except json.JSONDecodeError:
@@ -186,10 +189,14 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return events
 
 
-def spawn_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def log_events(log: Path) -> list[dict[str, Any]]:
+    return parse_log(log.read_text())
+
+
+def spawn_daemon(config: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("wb") as stream:
         return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=stream, stderr=stream)
+                                cwd=REPO, env=env, stdout=stream, stderr=stream)
 
 
 def database_files(journal: Path) -> dict[str, str]:
@@ -206,50 +213,79 @@ async def wait_for(predicate: Any, within: float = 30.0) -> Any:
     return value
 
 
-@pytest.mark.slow
-async def test_a_failing_webhook_leaks_no_secret_into_logs_journal_or_metrics(
-    emulator: Any, athena: Any, hooks: Hooks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    session_id = start_session(athena, "etl-a")
-    wait_idle(athena, session_id)
-    start_calculation(athena, session_id, "# sim: runtime=60s dpus=2")
-    journal = tmp_path / "journal.db"
-    config = write_config(tmp_path / "config.yaml", base_config(
-        emulator, journal, notifications=hooks.channels(), log_level="debug"))
-    log = tmp_path / "daemon.log"
-    daemon = spawn_daemon(config, log)
-    try:
-        # violation and stop_requested, to both channels: four messages out of attempts
-        await wait_for(lambda: len([e for e in log_events(log) if e["event"] == "notification.failed"]) >= 4)
-        started = next(e for e in log_events(log) if e["event"] == "supervisor.started")
-        async with aiohttp.ClientSession() as http, http.get(f"{started['http']}/metrics") as response:
-            metrics = await response.text()
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        code = await anyio.to_thread.run_sync(lambda: daemon.wait(20))
-    assert code == 0
+@dataclass(frozen=True)
+class Delivered:
+    """What :func:`deliver_to_failing_webhooks` left: the daemon's exit code and log, its ``/metrics`` text, how often
+    each webhook was hit and on which port, and the journal."""
 
-    text = log.read_text()
-    assert_no_secret("the daemon's log", text)
-    events = log_events(log)
+    exit_code: int
+    log: str
+    metrics: str
+    hits: dict[str, int]
+    port: int
+    journal: Path
+
+
+def deliver_to_failing_webhooks(directory: Path) -> Delivered:
+    """The daemon as a process, notifying of a violation through two webhooks that never succeed, until four
+    notifications have failed. It waits for real time (the daemon's start, the retries' backoff), so it plays in the
+    background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
+    env = environment({"PYTHONPATH": str(REPO)})  # now: a test may change os.environ while this runs
+    with background_emulator(directory) as emulator:
+        athena = athena_with_workgroups(emulator)
+        session_id = start_session(athena, "etl-a")
+        wait_idle(athena, session_id)
+        start_calculation(athena, session_id, "# sim: runtime=60s dpus=2")
+        return anyio.run(_deliver, emulator, directory, env)
+
+
+async def _deliver(emulator: EmulatorHandle, directory: Path, env: dict[str, str]) -> Delivered:
+    async with serving_hooks() as hooks:
+        journal = directory / "journal.db"
+        config = write_config(directory / "config.yaml", base_config(
+            emulator, journal, notifications=hooks.channels(), log_level="debug"))
+        log = directory / "daemon.log"
+        daemon = spawn_daemon(config, log, env)
+        try:
+            # violation and stop_requested, to both channels: four messages out of attempts
+            await wait_for(lambda: len([e for e in log_events(log) if e["event"] == "notification.failed"]) >= 4)
+            started = next(e for e in log_events(log) if e["event"] == "supervisor.started")
+            async with aiohttp.ClientSession() as http, http.get(f"{started['http']}/metrics") as response:
+                metrics = await response.text()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = await anyio.to_thread.run_sync(lambda: daemon.wait(20))
+        return Delivered(code, log.read_text(), metrics, dict(hooks.hits), hooks.port, journal)
+
+
+@pytest.mark.slow
+@in_background(deliver_to_failing_webhooks)
+def test_a_failing_webhook_leaks_no_secret_into_logs_journal_or_metrics(
+    background: Background, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = background.result(deliver_to_failing_webhooks)
+    assert run.exit_code == 0
+
+    assert_no_secret("the daemon's log", run.log)
+    events = parse_log(run.log)
     names = {event["event"] for event in events}
     assert {"notification.retrying", "notification.failed"} <= names
-    masked = f"127.0.0.1:{hooks.port}/***"  # with or without ***@, as aiohttp keeps the userinfo or not
+    masked = f"127.0.0.1:{run.port}/***"  # with or without ***@, as aiohttp keeps the userinfo or not
     loop_errors = [e["error"] for e in events if e["event"] == "notification.failed" and e["channel"] == "webhook-0"]
     assert loop_errors and all("TooManyRedirects" in error and masked in error for error in loop_errors)
     assert {e["error"] for e in events if e["event"] == "notification.failed" and e["channel"] == "webhook-1"} == {
         "HTTP 500"}
     assert any(masked in e["error"] for e in events if e["event"] == "notification.retrying")
-    assert hooks.hits["loop"] > 3 and hooks.hits["fail"] == 4
+    assert run.hits["loop"] > 3 and run.hits["fail"] == 4
 
-    assert_no_secret("/metrics", metrics)
-    assert 'channel="webhook-0",outcome="failed"' in metrics and "://" not in metrics
+    assert_no_secret("/metrics", run.metrics)
+    assert 'channel="webhook-0",outcome="failed"' in run.metrics and "://" not in run.metrics
 
-    code, out, err = cli(capsys, "journal", "--path", str(journal), "--json", "--limit", "1000")
+    code, out, err = cli(capsys, "journal", "--path", str(run.journal), "--json", "--limit", "1000")
     assert code == 0 and err == ""
     assert_no_secret("the journal", out)
     failures = [json.loads(line) for line in out.splitlines() if '"notification.failed"' in line]
     assert len(failures) == 4 and any(masked in json.dumps(failure) for failure in failures)
-    assert database_files(journal), "the journal database exists"
-    for name, raw in database_files(journal).items():
+    assert database_files(run.journal), "the journal database exists"
+    for name, raw in database_files(run.journal).items():
         assert_no_secret(name, raw)

@@ -1,6 +1,6 @@
 """Helpers for the tests that still run on real time against a threaded emulator: real daemon processes (kill -9,
-signals, secrets in a real process's output) and the CLI commands (``explain``, ``budgets``), which build their
-own gateway on the system clock. Scenario tests in this process use ``virtual_fixtures`` instead.
+signals, secrets in a real process's output) and the command line itself. Scenario tests in this process use
+``virtual_fixtures`` instead.
 
 They use a sync boto3 client, so call them before the daemon starts or from a worker thread (``eventually``).
 """

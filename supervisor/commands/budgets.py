@@ -8,6 +8,7 @@ looked, computed by the same code, so the command agrees with the daemon; nothin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from supervisor import athena
 from supervisor.activities.accounting import Accounting
 from supervisor.activities.budgets import budget_statuses
-from supervisor.clock import SystemClock
+from supervisor.clock import Clock, SystemClock
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.config import Settings
 from supervisor.core.budgets import BudgetStatus
@@ -39,9 +40,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def preview_budgets(settings: Settings, gateway: Gateway, storage: SqliteStorage) -> list[BudgetStatus]:
-    """Every budget's status after one accounting pass on a scratch copy of ``storage`` (not written back)."""
-    clock = SystemClock()
+async def preview_budgets(settings: Settings, gateway: Gateway, storage: SqliteStorage,
+                          clock: Clock) -> list[BudgetStatus]:
+    """Every budget's status after one accounting pass on a scratch copy of ``storage`` (not written back), at
+    ``clock``'s instant."""
     scratch = storage.scratch_copy()
     try:
         budgeted = [str(w["Name"]) for w in await athena.list_workgroups(gateway)
@@ -77,7 +79,7 @@ def open_storage(settings: Settings) -> SqliteStorage:
     return SqliteStorage(path)
 
 
-def _render(status: BudgetStatus, storage: SqliteStorage) -> list[str]:
+def _lines(status: BudgetStatus, storage: SqliteStorage) -> list[str]:
     lines = [
         f"budget {status.name}: {status.spent_usd:.4f} of {status.limit_usd:g} USD "
         f"({100 * status.spent_usd / status.limit_usd:.1f}%)",
@@ -100,9 +102,19 @@ def _render(status: BudgetStatus, storage: SqliteStorage) -> list[str]:
     return lines
 
 
-async def _look(settings: Settings, storage: SqliteStorage) -> list[BudgetStatus]:
-    async with build_gateway(settings, Metrics(CollectorRegistry())) as gateway:
-        return await preview_budgets(settings, gateway, storage)
+async def look_at_budgets(settings: Settings, storage: SqliteStorage, *, clock: Clock) -> list[BudgetStatus]:
+    """What ``budgets`` prints, as of ``clock``'s instant (the command's: the system clock)."""
+    async with build_gateway(settings, Metrics(CollectorRegistry()), clock=clock) as gateway:
+        return await preview_budgets(settings, gateway, storage, clock)
+
+
+def render(statuses: list[BudgetStatus], storage: SqliteStorage, *, as_json: bool) -> str:
+    """The command's output: each status as text, or all of them as JSON with the thresholds that fired."""
+    if as_json:
+        return json.dumps([{**status.as_dict(), "open_thresholds": [
+            episode.at_percent for episode in storage.ledger.open_episodes(status.name)]} for status in statuses],
+            indent=2)
+    return "\n".join(line for status in statuses for line in _lines(status, storage))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,16 +129,11 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(settings)
     try:
         try:
-            statuses = anyio.run(_look, settings, storage)
+            statuses = anyio.run(functools.partial(look_at_budgets, settings, storage, clock=SystemClock()))
         except AwsCallError as error:
             print(f"cannot look at Athena: {error}", file=sys.stderr)
             return 1
-        if args.json:
-            print(json.dumps([{**s.as_dict(), "open_thresholds": [
-                e.at_percent for e in storage.ledger.open_episodes(s.name)]} for s in statuses], indent=2))
-            return 0
-        for status in statuses:
-            print("\n".join(_render(status, storage)))
+        print(render(statuses, storage, as_json=args.json))
     finally:
         storage.close_now()
     return 0

@@ -8,6 +8,7 @@ plus the journal's record of the target.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from supervisor import athena
-from supervisor.clock import SystemClock
+from supervisor.clock import Clock, SystemClock
 from supervisor.commands import EXIT_INVALID_CONFIG, load_settings_or_report
 from supervisor.commands.budgets import open_storage, preview_budgets
 from supervisor.config import Settings
@@ -78,9 +79,8 @@ def _seconds(value: timedelta | None) -> float | None:
 
 
 async def _look(settings: Settings, storage: SqliteStorage, session_id: str | None,
-                calculation_id: str | None) -> Look:
-    clock = SystemClock()
-    async with build_gateway(settings, Metrics(CollectorRegistry())) as gateway:
+                calculation_id: str | None, clock: Clock) -> Look:
+    async with build_gateway(settings, Metrics(CollectorRegistry()), clock=clock) as gateway:
         calculation = None
         if calculation_id is not None:
             response = await gateway.call("GetCalculationExecution", {"CalculationExecutionId": calculation_id},
@@ -93,7 +93,7 @@ async def _look(settings: Settings, storage: SqliteStorage, session_id: str | No
         if calculation is not None:
             calculation = CalculationSnapshot.from_api(session_id, session.workgroup, response, calculation.observed_at)
         exempt = await _exempt_reason(settings, gateway, session)
-        budgets = [s for s in await preview_budgets(settings, gateway, storage)
+        budgets = [s for s in await preview_budgets(settings, gateway, storage, clock)
                    if any(b.name == s.name for b in settings.budgets_for(session.workgroup))] \
             if settings.budgets_for(session.workgroup) else []
     return Look(session, calculation, exempt, budgets)
@@ -312,7 +312,19 @@ def _nothing_yet(look: Look, policy: Policy, evaluation: Evaluation | None, limi
     return "nothing yet; " + "; ".join(parts)
 
 
-def _render(report: dict[str, Any]) -> list[str]:
+async def explain_target(settings: Settings, storage: SqliteStorage, *, clock: Clock, session_id: str | None = None,
+                         calculation_id: str | None = None) -> dict[str, Any]:
+    """What ``explain`` reports on one target (a session or a calculation), as of ``clock``'s instant (the
+    command's: the system clock).
+
+    Raises:
+        AwsCallError: the target could not be looked at (not found, or Athena failing).
+    """
+    look = await _look(settings, storage, session_id, calculation_id, clock)
+    return explain(settings, storage, look, clock.now())
+
+
+def render(report: dict[str, Any]) -> list[str]:
     target = report["target"]
     lines = [f"{target['kind']} {target['id']} in workgroup {target['workgroup']}: {target['state']}"]
     for key in ("engine", "session_id", "submitted_at", "runtime_seconds", "progress", "started_at", "age_seconds",
@@ -354,18 +366,18 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(settings)
     try:
         try:
-            look = anyio.run(_look, settings, storage, args.session, args.calculation)
+            report = anyio.run(functools.partial(explain_target, settings, storage, clock=SystemClock(),
+                                                 session_id=args.session, calculation_id=args.calculation))
         except AwsCallError as error:
             if error.is_not_found or error.code == "InvalidRequestException":
                 print(f"{args.session or args.calculation}: not found ({error.message})", file=sys.stderr)
                 return 2
             print(f"cannot look at Athena: {error}", file=sys.stderr)
             return 1
-        report = explain(settings, storage, look, SystemClock().now())
     finally:
         storage.close_now()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print("\n".join(_render(report)))
+        print("\n".join(render(report)))
     return 0

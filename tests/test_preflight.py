@@ -7,16 +7,19 @@ import http.server
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 
 from athena_spark_emulator.testing import EmulatorHandle
 from supervisor.cli import main
+from supervisor.config import load_settings
+from supervisor.metrics import sum_samples
+from supervisor.preflight import PREFLIGHT_ATTEMPTS, Preflight
 from tests.daemon_fixtures import SPARK_ENGINE
 
 ACCOUNT = "123456789012"
@@ -43,6 +46,18 @@ def config(tmp_path: Path, emulator: EmulatorHandle | None, **sections: Any) -> 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
+
+
+def attempts(path: str, **labels: str) -> float:
+    """The AWS call attempts (with ``labels``, e.g. ``operation``) the checks of the config at ``path`` make: the
+    checks run again, here, to read the count from their metrics."""
+
+    async def count() -> float:
+        checker = Preflight(load_settings(path, environ={}))
+        _ = [check async for check in checker.run()]
+        return sum_samples(checker.metrics.registry, "athena_supervisor_aws_api_calls_total", **labels)
+
+    return anyio.run(count)
 
 
 def preflight(capsys: pytest.CaptureFixture[str], path: str, *extra: str) -> tuple[int, dict[str, tuple[str, str]],
@@ -82,9 +97,9 @@ def test_a_sound_deployment_passes_every_check(emulator: EmulatorHandle, athena:
 
 def test_a_region_typo_is_named_at_once_and_nothing_is_called(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.monotonic()
-    code, rows, last = preflight(capsys, config(tmp_path, None, aws={"region": "eu-wst-1"}))
-    assert time.monotonic() - started < 5
+    path = config(tmp_path, None, aws={"region": "eu-wst-1"})
+    code, rows, last = preflight(capsys, path)
+    assert attempts(path) == 0, "named before any call, so at once"
     assert code == 1 and last.startswith("1 of ") and last.endswith("checks failed: region")
     assert rows["region"][0] == "failed" and "did you mean 'eu-west-1'?" in rows["region"][1]
     assert rows["AWS reads"] == ("skipped", "the region is wrong: nothing was called")
@@ -118,9 +133,9 @@ def test_an_unreachable_endpoint_a_missing_journal_directory_and_a_busy_port_fai
 ) -> None:
     path = config(tmp_path, None, aws={"endpoint_url": "http://127.0.0.1:9"},
                   journal={"path": str(tmp_path / "missing" / "j.db")}, http={"port": busy_port})
-    started = time.monotonic()
     code, rows, _ = preflight(capsys, path)
-    assert time.monotonic() - started < 30, "two attempts, not the daemon's retries"
+    assert attempts(path) == attempts(path, operation="GetCallerIdentity") == PREFLIGHT_ATTEMPTS, (
+        "two attempts, not the daemon's retries")
     assert code == 1
     assert rows["credentials"][0] == "failed" and rows["credentials"][1].startswith("GetCallerIdentity: ")
     assert rows["journal"][0] == "failed" and "does not exist; create it" in rows["journal"][1]

@@ -325,6 +325,7 @@ async def explain_target(settings: Settings, storage: SqliteStorage, *, clock: C
 
 
 def render(report: dict[str, Any]) -> list[str]:
+    """The lines ``explain`` prints for ``report`` without ``--json``."""
     target = report["target"]
     lines = [f"{target['kind']} {target['id']} in workgroup {target['workgroup']}: {target['state']}"]
     for key in ("engine", "session_id", "submitted_at", "runtime_seconds", "progress", "started_at", "age_seconds",

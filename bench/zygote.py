@@ -162,8 +162,13 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
     code: int = 1
     try:
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote's reaping
+        # The rest as a fresh interpreter has them. SIGPIPE above all: ignored, so a write to a connection whose peer
+        # is gone is an EPIPE error; at SIG_DFL it ended the whole process (a server whose client was killed with an
+        # answer in flight, a replica whose connection was reset).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in keep:
             os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

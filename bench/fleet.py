@@ -1,7 +1,8 @@
 """Fleet bench: 1, 2 and 3 replicas over many account-regions, judged from the emulator's audit log.
 
 For each fleet size, on fresh processes (``bench/fleet_processes.py``: the emulator throttled to ``--tps`` per
-account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the replicas as ``athena-supervisor run``):
+account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the replicas as ``athena-supervisor run``;
+with ``--events`` moto's SQS server; each a copy of one zygote per size, ``bench/zygote.py``):
 
 1. **Quiet load**: every account-region gets ``--sessions`` sessions (busy, each with a calculation that crosses
    nothing during the run; one exempt, one in an unwatched workgroup). The replicas start, spread the shards and
@@ -68,6 +69,7 @@ from bench.fleet_processes import (  # noqa: E402
     Replica,
     ReplicaSettings,
     fleet_shards,
+    fleet_zygote,
     log_time,
     wait_for,
 )
@@ -81,6 +83,7 @@ from bench.fleet_workload import (  # noqa: E402
     judge,
     percentiles,
 )
+from bench.zygote import Zygote  # noqa: E402
 
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 PROBE_AFTER_KILL = 0.5
@@ -221,14 +224,15 @@ def dynamodb_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, i
 
 
 @contextlib.contextmanager
-def event_queue(config: BenchConfig) -> Iterator[EventQueue | None]:
-    """With ``events``: moto's SQS server (a process of its own) and its queue; else None."""
+def event_queue(config: BenchConfig, zygote: Zygote, log: Path) -> Iterator[EventQueue | None]:
+    """With ``events``: moto's SQS server (a process of its own, a copy of ``zygote``, its output in ``log``) and
+    its queue; else None."""
     if not config.events:
         yield None
         return
     from bench.events import SqsServer
 
-    server = SqsServer(visibility_timeout=config.event_visibility)
+    server = SqsServer(visibility_timeout=config.event_visibility, zygote=zygote, log=log)
     try:
         yield EventQueue(server.queue_url, server.endpoint_url)
     finally:
@@ -240,8 +244,9 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
     shards = fleet_shards(config.shards)
     names = [f"r{index + 1}" for index in range(replicas)]
     began = time.time()
-    with directory(keep, f"replicas-{replicas}") as where, event_queue(config) as queue, \
-            Fleet(where, shards, config.settings(queue), throttle_tps=config.tps) as fleet:
+    with directory(keep, f"replicas-{replicas}") as where, fleet_zygote(where / "zygote.log") as zygote, \
+            event_queue(config, zygote, where / "sqs.log") as queue, \
+            Fleet(where, shards, config.settings(queue), throttle_tps=config.tps, zygote=zygote) as fleet:
         control = fleet.emulator.control
         create_workgroups(control, shards, announced=queue is not None)
         if queue is not None:

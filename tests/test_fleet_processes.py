@@ -44,6 +44,7 @@ from bench.fleet_processes import (
     ReplicaSettings,
     Shard,
     fleet_shards,
+    fleet_zygote,
     log_time,
     senders,
     wait_for,
@@ -305,7 +306,8 @@ FLEETS: dict[str, Callable[[EmulatorProcess, Path], dict[str, tuple[str, Any]]]]
 
 
 def fleet_scenarios(directory: Path) -> dict[str, tuple[str, Any]]:
-    """The scenarios on two fleets at once (each with a DynamoDB server of its own), on one emulator; for each
+    """The scenarios on two fleets at once (each with a DynamoDB server of its own), on one emulator, every process
+    a copy of one zygote (bench/zygote.py: its own process, without a fresh interpreter's imports); for each
     scenario, ``("value", Evidence)`` or ``("error", RuntimeError(its traceback))``: one failing leaves the others'
     evidence."""
 
@@ -314,12 +316,13 @@ def fleet_scenarios(directory: Path) -> dict[str, tuple[str, Any]]:
         where.mkdir()
         return FLEETS[name](emulator, where)
 
-    emulator = EmulatorProcess(directory / "emulator.log")
-    try:
-        with ThreadPoolExecutor(len(FLEETS), thread_name_prefix="fleet") as pool:
-            return {name: outcome for outcomes in pool.map(play, FLEETS) for name, outcome in outcomes.items()}
-    finally:
-        emulator.close()
+    with fleet_zygote(directory / "zygote.log") as zygote:
+        emulator = EmulatorProcess(directory / "emulator.log", zygote)
+        try:
+            with ThreadPoolExecutor(len(FLEETS), thread_name_prefix="fleet") as pool:
+                return {name: outcome for outcomes in pool.map(play, FLEETS) for name, outcome in outcomes.items()}
+        finally:
+            emulator.close()
 
 
 def evidence(background: Background, name: str) -> Evidence:

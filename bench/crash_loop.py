@@ -68,7 +68,7 @@ if str(ROOT) not in sys.path:
 from bench.enforcement import epoch  # noqa: E402
 from bench.environment import environment  # noqa: E402
 from bench.fleet_processes import EmulatorProcess  # noqa: E402
-from bench.zygote import ForkedProcess, Zygote  # noqa: E402
+from bench.zygote import ForkedProcess, SharedZygote, Zygote  # noqa: E402
 
 SPARK = {"SelectedEngineVersion": "PySpark engine version 3"}
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -669,12 +669,14 @@ def count_log_events(directory: Path, name: str) -> int:
     return count
 
 
-def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: TextIO | None = None) -> dict[str, Any]:
+def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: TextIO | None = None,
+                   zygotes: SharedZygote | None = None) -> dict[str, Any]:
     """Run one crash loop and return its summary (``counts`` holds missed/wrongful/duplicate); a line per kill
-    goes to ``progress`` (default stderr)."""
+    goes to ``progress`` (default stderr). Its processes are copies of a zygote of its own, or of ``zygotes``'."""
     started = time.time()
     rng = random.Random(config.seed)
-    with work_directory(keep) as directory, Zygote(daemon_environment(), directory / "zygote.log") as zygote:
+    with work_directory(keep) as directory, \
+            (zygotes or SharedZygote()).use(daemon_environment(), directory / "zygote.log") as zygote:
         emulator = EmulatorProcess(directory / "emulator.log", zygote, control_timeout=120)
         journal = Journal(directory / "journal.db")
         try:

@@ -68,8 +68,8 @@ from bench.fleet_processes import (  # noqa: E402
     Fleet,
     Replica,
     ReplicaSettings,
+    fleet_environment,
     fleet_shards,
-    fleet_zygote,
     log_time,
     wait_for,
 )
@@ -244,7 +244,8 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
     shards = fleet_shards(config.shards)
     names = [f"r{index + 1}" for index in range(replicas)]
     began = time.time()
-    with directory(keep, f"replicas-{replicas}") as where, fleet_zygote(where / "zygote.log") as zygote, \
+    with directory(keep, f"replicas-{replicas}") as where, \
+            Zygote(fleet_environment(), where / "zygote.log") as zygote, \
             event_queue(config, zygote, where / "sqs.log") as queue, \
             Fleet(where, shards, config.settings(queue), throttle_tps=config.tps, zygote=zygote) as fleet:
         control = fleet.emulator.control

@@ -158,13 +158,9 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
     }
 
 
-def _env() -> dict[str, str]:
+def fleet_environment() -> dict[str, str]:
+    """The environment of a fleet run's processes (and of their zygote)."""
     return environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
-
-
-def fleet_zygote(log: Path) -> Zygote:
-    """A zygote for a fleet run's processes (its stderr in ``log``)."""
-    return Zygote(_env(), log)
 
 
 class EmulatorProcess:
@@ -177,7 +173,7 @@ class EmulatorProcess:
         if throttle_tps is not None:
             argv += ["--throttle-tps", f"{throttle_tps:g}"]
         self.zygote = zygote
-        self.process, ready = zygote.start_server(argv, log=log, env=_env(), ready="emulator.ready")
+        self.process, ready = zygote.start_server(argv, log=log, env=fleet_environment(), ready="emulator.ready")
         self.endpoint_url: str = ready["endpoint_url"]
         self.control = ControlClient(ready["control_url"], timeout=control_timeout)
 
@@ -191,8 +187,9 @@ class DynamoDbProcess:
 
     def __init__(self, log: Path, zygote: Zygote) -> None:
         self.log = log
-        self.process, ready = zygote.start_server(["--port", "0", "--slow-log", "0.5"], log=log, env=_env(),
-                                                  ready="dynamodb.ready", entry="bench.dynamodb_server:main")
+        self.process, ready = zygote.start_server(["--port", "0", "--slow-log", "0.5"], log=log,
+                                                  env=fleet_environment(), ready="dynamodb.ready",
+                                                  entry="bench.dynamodb_server:main")
         self.endpoint_url: str = ready["endpoint_url"]
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -238,7 +235,7 @@ class Replica:
     def spawn(cls, name: str, config: Path, log: Path, zygote: Zygote) -> Replica:
         """``athena-supervisor run --config CONFIG``, as a copy of ``zygote`` (bench/zygote.py: its own process,
         the daemon's modules already imported)."""
-        process = zygote.spawn(["run", "--config", str(config)], log=log, env=_env())
+        process = zygote.spawn(["run", "--config", str(config)], log=log, env=fleet_environment())
         return cls(name, config, log, process, time.time())
 
     @property
@@ -382,7 +379,7 @@ class Fleet:
     def __enter__(self) -> Fleet:
         try:
             if not hasattr(self, "zygote"):
-                self.zygote = self._stack.enter_context(fleet_zygote(self.directory / "zygote.log"))
+                self.zygote = self._stack.enter_context(Zygote(fleet_environment(), self.directory / "zygote.log"))
             if not hasattr(self, "emulator"):
                 self.emulator = EmulatorProcess(self.directory / "emulator.log", self.zygote, self.throttle_tps)
                 self._stack.callback(self.emulator.close)
@@ -422,7 +419,7 @@ class Fleet:
             return
         log = self.directory / "setup-dynamodb.log"
         command = self.zygote.spawn(["setup-dynamodb", "--config", str(self.write_config("setup"))], log=log,
-                                    env=_env())
+                                    env=fleet_environment())
         if (code := command.wait(120)) != 0:
             raise RuntimeError(f"setup-dynamodb failed ({code}): {log.read_text(errors='replace')}")
 

@@ -1,7 +1,7 @@
 """Crash loop: SIGKILL the daemon again and again on one journal, and judge from the emulator's audit log
 that no due action was missed, no target was hit wrongly and no Stop/Terminate reached AWS twice.
 
-1. Start the emulator as its own process (``python -m supervisor emulator --port 0``), with server latency on
+1. Start the emulator as its own process (``athena-supervisor emulator --port 0``), with server latency on
    StopCalculationExecution and TerminateSession (``--latency``, below the daemon's read timeout): the
    emulator processes such a call after the latency even when the client has gone.
 2. Through the Athena API (boto3): workgroups ``crash-calc`` (policy ``max_runtime``, action stop),
@@ -13,9 +13,9 @@ that no due action was missed, no target was hit wrongly and no Stop/Terminate r
    session and an unwatched workgroup with long calculations.
 3. Run ``athena-supervisor run --config FILE`` and SIGKILL it ``--kills`` times: at a random moment, or
    right after an intent is journaled (new ``*.intent`` rows, polled read-only from the journal), restarting
-   it at once each time with the same config and journal. Each daemon is a copy of a zygote that imported the
-   daemon once (``bench/zygote.py``): its own process, up in a fraction of a second instead of after ~1.3 s of
-   CPU spent importing.
+   it at once each time with the same config and journal. Each daemon, as the emulator, is a copy of a zygote
+   that imported the daemon once (``bench/zygote.py``): its own process, up in a fraction of a second instead of
+   after ~1.3 s of CPU spent importing.
 4. Let a last daemon run until everything due is done (every action in the audit log, no open escalation in
    the journal), SIGTERM it, then judge:
 
@@ -65,10 +65,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from athena_spark_emulator import ControlClient  # noqa: E402
-from bench.enforcement import epoch, stop_process  # noqa: E402
+from bench.enforcement import epoch  # noqa: E402
 from bench.environment import environment  # noqa: E402
-from bench.zygote import ForkedProcess, Zygote  # noqa: E402
+from bench.fleet_processes import EmulatorProcess  # noqa: E402
+from bench.zygote import ForkedProcess, SharedZygote, Zygote  # noqa: E402
 
 SPARK = {"SelectedEngineVersion": "PySpark engine version 3"}
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -262,21 +262,6 @@ class Workload:
 
 # -- processes ------------------------------------------------------------------------------------------
 
-class EmulatorProcess:
-    def __init__(self, log: Path) -> None:
-        with log.open("ab") as stream:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "emulator", "--port", "0"], cwd=ROOT,
-                stdout=subprocess.PIPE, stderr=stream, text=True, env=environment({"PYTHONPATH": str(ROOT)}))
-        assert self.process.stdout is not None
-        ready = json.loads(self.process.stdout.readline())
-        self.endpoint_url: str = ready["endpoint_url"]
-        self.control = ControlClient(ready["control_url"], timeout=120)
-
-    def close(self) -> None:
-        stop_process(self.process)
-
-
 def daemon_config(directory: Path, endpoint_url: str, config: LoopConfig) -> Path:
     path = directory / "supervisor.yaml"
     path.write_text(json.dumps({  # JSON is YAML
@@ -321,23 +306,25 @@ class Life:
         return round(self.ended - self.spawned, 3)
 
 
-class Daemon:
-    """Starts ``athena-supervisor run`` on the loop's config, a new process each time (see :meth:`close`)."""
+def daemon_environment() -> dict[str, str]:
+    """The environment of the zygote and of the daemons it forks."""
+    return environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
 
-    def __init__(self, config_path: Path, directory: Path) -> None:
+
+class Daemon:
+    """Starts ``athena-supervisor run`` on the loop's config, a new process each time, a copy of ``zygote``."""
+
+    def __init__(self, config_path: Path, directory: Path, zygote: Zygote) -> None:
         self.config_path = config_path
         self.directory = directory
-        self.env = environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
-        self.zygote = Zygote(self.env, directory / "zygote.log")
+        self.env = daemon_environment()
+        self.zygote = zygote
 
     def log_path(self, number: int) -> Path:
         return self.directory / f"daemon-{number:03d}.log"
 
     def spawn(self, number: int) -> ForkedProcess:
         return self.zygote.spawn(["run", "--config", str(self.config_path)], log=self.log_path(number), env=self.env)
-
-    def close(self) -> None:
-        self.zygote.close()
 
 
 class Journal:
@@ -682,21 +669,22 @@ def count_log_events(directory: Path, name: str) -> int:
     return count
 
 
-def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: TextIO | None = None) -> dict[str, Any]:
+def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: TextIO | None = None,
+                   zygotes: SharedZygote | None = None) -> dict[str, Any]:
     """Run one crash loop and return its summary (``counts`` holds missed/wrongful/duplicate); a line per kill
-    goes to ``progress`` (default stderr)."""
+    goes to ``progress`` (default stderr). Its processes are copies of a zygote of its own, or of ``zygotes``'."""
     started = time.time()
     rng = random.Random(config.seed)
-    with work_directory(keep) as directory:
-        emulator = EmulatorProcess(directory / "emulator.log")
+    with work_directory(keep) as directory, \
+            (zygotes or SharedZygote()).use(daemon_environment(), directory / "zygote.log") as zygote:
+        emulator = EmulatorProcess(directory / "emulator.log", zygote, control_timeout=120)
         journal = Journal(directory / "journal.db")
-        daemon: Daemon | None = None
         try:
             for operation in ("StopCalculationExecution", "TerminateSession"):
                 emulator.control.set_faults(operation, latency=f"{config.latency:g}s")
             workload = Workload(emulator.endpoint_url, config, plan_workload(config, rng))
             workload.prepare()
-            daemon = Daemon(daemon_config(directory, emulator.endpoint_url, config), directory)
+            daemon = Daemon(daemon_config(directory, emulator.endpoint_url, config), directory, zygote)
             workload.start()
             lives = kill_loop(config, rng, daemon, journal, sys.stderr if progress is None else progress)
             lives.append(settle(config, workload, daemon, journal, emulator, len(lives)))
@@ -716,8 +704,6 @@ def run_crash_loop(config: LoopConfig, *, keep: Path | None = None, progress: Te
             if keep is not None:
                 (directory / "calls.json").write_text(json.dumps(calls, indent=1))
         finally:
-            if daemon is not None:
-                daemon.close()
             journal.close()
             emulator.close()
     summary["parameters"] = asdict(config)

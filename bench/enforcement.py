@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.environment import environment  # noqa: E402
+from bench.zygote import ForkedProcess  # noqa: E402
 
 RUNTIME_LIMIT_S = 1800.0          # policy max_runtime of the bench-rt-* workgroups
 DPU_LIMIT_HOURS = 2.0             # policy max_dpu_hours of bench-dpu-0
@@ -205,8 +206,8 @@ class EmulatorProcess:
         stop_process(self.process)
 
 
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL a process that has not exited 15 s later."""
+def stop_process(process: subprocess.Popen[Any] | ForkedProcess) -> None:
+    """SIGTERM, then SIGKILL a process (or a zygote's copy) that has not exited 15 s later."""
     process.terminate()
     try:
         process.wait(timeout=15)

@@ -78,6 +78,7 @@ from bench.enforcement import (  # noqa: E402
     tally,
 )
 from bench.environment import environment  # noqa: E402
+from bench.zygote import ForkedProcess, Zygote  # noqa: E402
 
 LONG_WORKGROUPS = 4
 NEW_WORKGROUP = "bench-new"
@@ -150,25 +151,39 @@ def free_port() -> int:
 
 class SqsServer:
     """moto's server (SQS), a process of its own, with one queue (``visibility_timeout`` seconds; 120 s as in
-    deploy/cloudformation/events.yaml). Its port is picked free, then bound by the server: another process may take
-    it in between (a test suite on the same machine), so a server that exits before it answers is started again on
-    another port."""
+    deploy/cloudformation/events.yaml): ``moto_server``, or with ``zygote`` a copy of it running
+    ``moto.server.main`` (its output in ``log``: see bench/zygote.py). Its port is picked free, then bound by the
+    server: another process may take it in between (a test suite on the same machine), so a server that exits
+    before it answers is started again on another port."""
 
     ATTEMPTS = 3
 
-    def __init__(self, visibility_timeout: int = 120) -> None:
-        moto_server = Path(sys.executable).parent / "moto_server"
+    def __init__(self, visibility_timeout: int = 120, *, zygote: Zygote | None = None,
+                 log: Path | None = None) -> None:
+        if zygote is not None and log is None:
+            raise ValueError("a copy of a zygote writes its output to a log: give one")
         for attempt in range(1, self.ATTEMPTS + 1):
             port = free_port()
             self.endpoint_url = f"http://127.0.0.1:{port}"
+            argv = ["-H", "127.0.0.1", "-p", str(port)]
             with tempfile.TemporaryFile() as stderr:  # the child keeps its own descriptor of the file
-                self.process = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-                                                stdout=subprocess.DEVNULL, stderr=stderr, env=environment(AWS_ENV))
+                self.process: subprocess.Popen[bytes] | ForkedProcess
+                if zygote is None:
+                    self.process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), *argv],
+                                                    stdout=subprocess.DEVNULL, stderr=stderr, env=environment(AWS_ENV))
+                else:
+                    assert log is not None
+                    written = log.stat().st_size if log.exists() else 0
+                    self.process = zygote.spawn(argv, log=log, env=environment(AWS_ENV), entry="moto.server:main")
                 if self._answers(within=30.0):
                     break
                 stop_process(self.process)
-                stderr.seek(0)
-                error = stderr.read().decode(errors="replace")[-300:]
+                if zygote is None:
+                    stderr.seek(0)
+                    error = stderr.read().decode(errors="replace")[-300:]
+                else:
+                    assert log is not None
+                    error = log.read_bytes()[written:].decode(errors="replace")[-300:]
             if attempt == self.ATTEMPTS:
                 raise RuntimeError(f"moto_server did not start on a free port ({self.ATTEMPTS} tries): {error}")
         sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,

@@ -1,7 +1,9 @@
 """Fleet bench: 1, 2 and 3 replicas over many account-regions, judged from the emulator's audit log.
 
 For each fleet size, on fresh processes (``bench/fleet_processes.py``: the emulator throttled to ``--tps`` per
-account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the replicas as ``athena-supervisor run``):
+account-region, moto's DynamoDB, the table made by ``setup-dynamodb``, the replicas as ``athena-supervisor run``;
+with ``--events`` moto's SQS server; each a copy of one zygote per size, ``bench/zygote.py``, or of the zygote
+the test suite's background scenarios share, for ``main(zygotes=...)``):
 
 1. **Quiet load**: every account-region gets ``--sessions`` sessions (busy, each with a calculation that crosses
    nothing during the run; one exempt, one in an unwatched workgroup). The replicas start, spread the shards and
@@ -55,7 +57,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -67,6 +69,7 @@ from bench.fleet_processes import (  # noqa: E402
     Fleet,
     Replica,
     ReplicaSettings,
+    fleet_environment,
     fleet_shards,
     log_time,
     wait_for,
@@ -81,6 +84,7 @@ from bench.fleet_workload import (  # noqa: E402
     judge,
     percentiles,
 )
+from bench.zygote import SharedZygote, Zygote  # noqa: E402
 
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 PROBE_AFTER_KILL = 0.5
@@ -221,27 +225,33 @@ def dynamodb_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, i
 
 
 @contextlib.contextmanager
-def event_queue(config: BenchConfig) -> Iterator[EventQueue | None]:
-    """With ``events``: moto's SQS server (a process of its own) and its queue; else None."""
+def event_queue(config: BenchConfig, zygote: Zygote, log: Path) -> Iterator[EventQueue | None]:
+    """With ``events``: moto's SQS server (a process of its own, a copy of ``zygote``, its output in ``log``) and
+    its queue; else None."""
     if not config.events:
         yield None
         return
     from bench.events import SqsServer
 
-    server = SqsServer(visibility_timeout=config.event_visibility)
+    server = SqsServer(visibility_timeout=config.event_visibility, zygote=zygote, log=log)
     try:
         yield EventQueue(server.queue_url, server.endpoint_url)
     finally:
         server.close()
 
 
-def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str, Any]:
+def run_size(config: BenchConfig, replicas: int, keep: Path | None, *, progress: TextIO,
+             zygotes: SharedZygote) -> dict[str, Any]:
+    """One fleet size: its processes are copies of a zygote ``zygotes`` gives, its progress lines go to
+    ``progress``."""
     rng = random.Random(config.seed)
     shards = fleet_shards(config.shards)
     names = [f"r{index + 1}" for index in range(replicas)]
     began = time.time()
-    with directory(keep, f"replicas-{replicas}") as where, event_queue(config) as queue, \
-            Fleet(where, shards, config.settings(queue), throttle_tps=config.tps) as fleet:
+    with directory(keep, f"replicas-{replicas}") as where, \
+            zygotes.use(fleet_environment(), where / "zygote.log") as zygote, \
+            event_queue(config, zygote, where / "sqs.log") as queue, \
+            Fleet(where, shards, config.settings(queue), throttle_tps=config.tps, zygote=zygote) as fleet:
         control = fleet.emulator.control
         create_workgroups(control, shards, announced=queue is not None)
         if queue is not None:
@@ -250,7 +260,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         workload = Workload()
         for shard in shards:
             workload.add(control, shard, [], quiet=max(0, config.sessions - config.violations - 3))
-        log(f"{replicas} replica(s): {config.shards} account-regions × {config.sessions} sessions populated")
+        log(f"{replicas} replica(s): {config.shards} account-regions × {config.sessions} sessions populated", progress)
         started = time.time()
         start_calls = fleet.dynamodb.calls()
         for name in names:
@@ -261,10 +271,10 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
         wait_for(lambda: first_sweep_done(fleet, started), config.first_sweep_timeout, "a first sweep of every shard",
                  interval=1.0)
         first_sweep = time.time() - started
-        log(f"first full sweep after {first_sweep:.1f} s")
+        log(f"first full sweep after {first_sweep:.1f} s", progress)
         wait_for(watch_lists_saved(fleet), config.first_sweep_timeout, "the watch lists saved", interval=1.0)
         saved = time.time() - started
-        log(f"watch lists saved after {saved:.1f} s")
+        log(f"watch lists saved after {saved:.1f} s", progress)
 
         # The violators, and the probes of the takeover.
         populated = time.time()
@@ -304,7 +314,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
             killed_at = time.time()
             takeover_cpu_from = cpu_snapshot(fleet.live())
             killed = {"replica": victim, "shards": sorted(str(s) for s in held[victim]), "at": killed_at}
-            log(f"kill -9 {victim} (holding {len(held[victim])} shards)")
+            log(f"kill -9 {victim} (holding {len(held[victim])} shards)", progress)
         time.sleep(max(0.0, end_at - time.time()))
         if kill_at is None:
             steady_cpu_to, steady_to = cpu_snapshot(fleet.replicas), time.time()
@@ -429,8 +439,8 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None) -> dict[str,
     }
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def log(message: str, progress: TextIO) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=progress, flush=True)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -507,7 +517,12 @@ def targets(result: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, progress: TextIO | None = None,
+         zygotes: SharedZygote | None = None) -> int:
+    """The command: the report to ``out`` (default stdout), progress lines to ``progress`` (default stderr); each
+    fleet size's processes are copies of a zygote of its own, or of ``zygotes``' (shared with other harnesses)."""
+    out = sys.stdout if out is None else out
+    progress = sys.stderr if progress is None else progress
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--replicas", help="fleet sizes, e.g. 1,2,3")
     parser.add_argument("--shards", type=int, help="account-regions (default 12)")
@@ -541,16 +556,16 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(config, **overrides)
     results = []
     for size in config.replicas:
-        result = run_size(config, size, args.keep)
+        result = run_size(config, size, args.keep, progress=progress, zygotes=zygotes or SharedZygote())
         results.append(result)
-        log(f"{size} replica(s) done: {result['counts']}, lag {result['lag_seconds']}")
+        log(f"{size} replica(s) done: {result['counts']}, lag {result['lag_seconds']}", progress)
     for result in results:
         result["targets"] = targets(result, results)
     summary = {"command": " ".join(["bench/fleet.py", *(argv if argv is not None else sys.argv[1:])]),
                "parameters": asdict(config) | {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
                "results": results}
-    print(table(results))
-    print("targets:", json.dumps({r["replicas"]: r["targets"] for r in results}))
+    print(table(results), file=out)
+    print("targets:", json.dumps({r["replicas"]: r["targets"] for r in results}), file=out)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=1, default=str) + "\n")

@@ -1,16 +1,17 @@
 """The processes of a fleet run: the emulator, moto's DynamoDB and the replicas, each a real process.
 
-- the emulator: ``python -m supervisor emulator --port 0`` (every account-region; ``--throttle-tps`` per
-  account-region);
-- DynamoDB: ``bench/dynamodb_server.py`` (moto's server app, one request at a time; see its docstring);
+- the emulator: ``athena-supervisor emulator --port 0`` (every account-region; ``--throttle-tps`` per
+  account-region), its ready line read from its log;
+- DynamoDB: ``bench/dynamodb_server.py`` (moto's server app, one request at a time; see its docstring), likewise;
 - the table: ``athena-supervisor setup-dynamodb --config FILE``, as an operator creates it;
 - each replica: ``athena-supervisor run --config FILE`` with ``cluster.replica_id`` = its name, its log in a
   file of its own, its ``/metrics`` URL read from its ``supervisor.started`` line. ``kill()`` is SIGKILL,
   ``stop()`` SIGTERM; both wait for the process to be reaped, for its exit code, CPU seconds and peak RSS.
 
-The commands run as copies of a zygote (``bench/zygote.py``): each its own process, forked from one that imported
-the daemon once, instead of a fresh interpreter spending ~1.3 s of CPU on imports each time; the CPU seconds of a
-replica therefore count from its fork, not from an interpreter's start.
+Every one of them runs as a copy of a zygote (``bench/zygote.py``): each its own process, forked from one that
+imported the daemon once, instead of a fresh interpreter spending ~1.3 s of CPU on imports each time (the DynamoDB
+server still imports moto, ~0.4 s); the CPU seconds of a replica therefore count from its fork, not from an
+interpreter's start. Several fleets (and the emulator they share) may share one zygote.
 
 Account-regions (shards) are reached as the daemon reaches member accounts: ``accounts[].role_arn`` assumed
 through the emulator's STS, so each shard's calls are served by its own account and region in the emulator.
@@ -43,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from athena_spark_emulator import ControlClient  # noqa: E402
+from bench.enforcement import stop_process  # noqa: E402
 from bench.environment import environment  # noqa: E402
 from bench.zygote import ForkedProcess, Usage, Zygote  # noqa: E402
 
@@ -156,57 +158,39 @@ def replica_config(name: str, shards: list[Shard], settings: ReplicaSettings, *,
     }
 
 
-def _env() -> dict[str, str]:
+def fleet_environment() -> dict[str, str]:
+    """The environment of a fleet run's processes (and of their zygote)."""
     return environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
 
 
-def _ready_line(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{what} exited before it was ready (exit {process.wait()})")
-    ready: dict[str, Any] = json.loads(line)
-    return ready
-
-
-def _terminate(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class EmulatorProcess:
-    """``python -m supervisor emulator --port 0`` (``throttle_tps``: per account-region)."""
+    """``athena-supervisor emulator --port 0`` (``throttle_tps``: per account-region), a copy of ``zygote``; its
+    control client waits up to ``control_timeout`` seconds for an answer."""
 
-    def __init__(self, log: Path, throttle_tps: float | None = None) -> None:
-        command = [sys.executable, "-m", "supervisor", "emulator", "--port", "0"]
+    def __init__(self, log: Path, zygote: Zygote, throttle_tps: float | None = None, *,
+                 control_timeout: float = 300.0) -> None:
+        argv = ["emulator", "--port", "0"]
         if throttle_tps is not None:
-            command += ["--throttle-tps", f"{throttle_tps:g}"]
-        with log.open("ab") as stream:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True,
-                                            env=_env())
-        ready = _ready_line(self.process, "the emulator")
+            argv += ["--throttle-tps", f"{throttle_tps:g}"]
+        self.zygote = zygote
+        self.process, ready = zygote.start_server(argv, log=log, env=fleet_environment(), ready="emulator.ready")
         self.endpoint_url: str = ready["endpoint_url"]
-        self.control = ControlClient(ready["control_url"], timeout=300)
+        self.control = ControlClient(ready["control_url"], timeout=control_timeout)
 
     def close(self) -> None:
-        _terminate(self.process)
+        stop_process(self.process)
 
 
 class DynamoDbProcess:
-    """``bench/dynamodb_server.py``: moto's DynamoDB, one request at a time, counting requests by operation."""
+    """``bench/dynamodb_server.py``: moto's DynamoDB, one request at a time, counting requests by operation; a copy
+    of ``zygote`` (which imports moto itself: see bench/zygote.py)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, zygote: Zygote) -> None:
         self.log = log
-        with log.open("ab") as stream:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0",
-                                             "--slow-log", "0.5"],
-                                            cwd=ROOT, stdout=subprocess.PIPE, stderr=stream, text=True, env=_env())
-        self.endpoint_url: str = _ready_line(self.process, "the DynamoDB server")["endpoint_url"]
+        self.process, ready = zygote.start_server(["--port", "0", "--slow-log", "0.5"], log=log,
+                                                  env=fleet_environment(), ready="dynamodb.ready",
+                                                  entry="bench.dynamodb_server:main")
+        self.endpoint_url: str = ready["endpoint_url"]
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """``calls``: requests served so far by operation (every replica's, killed ones' included);
@@ -228,7 +212,8 @@ class DynamoDbProcess:
                 "longest_wait_seconds": max(waits, default=0.0)}
 
     def close(self) -> None:
-        _terminate(self.process)
+        stop_process(self.process)
+
 
 
 @dataclass
@@ -250,7 +235,7 @@ class Replica:
     def spawn(cls, name: str, config: Path, log: Path, zygote: Zygote) -> Replica:
         """``athena-supervisor run --config CONFIG``, as a copy of ``zygote`` (bench/zygote.py: its own process,
         the daemon's modules already imported)."""
-        process = zygote.spawn(["run", "--config", str(config)], log=log, env=_env())
+        process = zygote.spawn(["run", "--config", str(config)], log=log, env=fleet_environment())
         return cls(name, config, log, process, time.time())
 
     @property
@@ -366,6 +351,8 @@ class Fleet:
         emulator: an emulator shared with other fleets (each in accounts of its own), left running at the end. The
             DynamoDB server is always the fleet's own: it serves one request at a time, and three fleets' replicas
             queued behind each other there past their read timeouts on a loaded machine.
+        zygote: the zygote its processes are copies of, left running at the end; by default the shared
+            emulator's, else the fleet's own.
         table: the DynamoDB table of its replicas.
         setup: how the table is made: ``"command"`` runs ``athena-supervisor setup-dynamodb`` as an operator does;
             ``"in-process"`` calls what that command runs (``supervisor.commands.setup_dynamodb.setup``) in this
@@ -374,7 +361,7 @@ class Fleet:
 
     def __init__(self, directory: Path, shards: list[Shard], settings: ReplicaSettings, *,
                  throttle_tps: float | None = None, emulator: EmulatorProcess | None = None, table: str = TABLE,
-                 setup: str = "command") -> None:
+                 setup: str = "command", zygote: Zygote | None = None) -> None:
         self.directory = directory
         self.shards = shards
         self.settings = settings
@@ -386,16 +373,18 @@ class Fleet:
         self._stack = contextlib.ExitStack()
         if emulator is not None:
             self.emulator = emulator
+        if (shared := zygote or (emulator.zygote if emulator is not None else None)) is not None:
+            self.zygote = shared
 
     def __enter__(self) -> Fleet:
         try:
+            if not hasattr(self, "zygote"):
+                self.zygote = self._stack.enter_context(Zygote(fleet_environment(), self.directory / "zygote.log"))
             if not hasattr(self, "emulator"):
-                self.emulator = EmulatorProcess(self.directory / "emulator.log", self.throttle_tps)
+                self.emulator = EmulatorProcess(self.directory / "emulator.log", self.zygote, self.throttle_tps)
                 self._stack.callback(self.emulator.close)
-            self.dynamodb = DynamoDbProcess(self.directory / "dynamodb.log")
+            self.dynamodb = DynamoDbProcess(self.directory / "dynamodb.log", self.zygote)
             self._stack.callback(self.dynamodb.close)
-            self.zygote = Zygote(_env(), self.directory / "zygote.log")
-            self._stack.callback(self.zygote.close)
             self._stack.callback(self._stop_all)
             self.create_table()
         except BaseException:
@@ -430,7 +419,7 @@ class Fleet:
             return
         log = self.directory / "setup-dynamodb.log"
         command = self.zygote.spawn(["setup-dynamodb", "--config", str(self.write_config("setup"))], log=log,
-                                    env=_env())
+                                    env=fleet_environment())
         if (code := command.wait(120)) != 0:
             raise RuntimeError(f"setup-dynamodb failed ({code}): {log.read_text(errors='replace')}")
 

@@ -1,28 +1,40 @@
-"""A process that imports the daemon once and forks a copy of itself for each ``athena-supervisor`` process the
-harnesses start (fleet replicas, the crash loop's daemons).
+"""A process that imports the daemon once and forks a copy of itself for each process the harnesses start: the
+``athena-supervisor`` processes (fleet replicas, the crash loop's daemons, the emulator) and the servers they talk
+to (the fleet's DynamoDB stand-in, moto's SQS).
 
-Every such process used to be a fresh ``python -m supervisor run``: about 1.3 s of CPU importing aiobotocore,
-aiohttp, pydantic and the daemon before its first line of work, a dozen times per test run and on a machine whose
-two cores the rest of the suite keeps busy. A forked copy starts with those modules loaded and is otherwise the same
-thing: its own process (its own pid, event loop, sockets, journal connection, signals: ``kill -9`` and SIGTERM do
-what they do to the command), running :func:`supervisor.cli.main` with the command's arguments, its environment and
-working directory set, stdout and stderr in its log file, stdin on ``/dev/null``. ``random`` is reseeded in each copy
-(the standard library does it at every fork), and the zygote opens nothing but its pipes before forking: no event
-loop, no thread, no connection is shared.
+Every such process used to be a fresh interpreter: about 1.3 s of CPU importing aiobotocore, aiohttp, pydantic and
+the daemon (or botocore, aiohttp and moto's server, for the servers) before its first line of work, a dozen times
+per test run and on a machine whose two cores the rest of the suite keeps busy. A forked copy starts with those
+modules loaded and is otherwise the same thing: its own process (its own pid, event loop, sockets, journal
+connection, signals: ``kill -9`` and SIGTERM do what they do to the command), running an entry point
+(:func:`supervisor.cli.main` unless told otherwise, e.g. ``bench.dynamodb_server:main``) with the command's
+arguments, its environment and working directory set, stdout and stderr in its log file, stdin on ``/dev/null``.
+``random`` is reseeded in each copy (the standard library does it at every fork), and the zygote opens nothing but
+its pipes before forking: no event loop, no thread, no connection is shared. What a copy inherits is frozen
+(``gc.freeze``): its collections leave the zygote's objects alone.
+
+The zygote preloads only what the daemon imports (:data:`PRELOAD`), not moto: importing moto registers a hook in
+every botocore session made after it (``BUILTIN_HANDLERS``), which the replicas must not carry, nor its memory (a
+replica's peak RSS is a figure of the fleet bench). A moto server's copy imports moto itself (~0.4 s of CPU, against
+~1.5 s for a fresh interpreter).
+
+A server prints a ready line on stdout; a copy's stdout is its log, so :meth:`Zygote.start_server` reads the line
+from there (from where the log ended at the spawn: a kept directory may hold an earlier run's log).
 
 The zygote is the copies' parent, so it reaps them, and tells the harness each one's exit status and resource use
 (``wait4``: CPU seconds since the fork, peak RSS); :class:`ForkedProcess` offers the part of ``subprocess.Popen``
 the harnesses use (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``, ``returncode``) plus
 ``usage``.
 
-Protocol (JSON lines): the harness writes ``{"id": N, "argv": [...], "cwd": ..., "env": {...}, "log": path}``; the
-zygote answers ``{"id": N, "pid": P}`` and, when a copy ends, ``{"exited": P, "status": S, "cpu_seconds": C,
-"maxrss_kib": M}``.
+Protocol (JSON lines): the harness writes ``{"id": N, "entry": "module:function", "argv": [...], "cwd": ...,
+"env": {...}, "log": path}``; the zygote answers ``{"id": N, "pid": P}`` and, when a copy ends, ``{"exited": P,
+"status": S, "cpu_seconds": C, "maxrss_kib": M}``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import itertools
 import json
@@ -32,6 +44,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +53,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PRELOAD = ("supervisor.cli", "supervisor.service")
+DAEMON = "supervisor.cli:main"
+READY_POLL = 0.02  # seconds between looks at a starting server's log
 
 
 @dataclass(frozen=True)
@@ -104,16 +120,23 @@ class Zygote:
         self._reader = threading.Thread(target=self._read, name="zygote-reader", daemon=True)
         self._reader.start()
 
-    def spawn(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: Path = ROOT,
+    def __enter__(self) -> Zygote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def spawn(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: Path = ROOT, entry: str = DAEMON,
               timeout: float = 60.0) -> ForkedProcess:
-        """A copy running ``supervisor.cli.main(argv)`` with its output appended to ``log``."""
+        """A copy running ``entry`` (``module:function``; ``supervisor.cli.main`` by default) on ``argv``, with
+        its output appended to ``log``."""
         log.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
         request_id = next(self._ids)
         answer: Future[int] = Future()
         with self._lock:
             self._pending[request_id] = answer
-            self._requests.write(json.dumps({"id": request_id, "argv": argv, "cwd": str(cwd), "env": env,
-                                             "log": str(log)}).encode() + b"\n")
+            self._requests.write(json.dumps({"id": request_id, "entry": entry, "argv": argv, "cwd": str(cwd),
+                                             "env": env, "log": str(log)}).encode() + b"\n")
             self._requests.flush()
         pid = answer.result(timeout)
         with self._lock:
@@ -122,6 +145,30 @@ class Zygote:
             if pid in self._early:
                 copy._exited(self._early.pop(pid))
         return copy
+
+    def start_server(self, argv: list[str], *, log: Path, env: dict[str, str], ready: str, entry: str = DAEMON,
+                     timeout: float = 60.0) -> tuple[ForkedProcess, dict[str, Any]]:
+        """A copy serving something, once it said so: its process and its ready line, the first JSON line of
+        ``log`` (written after this call) whose ``event`` is ``ready``. A copy that exits first, or says nothing
+        within ``timeout`` seconds (it is killed then), is a RuntimeError."""
+        start = log.stat().st_size if log.exists() else 0
+        process = self.spawn(argv, log=log, env=env, entry=entry)
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = process.poll() is not None  # before the read: a line written before it exited is read
+            with log.open("rb") as stream:
+                stream.seek(start)
+                written = stream.read()
+            for line in written[:written.rfind(b"\n") + 1].splitlines():
+                with contextlib.suppress(ValueError):
+                    said = json.loads(line)
+                    if isinstance(said, dict) and said.get("event") == ready:
+                        return process, said
+            if exited or time.monotonic() > deadline:
+                process.kill()
+                code = process.wait(10)
+                raise RuntimeError(f"{entry} {' '.join(argv)} was not ready (exit {code}); log: {log}")
+            time.sleep(READY_POLL)
 
     def _read(self) -> None:
         for line in self._answers:
@@ -155,6 +202,38 @@ class Zygote:
         self._reader.join(5)
 
 
+class SharedZygote:
+    """One zygote for the harnesses that run side by side in one process (the test suite's background scenarios,
+    threads of one process): the first to :meth:`use` it starts it, in its environment and with its log, and the last
+    to be done with it stops it; a harness that starts once every other is done starts another. Each zygote costs
+    ~0.75 s of CPU (an interpreter importing the daemon); what a copy runs does not depend on whose zygote it is:
+    each gets its own arguments, environment and working directory, and the few variables read at import (aiohttp's
+    and structlog's switches) are the same in every harness's environment (this process's, plus credentials)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zygote: Zygote | None = None
+        self._users = 0
+
+    @contextlib.contextmanager
+    def use(self, env: dict[str, str], log: Path) -> Iterator[Zygote]:
+        with self._lock:
+            if self._zygote is None:
+                self._zygote = Zygote(env, log)
+            zygote = self._zygote
+            self._users += 1
+        try:
+            yield zygote
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._users == 0
+                if last:
+                    self._zygote = None
+            if last:
+                zygote.close()
+
+
 # -- the zygote itself ------------------------------------------------------------------------------------------
 
 def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
@@ -162,8 +241,13 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
     code: int = 1
     try:
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote's reaping
+        # The rest as a fresh interpreter has them. SIGPIPE above all: ignored, so a write to a connection whose peer
+        # is gone is an EPIPE error; at SIG_DFL it ended the whole process (a server whose client was killed with an
+        # answer in flight, a replica whose connection was reset).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in keep:
             os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -176,10 +260,10 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [sys.executable, "-m", "supervisor", *request["argv"]]
-        from supervisor.cli import main
-
-        code = main(request["argv"])
+        module, _, function = request["entry"].partition(":")
+        sys.argv = [module, *request["argv"]]
+        result = getattr(importlib.import_module(module), function)(request["argv"])
+        code = result if isinstance(result, int) else 0  # moto's server main returns None
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except BaseException:
@@ -224,6 +308,10 @@ def serve() -> None:
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             request = json.loads(line)
+            # Everything the copy inherits out of the collector's sight (Python's advice for fork without exec): a
+            # copy's full collections no longer walk ~100,000 imported objects, nor write to their pages (each
+            # written page a copy of the zygote's); ~0.1 s of CPU per copy, which made one such collection.
+            gc.freeze()
             pid = os.fork()
             if pid == 0:
                 _child(request, (wake_read, wake_write))

@@ -33,7 +33,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bench.zygote import SharedZygote
+
 RESULT_TIMEOUT = 300.0  # seconds; every scenario bounds its own waits well below this
+# The scenarios that start their processes as copies of a zygote (bench/zygote.py: the crash loop, the fleet's process
+# tests) use this one while they run side by side: one interpreter importing the daemon (~0.75 s of CPU) for them all.
+ZYGOTES = SharedZygote()
 OWNER_FILE = "background.owner"
 # How much lower the priority of the thread that runs a process's tests is than that of its background scenarios.
 # The tests in virtual time do not care when they get the CPU; the background scenarios' processes do (lease

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.crash_loop import LoopConfig, report, run_crash_loop
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def crash_loop(directory: Path) -> tuple[LoopConfig, dict[str, Any]]:
     config = LoopConfig.quick(seed=21)
     # Its progress lines in a file: on stderr they would land in the captured output of whatever test runs meanwhile.
     with (directory / "progress.txt").open("w", encoding="utf-8") as progress:
-        return config, run_crash_loop(config, keep=directory / "loop", progress=progress)
+        return config, run_crash_loop(config, keep=directory / "loop", progress=progress, zygotes=ZYGOTES)
 
 
 @in_background(crash_loop)

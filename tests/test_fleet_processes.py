@@ -43,13 +43,14 @@ from bench.fleet_processes import (
     Replica,
     ReplicaSettings,
     Shard,
+    fleet_environment,
     fleet_shards,
     log_time,
     senders,
     wait_for,
 )
 from bench.fleet_workload import Violator, Workload, create_workgroups, destructive_calls, epoch, judge, wait_done
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 from tests.tcp_proxy import TcpProxyProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet_processes]
@@ -305,7 +306,9 @@ FLEETS: dict[str, Callable[[EmulatorProcess, Path], dict[str, tuple[str, Any]]]]
 
 
 def fleet_scenarios(directory: Path) -> dict[str, tuple[str, Any]]:
-    """The scenarios on two fleets at once (each with a DynamoDB server of its own), on one emulator; for each
+    """The scenarios on two fleets at once (each with a DynamoDB server of its own), on one emulator, every process
+    a copy of one zygote (bench/zygote.py: its own process, without a fresh interpreter's imports; the zygote of
+    the background scenarios running meanwhile, see tests/background.py); for each
     scenario, ``("value", Evidence)`` or ``("error", RuntimeError(its traceback))``: one failing leaves the others'
     evidence."""
 
@@ -314,12 +317,13 @@ def fleet_scenarios(directory: Path) -> dict[str, tuple[str, Any]]:
         where.mkdir()
         return FLEETS[name](emulator, where)
 
-    emulator = EmulatorProcess(directory / "emulator.log")
-    try:
-        with ThreadPoolExecutor(len(FLEETS), thread_name_prefix="fleet") as pool:
-            return {name: outcome for outcomes in pool.map(play, FLEETS) for name, outcome in outcomes.items()}
-    finally:
-        emulator.close()
+    with ZYGOTES.use(fleet_environment(), directory / "zygote.log") as zygote:
+        emulator = EmulatorProcess(directory / "emulator.log", zygote)
+        try:
+            with ThreadPoolExecutor(len(FLEETS), thread_name_prefix="fleet") as pool:
+                return {name: outcome for outcomes in pool.map(play, FLEETS) for name, outcome in outcomes.items()}
+        finally:
+            emulator.close()
 
 
 def evidence(background: Background, name: str) -> Evidence:

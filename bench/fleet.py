@@ -63,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from athena_spark_emulator.durations import parse_duration  # noqa: E402
 from bench.enforcement import cell  # noqa: E402
 from bench.fleet_processes import (  # noqa: E402
     EventQueue,
@@ -128,6 +129,19 @@ class BenchConfig:
                                read_timeout=3.0, max_attempts=4, max_requests_per_second=round(0.95 * self.tps, 3),
                                discovery_interval=self.discovery_interval, stop_grace=self.stop_grace,
                                terminate_grace=300.0, log_level="info")
+
+
+def settled_event_counters(control: Any, delay: str) -> dict[str, Any]:
+    """The emulator's event counters once no event still waits out its delivery delay: a Stop or Terminate sent in
+    the run's last seconds is published up to the largest ``delay`` after it (``1s-5s``: 5 s), so counters read at
+    once may show it pending rather than published. Waits that long at most (and a second more), then reads them
+    as they are."""
+    deadline = time.monotonic() + parse_duration(delay.rpartition("-")[2]) + 1.0
+    while True:
+        counters: dict[str, Any] = control.events()["counters"]
+        if not counters.get("pending") or time.monotonic() >= deadline:
+            return counters
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -346,7 +360,7 @@ def run_size(config: BenchConfig, replicas: int, keep: Path | None, *, progress:
                  for replica in fleet.generations if replica.usage is not None}
         calls = destructive_calls(control)
         announcer.join(timeout=5)
-        events = control.events()["counters"] if queue is not None else None
+        events = settled_event_counters(control, config.event_delay) if queue is not None else None
         workload.resolve_crossings(fleet.emulator.endpoint_url)
     verdict = judge(workload, calls, stop_grace=config.stop_grace, until=ended)
     actions: list[Action] = verdict.pop("actions")

@@ -215,7 +215,6 @@ class DynamoDbProcess:
         stop_process(self.process)
 
 
-
 @dataclass
 class Replica:
     """One ``athena-supervisor run`` process (a generation of replica ``name``: a restart is a new Replica)."""

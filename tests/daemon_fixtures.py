@@ -1,15 +1,10 @@
-"""The daemon configuration the tests use (against an emulator at any endpoint), and ``eventually`` for the few
-tests that run the daemon on real time."""
+"""The daemon configuration the tests use (against an emulator at any endpoint)."""
 
 from __future__ import annotations
 
-import inspect
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import yaml
 
 from athena_spark_emulator.testing import EmulatorHandle
@@ -43,22 +38,3 @@ def daemon_config(endpoint_url: str, journal: Path, **overrides: Any) -> dict[st
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-async def eventually(predicate: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``within`` seconds.
-
-    A coroutine function is awaited; a plain function runs in a worker thread, since it may do blocking
-    HTTP and the daemon under test runs in this event loop.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        if inspect.iscoroutinefunction(predicate):
-            value = await predicate()
-        else:
-            value = await anyio.to_thread.run_sync(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await anyio.sleep(interval)

@@ -2,11 +2,14 @@
 signals, secrets in a real process's output) and the command line itself. Scenario tests in this process use
 ``virtual_fixtures`` instead.
 
-They use a sync boto3 client, so call them before the daemon starts or from a worker thread (``eventually``).
+They use a sync boto3 client: call them where no event loop runs (a background scenario's thread, a sync test).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,38 @@ import structlog
 
 from athena_spark_emulator.testing import EmulatorHandle
 from athena_spark_emulator.thread import EmulatorThread
+from bench.environment import environment
 from tests.daemon_fixtures import SPARK_ENGINE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def daemon_environment() -> dict[str, str]:
+    """The environment of a daemon process: this process's, now (a background scenario takes it at its start: a test
+    may change ``os.environ`` while it runs)."""
+    return environment({"PYTHONPATH": str(REPO)})
+
+
+def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``."""
+    with log.open("ab") as stream:
+        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
+                                env=daemon_environment() if env is None else env, stdout=stream, stderr=stream)
+
+
+def parse_log(text: str) -> list[dict[str, Any]]:
+    """The JSON events of a daemon's log (lines that are not JSON left out)."""
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    return parse_log(log.read_text())
 
 
 def start_session(client: Any, workgroup: str, description: str = "# sim: start=0.1s") -> str:

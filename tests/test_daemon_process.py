@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -20,26 +18,27 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
-from bench.environment import environment
 from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
 from tests.background import Background, in_background
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
-from tests.realtime import background_emulator, call_time, calls_of, start_calculation, start_session, wait_idle
+from tests.realtime import (
+    background_emulator,
+    call_time,
+    calls_of,
+    daemon_environment,
+    log_events,
+    spawn_daemon,
+    start_calculation,
+    start_session,
+    wait_idle,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 # Gateway.in_flight_window with the default timeouts (base_config sets none).
 IN_FLIGHT_WINDOW = 2 * (DEFAULT_CONNECT_TIMEOUT + DEFAULT_READ_TIMEOUT)
 pytestmark = pytest.mark.slow
-
-
-def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = env if env is not None else environment({"PYTHONPATH": str(REPO)})
-    with log.open("ab") as stream:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
-                                cwd=REPO, env=env, stdout=stream, stderr=stream)
 
 
 def wait_until(predicate: Any, within: float = 15.0) -> Any:
@@ -48,16 +47,6 @@ def wait_until(predicate: Any, within: float = 15.0) -> Any:
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
     return value
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in log.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
 
 
 def journal_times(path: Path, target_id: str) -> dict[str, datetime]:
@@ -100,7 +89,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
     """A daemon SIGKILLed between the Stop of a calculation that ignores it and the Terminate due ``stop_grace``
     later, then started again on the same journal. Real processes and real time (the kill), so it plays in the
     background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
-    env = environment({"PYTHONPATH": str(REPO)})  # now: a test may change os.environ while this runs
+    env = daemon_environment()
     with background_emulator(directory) as emulator:
         athena = emulator.boto3_client()
         athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,13 +25,21 @@ import yaml
 from aiohttp import web
 
 from athena_spark_emulator.testing import EmulatorHandle
-from bench.environment import environment
 from supervisor.cli import main
 from tests.background import Background, in_background
 from tests.daemon_fixtures import base_config, write_config
-from tests.realtime import athena_with_workgroups, background_emulator, start_calculation, start_session, wait_idle
+from tests.realtime import (
+    athena_with_workgroups,
+    background_emulator,
+    daemon_environment,
+    log_events,
+    parse_log,
+    spawn_daemon,
+    start_calculation,
+    start_session,
+    wait_idle,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 PATH_SECRET = "SECRET-PATH-TOKEN-123"
 QUERY_SECRET = "SECRET-QUERY-456"
 PASSWORD_SECRET = "SECRET-PASS-789"
@@ -179,26 +185,6 @@ def test_credentials_twice_names_the_fix(tmp_path: Path, capsys: pytest.CaptureF
 # --- the daemon as a process -------------------------------------------------------------------------------
 
 
-def parse_log(text: str) -> list[dict[str, Any]]:
-    events = []
-    for line in text.splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    return parse_log(log.read_text())
-
-
-def spawn_daemon(config: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stream:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)],
-                                cwd=REPO, env=env, stdout=stream, stderr=stream)
-
-
 def database_files(journal: Path) -> dict[str, str]:
     """The raw bytes (as text) of the journal database and its WAL/SHM files."""
     return {path.name: path.read_bytes().decode("utf-8", errors="replace")
@@ -230,7 +216,7 @@ def deliver_to_failing_webhooks(directory: Path) -> Delivered:
     """The daemon as a process, notifying of a violation through two webhooks that never succeed, until four
     notifications have failed. It waits for real time (the daemon's start, the retries' backoff), so it plays in the
     background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
-    env = environment({"PYTHONPATH": str(REPO)})  # now: a test may change os.environ while this runs
+    env = daemon_environment()
     with background_emulator(directory) as emulator:
         athena = athena_with_workgroups(emulator)
         session_id = start_session(athena, "etl-a")

@@ -59,6 +59,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _freeze_what_lives()
 
 
+# Tests run between two freezes of what has lived through them (see _freeze_what_lives).
+TESTS_PER_FREEZE = 50
+_tests_since_freeze = 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish() -> None:
+    global _tests_since_freeze
+    _tests_since_freeze += 1
+    if _tests_since_freeze >= TESTS_PER_FREEZE:
+        _tests_since_freeze = 0
+        gc.collect()  # the garbage of the tests since the last freeze goes first: frozen, it would stay
+        _freeze_what_lives()
+
+
 def _freeze_what_lives() -> None:
     """Keep the garbage collector's full collections off what lives until the end of the run.
 
@@ -66,6 +81,13 @@ def _freeze_what_lives() -> None:
     aiohttp, pydantic, the daemon and the emulator; after collection, the test modules and items); every
     full collection walks all of it, and rewriting the test modules' asserts triggers hundreds. Frozen, they
     are left out (``gc.freeze``): collecting the suite takes ~5 s of CPU per process instead of ~7.
+
+    The heap goes on growing while the tests run, from ~130,000 objects to ~470,000 in one process: modules
+    imported by the tests that need them (moto's services, cfn-lint), botocore's parsed service models, moto's
+    tables, pytest's reports. A full collection then took ~0.4 s, and the ~30 a process makes ~9 s of its ~85 s
+    of CPU. So every ``TESTS_PER_FREEZE`` tests, after a collection of what is garbage by then, what survived is
+    frozen as well: 9 s → 3 s. (Objects frozen and later dropped are still freed by their reference counts; only
+    a cycle freed after its freeze stays until the end of the process.)
     """
     gc.freeze()
 

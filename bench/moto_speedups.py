@@ -2,7 +2,7 @@
 
 moto stands in for DynamoDB (and SNS, SQS, EventBridge) in the test suite (``tests/moto_in_loop.py``,
 ``tests/dynamodb_fixtures.py``) and in the fleet harness (``bench/dynamodb_server.py``). Five of its costs grow with
-things that have nothing to do with the request, and :func:`install` removes them without changing any answer:
+things that have nothing to do with the request, one is a layer the answer does not need, and :func:`install` removes them without changing any answer:
 
 - **Responses of DynamoDB items.** moto 5.2 serializes every response by walking botocore's output shape, and each
   ``AttributeValue`` (every attribute of every item) asks a chain of alias providers for each of the ten members
@@ -27,7 +27,8 @@ things that have nothing to do with the request, and :func:`install` removes the
   sums are kept as a running total (:func:`_build_item`): the same limit, raised at the same attribute.
 - **Dispatching.** moto's server finds the service of each request from its host name by listing moto's package
   directory and matching every service's URL patterns, twice per request; the answer depends on the host name
-  only, so :class:`Dispatcher` remembers it.
+  only, so :class:`Dispatcher` remembers it. A DynamoDB request goes straight to moto's DynamoDB handler, without
+  the Flask application moto wraps around it (:func:`_dynamodb`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from botocore.exceptions import ClientError
+from moto.core.request import Request
 from moto.core.serialize import BaseJSONSerializer
 from moto.dynamodb.exceptions import ItemSizeTooLarge
 from moto.dynamodb.models import DynamoDBBackend
@@ -226,16 +229,57 @@ _moto_build_item = Item.__init__
 
 
 class Dispatcher(DomainDispatcherApplication):
-    """moto's server application (every service), remembering the service of each host name."""
+    """moto's server application (every service), remembering the service of each host name, and handing a
+    DynamoDB request straight to moto's DynamoDB handler."""
 
     def __init__(self, create_app: Callable[..., Any]) -> None:
         super().__init__(create_app)
         self._backends: dict[str | None, Any] = {}
 
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(DYNAMODB_TARGET):
+            return _dynamodb(environ, start_response)
+        return super().__call__(environ, start_response)
+
     def get_backend_for_host(self, host: str | None) -> Any:
         if host not in self._backends:
             self._backends[host] = super().get_backend_for_host(host)
         return self._backends[host]
+
+
+# The X-Amz-Target of every DynamoDB request (its JSON protocol's API version).
+DYNAMODB_TARGET = "DynamoDB_20120810."
+
+
+class _ServerRequest(Request):
+    """moto's request, as its server's Flask request class says it came: through a WSGI server (moto then leaves
+    the Date header to the server, as it does behind Flask)."""
+
+    from_wsgi_server = True
+
+
+def _dynamodb(environ: dict[str, Any], start_response: Any) -> Any:
+    """What moto's server answers a DynamoDB request, without its Flask application around the handler.
+
+    moto's server routes each request through a Flask application per service: the app's context, its URL map
+    (DynamoDB has one URL), CORS headers on the way out, then ``convert_to_flask_response``, which calls the
+    handler (``DynamoHandler.dispatch``) with moto's request object and builds the response from the handler's
+    status, headers and body. That wrapping was a quarter of moto's CPU per DynamoDB request (a GetItem: 0.83 ms
+    → 0.63 ms). Here the handler gets the same request (moto's ``Request``, marked as its server's Flask request
+    class marks it; that class only adds Flask's own) and the same arguments, and the answer is built as
+    ``convert_to_flask_response`` builds it; only Flask's CORS header (``Access-Control-Allow-Origin``, for
+    browsers) is not added.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+    from werkzeug.wrappers import Response
+
+    request = _ServerRequest(environ)
+    try:
+        result = DynamoHandler.dispatch(request, request.raw_url, dict(request.headers))
+    except ClientError as error:
+        result = 400, {}, error.response["Error"]["Message"]
+    status, headers, content = result if len(result) == 3 else (200, {}, result)
+    return Response(response=content, status=status, headers=headers)(environ, start_response)
 
 
 def install() -> None:

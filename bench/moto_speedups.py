@@ -2,7 +2,8 @@
 
 moto stands in for DynamoDB (and SNS, SQS, EventBridge) in the test suite (``tests/moto_in_loop.py``,
 ``tests/dynamodb_fixtures.py``) and in the fleet harness (``bench/dynamodb_server.py``). Five of its costs grow with
-things that have nothing to do with the request, one is a layer the answer does not need, and :func:`install` removes them without changing any answer:
+things that have nothing to do with the request, and one is a layer the answer does not need; :func:`install` and
+:class:`Dispatcher` remove them without changing any answer:
 
 - **Responses of DynamoDB items.** moto 5.2 serializes every response by walking botocore's output shape, and each
   ``AttributeValue`` (every attribute of every item) asks a chain of alias providers for each of the ten members

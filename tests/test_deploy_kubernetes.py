@@ -14,16 +14,17 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
+
+from tests import kubernetes_schemas
 
 REPO = Path(__file__).resolve().parents[1]
 K8S_DIR = REPO / "deploy" / "kubernetes"
 CONFIG_FILE = PurePosixPath("/etc/athena-supervisor/config.yaml")
 STATE_DIR = PurePosixPath("/var/lib/athena-supervisor")
 # The oldest Kubernetes minor we promise to support, and the newest the validator knows.
-K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+K8S_VERSIONS = ("1.29.0", kubernetes_schemas.latest_version())
 NOT_BUILT_IN = {"ServiceMonitor", "Kustomization"}
 
 Manifest = dict[str, Any]
@@ -123,8 +124,8 @@ def test_only_the_service_monitor_escapes_schema_validation() -> None:
 def test_built_in_resources_pass_strict_schema_validation(path: Path, version: str) -> None:
     document = load(path)
     try:
-        kubernetes_validate.validate(document, version, strict=True)
-    except kubernetes_validate.ValidationError as exc:
+        kubernetes_schemas.validate(document, version)
+    except kubernetes_schemas.ValidationError as exc:
         where = "/".join(str(part) for part in exc.path)
         pytest.fail(f"{path.name} against Kubernetes {version}: {where}: {exc.message}")
 
@@ -133,8 +134,8 @@ def test_the_validator_rejects_unknown_fields() -> None:
     """Guard against a validator that passes everything (e.g. a kind it silently does not know)."""
     bad = load(K8S_DIR / "service.yaml")
     bad["spec"]["publishNotReadyAdresses"] = True
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(bad, K8S_VERSIONS[0], strict=True)
+    with pytest.raises(kubernetes_schemas.ValidationError):
+        kubernetes_schemas.validate(bad, K8S_VERSIONS[0])
 
 
 def test_kustomization_structure(kustomization: Manifest, manifests: dict[str, Manifest],

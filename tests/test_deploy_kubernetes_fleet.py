@@ -18,11 +18,11 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from supervisor.durations import parse_duration
+from tests import kubernetes_schemas
 from tests.deploy_kustomize import identity, load_documents, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ BASE_DIR = REPO / "deploy" / "kubernetes"
 FLEET_DIR = REPO / "deploy" / "kubernetes-fleet"
 CFN_DIR = REPO / "deploy" / "cloudformation"
 CONFIG_FILE = PurePosixPath("/etc/athena-supervisor/config.yaml")
-K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+K8S_VERSIONS = ("1.29.0", kubernetes_schemas.latest_version())
 NOT_BUILT_IN = {"ServiceMonitor"}
 REPLICAS = 3
 ASSUMED_CLOCK_SKEW = timedelta(seconds=1)  # NTP-synchronised nodes (docs/fleet.md, "Failure modes")
@@ -127,8 +127,8 @@ def test_built_in_resources_pass_strict_schema_validation(rendered: dict[str, Ma
         if kind in NOT_BUILT_IN:
             continue
         try:
-            kubernetes_validate.validate(document, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
+            kubernetes_schemas.validate(document, version)
+        except kubernetes_schemas.ValidationError as exc:
             where = "/".join(str(part) for part in exc.path)
             pytest.fail(f"{kind} against Kubernetes {version}: {where}: {exc.message}")
 

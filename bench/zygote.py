@@ -8,10 +8,10 @@ per test run and on a machine whose two cores the rest of the suite keeps busy. 
 modules loaded and is otherwise the same thing: its own process (its own pid, event loop, sockets, journal
 connection, signals: ``kill -9`` and SIGTERM do what they do to the command), running an entry point
 (:func:`supervisor.cli.main` unless told otherwise, e.g. ``bench.dynamodb_server:main``) with the command's
-arguments, its environment and working directory set, stdout and stderr in its log file, stdin on ``/dev/null``.
-``random`` is reseeded in each copy (the standard library does it at every fork), and the zygote opens nothing but
-its pipes before forking: no event loop, no thread, no connection is shared. What a copy inherits is frozen
-(``gc.freeze``): its collections leave the zygote's objects alone.
+arguments, its environment and working directory set, stdout and stderr in its log file (or stderr in a file of its
+own), stdin on ``/dev/null``. ``random`` is reseeded in each copy (the standard library does it at every fork),
+and the zygote opens nothing but its pipes before forking: no event loop, no thread, no connection is shared. What a
+copy inherits is frozen (``gc.freeze``): its collections leave the zygote's objects alone.
 
 The zygote preloads only what the daemon imports (:data:`PRELOAD`), not moto: importing moto registers a hook in
 every botocore session made after it (``BUILTIN_HANDLERS``), which the replicas must not carry, nor its memory (a
@@ -27,8 +27,8 @@ the harnesses use (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, 
 ``usage``.
 
 Protocol (JSON lines): the harness writes ``{"id": N, "entry": "module:function", "argv": [...], "cwd": ...,
-"env": {...}, "log": path}``; the zygote answers ``{"id": N, "pid": P}`` and, when a copy ends, ``{"exited": P,
-"status": S, "cpu_seconds": C, "maxrss_kib": M}``.
+"env": {...}, "log": path, "stderr": path or null}``; the zygote answers ``{"id": N, "pid": P}`` and, when a copy
+ends, ``{"exited": P, "status": S, "cpu_seconds": C, "maxrss_kib": M}``.
 """
 
 from __future__ import annotations
@@ -127,16 +127,20 @@ class Zygote:
         self.close()
 
     def spawn(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: Path = ROOT, entry: str = DAEMON,
-              timeout: float = 60.0) -> ForkedProcess:
+              stderr: Path | None = None, timeout: float = 60.0) -> ForkedProcess:
         """A copy running ``entry`` (``module:function``; ``supervisor.cli.main`` by default) on ``argv``, with
-        its output appended to ``log``."""
-        log.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
+        its output appended to ``log`` (its stderr to ``stderr`` instead, if given: for a caller that reads the
+        two apart, as it would a subprocess's pipes)."""
+        for path in (log, stderr):
+            if path is not None:
+                path.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
         request_id = next(self._ids)
         answer: Future[int] = Future()
         with self._lock:
             self._pending[request_id] = answer
             self._requests.write(json.dumps({"id": request_id, "entry": entry, "argv": argv, "cwd": str(cwd),
-                                             "env": env, "log": str(log)}).encode() + b"\n")
+                                             "env": env, "log": str(log),
+                                             "stderr": None if stderr is None else str(stderr)}).encode() + b"\n")
             self._requests.flush()
         pid = answer.result(timeout)
         with self._lock:
@@ -251,12 +255,14 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         for fd in keep:
             os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        errors = log if request.get("stderr") is None else os.open(request["stderr"],
+                                                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        os.close(null)
+        os.dup2(errors, 2)
+        for fd in {log, errors, null}:
+            os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])

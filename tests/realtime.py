@@ -22,6 +22,7 @@ import structlog
 from athena_spark_emulator.testing import EmulatorHandle
 from athena_spark_emulator.thread import EmulatorThread
 from bench.environment import environment
+from bench.zygote import ForkedProcess, Zygote
 from tests.daemon_fixtures import SPARK_ENGINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +34,20 @@ def daemon_environment() -> dict[str, str]:
     return environment({"PYTHONPATH": str(REPO)})
 
 
-def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``."""
+def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None, *,
+                 zygote: Zygote | None = None) -> subprocess.Popen[bytes] | ForkedProcess:
+    """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``: a copy of
+    ``zygote`` (bench/zygote.py: its own process, the daemon's modules already imported), or a fresh interpreter.
+
+    A background scenario passes the zygote the others share (``tests.background.ZYGOTES``, which it uses from its
+    own thread); a test in the foreground starts a fresh interpreter: a zygote of its own would cost as much, and one
+    started from the test thread would run at that thread's lower priority (``yield_the_cpu``), its copies too."""
+    env = daemon_environment() if env is None else env
+    if zygote is not None:
+        return zygote.spawn(["run", "--config", str(config)], log=log, env=env)
     with log.open("ab") as stream:
         return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
-                                env=daemon_environment() if env is None else env, stdout=stream, stderr=stream)
+                                env=env, stdout=stream, stderr=stream)
 
 
 def parse_log(text: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
 from tests.realtime import (
     background_emulator,
@@ -88,9 +88,10 @@ class KilledMidEscalation:
 def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
     """A daemon SIGKILLed between the Stop of a calculation that ignores it and the Terminate due ``stop_grace``
     later, then started again on the same journal. Real processes and real time (the kill), so it plays in the
-    background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
+    background of the run (tests/background.py), with an emulator of its own in a thread of this process; both
+    daemons are copies of the zygote the background scenarios share."""
     env = daemon_environment()
-    with background_emulator(directory) as emulator:
+    with ZYGOTES.use(env, directory / "zygote.log") as zygote, background_emulator(directory) as emulator:
         athena = emulator.boto3_client()
         athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
         session_id = start_session(athena, "etl-a")
@@ -102,7 +103,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
             policies=[{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1s"}}],
         ))
         log = directory / "daemon.log"
-        first = spawn_daemon(config, log, env)
+        first = spawn_daemon(config, log, env, zygote=zygote)
         try:
             wait_until(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
         finally:
@@ -110,7 +111,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
             first.wait(10)
         terminates_before_restart = calls_of(emulator, "TerminateSession")
 
-        second = spawn_daemon(config, log, env)
+        second = spawn_daemon(config, log, env, zygote=zygote)
         try:
             wait_until(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id), within=60)
             wait_until(lambda: "verify.done" in journal_events(journal_path, calculation_id), within=30)

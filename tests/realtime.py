@@ -8,8 +8,6 @@ They use a sync boto3 client: call them where no event loop runs (a background s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,20 +32,11 @@ def daemon_environment() -> dict[str, str]:
     return environment({"PYTHONPATH": str(REPO)})
 
 
-def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None, *,
-                 zygote: Zygote | None = None) -> subprocess.Popen[bytes] | ForkedProcess:
+def spawn_daemon(config: Path, log: Path, env: dict[str, str], *, zygote: Zygote) -> ForkedProcess:
     """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``: a copy of
-    ``zygote`` (bench/zygote.py: its own process, the daemon's modules already imported), or a fresh interpreter.
-
-    A background scenario passes the zygote the others share (``tests.background.ZYGOTES``, which it uses from its
-    own thread); a test in the foreground starts a fresh interpreter: a zygote of its own would cost as much, and one
-    started from the test thread would run at that thread's lower priority (``yield_the_cpu``), its copies too."""
-    env = daemon_environment() if env is None else env
-    if zygote is not None:
-        return zygote.spawn(["run", "--config", str(config)], log=log, env=env)
-    with log.open("ab") as stream:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
-                                env=env, stdout=stream, stderr=stream)
+    ``zygote`` (bench/zygote.py: its own process, the daemon's modules already imported; the background scenarios
+    pass the one they share, ``tests.background.ZYGOTES``, used from their own threads)."""
+    return zygote.spawn(["run", "--config", str(config)], log=log, env=env)
 
 
 def parse_log(text: str) -> list[dict[str, Any]]:

@@ -296,18 +296,25 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         os._exit(code)
 
 
-def warm(loader: Loader | None = None) -> Loader:
+def warm(loader: Loader | None = None) -> Loader | None:
     """Parse, once for every copy, the botocore data each copy's clients would parse again: the service models and
     endpoint rulesets of :data:`WARM_SERVICES`, botocore's endpoints, partitions and default configuration, into
     ``loader``; by default the data loader every session of this process shares (``supervisor.gateway.new_session``:
     one per ``data_path``, here the one a session made in the zygote's environment asks for, the environment the
     harnesses give the copies too). Plain data that a loader only reads once parsed; nothing opened, no thread, no
     loop. ~0.06 s of CPU per copy (of ~0.3 s in a replica's first four seconds), for a few MiB of pages each copy
-    shares with the zygote. Returns the loader."""
+    shares with the zygote. Returns the loader, or None where the environment names an AWS profile that does not
+    exist (a session cannot say its ``data_path`` then; a copy's clients would fail alike, and the copies that make
+    none, an emulator or a moto server, must still start)."""
+    from botocore.exceptions import ProfileNotFound
+
     from supervisor.gateway import new_session
 
     if loader is None:
-        loader = new_session().get_component("data_loader")
+        try:
+            loader = new_session().get_component("data_loader")
+        except ProfileNotFound:
+            return None
     for name in ("endpoints", "partitions", "sdk-default-configuration"):
         loader.load_data_with_path(name)
     for service in WARM_SERVICES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import pytest
 from aiobotocore.config import AioConfig
 from botocore.loaders import JSONFileLoader, Loader
 
@@ -47,3 +48,10 @@ def test_by_default_it_warms_the_loader_every_session_of_the_process_shares() ->
     shared = new_session().get_component("data_loader")
     assert shared is _shared_loader(None)  # no AWS_DATA_PATH in the tests' environment
     assert warm() is shared
+
+
+def test_it_warms_nothing_and_does_not_fail_where_the_environment_names_a_missing_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    assert warm() is None

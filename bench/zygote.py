@@ -226,9 +226,10 @@ class SharedZygote:
     """One zygote for the harnesses that run side by side in one process (the test suite's background scenarios,
     threads of one process): the first to :meth:`use` it starts it, in its environment and with its log, and the last
     to be done with it stops it; a harness that starts once every other is done starts another. Each zygote costs
-    ~0.75 s of CPU (an interpreter importing the daemon); what a copy runs does not depend on whose zygote it is:
-    each gets its own arguments, environment and working directory, and the few variables read at import (aiohttp's
-    and structlog's switches) are the same in every harness's environment (this process's, plus credentials)."""
+    ~1.3 s of CPU (an interpreter importing the daemon, parsing its botocore models); what a copy runs does not
+    depend on whose zygote it is: each gets its own arguments, environment and working directory, and the few
+    variables read at import (aiohttp's and structlog's switches) are the same in every harness's environment (this
+    process's, plus credentials)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

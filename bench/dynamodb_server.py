@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +201,9 @@ def _transaction(body: bytes) -> tuple[str | None, int, list[str]]:
     return None, 0, []
 
 
-async def serve(app: SerialMoto, host: str, port: int) -> None:
-    """Serve ``app`` over HTTP/1.1 with keep-alive (aiohttp) until SIGTERM or SIGINT; print the ready line.
+@contextlib.asynccontextmanager
+async def serving(app: SerialMoto, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """``app`` served over HTTP/1.1 with keep-alive (aiohttp) from the running loop: its endpoint URL.
 
     Each request runs the WSGI app in a worker thread (many: requests wait their turn in ``app``'s priority lock,
     not in the pool). Connections stay open between requests, as DynamoDB's do: werkzeug's server, used before,
@@ -224,15 +225,24 @@ async def serve(app: SerialMoto, host: str, port: int) -> None:
         return web.Response(status=status, headers=headers, body=body)
 
     runner, endpoint_url = await start_server(handle, host, port, handle_signals=False)
-    print(json.dumps({"event": "dynamodb.ready", "endpoint_url": endpoint_url}), flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        yield endpoint_url
     finally:
         await runner.cleanup()
         workers.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(app: SerialMoto, host: str, port: int) -> None:
+    """Serve ``app`` (:func:`serving`) until SIGTERM or SIGINT; print the ready line once listening."""
+    import asyncio
+
+    async with serving(app, host, port) as endpoint_url:
+        print(json.dumps({"event": "dynamodb.ready", "endpoint_url": endpoint_url}), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

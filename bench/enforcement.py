@@ -34,6 +34,7 @@ likewise start with ``ListSessions StateFilter=TERMINATED``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -49,7 +50,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psutil
 
@@ -58,7 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.environment import environment  # noqa: E402
-from bench.zygote import ForkedProcess  # noqa: E402
+from bench.zygote import ForkedProcess, SharedZygote, Zygote  # noqa: E402
 
 RUNTIME_LIMIT_S = 1800.0          # policy max_runtime of the bench-rt-* workgroups
 DPU_LIMIT_HOURS = 2.0             # policy max_dpu_hours of bench-dpu-0
@@ -109,7 +110,7 @@ def estimate_first_sweep(sessions: int, dpu_calcs: int, tps: float) -> float:
 
 
 def build_workload(sessions: int, calculations: int, violations: int, tps: float, duration: float,
-                   stop_grace: float, seed: int) -> Workload:
+                   stop_grace: float, seed: int, progress: TextIO | None = None) -> Workload:
     if not sessions <= calculations <= 2 * sessions:
         raise SystemExit("--calculations must be between --sessions and 2 × --sessions (one runs, one queues)")
     rng = random.Random(seed)
@@ -123,7 +124,7 @@ def build_workload(sessions: int, calculations: int, violations: int, tps: float
     last = duration - stop_grace - 4
     if last - warmup < 10:
         print(f"note: duration {duration:.0f}s leaves no window after the estimated first sweep "
-              f"({warmup:.0f}s); crossings start at 40% of the run", file=sys.stderr)
+              f"({warmup:.0f}s); crossings start at 40% of the run", file=progress or sys.stderr)
         warmup = duration * 0.4
     offsets = sorted(warmup + (last - warmup) * (i + rng.random()) / violator_count
                      for i in range(violator_count))
@@ -185,13 +186,22 @@ def http_json(url: str, body: Any = None, method: str = "GET", timeout: float = 
 
 
 class EmulatorProcess:
-    def __init__(self, tps: float) -> None:
-        command = pinned([sys.executable, "-m", "supervisor", "emulator", "--port", "0",
-                          "--throttle-tps", str(tps)], 0)
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True, env=environment({"PYTHONPATH": str(ROOT)}))
-        assert self.process.stdout is not None
-        ready = json.loads(self.process.stdout.readline())
+    """``athena-supervisor emulator``: a fresh process pinned to core 0, or with ``zygote`` a copy of it (its output
+    in ``log``; not pinned)."""
+
+    def __init__(self, tps: float, *, zygote: Zygote | None = None, log: Path | None = None) -> None:
+        argv = ["emulator", "--port", "0", "--throttle-tps", str(tps)]
+        env = environment({"PYTHONPATH": str(ROOT)})
+        self.process: subprocess.Popen[str] | ForkedProcess
+        if zygote is not None:
+            if log is None:
+                raise ValueError("a copy of a zygote writes its output to a log: give one")
+            self.process, ready = zygote.start_server(argv, log=log, env=env, ready="emulator.ready")
+        else:
+            self.process = subprocess.Popen(pinned([sys.executable, "-m", "supervisor", *argv], 0), cwd=ROOT,
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            assert self.process.stdout is not None
+            ready = json.loads(self.process.stdout.readline())
         self.endpoint_url: str = ready["endpoint_url"]
         self.control_url: str = ready["control_url"]
 
@@ -224,12 +234,21 @@ class ProcessStats:
     exit_code: int
 
 
-def measure(command: list[str], until: float, log_path: Path, profile: Path | None = None) -> ProcessStats:
+def measure(command: list[str], until: float, log_path: Path, profile: Path | None = None, *,
+            zygote: Zygote | None = None) -> ProcessStats:
     """Run ``command`` until the epoch instant ``until``, sampling CPU and RSS once a second; SIGTERM it and
-    reap it with wait4 for its own CPU time and peak RSS."""
+    reap it with wait4 for its own CPU time and peak RSS.
+
+    With ``zygote``, ``command`` is the daemon's arguments (``["run", "--config", ...]``) and the process a copy of
+    the zygote, not pinned, its figures what the zygote reaped: CPU since the fork, a peak RSS that counts the pages
+    it shares with the zygote (see bench/zygote.py)."""
     env = environment(AWS_ENV, {"PYTHONPATH": str(ROOT)})
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(pinned(command, 1), cwd=ROOT, stdout=log, stderr=log, env=env)
+    process: subprocess.Popen[bytes] | ForkedProcess
+    if zygote is not None:
+        process = zygote.spawn(command, log=log_path, env=env)
+    else:
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(pinned(command, 1), cwd=ROOT, stdout=log, stderr=log, env=env)
     spy = None
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if profile is not None and py_spy:
@@ -247,21 +266,32 @@ def measure(command: list[str], until: float, log_path: Path, profile: Path | No
         time.sleep(min(1.0, max(0.0, until - time.time())))
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    # The naive poller may sit in a botocore retry backoff (up to 20 s): give it 10 s, then SIGKILL.
-    deadline = time.time() + 10
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.time() > deadline:
+    if isinstance(process, ForkedProcess):  # the zygote reaps its copies
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            _, status, usage = os.wait4(process.pid, 0)
-            break
-        time.sleep(0.1)
-    process.returncode = os.waitstatus_to_exitcode(status)
+            process.wait()
+        assert process.usage is not None
+        cpu_seconds, peak_rss_mib, exit_code = process.usage.cpu_seconds, process.usage.peak_rss_mib, \
+            process.usage.exit_code
+    else:
+        # The naive poller may sit in a botocore retry backoff (up to 20 s): give it 10 s, then SIGKILL.
+        deadline = time.time() + 10
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                process.kill()
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.1)
+        process.returncode = exit_code = os.waitstatus_to_exitcode(status)
+        cpu_seconds, peak_rss_mib = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     if spy is not None:
         spy.wait(timeout=60)
-    return ProcessStats(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, samples, process.returncode)
+    return ProcessStats(cpu_seconds, peak_rss_mib, samples, exit_code)
 
 
 def daemon_config(directory: Path, endpoint_url: str, tps: float, stop_grace: float,
@@ -501,8 +531,11 @@ def resolve_ground_truth(emulator: EmulatorProcess, workload: Workload) -> None:
 
 # -- one side -----------------------------------------------------------------------------------------
 
-def run_side(side: str, args: argparse.Namespace, workload: Workload, directory: Path) -> dict[str, Any]:
-    emulator = EmulatorProcess(args.tps)
+def run_side(side: str, args: argparse.Namespace, workload: Workload, directory: Path, *,
+             zygote: Zygote | None = None) -> dict[str, Any]:
+    """One side's run; with ``zygote``, the emulator and the supervisor are copies of it (the naive poller, a
+    script of its own, is always a fresh process)."""
+    emulator = EmulatorProcess(args.tps, zygote=zygote, log=directory / f"{side}.emulator.log")
     try:
         began = time.perf_counter()
         created = http_json(f"{emulator.control_url}/populate", workload.spec, method="POST")
@@ -512,16 +545,20 @@ def run_side(side: str, args: argparse.Namespace, workload: Workload, directory:
             violator.session_id = session["SessionId"]
             violator.calculation_id = session["CalculationExecutionIds"][0]
         workload.quiet_sessions = {s["SessionId"] for s in created["sessions"][len(workload.violators):]}
+        copy_of = None
         if side == "supervisor":
-            command = [sys.executable, "-m", "supervisor", "run", "--config",
-                       str(daemon_config(directory, emulator.endpoint_url, args.tps, args.stop_grace,
-                                         budgets=args.budgets))]
+            command = ["run", "--config", str(daemon_config(directory, emulator.endpoint_url, args.tps,
+                                                             args.stop_grace, budgets=args.budgets))]
+            if zygote is None:
+                command = [sys.executable, "-m", "supervisor", *command]
+            else:
+                copy_of = zygote
         else:
             command = naive_command(emulator.endpoint_url, args.stop_grace, args.naive_interval)
         started = time.time()
         until = populated_at + args.duration
         profile = directory / f"{side}.speedscope.json" if args.profile and side == "supervisor" else None
-        stats = measure(command, until, directory / f"{side}.log", profile)
+        stats = measure(command, until, directory / f"{side}.log", profile, zygote=copy_of)
         ended = time.time()
         calls = http_json(f"{emulator.control_url}/calls")["calls"]
         resolve_ground_truth(emulator, workload)
@@ -602,15 +639,18 @@ def default_duration(sessions: int, tps: float, stop_grace: float) -> float:
     return max(150.0, math.ceil(estimate_first_sweep(sessions, dpu_calcs, tps) + 5 + stop_grace + 4 + 30))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, *, command: str | None = None, progress: TextIO | None = None,
+        zygote: Zygote | None = None) -> dict[str, Any]:
+    """Both sides (or the supervisor's only); ``command``, the command line to report (default this process's)."""
+    progress = sys.stderr if progress is None else progress
     calculations = args.calculations if args.calculations is not None else 2 * args.sessions
     violations = args.violations if args.violations is not None else max(8, args.sessions // 50)
     duration = args.duration or default_duration(args.sessions, args.tps, args.stop_grace)
     args.duration = duration
     workload = build_workload(args.sessions, calculations, violations, args.tps, duration, args.stop_grace,
-                              args.seed)
+                              args.seed, progress)
     result: dict[str, Any] = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "parameters": {"sessions": args.sessions, "calculations": calculations, "violations": violations,
                        "dpu_violations": sum(v.kind == "dpu" for v in workload.violators),
                        "ignore_stop": sum(v.ignores_stop for v in workload.violators),
@@ -626,8 +666,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             directory = keep or Path(tmp)
             directory.mkdir(parents=True, exist_ok=True)
             print(f"[{time.strftime('%H:%M:%S')}] {side}: {args.sessions} sessions, {calculations} calculations, "
-                  f"{duration:.0f}s", file=sys.stderr, flush=True)
-            result[side] = run_side(side, args, workload, directory)
+                  f"{duration:.0f}s", file=progress, flush=True)
+            result[side] = run_side(side, args, workload, directory, zygote=zygote)
     sup = result["supervisor"]
     naive = result.get("naive") or {"censored_lag_seconds": {}}
     result["ratios"] = {
@@ -651,7 +691,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, progress: TextIO | None = None,
+         zygotes: SharedZygote | None = None) -> int:
+    """The command: its report to ``out`` (default stdout), progress lines to ``progress`` (default stderr).
+
+    Its processes are fresh interpreters, as users run them: the published figures (the daemon's CPU seconds and
+    peak RSS) are a fresh process's. With ``zygotes`` (the test suite's smoke run, tests/test_bench_smoke.py) the
+    emulator and the supervisor are copies of a zygote it gives instead (bench/zygote.py), which spares each the
+    interpreter's imports: that run's figures are a copy's, not comparable with the published ones."""
+    out = sys.stdout if out is None else out
+    progress = sys.stderr if progress is None else progress
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--calculations", type=int, default=None, help="live calculations (default 2 × sessions)")
@@ -676,30 +725,38 @@ def main() -> int:
     from bench import events  # the event-fed discovery bench shares this command line
 
     events.add_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.events:
         return events.main(args)
     if args.quick:
         args.sessions, args.stop_grace, args.naive_interval = 50, 3.0, 10.0
         args.duration = args.duration or 15.0
-    sizes = [int(s) for s in args.series.split(",")] if args.series else [args.sessions]
-    for size in sizes:
-        args.sessions = size
-        if args.series:
-            args.duration = None
-            args.calculations = args.violations = None
-        result = run(args)
-        print(f"\n{size:,} sessions, {result['parameters']['calculations']:,} calculations, "
-              f"{args.tps:g} requests/s, {result['parameters']['duration']:.0f}s per side")
-        print(table(result))
-        print("targets:", json.dumps(result["targets"]))
-        print(f"[{time.strftime('%H:%M:%S')}] done", file=sys.stderr, flush=True)
-        out = args.out
-        if args.out_dir:
-            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-            out = str(Path(args.out_dir) / f"results-{size}.json")
-        if out:
-            Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    command = None if argv is None else " ".join(["enforcement.py", *argv])
+    with contextlib.ExitStack() as stack:
+        zygote = None
+        if zygotes is not None:
+            where = Path(args.keep) if args.keep else Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="bench-enforcement-zygote-")))
+            where.mkdir(parents=True, exist_ok=True)
+            zygote = stack.enter_context(zygotes.use(environment({"PYTHONPATH": str(ROOT)}), where / "zygote.log"))
+        sizes = [int(s) for s in args.series.split(",")] if args.series else [args.sessions]
+        for size in sizes:
+            args.sessions = size
+            if args.series:
+                args.duration = None
+                args.calculations = args.violations = None
+            result = run(args, command=command, progress=progress, zygote=zygote)
+            print(f"\n{size:,} sessions, {result['parameters']['calculations']:,} calculations, "
+                  f"{args.tps:g} requests/s, {result['parameters']['duration']:.0f}s per side", file=out)
+            print(table(result), file=out)
+            print("targets:", json.dumps(result["targets"]), file=out)
+            print(f"[{time.strftime('%H:%M:%S')}] done", file=progress, flush=True)
+            path = args.out
+            if args.out_dir:
+                Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+                path = str(Path(args.out_dir) / f"results-{size}.json")
+            if path:
+                Path(path).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

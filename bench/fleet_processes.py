@@ -183,7 +183,7 @@ class EmulatorProcess:
 
 class DynamoDbProcess:
     """``bench/dynamodb_server.py``: moto's DynamoDB, one request at a time, counting requests by operation; a copy
-    of ``zygote`` (which imports moto itself: see bench/zygote.py)."""
+    of ``zygote`` (of the moto servers' zygote it forks: see bench/zygote.py)."""
 
     def __init__(self, log: Path, zygote: Zygote) -> None:
         self.log = log

@@ -8,15 +8,17 @@ per test run and on a machine whose two cores the rest of the suite keeps busy. 
 modules loaded and is otherwise the same thing: its own process (its own pid, event loop, sockets, journal
 connection, signals: ``kill -9`` and SIGTERM do what they do to the command), running an entry point
 (:func:`supervisor.cli.main` unless told otherwise, e.g. ``bench.dynamodb_server:main``) with the command's
-arguments, its environment and working directory set, stdout and stderr in its log file, stdin on ``/dev/null``.
-``random`` is reseeded in each copy (the standard library does it at every fork), and the zygote opens nothing but
-its pipes before forking: no event loop, no thread, no connection is shared. What a copy inherits is frozen
-(``gc.freeze``): its collections leave the zygote's objects alone.
+arguments, its environment and working directory set, stdout and stderr in its log file (or stderr in a file of its
+own), stdin on ``/dev/null``. ``random`` is reseeded in each copy (the standard library does it at every fork),
+and the zygote opens nothing but its pipes before forking: no event loop, no thread, no connection is shared. What a
+copy inherits is frozen (``gc.freeze``): its collections leave the zygote's objects alone.
 
 The zygote preloads only what the daemon imports (:data:`PRELOAD`), not moto: importing moto registers a hook in
 every botocore session made after it (``BUILTIN_HANDLERS``), which the replicas must not carry, nor its memory (a
-replica's peak RSS is a figure of the fleet bench). A moto server's copy imports moto itself (~0.4 s of CPU, against
-~1.5 s for a fresh interpreter).
+replica's peak RSS is a figure of the fleet bench). The moto servers (:data:`SERVER_ENTRIES`) are copies of a second
+zygote, forked from this one at the first request for one: it imports moto and answers one request of each service
+(:func:`warm_servers`), which each server's copy did at its start and first request (~0.5 s of CPU, against ~0.02
+now; the second zygote costs ~0.6 s once). Its requests and answers pass through this zygote.
 
 A server prints a ready line on stdout; a copy's stdout is its log, so :meth:`Zygote.start_server` reads the line
 from there (from where the log ended at the spawn: a kept directory may hold an earlier run's log).
@@ -27,8 +29,8 @@ the harnesses use (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, 
 ``usage``.
 
 Protocol (JSON lines): the harness writes ``{"id": N, "entry": "module:function", "argv": [...], "cwd": ...,
-"env": {...}, "log": path}``; the zygote answers ``{"id": N, "pid": P}`` and, when a copy ends, ``{"exited": P,
-"status": S, "cpu_seconds": C, "maxrss_kib": M}``.
+"env": {...}, "log": path, "stderr": path or null}``; the zygote answers ``{"id": N, "pid": P}`` and, when a copy
+ends, ``{"exited": P, "status": S, "cpu_seconds": C, "maxrss_kib": M}``.
 """
 
 from __future__ import annotations
@@ -49,10 +51,24 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from botocore.loaders import Loader
 
 ROOT = Path(__file__).resolve().parents[1]
-PRELOAD = ("supervisor.cli", "supervisor.service")
+# The daemon's modules, and those it imports only once running (anyio's asyncio backend and its thread pool, the
+# run command, IDNA for its connections' host names, strptime for botocore's dates): each copy imported these again.
+PRELOAD = ("supervisor.cli", "supervisor.service", "supervisor.commands.run", "anyio._backends._asyncio",
+           "anyio.to_thread", "concurrent.futures.thread", "encodings.idna", "_strptime")
+# The services whose models the copies' clients load (Athena and STS for every daemon; DynamoDB for a replica's
+# journal; SQS for event-fed discovery).
+WARM_SERVICES = ("athena", "sts", "dynamodb", "sqs")
+# The moto servers' entry points: their copies come from a zygote of their own (see serve), which imports moto and
+# warms its DynamoDB and SQS once for them all.
+SERVER_ENTRIES = frozenset({"bench.dynamodb_server:main", "moto.server:main"})
+SERVER_PRELOAD = ("bench.dynamodb_server", "bench.moto_http", "bench.moto_speedups", "moto.server", "aiohttp.web",
+                  "concurrent.futures.thread")
 DAEMON = "supervisor.cli:main"
 READY_POLL = 0.02  # seconds between looks at a starting server's log
 
@@ -127,16 +143,20 @@ class Zygote:
         self.close()
 
     def spawn(self, argv: list[str], *, log: Path, env: dict[str, str], cwd: Path = ROOT, entry: str = DAEMON,
-              timeout: float = 60.0) -> ForkedProcess:
+              stderr: Path | None = None, timeout: float = 60.0) -> ForkedProcess:
         """A copy running ``entry`` (``module:function``; ``supervisor.cli.main`` by default) on ``argv``, with
-        its output appended to ``log``."""
-        log.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
+        its output appended to ``log`` (its stderr to ``stderr`` instead, if given: for a caller that reads the
+        two apart, as it would a subprocess's pipes)."""
+        for path in (log, stderr):
+            if path is not None:
+                path.open("ab").close()  # there when this returns, as with Popen (the copy opens it a moment later)
         request_id = next(self._ids)
         answer: Future[int] = Future()
         with self._lock:
             self._pending[request_id] = answer
             self._requests.write(json.dumps({"id": request_id, "entry": entry, "argv": argv, "cwd": str(cwd),
-                                             "env": env, "log": str(log)}).encode() + b"\n")
+                                             "env": env, "log": str(log),
+                                             "stderr": None if stderr is None else str(stderr)}).encode() + b"\n")
             self._requests.flush()
         pid = answer.result(timeout)
         with self._lock:
@@ -206,9 +226,10 @@ class SharedZygote:
     """One zygote for the harnesses that run side by side in one process (the test suite's background scenarios,
     threads of one process): the first to :meth:`use` it starts it, in its environment and with its log, and the last
     to be done with it stops it; a harness that starts once every other is done starts another. Each zygote costs
-    ~0.75 s of CPU (an interpreter importing the daemon); what a copy runs does not depend on whose zygote it is:
-    each gets its own arguments, environment and working directory, and the few variables read at import (aiohttp's
-    and structlog's switches) are the same in every harness's environment (this process's, plus credentials)."""
+    ~1.3 s of CPU (an interpreter importing the daemon, parsing its botocore models); what a copy runs does not
+    depend on whose zygote it is: each gets its own arguments, environment and working directory, and the few
+    variables read at import (aiohttp's and structlog's switches) are the same in every harness's environment (this
+    process's, plus credentials)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -251,12 +272,14 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         for fd in keep:
             os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        errors = log if request.get("stderr") is None else os.open(request["stderr"],
+                                                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        os.close(null)
+        os.dup2(errors, 2)
+        for fd in {log, errors, null}:
+            os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -281,45 +304,165 @@ def _child(request: dict[str, Any], keep: tuple[int, ...]) -> None:
         os._exit(code)
 
 
-def serve() -> None:
-    for name in PRELOAD:
+def warm(loader: Loader | None = None) -> Loader | None:
+    """Parse, once for every copy, the botocore data each copy's clients would parse again: the service models and
+    endpoint rulesets of :data:`WARM_SERVICES`, botocore's endpoints, partitions and default configuration, into
+    ``loader``; by default the data loader every session of this process shares (``supervisor.gateway.new_session``:
+    one per ``data_path``, here the one a session made in the zygote's environment asks for, the environment the
+    harnesses give the copies too). Plain data that a loader only reads once parsed; nothing opened, no thread, no
+    loop. ~0.06 s of CPU per copy (of ~0.3 s in a replica's first four seconds), for a few MiB of pages each copy
+    shares with the zygote. Returns the loader, or None where the environment names an AWS profile that does not
+    exist (a session cannot say its ``data_path`` then; a copy's clients would fail alike, and the copies that make
+    none, an emulator or a moto server, must still start)."""
+    from botocore.exceptions import ProfileNotFound
+
+    from supervisor.gateway import new_session
+
+    if loader is None:
+        try:
+            loader = new_session().get_component("data_loader")
+        except ProfileNotFound:
+            return None
+    for name in ("endpoints", "partitions", "sdk-default-configuration"):
+        loader.load_data_with_path(name)
+    for service in WARM_SERVICES:
+        for kind in ("service-2", "endpoint-rule-set-1"):
+            loader.load_service_model(service, kind, api_version=None)  # as botocore asks: the cache's key
+    return loader
+
+
+def warm_servers() -> None:
+    """Do, once for every moto server's copy, what moto did at a copy's first request: import the service's
+    modules, build its backends (with the regions it reads from botocore's data) and application, and those of
+    the accounts and IAM checks every request goes through: one read-only request to each of DynamoDB and SQS
+    (ListTables, ListQueues) through moto_server's application, as ``tests/moto_in_loop.py`` warms the tests' moto.
+    ~0.4 s of CPU per copy. What they leave is empty backends: a copy's state starts as a fresh process's would
+    after such a request."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.test import EnvironBuilder
+
+    from bench.moto_http import call_wsgi
+
+    app = DomainDispatcherApplication(create_backend_app)
+    for service, target in (("dynamodb", "DynamoDB_20120810.ListTables"), ("sqs", "AmazonSQS.ListQueues")):
+        headers = {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0",
+                   "Authorization": f"AWS4-HMAC-SHA256 Credential=warm/20260101/us-east-1/{service}/aws4_request, "
+                                    "SignedHeaders=host, Signature=0"}
+        status, _, body = call_wsgi(app, EnvironBuilder(method="POST", path="/", headers=headers,
+                                                        data=b"{}").get_environ())
+        if status != 200:
+            raise RuntimeError(f"moto's warm-up {target} answered {status}: {body[:200]!r}")
+
+
+def serve(*, servers: bool = False, requests: int = 0, answers: BinaryIO | None = None) -> None:
+    """Fork a copy for each request read from ``requests`` (a file descriptor, stdin by default), answering on
+    ``answers`` (stdout by default), until ``requests`` ends.
+
+    The zygote of the moto servers (``servers``) is itself forked from this one at the first request for a server
+    (:data:`SERVER_ENTRIES`): the daemon's modules already imported, it imports moto and warms it
+    (:func:`warm_servers`), then serves those requests, forwarded to it over a pipe; its answers come back the same
+    way and are passed on as they are (it reaps its own copies)."""
+    answers = sys.stdout.buffer if answers is None else answers
+    for name in SERVER_PRELOAD if servers else PRELOAD:
         importlib.import_module(name)
-    requests = sys.stdin.fileno()   # read raw: a buffered reader may hold a line select() cannot see
-    answers = sys.stdout.buffer
+    if servers:
+        warm_servers()
+    else:
+        warm()
+    if threading.active_count() != 1:  # a copy would inherit its locks, held or not, and not the thread
+        raise RuntimeError(f"the zygote must fork without threads: {threading.enumerate()}")
     # SIGCHLD wakes the select below through this pipe; copies are reaped there.
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     os.set_blocking(wake_read, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    pending = b""
+    to_servers: int | None = None    # the moto servers' zygote: its requests pipe, its answers pipe, its pid
+    from_servers: int | None = None
+    servers_pid = 0
+    pending = relayed = b""
     while True:
-        readable, _, _ = select.select([requests, wake_read], [], [])
+        readable, _, _ = select.select([requests, wake_read, *([from_servers] if from_servers else [])], [], [])
         if wake_read in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_read, 4096)
-        _reap(answers)
+        _reap(answers, servers_pid)
+        if from_servers is not None and from_servers in readable:
+            data = os.read(from_servers, 65536)
+            if not data:  # it ended (its traceback in the log): the next server's request forks another
+                assert to_servers is not None
+                os.close(to_servers)
+                os.close(from_servers)
+                to_servers = from_servers = None
+            relayed += data
+            whole = relayed[:relayed.rfind(b"\n") + 1]
+            relayed = relayed[len(whole):]
+            answers.write(whole)
+            answers.flush()
         if requests not in readable:
             continue
-        data = os.read(requests, 65536)
+        data = os.read(requests, 65536)  # read raw: a buffered reader may hold a line select() cannot see
         if not data:
+            if to_servers is not None:
+                os.close(to_servers)  # it returns too; reaped here, so that its CPU time counts as this process's
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(servers_pid, 0)
             return  # the harness is done with us
         pending += data
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             request = json.loads(line)
+            # What a copy closes: this zygote's pipes (not 0-2, which it replaces).
+            keep = (wake_read, wake_write, *(fd for fd in (to_servers, from_servers, requests, answers.fileno())
+                                             if fd is not None and fd > 2))
+            if request["entry"] in SERVER_ENTRIES and not servers:
+                if to_servers is None:
+                    servers_pid, to_servers, from_servers = _fork_servers_zygote(keep)
+                os.write(to_servers, line + b"\n")
+                continue
             # Everything the copy inherits out of the collector's sight (Python's advice for fork without exec): a
             # copy's full collections no longer walk ~100,000 imported objects, nor write to their pages (each
             # written page a copy of the zygote's); ~0.1 s of CPU per copy, which made one such collection.
             gc.freeze()
             pid = os.fork()
             if pid == 0:
-                _child(request, (wake_read, wake_write))
+                _child(request, keep)
             answers.write(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
             answers.flush()
 
 
-def _reap(answers: Any) -> None:
+def _fork_servers_zygote(keep: tuple[int, ...]) -> tuple[int, int, int]:
+    """Fork the moto servers' zygote: its pid, the pipe to write its requests to and the one to read its answers
+    from."""
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in (*keep, requests_write, answers_read):
+                os.close(fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)  # not the harness's pipes: it must see them end with this zygote
+            os.dup2(null, 1)
+            os.close(null)
+            serve(servers=True, requests=requests_read, answers=os.fdopen(answers_write, "wb"))
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(requests_read)
+    os.close(answers_write)
+    return pid, requests_write, answers_read
+
+
+def _reap(answers: Any, servers_pid: int = 0) -> None:
+    """Reap the copies that ended and tell the harness (not the moto servers' zygote: none of its copies)."""
     while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -327,6 +470,8 @@ def _reap(answers: Any) -> None:
             return
         if pid == 0:
             return
+        if pid == servers_pid:
+            continue
         answers.write(json.dumps({"exited": pid, "status": status, "cpu_seconds": usage.ru_utime + usage.ru_stime,
                                   "maxrss_kib": usage.ru_maxrss}).encode() + b"\n")
         answers.flush()

@@ -36,8 +36,10 @@ import pytest
 from bench.zygote import SharedZygote
 
 RESULT_TIMEOUT = 300.0  # seconds; every scenario bounds its own waits well below this
-# The scenarios that start their processes as copies of a zygote (bench/zygote.py: the crash loop, the fleet's process
-# tests) use this one while they run side by side: one interpreter importing the daemon (~0.75 s of CPU) for them all.
+# Every scenario starts its processes as copies of a zygote (bench/zygote.py: the crash loop, the fleet's process tests,
+# the fleet and enforcement benches' smoke runs, the demo, the daemons of tests/test_daemon_process.py and
+# tests/test_secrets.py), this one while they run side by side: one interpreter importing the daemon and parsing its
+# botocore models (~1.3 s of CPU) for them all.
 ZYGOTES = SharedZygote()
 OWNER_FILE = "background.owner"
 # How much lower the priority of the thread that runs a process's tests is than that of its background scenarios.

@@ -8,8 +8,6 @@ They use a sync boto3 client: call them where no event loop runs (a background s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ import structlog
 from athena_spark_emulator.testing import EmulatorHandle
 from athena_spark_emulator.thread import EmulatorThread
 from bench.environment import environment
+from bench.zygote import ForkedProcess, Zygote
 from tests.daemon_fixtures import SPARK_ENGINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +32,11 @@ def daemon_environment() -> dict[str, str]:
     return environment({"PYTHONPATH": str(REPO)})
 
 
-def spawn_daemon(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``."""
-    with log.open("ab") as stream:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
-                                env=daemon_environment() if env is None else env, stdout=stream, stderr=stream)
+def spawn_daemon(config: Path, log: Path, env: dict[str, str], *, zygote: Zygote) -> ForkedProcess:
+    """``athena-supervisor run --config CONFIG`` as a process of its own, its output appended to ``log``: a copy of
+    ``zygote`` (bench/zygote.py: its own process, the daemon's modules already imported; the background scenarios
+    pass the one they share, ``tests.background.ZYGOTES``, used from their own threads)."""
+    return zygote.spawn(["run", "--config", str(config)], log=log, env=env)
 
 
 def parse_log(text: str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The daemon as an operator runs it: a separate process, signals, a kill in the middle of an escalation.
 
-The kill waits for real processes in real time (a daemon's start, the Stop, the restart, stop_grace), a few seconds
-with a core idle, so it plays in the background of the run (tests/background.py)."""
+The kill and the reloads wait for real processes in real time (a daemon's start, the Stop, the restart, stop_grace,
+SIGHUP), a few seconds with a core idle, so they play in the background of the run (tests/background.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from supervisor.storage.sqlite import SqliteStorage
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 from tests.daemon_fixtures import SPARK_ENGINE, base_config, write_config
 from tests.realtime import (
     background_emulator,
@@ -88,9 +88,10 @@ class KilledMidEscalation:
 def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
     """A daemon SIGKILLed between the Stop of a calculation that ignores it and the Terminate due ``stop_grace``
     later, then started again on the same journal. Real processes and real time (the kill), so it plays in the
-    background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
+    background of the run (tests/background.py), with an emulator of its own in a thread of this process; both
+    daemons are copies of the zygote the background scenarios share."""
     env = daemon_environment()
-    with background_emulator(directory) as emulator:
+    with ZYGOTES.use(env, directory / "zygote.log") as zygote, background_emulator(directory) as emulator:
         athena = emulator.boto3_client()
         athena.create_work_group(Name="etl-a", Configuration={"EngineVersion": SPARK_ENGINE})
         session_id = start_session(athena, "etl-a")
@@ -102,7 +103,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
             policies=[{"name": "etl-limits", "workgroups": ["etl-*"], "calculation": {"max_runtime": "1s"}}],
         ))
         log = directory / "daemon.log"
-        first = spawn_daemon(config, log, env)
+        first = spawn_daemon(config, log, env, zygote=zygote)
         try:
             wait_until(lambda: calls_of(emulator, "StopCalculationExecution", CalculationExecutionId=calculation_id))
         finally:
@@ -110,7 +111,7 @@ def kill_mid_escalation(directory: Path) -> KilledMidEscalation:
             first.wait(10)
         terminates_before_restart = calls_of(emulator, "TerminateSession")
 
-        second = spawn_daemon(config, log, env)
+        second = spawn_daemon(config, log, env, zygote=zygote)
         try:
             wait_until(lambda: calls_of(emulator, "TerminateSession", SessionId=session_id), within=60)
             wait_until(lambda: "verify.done" in journal_events(journal_path, calculation_id), within=30)
@@ -164,48 +165,83 @@ def test_run_rejects_a_bad_config_with_exit_code_2(tmp_path: Path, capsys: pytes
     assert "policies[0].calculation.max_runtime: not a duration; got '30 minutes'" in capsys.readouterr().err
 
 
-def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(emulator: EmulatorHandle,
-                                                                         tmp_path: Path) -> None:
-    settings = base_config(emulator, tmp_path / "journal.db")
-    config = write_config(tmp_path / "config.yaml", settings)
-    log = tmp_path / "daemon.log"
-    daemon = spawn_daemon(config, log)
+@dataclass(frozen=True)
+class Reloaded:
+    """What :func:`reload_on_sighup` saw: ``/status`` before and after each reload, the reload events, whether the
+    daemon still ran after the bad file, its exit code and log, and its config file (the bad one at the end)."""
 
-    def status() -> dict[str, Any]:
-        with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
-            body: dict[str, Any] = json.loads(response.read())
-            return body
+    config: Path
+    journal: Path
+    first: dict[str, Any]            # /status["config"] before any reload
+    reloaded: dict[str, Any]         # the config.reloaded event
+    after_reload: dict[str, Any]     # /status after it
+    failed: dict[str, Any]           # the config.reload_failed event
+    alive_after_bad_file: bool
+    after_bad_file: list[dict[str, Any]]  # /status twice after it
+    exit_code: int
+    log: list[dict[str, Any]]
 
-    def reloads(event: str) -> list[dict[str, Any]]:
-        return [e for e in log_events(log) if e.get("event") == event]
 
-    try:
-        started = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "supervisor.started"])
-        wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
-        url = started[0]["http"]
-        first = status()["config"]
-        write_config(config, {**settings, "mode": "dry-run"})
-        daemon.send_signal(signal.SIGHUP)
-        (reloaded,) = wait_until(lambda: reloads("config.reloaded"))
-        assert (reloaded["trigger"], reloaded["changed"], reloaded["needs_restart"]) == ("SIGHUP", ["mode"], [])
-        now = status()
-        assert now["mode"] == "dry-run" and now["config"]["digest"] != first["digest"]
-        assert now["config"]["last_reload"]["outcome"] == "success"
-        config.write_text("mode: [not, a, mode]\n")
-        daemon.send_signal(signal.SIGHUP)
-        (failed,) = wait_until(lambda: reloads("config.reload_failed"))
-        out, err = io.StringIO(), io.StringIO()
-        assert check_config(str(config), out=out, err=err) == 2
-        assert failed["problems"] == err.getvalue().splitlines(), "the messages check-config prints"
-        assert failed["problems"][0].startswith(f"{config}: mode: not an accepted value")
-        assert daemon.poll() is None, "a bad file must not end the daemon"
-        assert status()["mode"] == "dry-run" and status()["config"]["digest"] == now["config"]["digest"]
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(15) == 0
-    names = [e.get("event") for e in log_events(log)]
+def reload_on_sighup(directory: Path) -> Reloaded:
+    """The daemon as a process (a copy of the zygote the background scenarios share), sent SIGHUP after a valid
+    change to its config file, then after a bad one, then SIGTERM. Real time (a process's start, its reloads), so it
+    plays in the background of the run, with an emulator of its own in a thread of this process."""
+    env = daemon_environment()
+    with ZYGOTES.use(env, directory / "zygote.log") as zygote, background_emulator(directory) as emulator:
+        journal = directory / "journal.db"
+        settings = base_config(emulator, journal)
+        config = write_config(directory / "config.yaml", settings)
+        log = directory / "daemon.log"
+        daemon = spawn_daemon(config, log, env, zygote=zygote)
+
+        def status() -> dict[str, Any]:
+            with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+
+        def reloads(event: str) -> list[dict[str, Any]]:
+            return [e for e in log_events(log) if e.get("event") == event]
+
+        try:
+            started = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "supervisor.started"])
+            wait_until(lambda: calls_of(emulator, "ListWorkGroups"))
+            url = started[0]["http"]
+            first = status()["config"]
+            write_config(config, {**settings, "mode": "dry-run"})
+            daemon.send_signal(signal.SIGHUP)
+            (reloaded,) = wait_until(lambda: reloads("config.reloaded"))
+            after_reload = status()
+            config.write_text("mode: [not, a, mode]\n")
+            daemon.send_signal(signal.SIGHUP)
+            (failed,) = wait_until(lambda: reloads("config.reload_failed"))
+            alive = daemon.poll() is None
+            after_bad_file = [status(), status()]
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+        exit_code = daemon.wait(15)
+        return Reloaded(config, journal, first, reloaded, after_reload, failed, alive, after_bad_file, exit_code,
+                        log_events(log))
+
+
+@in_background(reload_on_sighup)
+def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(background: Background) -> None:
+    run = background.result(reload_on_sighup)
+    reloaded, failed = run.reloaded, run.failed
+    assert (reloaded["trigger"], reloaded["changed"], reloaded["needs_restart"]) == ("SIGHUP", ["mode"], [])
+    now = run.after_reload
+    assert now["mode"] == "dry-run" and now["config"]["digest"] != run.first["digest"]
+    assert now["config"]["last_reload"]["outcome"] == "success"
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(run.config), out=out, err=err) == 2
+    assert failed["problems"] == err.getvalue().splitlines(), "the messages check-config prints"
+    assert failed["problems"][0].startswith(f"{run.config}: mode: not an accepted value")
+    assert run.alive_after_bad_file, "a bad file must not end the daemon"
+    for status in run.after_bad_file:
+        assert status["mode"] == "dry-run" and status["config"]["digest"] == now["config"]["digest"]
+    assert run.exit_code == 0
+    names = [e.get("event") for e in run.log]
     assert names[-2:] == ["supervisor.stopping", "supervisor.stopped"]
-    assert journal_kinds(tmp_path / "journal.db") == ["config.reloaded", "config.reload_failed"]
+    assert journal_kinds(run.journal) == ["config.reloaded", "config.reload_failed"]
 
 
 def journal_kinds(path: Path) -> list[str]:

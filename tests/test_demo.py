@@ -1,10 +1,8 @@
-"""``athena-supervisor demo`` as a user runs it: a subprocess, its narration, its summary and exit status."""
+"""``athena-supervisor demo`` as a user runs it: a process of its own, its narration, its summary and exit status."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +16,7 @@ from bench.environment import environment
 from supervisor.cli import main
 from supervisor.config import load_settings
 from supervisor.demo import scenario
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 
 pytestmark = pytest.mark.slow
 
@@ -65,31 +63,41 @@ class DemoRun:
 
 
 def play_demo(directory: Path) -> DemoRun:
-    """``athena-supervisor demo`` in a process of its own, to the end."""
+    """``athena-supervisor demo`` in a process of its own, to the end: a copy of the zygote the background scenarios
+    share (bench/zygote.py: the command's own process, its modules already imported), its stdout and stderr in two
+    files, its narration read from the first as it is written."""
     env = environment({"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
     journal = directory / "journal.db"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "demo", "--journal", str(journal)], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    watchdog = threading.Timer(110, process.kill)
-    watchdog.start()
-    started = time.monotonic()
-    lines: list[str] = []
-    metrics_body = ""
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-            match = METRICS_LINE.match(line)
-            if match and not metrics_body:
-                with urllib.request.urlopen(match.group(1), timeout=10) as response:
-                    metrics_body = response.read().decode()
-        stderr = process.stderr.read() if process.stderr else ""
-        exit_code = process.wait()
-    finally:
-        watchdog.cancel()
-    return DemoRun(exit_code, "\n".join(lines), stderr, metrics_body, time.monotonic() - started, journal)
+    out, err = directory / "demo.out", directory / "demo.err"
+    with ZYGOTES.use(env, directory / "zygote.log") as zygote:
+        process = zygote.spawn(["demo", "--journal", str(journal)], log=out, stderr=err, env=env)
+        watchdog = threading.Timer(110, process.kill)
+        watchdog.start()
+        started = time.monotonic()
+        metrics_body = ""
+        read = 0
+        try:
+            while True:
+                exited = process.poll() is not None  # before the read: what it wrote before it exited is read
+                with out.open("rb") as stream:
+                    stream.seek(read)
+                    written = stream.read()
+                whole = written[:written.rfind(b"\n") + 1]
+                read += len(whole)
+                for line in whole.decode().splitlines():
+                    match = METRICS_LINE.match(line)
+                    if match and not metrics_body:
+                        with urllib.request.urlopen(match.group(1), timeout=10) as response:
+                            metrics_body = response.read().decode()
+                if exited:
+                    break
+                time.sleep(0.05)
+            exit_code = process.wait()
+        finally:
+            watchdog.cancel()
+    output = out.read_text()
+    return DemoRun(exit_code, output.removesuffix("\n"), err.read_text(), metrics_body, time.monotonic() - started,
+                   journal)
 
 
 @in_background(play_demo)

@@ -1,30 +1,37 @@
 """The DynamoDB server of the fleet harness (``bench/dynamodb_server.py``): moto's answers, transactions run on
 their own items. A canceled transaction must leave every item as it was, a successful one apply all of its writes,
-and neither may touch another item."""
+and neither may touch another item.
+
+The server is the script's: its application (:class:`SerialMoto`, one request at a time, idempotent transactions)
+behind its HTTP server (:func:`serving`), with moto made cheaper as its ``main`` makes it, served from a thread and
+an event loop of this process rather than a process of its own (a fresh interpreter importing moto, ~1.3 s of CPU).
+moto keeps its state in module-level backends, which this process's other moto (``tests/dynamodb_fixtures.py``)
+shares: the table is deleted at the end, and nothing else calls moto while these tests run, one at a time."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import asyncio
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def dynamodb() -> Iterator[Any]:
-    server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dynamodb_server.py"), "--port", "0"],
-                              stdout=subprocess.PIPE, text=True)
+    from bench import moto_speedups
+    from bench.dynamodb_server import SerialMoto, serving
+
+    moto_speedups.install()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="dynamodb-server", daemon=True)
+    thread.start()
+    server = serving(SerialMoto())
     try:
-        assert server.stdout is not None
-        url = json.loads(server.stdout.readline())["endpoint_url"]
+        url = asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(30)
         client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="a",
                               aws_secret_access_key="b")
         client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
@@ -32,10 +39,15 @@ def dynamodb() -> Iterator[Any]:
                                        {"AttributeName": "sk", "KeyType": "RANGE"}],
                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                                                   {"AttributeName": "sk", "AttributeType": "S"}])
-        yield client
+        try:
+            yield client
+        finally:
+            client.delete_table(TableName="t")
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(30)
     finally:
-        server.terminate()
-        server.wait(15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 def key(pk: str) -> dict[str, Any]:

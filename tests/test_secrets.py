@@ -25,8 +25,9 @@ import yaml
 from aiohttp import web
 
 from athena_spark_emulator.testing import EmulatorHandle
+from bench.zygote import Zygote
 from supervisor.cli import main
-from tests.background import Background, in_background
+from tests.background import ZYGOTES, Background, in_background
 from tests.daemon_fixtures import base_config, write_config
 from tests.realtime import (
     athena_with_workgroups,
@@ -215,23 +216,25 @@ class Delivered:
 def deliver_to_failing_webhooks(directory: Path) -> Delivered:
     """The daemon as a process, notifying of a violation through two webhooks that never succeed, until four
     notifications have failed. It waits for real time (the daemon's start, the retries' backoff), so it plays in the
-    background of the run (tests/background.py), with an emulator of its own in a thread of this process."""
+    background of the run (tests/background.py), with an emulator of its own in a thread of this process; the daemon
+    is a copy of the zygote the background scenarios share."""
     env = daemon_environment()
     with background_emulator(directory) as emulator:
         athena = athena_with_workgroups(emulator)
         session_id = start_session(athena, "etl-a")
         wait_idle(athena, session_id)
         start_calculation(athena, session_id, "# sim: runtime=60s dpus=2")
-        return anyio.run(_deliver, emulator, directory, env)
+        with ZYGOTES.use(env, directory / "zygote.log") as zygote:
+            return anyio.run(_deliver, emulator, directory, env, zygote)
 
 
-async def _deliver(emulator: EmulatorHandle, directory: Path, env: dict[str, str]) -> Delivered:
+async def _deliver(emulator: EmulatorHandle, directory: Path, env: dict[str, str], zygote: Zygote) -> Delivered:
     async with serving_hooks() as hooks:
         journal = directory / "journal.db"
         config = write_config(directory / "config.yaml", base_config(
             emulator, journal, notifications=hooks.channels(), log_level="debug"))
         log = directory / "daemon.log"
-        daemon = spawn_daemon(config, log, env)
+        daemon = spawn_daemon(config, log, env, zygote=zygote)
         try:
             # violation and stop_requested, to both channels: four messages out of attempts
             await wait_for(lambda: len([e for e in log_events(log) if e["event"] == "notification.failed"]) >= 4)

@@ -63,8 +63,11 @@ class EmulatorHandle(ControlClient):
         import boto3
         from botocore.config import Config
 
+        # No proxies (the emulator is on loopback): botocore looks for them by iterating os.environ, which the test
+        # suite's background scenarios, creating clients in threads, do while pytest sets and deletes a variable.
         client = boto3.client(service, config=Config(
             parameter_validation=parameter_validation, retries={"mode": "standard", "total_max_attempts": 1},
+            proxies={},
         ), **self.client_kwargs(account=account, region=region, credentials=credentials))
         if check_shapes:
             client.meta.events.register(f"after-call.{client.meta.service_model.service_id.hyphenize()}",

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.environment import environment  # noqa: E402
+from bench.environment import environment, urlopen  # noqa: E402
 from bench.zygote import ForkedProcess, SharedZygote, Zygote  # noqa: E402
 
 RUNTIME_LIMIT_S = 1800.0          # policy max_runtime of the bench-rt-* workgroups
@@ -180,7 +180,7 @@ def pinned(command: list[str], core: int) -> list[str]:
 def http_json(url: str, body: Any = None, method: str = "GET", timeout: float = 600) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with urlopen(request, timeout=timeout) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
 
@@ -208,7 +208,7 @@ class EmulatorProcess:
     def athena(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(self.endpoint_url, data=json.dumps(body).encode(), method="POST",
                                          headers={**HEADERS, "X-Amz-Target": f"AmazonAthena.{operation}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urlopen(request, timeout=30) as response:
             result: dict[str, Any] = json.loads(response.read())
         return result
 

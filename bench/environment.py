@@ -10,6 +10,8 @@ once, a key gone meanwhile is simply left out.
 from __future__ import annotations
 
 import os
+import urllib.request
+from typing import Any
 
 
 def environment(*extras: dict[str, str]) -> dict[str, str]:
@@ -22,3 +24,13 @@ def environment(*extras: dict[str, str]) -> dict[str, str]:
     for extra in extras:
         copied.update(extra)
     return copied
+
+
+# urllib's default opener looks for proxies in os.environ (every variable, by iterating it: the race above, a KeyError
+# in a background scenario now and then) at each urlopen. The harnesses talk to servers on loopback: no proxy.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def urlopen(url: str | urllib.request.Request, timeout: float) -> Any:
+    """``urllib.request.urlopen`` without proxies, so without reading ``os.environ`` (for servers on loopback)."""
+    return _DIRECT.open(url, timeout=timeout)

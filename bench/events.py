@@ -51,7 +51,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +76,7 @@ from bench.enforcement import (  # noqa: E402
     stop_process,
     tally,
 )
-from bench.environment import environment  # noqa: E402
+from bench.environment import environment, urlopen  # noqa: E402
 from bench.zygote import ForkedProcess, Zygote  # noqa: E402
 
 LONG_WORKGROUPS = 4
@@ -195,7 +194,7 @@ class SqsServer:
         deadline = time.time() + within
         while self.process.poll() is None:
             try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+                urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
                 return True
             except OSError:
                 if time.time() > deadline:
@@ -272,7 +271,7 @@ class Driver(threading.Thread):
 
 def scrape(port: int) -> dict[str, float]:
     """The daemon's counters this bench reports, summed over their labels but the outcome/kind."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return event_counters((sample.name, sample.labels, sample.value)
                           for family in text_string_to_metric_families(text) for sample in family.samples)

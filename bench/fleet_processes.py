@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from athena_spark_emulator import ControlClient  # noqa: E402
 from bench.enforcement import stop_process  # noqa: E402
-from bench.environment import environment  # noqa: E402
+from bench.environment import environment, urlopen  # noqa: E402
 from bench.zygote import ForkedProcess, Usage, Zygote  # noqa: E402
 
 # The replicas' own credentials: any will do for the emulator's STS and for moto ("fleet" names no account,
@@ -195,7 +194,7 @@ class DynamoDbProcess:
     def stats(self) -> dict[str, dict[str, Any]]:
         """``calls``: requests served so far by operation (every replica's, killed ones' included);
         ``busy_seconds``: the time spent serving them, by operation."""
-        with urllib.request.urlopen(f"{self.endpoint_url}/_bench/calls", timeout=30) as response:
+        with urlopen(f"{self.endpoint_url}/_bench/calls", timeout=30) as response:
             stats: dict[str, dict[str, Any]] = json.loads(response.read())
         return stats
 
@@ -273,7 +272,7 @@ class Replica:
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         """Every sample of its ``/metrics``: (name, labels, value)."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+        with urlopen(f"{self.url}/metrics", timeout=10) as response:
             text = response.read().decode()
         return [(sample.name, dict(sample.labels), sample.value)
                 for family in text_string_to_metric_families(text) for sample in family.samples]
@@ -290,7 +289,7 @@ class Replica:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
+            with urlopen(f"{self.url}/readyz", timeout=5) as response:
                 return bool(response.status == 200)
         except OSError:
             return False

@@ -9,7 +9,6 @@ import io
 import json
 import signal
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from athena_spark_emulator.testing import EmulatorHandle
+from bench.environment import urlopen
 from supervisor.cli import main
 from supervisor.commands.check_config import check_config
 from supervisor.gateway import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
@@ -195,7 +195,7 @@ def reload_on_sighup(directory: Path) -> Reloaded:
         daemon = spawn_daemon(config, log, env, zygote=zygote)
 
         def status() -> dict[str, Any]:
-            with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+            with urlopen(f"{url}/status", timeout=5) as response:
                 body: dict[str, Any] = json.loads(response.read())
                 return body
 

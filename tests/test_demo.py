@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench.environment import environment
+from bench.environment import environment, urlopen
 from supervisor.cli import main
 from supervisor.config import load_settings
 from supervisor.demo import scenario
@@ -87,7 +86,7 @@ def play_demo(directory: Path) -> DemoRun:
                 for line in whole.decode().splitlines():
                     match = METRICS_LINE.match(line)
                     if match and not metrics_body:
-                        with urllib.request.urlopen(match.group(1), timeout=10) as response:
+                        with urlopen(match.group(1), timeout=10) as response:
                             metrics_body = response.read().decode()
                 if exited:
                     break

@@ -184,7 +184,9 @@ class Workload:
         self.athena = boto3.client(
             "athena", endpoint_url=endpoint_url, region_name="us-east-1",
             aws_access_key_id="crash", aws_secret_access_key="crash",
-            config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30),
+            # No proxies (loopback): looking for them iterates os.environ, racing pytest in the suite's background.
+            config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30,
+                          proxies={}),
         )
         self.t0 = 0.0
         self.finished = threading.Event()

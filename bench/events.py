@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,8 +186,8 @@ class SqsServer:
                     error = log.read_bytes()[written:].decode(errors="replace")[-300:]
             if attempt == self.ATTEMPTS:
                 raise RuntimeError(f"moto_server did not start on a free port ({self.ATTEMPTS} tries): {error}")
-        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,
-                           aws_access_key_id="bench", aws_secret_access_key="bench")
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,  # no proxies: as urlopen
+                           aws_access_key_id="bench", aws_secret_access_key="bench", config=Config(proxies={}))
         self.queue_url: str = sqs.create_queue(QueueName="athena-supervisor-events",
                                                Attributes={"VisibilityTimeout": str(visibility_timeout)})["QueueUrl"]
 

@@ -165,10 +165,12 @@ class Workload:
 
 
 def athena_client(endpoint_url: str, shard: Shard) -> Any:
-    """boto3 Athena in ``shard``'s account (a 12-digit access key id names it) and region."""
+    """boto3 Athena in ``shard``'s account (a 12-digit access key id names it) and region. Without proxies (the
+    emulator is on loopback): botocore would look for them by iterating ``os.environ``, which the test suite's
+    background scenarios do in a thread while pytest deletes a variable (``bench/environment.py``)."""
     return boto3.client("athena", endpoint_url=endpoint_url, region_name=shard.region,
                         aws_access_key_id=shard.account, aws_secret_access_key="fleet",
-                        config=Config(retries={"mode": "standard", "max_attempts": 10}, read_timeout=60))
+                        config=Config(retries={"mode": "standard", "max_attempts": 10}, read_timeout=60, proxies={}))
 
 
 class Announcer(threading.Thread):

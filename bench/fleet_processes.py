@@ -351,21 +351,19 @@ class Fleet:
             queued behind each other there past their read timeouts on a loaded machine.
         zygote: the zygote its processes are copies of, left running at the end; by default the shared
             emulator's, else the fleet's own.
-        table: the DynamoDB table of its replicas.
-        setup: how the table is made: ``"command"`` runs ``athena-supervisor setup-dynamodb`` as an operator does;
-            ``"in-process"`` calls what that command runs (``supervisor.commands.setup_dynamodb.setup``) in this
-            process, without the cost of one more Python process.
+        table: the DynamoDB table of its replicas, made by ``athena-supervisor setup-dynamodb`` as an operator
+            makes it (a copy of the zygote). Not in this process: its clients would look for proxies by iterating
+            ``os.environ``, which in the test suite's background threads races pytest deleting a variable.
     """
 
     def __init__(self, directory: Path, shards: list[Shard], settings: ReplicaSettings, *,
                  throttle_tps: float | None = None, emulator: EmulatorProcess | None = None, table: str = TABLE,
-                 setup: str = "command", zygote: Zygote | None = None) -> None:
+                 zygote: Zygote | None = None) -> None:
         self.directory = directory
         self.shards = shards
         self.settings = settings
         self.throttle_tps = throttle_tps
         self.table = table
-        self.setup = setup
         self.replicas: dict[str, Replica] = {}       # the current process of each name
         self.generations: list[Replica] = []          # every process started, in order
         self._stack = contextlib.ExitStack()
@@ -405,16 +403,7 @@ class Fleet:
         return path
 
     def create_table(self) -> None:
-        """The replicas' table, made with a replica's config (see ``setup``)."""
-        if self.setup == "in-process":
-            import anyio
-
-            from supervisor.commands.setup_dynamodb import setup
-            from supervisor.config import parse_settings
-
-            settings = parse_settings(self.config("setup"), environ={})
-            anyio.run(setup, settings)
-            return
+        """The replicas' table, made with a replica's config."""
         log = self.directory / "setup-dynamodb.log"
         command = self.zygote.spawn(["setup-dynamodb", "--config", str(self.write_config("setup"))], log=log,
                                     env=fleet_environment())

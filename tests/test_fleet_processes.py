@@ -140,7 +140,7 @@ def cut_off_then_killed(emulator: EmulatorProcess, directory: Path) -> dict[str,
     DynamoDB and rejoins once the path is back; then r2 is killed in the middle of an escalation."""
     shards = fleet_shards(6, first_account=1)
     outcomes: dict[str, tuple[str, Any]] = {}
-    with Fleet(directory, shards, SETTINGS, emulator=emulator, table="fleet-cut-kill", setup="in-process") as fleet:
+    with Fleet(directory, shards, SETTINGS, emulator=emulator, table="fleet-cut-kill") as fleet:
         create_workgroups(fleet.emulator.control, shards)
         dynamodb = urlsplit(fleet.dynamodb.endpoint_url)
         with TcpProxyProcess((str(dynamodb.hostname), int(dynamodb.port or 80))) as proxy:
@@ -257,7 +257,7 @@ def killed_in_the_middle_of_an_escalation(fleet: Fleet, victim: str) -> tuple[Wo
 
 def rolling_restart_under_load(emulator: EmulatorProcess, directory: Path) -> Evidence:
     shards = fleet_shards(6, first_account=7)
-    with Fleet(directory, shards, ROLLING, emulator=emulator, table="fleet-rolling", setup="in-process") as fleet:
+    with Fleet(directory, shards, ROLLING, emulator=emulator, table="fleet-rolling") as fleet:
         create_workgroups(fleet.emulator.control, shards)
         start_all(fleet)
         workload = Workload()

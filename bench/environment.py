@@ -27,7 +27,8 @@ def environment(*extras: dict[str, str]) -> dict[str, str]:
 
 
 # urllib's default opener looks for proxies in os.environ (every variable, by iterating it: the race above, a KeyError
-# in a background scenario now and then) at each urlopen. The harnesses talk to servers on loopback: no proxy.
+# in a background scenario now and then) when the process's first urlopen builds it, and again for each request if
+# it found one. The harnesses talk to servers on loopback: no proxy, and os.environ left alone.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
